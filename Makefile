@@ -1,0 +1,45 @@
+# LLenergyMeasure developer commands. `make install` then `make test` on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The CPU build of torch that lies on the CI machines' disk; GPU machines resolve their CUDA build.
+CPU_TORCH ?= torch==2.13.0
+EXTRAS ?= pytorch,dev,report
+
+.PHONY: install test test-fast lint format typecheck benchmarks vllm-env images images-ci clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	@if ! command -v nvidia-smi >/dev/null 2>&1 && ! $(PY) -c "import torch" 2>/dev/null; then \
+		echo "no NVIDIA GPU here: installing the CPU build of torch ($(CPU_TORCH))"; \
+		$(PIP) install -q "$(CPU_TORCH)"; \
+	fi
+	$(PIP) install -q -e ".[$(EXTRAS)]"
+	@# PyPI's torchvision/torchaudio/torchcodec break beside the CPU torch; nothing here needs them.
+	-$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(VENV)/bin/pytest -m "not slow and not docker and not vllm" $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,21 @@
+"""LLenergyMeasure: measure the energy and performance of LLM inference.
+
+The stable API is exactly the names in ``__all__``; everything else is internal and may change.
+Importing this package loads no inference engine, no torch and no Docker SDK.
+"""
+
+from llenergymeasure._version import __version__
+from llenergymeasure.api import run_experiment, run_study
+from llenergymeasure.config.experiment import ExperimentConfig
+from llenergymeasure.config.study import StudyConfig
+from llenergymeasure.results.models import ExperimentResult, StudyResult
+
+__all__ = [
+    "ExperimentConfig",
+    "ExperimentResult",
+    "StudyConfig",
+    "StudyResult",
+    "__version__",
+    "run_experiment",
+    "run_study",
+]

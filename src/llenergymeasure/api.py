@@ -1,0 +1,92 @@
+"""The library entry points. Both go through one internal ``_run(StudyConfig) -> StudyResult``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from llenergymeasure.config.experiment import ExperimentConfig
+from llenergymeasure.config.study import StudyConfig
+from llenergymeasure.errors import ExperimentError
+from llenergymeasure.results.models import ExperimentResult, StudyResult
+
+
+def _coerce_experiment(config: ExperimentConfig | dict[str, Any] | str | Path) -> ExperimentConfig:
+    if isinstance(config, ExperimentConfig):
+        return config
+    if isinstance(config, dict):
+        return ExperimentConfig.from_dict(config)
+    return ExperimentConfig.from_yaml(config)
+
+
+def _coerce_study(config: StudyConfig | dict[str, Any] | str | Path) -> StudyConfig:
+    if isinstance(config, StudyConfig):
+        return config
+    if isinstance(config, dict):
+        from llenergymeasure.config.validate import validate_study_data
+
+        return validate_study_data(config)
+    return StudyConfig.from_yaml(config)
+
+
+def run_experiment(
+    config: ExperimentConfig | dict[str, Any] | str | Path,
+    *,
+    runner: str | None = None,
+    results_dir: str | Path | None = None,
+    user_config_path: str | Path | None = None,
+) -> ExperimentResult:
+    """Run one experiment in a fresh process (or container) and return its result.
+
+    ``config`` is an ``ExperimentConfig``, a mapping, or the path of an experiment YAML file.
+    ``runner`` plays the part of ``llem run --runner`` (env vars and the user config still win).
+    Raises ``ExperimentError`` (with the failing phase) when the experiment produced no result.
+    """
+    cfg = _coerce_experiment(config)
+    study = StudyConfig.from_experiment(cfg)
+    result = _run(
+        study,
+        runner=runner,
+        results_dir=results_dir,
+        user_config_path=user_config_path,
+        no_gaps=True,
+    )
+    if result.runs:
+        return result.runs[0]
+    failure = result.failures[0] if result.failures else None
+    if failure is None:
+        raise ExperimentError("the experiment produced no result and no error record")
+    raise ExperimentError(
+        f"experiment failed in phase {failure.phase or 'unknown'}: {failure.message}"
+        + (f" (details: {failure.error_file})" if failure.error_file else ""),
+        phase=failure.phase,
+    )
+
+
+def run_study(
+    config: StudyConfig | dict[str, Any] | str | Path,
+    *,
+    runner: str | None = None,
+    results_dir: str | Path | None = None,
+    user_config_path: str | Path | None = None,
+    n_cycles: int | None = None,
+    no_gaps: bool = False,
+    fail_fast: bool = False,
+) -> StudyResult:
+    """Run a study (every experiment x every cycle) and return its aggregate ``StudyResult``."""
+    return _run(
+        _coerce_study(config),
+        runner=runner,
+        results_dir=results_dir,
+        user_config_path=user_config_path,
+        n_cycles=n_cycles,
+        no_gaps=no_gaps,
+        fail_fast=fail_fast,
+    )
+
+
+def _run(study: StudyConfig, **options: Any) -> StudyResult:
+    """The single internal path both public functions take."""
+    from llenergymeasure.study.runner import StudyRunner
+
+    return StudyRunner(study, **options).run()

@@ -1,0 +1,282 @@
+"""``ExperimentConfig``: what one experiment measures (portable, infrastructure-agnostic).
+
+One experiment is one model x one backend x one configuration. Nothing here says how or where it
+runs (that is the user config and the runner) and nothing here is a fact about the machine (that
+is the environment snapshot).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from llenergymeasure.models.presets import SYNTHETIC_PREFIX, SYNTHETIC_PRESETS, is_synthetic, preset_name
+
+BackendName = Literal["pytorch", "vllm", "tensorrt"]
+BACKENDS: tuple[str, ...] = ("pytorch", "vllm", "tensorrt")
+BACKEND_ALIASES = {"trtllm": "tensorrt", "tensorrt-llm": "tensorrt", "tensorrt_llm": "tensorrt", "torch": "pytorch", "transformers": "pytorch"}
+Precision = Literal["fp32", "fp16", "bf16"]
+PRECISION_ALIASES = {"float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
+
+
+def normalise_backend(value: Any) -> Any:
+    if isinstance(value, str):
+        v = value.strip().lower()
+        return BACKEND_ALIASES.get(v, v)
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=False, frozen=False)
+
+
+class DatasetConfig(_Strict):
+    """Where prompts come from.
+
+    ``source`` is ``synthetic`` (random token ids with exactly ``input_tokens`` tokens each,
+    deterministic by seed), a path to a ``.jsonl`` file (one ``{"prompt": ...}`` object a line), or
+    a Hugging Face dataset name (needs the ``datasets`` package and a reachable hub).
+    """
+
+    source: str = "synthetic"
+    input_tokens: int = Field(128, ge=1, le=1_000_000, description="synthetic prompt length in tokens")
+    field: str = Field("prompt", description="JSONL key or HF dataset column holding the prompt text")
+    split: str = Field("train", description="HF dataset split")
+    subset: str | None = Field(None, description="HF dataset configuration name")
+
+    @property
+    def kind(self) -> Literal["synthetic", "jsonl", "hf"]:
+        if self.source == "synthetic":
+            return "synthetic"
+        if self.source.endswith((".jsonl", ".json")) or Path(self.source).exists():
+            return "jsonl"
+        return "hf"
+
+
+class DecodingConfig(_Strict):
+    """Decoding. ``temperature: 0`` (the default) is greedy decoding."""
+
+    temperature: float = Field(0.0, ge=0.0, le=10.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0, description="0 disables top-k")
+    fixed_output_length: bool = Field(
+        True,
+        description="generate exactly max_output_tokens per prompt (EOS ignored) so runs are comparable",
+    )
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+class WarmupConfig(_Strict):
+    """Warmup before measuring; never inside the measured window.
+
+    ``mode: fixed`` runs ``runs`` batches. ``mode: cv`` runs at least ``runs`` and stops once the
+    coefficient of variation of the last ``window`` latencies is under ``cv_threshold``, or after
+    ``max_runs`` (recorded as not converged).
+    """
+
+    mode: Literal["fixed", "cv"] = "fixed"
+    runs: int = Field(3, ge=0, le=10_000)
+    max_runs: int = Field(20, ge=1, le=10_000)
+    cv_threshold: float = Field(0.05, gt=0.0, lt=1.0)
+    window: int = Field(3, ge=2, le=1000)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> WarmupConfig:
+        if self.mode == "cv" and self.max_runs < max(self.runs, self.window):
+            raise ValueError(
+                f"max_runs ({self.max_runs}) must be at least runs ({self.runs}) and window "
+                f"({self.window}) when mode is cv"
+            )
+        return self
+
+
+class BaselineConfig(_Strict):
+    """Idle-power baseline, measured before the measured window and cached on disk."""
+
+    enabled: bool = True
+    duration_s: float = Field(15.0, gt=0.0, le=3600.0)
+    cache_ttl_s: float = Field(3600.0, ge=0.0, description="0 disables the cache")
+
+
+class PyTorchConfig(_Strict):
+    """Knobs of the transformers backend."""
+
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"] | None = None
+    static_cache: bool = Field(False, description="cache_implementation='static' in generate")
+    torch_compile: bool = Field(False, description="transformers' compile path (needs static_cache)")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "reduce-overhead"
+    device_map: str | None = Field(None, description="e.g. 'auto' to shard over visible GPUs; None = one device")
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _compile_needs_static(self) -> PyTorchConfig:
+        if self.torch_compile and not self.static_cache:
+            raise ValueError(
+                "torch_compile: true needs static_cache: true (transformers compiles the forward "
+                "pass only for a static KV cache)"
+            )
+        return self
+
+
+class VLLMConfig(_Strict):
+    """Engine arguments of ``vllm.LLM`` that researchers sweep."""
+
+    tensor_parallel_size: int = Field(1, ge=1, le=64)
+    pipeline_parallel_size: int = Field(1, ge=1, le=64)
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    max_num_seqs: int | None = Field(None, ge=1)
+    max_num_batched_tokens: int | None = Field(None, ge=1)
+    max_model_len: int | None = Field(None, ge=1)
+    enforce_eager: bool = False
+    quantization: str | None = None
+    kv_cache_dtype: str = "auto"
+    enable_prefix_caching: bool | None = None
+    trust_remote_code: bool = False
+
+
+class TensorRTConfig(_Strict):
+    """Build and runtime knobs of TensorRT-LLM's ``LLM`` API."""
+
+    tp_size: int = Field(1, ge=1, le=64)
+    pp_size: int = Field(1, ge=1, le=64)
+    max_batch_size: int | None = Field(None, ge=1)
+    max_num_tokens: int | None = Field(None, ge=1)
+    max_input_len: int | None = Field(None, ge=1)
+    max_seq_len: int | None = Field(None, ge=1)
+    quantization: str | None = Field(None, description="a tensorrt_llm QuantAlgo name, e.g. FP8, W4A16_AWQ")
+    kv_cache_dtype: str | None = Field(None, description="e.g. fp8; None = the engine's default")
+    kv_cache_free_gpu_memory_fraction: float | None = Field(None, gt=0.0, le=1.0)
+    enable_block_reuse: bool | None = None
+
+
+SECTION_FOR_BACKEND = {"pytorch": "pytorch", "vllm": "vllm", "tensorrt": "tensorrt"}
+
+
+class ExperimentConfig(_Strict):
+    """One model x backend x configuration. Load with ``ExperimentConfig.from_yaml(path)``."""
+
+    name: str | None = Field(None, description="a label for tables; not part of config_hash")
+    model: str = Field(..., description="HF hub id, local directory, or synthetic/<preset>")
+    backend: BackendName = "pytorch"
+    precision: Precision = "bf16"
+    batch_size: int = Field(1, ge=1, le=65_536)
+    n: int = Field(100, ge=1, le=10_000_000, description="number of prompts in the measured window")
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    max_input_tokens: int = Field(512, ge=1, description="prompts longer than this are truncated")
+    max_output_tokens: int = Field(128, ge=1, description="new tokens per prompt")
+    decoding: DecodingConfig = Field(default_factory=DecodingConfig)
+    warmup: WarmupConfig = Field(default_factory=WarmupConfig)
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+    seed: int = Field(42, ge=0)
+    timeout_s: float | None = Field(None, gt=0, description="kill the experiment after this long (default: none)")
+    pytorch: PyTorchConfig | None = None
+    vllm: VLLMConfig | None = None
+    tensorrt: TensorRTConfig | None = None
+
+    # -- validators --------------------------------------------------------------------------
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "backend" in data:
+            data["backend"] = normalise_backend(data["backend"])
+        if "trtllm" in data:
+            if "tensorrt" in data:
+                raise ValueError("give the TensorRT-LLM section once, as `tensorrt:` (not also `trtllm:`)")
+            data["tensorrt"] = data.pop("trtllm")
+        if isinstance(data.get("precision"), str):
+            p = data["precision"].strip().lower()
+            data["precision"] = PRECISION_ALIASES.get(p, p)
+        if isinstance(data.get("dataset"), str):
+            data["dataset"] = {"source": data["dataset"]}
+        return data
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("model must not be empty; give a HF hub id, a local path or synthetic/<preset>")
+        if is_synthetic(v) and preset_name(v) not in SYNTHETIC_PRESETS:
+            known = ", ".join(SYNTHETIC_PREFIX + k for k in SYNTHETIC_PRESETS)
+            raise ValueError(f"unknown synthetic preset {v!r}; available: {known}")
+        return v
+
+    @model_validator(mode="after")
+    def _sections(self) -> ExperimentConfig:
+        for section in SECTION_FOR_BACKEND.values():
+            if getattr(self, section) is not None and section != self.backend:
+                raise ValueError(
+                    f"a `{section}:` section is given but backend is {self.backend!r}; remove the "
+                    f"section or set `backend: {section}`"
+                )
+        if self.dataset.kind == "synthetic" and self.dataset.input_tokens > self.max_input_tokens:
+            raise ValueError(
+                f"dataset.input_tokens ({self.dataset.input_tokens}) exceeds max_input_tokens "
+                f"({self.max_input_tokens}); raise max_input_tokens or shorten the prompts"
+            )
+        return self
+
+    # -- derived -----------------------------------------------------------------------------
+
+    def backend_section(self) -> PyTorchConfig | VLLMConfig | TensorRTConfig:
+        """The chosen backend's section, with defaults when the YAML gave none."""
+        section = getattr(self, self.backend)
+        if section is not None:
+            return section  # type: ignore[no-any-return]
+        return {"pytorch": PyTorchConfig, "vllm": VLLMConfig, "tensorrt": TensorRTConfig}[self.backend]()
+
+    def hashable_dict(self) -> dict[str, Any]:
+        """The resolved config as canonical data: defaults filled in, the label removed."""
+        data = self.model_dump(mode="json", exclude={"name"})
+        data[self.backend] = self.backend_section().model_dump(mode="json")
+        return data
+
+    @property
+    def config_hash(self) -> str:
+        """SHA-256 of the canonical JSON of the resolved config (64 hex digits)."""
+        return canonical_hash(self.hashable_dict())
+
+    @property
+    def short_hash(self) -> str:
+        return self.config_hash[:8]
+
+    def label(self) -> str:
+        """A short human label: the name, else model/backend/batch size."""
+        if self.name:
+            return self.name
+        return f"{self.model.split('/')[-1]}/{self.backend}/bs{self.batch_size}"
+
+    # -- loading -----------------------------------------------------------------------------
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> ExperimentConfig:
+        """Load and validate an experiment YAML file; errors carry file, line and field path."""
+        from llenergymeasure.config.validate import load_experiment_file
+
+        return load_experiment_file(path)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> ExperimentConfig:
+        """Validate a mapping with the same guards and messages as ``from_yaml``."""
+        from llenergymeasure.config.validate import validate_experiment_data
+
+        return validate_experiment_data(data, source=source)
+
+
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def canonical_hash(data: Any) -> str:
+    return hashlib.sha256(canonical_json(data).encode()).hexdigest()

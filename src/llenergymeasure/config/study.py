@@ -1,0 +1,293 @@
+"""``StudyConfig``: a sweep of experiments repeated over cycles.
+
+Grammar (all optional except that at least one experiment must come out):
+
+``base``
+    fields shared by every experiment.
+``experiments``
+    a list of experiments, each merged over ``base``.
+``sweep``
+    axes whose list values are crossed (Cartesian product). A dotted key reaches into a section,
+    e.g. ``vllm.max_num_seqs: [64, 256]``. When ``experiments`` is also given, the grid is crossed
+    with each experiment; an axis of a backend section (``vllm.*``) applies only to experiments of
+    that backend.
+``execution``
+    how the study is run (cycles, order, gaps). Excluded from ``study_design_hash``.
+
+Sweep points that fail validation are kept in ``expand_report().invalid`` with their reason and
+shown by ``llem run --dry-run`` and in the study result; they are never silently dropped.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from llenergymeasure.config.experiment import (
+    BACKEND_ALIASES,
+    ExperimentConfig,
+    canonical_hash,
+    normalise_backend,
+)
+from llenergymeasure.config.loading import format_path, validation_problems
+from llenergymeasure.errors import ConfigError
+
+SECTION_NAMES = {"pytorch", "vllm", "tensorrt", *BACKEND_ALIASES}
+
+
+class ExecutionConfig(BaseModel):
+    """How a study is run. Gaps left ``None`` come from the user config, else the defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_cycles: int = Field(3, ge=1, le=10_000)
+    cycle_order: Literal["sequential", "interleaved", "shuffled"] = "interleaved"
+    shuffle_seed: int | None = Field(None, ge=0, description="seed of the shuffled order (default 0)")
+    config_gap_seconds: float | None = Field(None, ge=0, le=86_400)
+    cycle_gap_seconds: float | None = Field(None, ge=0, le=86_400)
+
+
+@dataclass
+class InvalidPoint:
+    """A sweep point that failed validation, and why."""
+
+    index: int
+    overrides: dict[str, Any]
+    problems: list[str]
+
+    def describe(self) -> str:
+        parts = ", ".join(f"{k}={v!r}" for k, v in self.overrides.items()) or "(base)"
+        return f"point {self.index} [{parts}]: " + "; ".join(self.problems)
+
+
+@dataclass
+class SweepExpansion:
+    experiments: list[ExperimentConfig] = field(default_factory=list)
+    invalid: list[InvalidPoint] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    cur = data
+    for p in parts[:-1]:
+        nxt = cur.get(p)
+        if nxt is None:
+            nxt = {}
+            cur[p] = nxt
+        elif not isinstance(nxt, dict):
+            raise ValueError(f"cannot set {dotted!r}: {p!r} is not a mapping")
+        cur = nxt
+    cur[parts[-1]] = copy.deepcopy(value)
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` merged into a copy of ``base``; nested mappings merge, everything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _expand_dotted(data: dict[str, Any]) -> dict[str, Any]:
+    """Turn ``{"vllm.max_num_seqs": 8}`` into ``{"vllm": {"max_num_seqs": 8}}`` (in base/experiments)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(key, str) and "." in key:
+            _set_dotted(out, key, value)
+        else:
+            out = deep_merge(out, {key: value})
+    return out
+
+
+class StudyConfig(BaseModel):
+    """A study: experiments and/or a sweep over a shared base, run over ``execution.n_cycles``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("study", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    base: dict[str, Any] = Field(default_factory=dict)
+    experiments: list[dict[str, Any]] = Field(default_factory=list)
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+
+    _expansion: SweepExpansion | None = PrivateAttr(default=None)
+
+    @field_validator("experiments", mode="before")
+    @classmethod
+    def _experiments_are_mappings(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            out = []
+            for i, item in enumerate(v):
+                if isinstance(item, ExperimentConfig):
+                    item = item.model_dump(mode="json", exclude_none=True)
+                if not isinstance(item, dict):
+                    raise ValueError(f"experiments[{i}] must be a mapping of experiment fields")
+                out.append(item)
+            return out
+        return v
+
+    @field_validator("sweep", mode="before")
+    @classmethod
+    def _sweep_lists(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        for key, values in v.items():
+            if not isinstance(values, list):
+                raise ValueError(
+                    f"sweep.{key} must be a list of values to sweep over, got {values!r}; write "
+                    f"`{key}: [{values}]` for a single value, or move it to `base:`"
+                )
+            if not values:
+                raise ValueError(f"sweep.{key} is an empty list; give at least one value")
+        return v
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> StudyConfig:
+        if not self.experiments and not self.sweep and not self.base:
+            raise ValueError("a study needs `experiments:`, `sweep:` or `base:`")
+        expansion = self.expand_report()
+        if not expansion.experiments:
+            raise ValueError(
+                "no valid experiment results from this study:\n"
+                + "\n".join("    " + p.describe() for p in expansion.invalid)
+            )
+        return self
+
+    # -- expansion ---------------------------------------------------------------------------
+
+    def expand_report(self) -> SweepExpansion:
+        """Every concrete experiment, plus the sweep points that failed and why."""
+        if self._expansion is not None:
+            return self._expansion
+        base = _expand_dotted(self.base)
+        entries = [_expand_dotted(e) for e in self.experiments] or [{}]
+        out = SweepExpansion()
+        seen: dict[str, int] = {}
+        index = 0
+        for entry in entries:
+            merged = deep_merge(base, entry)
+            backend = normalise_backend(merged.get("backend", "pytorch"))
+            axes = []
+            for key, values in self.sweep.items():
+                head = key.split(".")[0]
+                if "." in key and head in SECTION_NAMES and normalise_backend(head) != backend:
+                    continue
+                axes.append((key, values))
+            keys = [k for k, _ in axes]
+            for combo in itertools.product(*[vals for _, vals in axes]):
+                overrides = dict(zip(keys, combo, strict=True))
+                point = copy.deepcopy(merged)
+                try:
+                    for k, value in overrides.items():
+                        if k == "backend":
+                            value = normalise_backend(value)
+                        _set_dotted(point, k, value)
+                    cfg = ExperimentConfig.model_validate(point)
+                except ValidationError as exc:
+                    shown = {**{k: v for k, v in entry.items() if not isinstance(v, dict)}, **overrides}
+                    out.invalid.append(
+                        InvalidPoint(index, shown, validation_problems(exc, ExperimentConfig))
+                    )
+                    index += 1
+                    continue
+                except ValueError as exc:
+                    out.invalid.append(InvalidPoint(index, overrides, [str(exc)]))
+                    index += 1
+                    continue
+                h = cfg.config_hash
+                if h in seen:
+                    out.duplicates.append(
+                        f"point {index} is identical to point {seen[h]} (config {h[:8]}); run once"
+                    )
+                else:
+                    seen[h] = index
+                    out.experiments.append(cfg)
+                index += 1
+        self._expansion = out
+        return out
+
+    def expand(self) -> list[ExperimentConfig]:
+        """The concrete, valid, distinct experiments of this study, in declaration order."""
+        return list(self.expand_report().experiments)
+
+    @property
+    def study_design_hash(self) -> str:
+        """SHA-256 over the set of experiment config hashes; ``execution`` does not enter it."""
+        return canonical_hash(sorted(cfg.config_hash for cfg in self.expand()))
+
+    @property
+    def backends(self) -> list[str]:
+        return sorted({cfg.backend for cfg in self.expand()})
+
+    # -- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def from_experiment(cls, config: ExperimentConfig, n_cycles: int = 1) -> StudyConfig:
+        """Wrap one experiment as a one-cycle study (what ``run_experiment`` does)."""
+        data = config.model_dump(mode="json", exclude_none=True)
+        study = cls(
+            name=_safe_name(config.name or "experiment"),
+            experiments=[data],
+            execution=ExecutionConfig(n_cycles=n_cycles, cycle_order="sequential"),
+        )
+        return study
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> StudyConfig:
+        """Load and validate a study YAML file; errors carry file, line and field path."""
+        from llenergymeasure.config.validate import load_study_file
+
+        return load_study_file(path)
+
+
+def _safe_name(text: str) -> str:
+    import re
+
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._") or "experiment"
+    return cleaned[:100]
+
+
+def describe_overrides(cfg: ExperimentConfig, study: StudyConfig) -> str:
+    """The fields that distinguish ``cfg`` from the study's other experiments (for progress lines)."""
+    others = study.expand()
+    if len(others) <= 1:
+        return cfg.label()
+    mine = _flatten(cfg.hashable_dict())
+    differing = set()
+    for other in others:
+        for k, v in _flatten(other.hashable_dict()).items():
+            if mine.get(k) != v:
+                differing.add(k)
+    parts = [f"{k}={mine[k]}" for k in sorted(differing) if k in mine]
+    return ", ".join(parts) or cfg.label()
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+__all__ = [
+    "ExecutionConfig",
+    "InvalidPoint",
+    "StudyConfig",
+    "SweepExpansion",
+    "deep_merge",
+    "describe_overrides",
+    "format_path",
+]

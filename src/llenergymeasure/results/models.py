@@ -1,0 +1,201 @@
+"""Result models: one ``ExperimentResult`` per run, one ``StudyResult`` per study.
+
+Field names carry their units (``_j``, ``_w``, ``_s``, ``_ms``) and derived figures name their
+denominator (``energy_per_output_token_j``). ``SCHEMA_VERSION`` changes whenever a field changes
+meaning or is removed; readers refuse results of an unknown major version.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llenergymeasure.config.experiment import ExperimentConfig
+from llenergymeasure.energy.types import (
+    BaselineRecord,
+    CarbonEstimate,
+    CpuEnergy,
+    EnergyMeasurement,
+    ValidityWarning,
+)
+from llenergymeasure.environment.snapshot import EnvironmentSnapshot
+
+SCHEMA_VERSION = "1.0"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunnerRecord(_Record):
+    kind: str = "local"
+    image: str | None = None
+    source: str = "default"
+
+
+class ModelRecord(_Record):
+    id: str = Field(..., description="as given in the config")
+    path: str | None = Field(None, description="directory or hub id actually loaded")
+    weights: Literal["pretrained", "random"] = "pretrained"
+    parameters: int | None = None
+    dtype: str | None = None
+    device: str | None = None
+    cuda_devices: list[int] = Field(default_factory=list)
+
+
+class LoadRecord(_Record):
+    duration_s: float
+    energy_j: float | None = Field(None, description="GPU energy during model load, apart from inference")
+    meter: str | None = None
+
+
+class WarmupRecord(_Record):
+    mode: str
+    runs: int
+    latencies_s: list[float] = Field(default_factory=list)
+    converged: bool | None = Field(None, description="cv mode: reached the threshold; fixed mode: None")
+    final_cv: float | None = None
+    duration_s: float = 0.0
+
+
+class LatencyStats(_Record):
+    """Distribution of a latency in milliseconds."""
+
+    n: int
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    min_ms: float
+    max_ms: float
+
+
+class FlopsEstimate(_Record):
+    estimate: Literal[True] = True
+    flops: float | None = None
+    method: str = "2 * parameters * (input_tokens + output_tokens)"
+    unavailable_reason: str | None = None
+
+
+class ExperimentResult(_Record):
+    """A complete, self-describing record of one experiment run."""
+
+    schema_version: str = SCHEMA_VERSION
+    llenergymeasure_version: str
+    experiment_id: str
+    config: ExperimentConfig
+    config_hash: str
+    runner: RunnerRecord = Field(default_factory=RunnerRecord)
+    environment: EnvironmentSnapshot
+    started_at: str
+    ended_at: str
+    model: ModelRecord
+    load: LoadRecord
+    warmup: WarmupRecord
+    baseline: BaselineRecord | None = None
+    energy: EnergyMeasurement
+    cpu_energy: CpuEnergy = Field(default_factory=CpuEnergy)
+    co2: CarbonEstimate = Field(default_factory=CarbonEstimate)
+    # workload
+    n_requests: int
+    input_tokens: int
+    output_tokens: int
+    duration_s: float = Field(..., description="measured window, synchronised at both ends")
+    # derived
+    output_tokens_per_s: float
+    requests_per_s: float
+    total_energy_j: float | None = None
+    total_energy_adjusted_j: float | None = None
+    energy_per_output_token_j: float | None = None
+    energy_per_output_token_adjusted_j: float | None = None
+    energy_per_request_j: float | None = None
+    energy_per_request_adjusted_j: float | None = None
+    mean_power_w: float | None = None
+    ttft_ms: LatencyStats | None = None
+    itl_ms: LatencyStats | None = None
+    request_latency_ms: LatencyStats | None = None
+    timing_source: str | None = None
+    timing_unavailable_reason: str | None = None
+    peak_memory_mb: float | None = None
+    flops: FlopsEstimate = Field(default_factory=FlopsEstimate)
+    warnings: list[ValidityWarning] = Field(default_factory=list)
+    timeseries_file: str | None = Field(None, description="power time series beside result.json")
+    extra: dict[str, Any] = Field(default_factory=dict, description="backend-specific facts")
+
+
+class RunFailure(_Record):
+    """A run that produced no result: where it failed and why."""
+
+    run_id: str
+    config_hash: str
+    cycle: int
+    status: Literal["failed", "interrupted", "timeout"] = "failed"
+    phase: str | None = None
+    error_type: str | None = None
+    message: str
+    error_file: str | None = None
+
+
+class MetricStats(_Record):
+    """A metric across the cycles of one config: mean, sd, Student-t 95 % CI, CV."""
+
+    n: int
+    mean: float | None = None
+    std: float | None = None
+    ci95_low: float | None = None
+    ci95_high: float | None = None
+    ci95_half_width: float | None = None
+    cv: float | None = None
+    values: list[float] = Field(default_factory=list)
+
+
+class ConfigSummary(_Record):
+    config_hash: str
+    label: str
+    backend: str
+    model: str
+    config: ExperimentConfig
+    n_completed: int
+    n_failed: int
+    run_ids: list[str] = Field(default_factory=list)
+    metrics: dict[str, MetricStats] = Field(default_factory=dict)
+
+
+class StudyResult(_Record):
+    """A study's aggregate. ``runs`` keeps each ``ExperimentResult``; ``summaries`` one per config."""
+
+    schema_version: str = SCHEMA_VERSION
+    llenergymeasure_version: str
+    name: str
+    study_design_hash: str
+    study_dir: str | None = None
+    started_at: str
+    ended_at: str
+    measurement_protocol: dict[str, Any] = Field(
+        default_factory=dict, description="the execution block actually used (cycles, order, gaps)"
+    )
+    environment: EnvironmentSnapshot | None = None
+    runners: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    runs: list[ExperimentResult] = Field(default_factory=list)
+    summaries: list[ConfigSummary] = Field(default_factory=list)
+    failures: list[RunFailure] = Field(default_factory=list)
+    invalid_points: list[str] = Field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def n_completed(self) -> int:
+        return len(self.runs)
+
+    def to_dataframe(self) -> Any:
+        """One row per run with flattened fields (needs pandas)."""
+        from llenergymeasure.results.export import runs_dataframe
+
+        return runs_dataframe(self)
+
+    @classmethod
+    def from_directory(cls, path: str) -> StudyResult:
+        """Load a study directory back (``study_result.json``, else rebuilt from run folders)."""
+        from llenergymeasure.results.io import load_study_dir
+
+        return load_study_dir(path)

@@ -1,0 +1,1 @@
+"""Runners: where an experiment's harness runs (a fresh local process, or a fresh container)."""

@@ -1,0 +1,101 @@
+"""Which runner each backend uses, and where that choice came from.
+
+Precedence, highest first (decision E of the architecture decisions):
+
+1. ``LLEM_RUNNER_<BACKEND>`` environment variable (``LLEM_RUNNER_TRTLLM`` also names tensorrt)
+2. ``runners.<backend>`` in the user config
+3. ``llem run --runner`` (the ``cli_runner`` argument)
+4. ``local``
+
+Experiment and study files never choose a runner.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+
+from pydantic import BaseModel, ConfigDict
+
+from llenergymeasure.config.user import UserConfig
+from llenergymeasure.errors import RunnerError
+from llenergymeasure.runners.spec import DEFAULT_IMAGES, RunnerSpec, parse_runner_spec
+
+ENV_NAMES = {
+    "pytorch": ("LLEM_RUNNER_PYTORCH",),
+    "vllm": ("LLEM_RUNNER_VLLM",),
+    "tensorrt": ("LLEM_RUNNER_TENSORRT", "LLEM_RUNNER_TRTLLM"),
+}
+
+
+class ResolvedRunner(BaseModel):
+    """A backend's runner with its provenance (``source``), stored with every result."""
+
+    model_config = ConfigDict(frozen=True)
+
+    backend: str
+    kind: str
+    image: str | None = None
+    source: str
+
+    @property
+    def spec(self) -> RunnerSpec:
+        return RunnerSpec(kind=self.kind, image=self.image)  # type: ignore[arg-type]
+
+    def describe(self) -> str:
+        return f"docker:{self.image}" if self.kind == "docker" else self.kind
+
+
+def resolve_runner(
+    backend: str,
+    user_config: UserConfig | None = None,
+    cli_runner: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ResolvedRunner:
+    """Resolve one backend's runner with the documented precedence."""
+    env = os.environ if environ is None else environ
+    candidates: list[tuple[str, str, str]] = []  # (value, source, where)
+    for name in ENV_NAMES[backend]:
+        if env.get(name, "").strip():
+            candidates.append((env[name], f"env:{name}", name))
+            break
+    if user_config is not None and backend in user_config.runners:
+        path = user_config.source_path or "user config"
+        candidates.append((user_config.runners[backend], f"user_config:{path}", f"{path}: runners.{backend}"))
+    if cli_runner:
+        candidates.append((cli_runner, "cli:--runner", "--runner"))
+    candidates.append(("local", "default", "default"))
+    value, source, where = candidates[0]
+    spec = parse_runner_spec(value, where=where)
+    if spec.kind == "singularity":
+        raise RunnerError(
+            f"{where}: singularity runners ({value!r}) are not supported yet; use local or docker"
+        )
+    image = spec.image or (DEFAULT_IMAGES[backend] if spec.kind == "docker" else None)
+    return ResolvedRunner(backend=backend, kind=spec.kind, image=image, source=source)
+
+
+def resolve_runners(
+    backends: Iterable[str],
+    user_config: UserConfig | None = None,
+    cli_runner: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    check_multi_backend: bool = True,
+) -> dict[str, ResolvedRunner]:
+    """Resolve every backend of a study; a multi-backend study must run every backend in Docker.
+
+    Different engines (vLLM, TensorRT-LLM, PyTorch builds) cannot share one Python environment,
+    so a study mixing backends with any non-Docker runner is refused before anything runs.
+    """
+    resolved = {b: resolve_runner(b, user_config, cli_runner, environ) for b in sorted(set(backends))}
+    if check_multi_backend and len(resolved) > 1:
+        local = [r for r in resolved.values() if r.kind != "docker"]
+        if local:
+            detail = ", ".join(f"{r.backend}={r.describe()} (from {r.source})" for r in local)
+            raise RunnerError(
+                f"this study uses {len(resolved)} backends ({', '.join(resolved)}), which cannot share "
+                f"one Python environment, so each must run in Docker; not Docker: {detail}. Run with "
+                "`--runner docker`, set `runners: {<backend>: docker}` in the user config, or set "
+                "LLEM_RUNNER_<BACKEND>=docker; or split the study by backend"
+            )
+    return resolved

@@ -1,0 +1,58 @@
+"""Runner specifications: ``local``, ``docker``, ``docker:<image>`` (``singularity:<path>`` parses)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from llenergymeasure.errors import RunnerError
+
+RunnerKind = Literal["local", "docker", "singularity"]
+
+#: image tag used by ``docker`` without an explicit image, per backend
+DEFAULT_IMAGES = {
+    "pytorch": "llenergymeasure:pytorch",
+    "vllm": "llenergymeasure:vllm",
+    "tensorrt": "llenergymeasure:trtllm",
+}
+
+ACCEPTED = "local, docker, docker:<image> (singularity:<path> is planned)"
+
+
+class RunnerSpec(BaseModel):
+    """A parsed runner value; ``image`` is set for docker (the backend default when not given)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: RunnerKind
+    image: str | None = None
+    path: str | None = None
+
+    def describe(self) -> str:
+        if self.kind == "docker":
+            return f"docker:{self.image}" if self.image else "docker"
+        if self.kind == "singularity":
+            return f"singularity:{self.path}"
+        return "local"
+
+
+def parse_runner_spec(value: str, where: str = "runner") -> RunnerSpec:
+    """Parse a runner value; anything else is a ``RunnerError`` naming ``where``."""
+    raw = (value or "").strip()
+    low = raw.lower()
+    if low == "local":
+        return RunnerSpec(kind="local")
+    if low == "docker":
+        return RunnerSpec(kind="docker")
+    if low.startswith("docker:"):
+        image = raw.split(":", 1)[1].strip()
+        if not image:
+            raise RunnerError(f"{where}: {value!r} names no image; write docker:<image>, e.g. docker:llenergymeasure:vllm")
+        return RunnerSpec(kind="docker", image=image)
+    if low.startswith("singularity:"):
+        path = raw.split(":", 1)[1].strip()
+        if not path:
+            raise RunnerError(f"{where}: {value!r} names no image file; write singularity:<path.sif>")
+        return RunnerSpec(kind="singularity", path=path)
+    raise RunnerError(f"{where}: unknown runner {value!r}; accepted: {ACCEPTED}")
