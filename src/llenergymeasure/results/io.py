@@ -34,7 +34,3 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str))
-
-
-def load_study_dir(path: str | Path) -> Any:
-    raise NotImplementedError  # replaced below in this module's full version

@@ -196,6 +196,6 @@ class StudyResult(_Record):
     @classmethod
     def from_directory(cls, path: str) -> StudyResult:
         """Load a study directory back (``study_result.json``, else rebuilt from run folders)."""
-        from llenergymeasure.results.io import load_study_dir
+        from llenergymeasure.results.loading import load_study_dir
 
         return load_study_dir(path)
