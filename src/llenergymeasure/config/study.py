@@ -256,38 +256,11 @@ def _safe_name(text: str) -> str:
     return cleaned[:100]
 
 
-def describe_overrides(cfg: ExperimentConfig, study: StudyConfig) -> str:
-    """The fields that distinguish ``cfg`` from the study's other experiments (for progress lines)."""
-    others = study.expand()
-    if len(others) <= 1:
-        return cfg.label()
-    mine = _flatten(cfg.hashable_dict())
-    differing = set()
-    for other in others:
-        for k, v in _flatten(other.hashable_dict()).items():
-            if mine.get(k) != v:
-                differing.add(k)
-    parts = [f"{k}={mine[k]}" for k in sorted(differing) if k in mine]
-    return ", ".join(parts) or cfg.label()
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in data.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 __all__ = [
     "ExecutionConfig",
     "InvalidPoint",
     "StudyConfig",
     "SweepExpansion",
     "deep_merge",
-    "describe_overrides",
     "format_path",
 ]

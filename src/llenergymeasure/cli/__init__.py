@@ -1,0 +1,120 @@
+"""``llem``: a thin typer CLI over the library.
+
+Exit codes: 0 ok, 1 failure while running, 2 bad input, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from llenergymeasure._version import __version__
+from llenergymeasure.errors import LLEMError
+
+app = typer.Typer(
+    name="llem",
+    help="Measure the energy and performance of LLM inference.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        console.print(f"llem (llenergymeasure) {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Measure the energy and performance of LLM inference."""
+
+
+def fail(exc: LLEMError) -> None:
+    err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    raise typer.Exit(exc.exit_code)
+
+
+@app.command()
+def run(
+    file: Annotated[Path | None, typer.Argument(help="experiment or study YAML file")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and print the plan; run nothing")] = False,
+    runner: Annotated[
+        str | None,
+        typer.Option("--runner", help="local | docker | docker:<image> (env vars and user config take precedence)"),
+    ] = None,
+    cycles: Annotated[int | None, typer.Option("--cycles", min=1, help="override execution.n_cycles")] = None,
+    no_gaps: Annotated[bool, typer.Option("--no-gaps", help="skip thermal gaps (development only)")] = False,
+    resume: Annotated[Path | None, typer.Option("--resume", help="continue an interrupted study directory")] = None,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="stop the study at the first failed run")] = False,
+    results_dir: Annotated[Path | None, typer.Option("--results-dir", help="override output.results_dir")] = None,
+) -> None:
+    """Run an experiment or a study (told apart by the YAML's content)."""
+    from llenergymeasure.cli.run_cmd import run_command
+
+    try:
+        code = run_command(
+            file=file,
+            dry_run=dry_run,
+            runner=runner,
+            cycles=cycles,
+            no_gaps=no_gaps,
+            resume=resume,
+            fail_fast=fail_fast,
+            results_dir=results_dir,
+            console=console,
+        )
+    except LLEMError as exc:
+        fail(exc)
+        return
+    raise typer.Exit(code)
+
+
+@app.command()
+def config(
+    probe_gpus: Annotated[bool, typer.Option("--probe/--no-probe", help="query NVML for GPUs")] = True,
+) -> None:
+    """Show the user config, each backend's runner and its source, the environment and the energy meters."""
+    from llenergymeasure.cli.config_cmd import config_command
+
+    try:
+        config_command(console, probe_gpus=probe_gpus)
+    except LLEMError as exc:
+        fail(exc)
+
+
+@app.command()
+def report(
+    study_dir: Annotated[Path, typer.Argument(help="a study directory written by `llem run`")],
+) -> None:
+    """Regenerate the HTML report and exports of an existing study directory."""
+    try:
+        from llenergymeasure.cli.report import report_command
+    except ImportError as exc:
+        err_console.print(f"[bold red]error:[/] the report needs the [report] extra: {exc}")
+        raise typer.Exit(1) from None
+    try:
+        path = report_command(study_dir)
+    except LLEMError as exc:
+        fail(exc)
+        return
+    console.print(f"report: {path}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,323 @@
+"""``llem run``: dry-run plan, single experiment, or a study with a live progress view."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from llenergymeasure.config.experiment import ExperimentConfig
+from llenergymeasure.config.study import StudyConfig
+from llenergymeasure.config.validate import load_config_file
+from llenergymeasure.errors import ConfigError, StudyInterrupted
+from llenergymeasure.results.models import ExperimentResult, StudyResult
+from llenergymeasure.runners.base import RunOutcome
+from llenergymeasure.study.planning import PlannedRun
+
+
+def _fmt(value: float | None, digits: int = 4, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    if abs(value) >= 1000:
+        text = f"{value:,.1f}"
+    elif abs(value) >= 1:
+        text = f"{value:.{max(1, digits - 2)}f}"
+    else:
+        text = f"{value:.{digits}g}"
+    return f"{text}{unit}"
+
+
+def _varying_fields(configs: list[ExperimentConfig]) -> list[str]:
+    """Dotted fields whose value differs between the study's experiments (computed once)."""
+    if len(configs) <= 1:
+        return []
+    flat = [_flatten(c.hashable_dict()) for c in configs]
+    keys = sorted(set().union(*flat))
+    return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _distinguish(cfg: ExperimentConfig, fields: list[str]) -> str:
+    if not fields:
+        return cfg.label()
+    flat = _flatten(cfg.hashable_dict())
+    return ", ".join(f"{k}={flat.get(k)}" for k in fields)
+
+
+class LiveProgress:
+    """The study observer behind the CLI's live view (run k of N, phase, elapsed, ETA)."""
+
+    def __init__(self, console: Console, fields: list[str]):
+        self.console = console
+        self.fields = fields
+        self.live: Live | None = None
+        self.total = 0
+        self.position = 0
+        self.run: PlannedRun | None = None
+        self.run_dir: Path | None = None
+        self.run_started = 0.0
+        self.study_started = time.monotonic()
+        self.durations: list[float] = []
+        self.gap_until: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # observer hooks
+    def on_start(self, study_dir: Path, plan: list[PlannedRun], to_run: list[PlannedRun]) -> None:
+        self.total = len(to_run)
+        skipped = len(plan) - len(to_run)
+        self.console.print(f"study directory: [bold]{study_dir}[/]")
+        if skipped:
+            self.console.print(f"resuming: {skipped} completed run(s) kept, {len(to_run)} to run")
+        self.live = Live(self._render(), console=self.console, refresh_per_second=2, transient=True)
+        self.live.start()
+        self._thread = threading.Thread(target=self._refresh, daemon=True)
+        self._thread.start()
+
+    def on_gap(self, seconds: float, kind: str) -> None:
+        self.gap_until = time.monotonic() + seconds
+        self.gap_kind = kind
+
+    def on_run_start(self, run: PlannedRun, position: int, total: int, run_dir: Path) -> None:
+        self.gap_until = None
+        self.run, self.position, self.total, self.run_dir = run, position, total, run_dir
+        self.run_started = time.monotonic()
+
+    def on_run_end(self, run: PlannedRun, outcome: RunOutcome, result: ExperimentResult | None) -> None:
+        self.durations.append(time.monotonic() - self.run_started)
+        if outcome.status == "completed" and result is not None:
+            self.console.print(
+                f"[green]✓[/] {run.run_id}  {_distinguish(run.config, self.fields)}  "
+                f"{_fmt(result.energy_per_output_token_j, unit=' J/tok')}  "
+                f"{_fmt(result.output_tokens_per_s, unit=' tok/s')}"
+            )
+        else:
+            self.console.print(
+                f"[red]✗[/] {run.run_id}  {outcome.status}"
+                + (f" in {outcome.phase}" if outcome.phase else "")
+                + f": {(outcome.message or '').splitlines()[0] if outcome.message else ''}"
+            )
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.live is not None:
+            self.live.stop()
+
+    def _phase(self) -> str:
+        if self.run_dir is None:
+            return "starting"
+        try:
+            data = json.loads((self.run_dir / "progress.json").read_text())
+            return data.get("phase", "?") + (f" {data['detail']}" if data.get("detail") else "")
+        except (OSError, ValueError):
+            return "starting"
+
+    def _render(self) -> Table:
+        t = Table.grid(padding=(0, 2))
+        now = time.monotonic()
+        if self.gap_until is not None and now < self.gap_until:
+            t.add_row(f"thermal gap ({getattr(self, 'gap_kind', '')}): {self.gap_until - now:.0f} s left")
+            return t
+        if self.run is None:
+            t.add_row("preparing…")
+            return t
+        elapsed = now - self.run_started
+        eta = ""
+        if self.durations:
+            mean = sum(self.durations) / len(self.durations)
+            eta = f"  ETA ~{mean * (self.total - self.position + 1) - elapsed:.0f} s"
+        t.add_row(
+            f"run {self.position}/{self.total}",
+            f"cycle {self.run.cycle}",
+            _distinguish(self.run.config, self.fields),
+            f"[cyan]{self._phase()}[/]",
+            f"{elapsed:.0f} s{eta}",
+        )
+        return t
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(0.5):
+            if self.live is not None:
+                self.live.update(self._render())
+
+
+def print_dry_run(console: Console, study: StudyConfig, runner_opt: str | None, cycles: int | None, no_gaps: bool, results_dir: Path | None) -> None:
+    from llenergymeasure.study.planning import estimate_duration_s
+    from llenergymeasure.study.runner import StudyRunner
+
+    sr = StudyRunner(study, runner=runner_opt, n_cycles=cycles, no_gaps=no_gaps, results_dir=results_dir)
+    runners = sr.resolve()
+    configs = study.expand()
+    fields = _varying_fields(configs)
+    table = Table(title=f"study {study.name!r}: {len(configs)} experiment(s)")
+    table.add_column("#", justify="right")
+    table.add_column("config hash")
+    table.add_column("model")
+    table.add_column("backend")
+    table.add_column("runner (source)")
+    table.add_column("distinguishing fields" if fields else "label")
+    for i, cfg in enumerate(configs, start=1):
+        r = runners[cfg.backend]
+        table.add_row(str(i), cfg.short_hash, cfg.model, cfg.backend, f"{r.describe()} ({r.source})", _distinguish(cfg, fields))
+    console.print(table)
+    expansion = study.expand_report()
+    for p in expansion.invalid:
+        console.print(f"[yellow]invalid sweep point, skipped:[/] {p.describe()}")
+    for d in expansion.duplicates:
+        console.print(f"[yellow]duplicate:[/] {d}")
+    plan = sr.plan()
+    gaps_total, _ = estimate_duration_s(plan)
+    console.print(
+        f"plan: {len(plan)} run(s) = {len(configs)} config(s) x {plan[-1].cycle if plan else 0} cycle(s), "
+        f"order {study.execution.cycle_order}; gaps: config {sr.gaps.config_gap_s:g} s ({sr.gaps.config_gap_source}), "
+        f"cycle {sr.gaps.cycle_gap_s:g} s ({sr.gaps.cycle_gap_source}); gaps alone add {gaps_total:,.0f} s"
+    )
+    if len(plan) <= 200:
+        order = Table(title="run order")
+        for col in ("run", "cycle", "gap before", "experiment"):
+            order.add_column(col)
+        for r in plan:
+            order.add_row(r.run_id, str(r.cycle), f"{r.gap_before_s:g} s {r.gap_kind}" if r.gap_before_s else "—", _distinguish(r.config, fields))
+        console.print(order)
+    console.print(f"study design hash: {study.study_design_hash}")
+
+
+def print_experiment_summary(console: Console, result: ExperimentResult, result_path: Path | None) -> None:
+    t = Table(title=f"{result.config.label()}  ({result.config_hash[:8]})", show_header=False)
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    e = result.energy
+    t.add_row("energy (raw)", _fmt(result.total_energy_j, unit=" J") if e.available else f"— ({e.unavailable_reason})")
+    t.add_row("energy (idle-adjusted)", _fmt(result.total_energy_adjusted_j, unit=" J"))
+    t.add_row("energy per output token", _fmt(result.energy_per_output_token_j, unit=" J"))
+    t.add_row("energy per request", _fmt(result.energy_per_request_j, unit=" J"))
+    t.add_row("output tokens/s", _fmt(result.output_tokens_per_s))
+    t.add_row("tokens in / out", f"{result.input_tokens:,} / {result.output_tokens:,}")
+    t.add_row("TTFT mean / p99", f"{_fmt(result.ttft_ms.mean_ms if result.ttft_ms else None, unit=' ms')} / {_fmt(result.ttft_ms.p99_ms if result.ttft_ms else None, unit=' ms')}")
+    t.add_row("ITL mean / p99", f"{_fmt(result.itl_ms.mean_ms if result.itl_ms else None, unit=' ms')} / {_fmt(result.itl_ms.p99_ms if result.itl_ms else None, unit=' ms')}")
+    t.add_row("measured window", _fmt(result.duration_s, unit=" s"))
+    t.add_row("model load", _fmt(result.load.duration_s, unit=" s"))
+    t.add_row("meter", f"{e.meter}" + (f" (sensor period {e.sensor_period_s * 1000:.0f} ms)" if e.sensor_period_s else ""))
+    t.add_row("runner", f"{result.runner.kind}" + (f":{result.runner.image}" if result.runner.image else "") + f" ({result.runner.source})")
+    console.print(t)
+    for w in result.warnings:
+        console.print(f"[yellow]warning[/] [{w.code}] {w.message}")
+    if result_path is not None:
+        console.print(f"result: [bold]{result_path}[/]")
+
+
+def print_study_summary(console: Console, study_result: StudyResult) -> None:
+    t = Table(title=f"study {study_result.name!r}: mean ± 95 % CI over cycles")
+    for col in ("config", "backend", "n", "J/out-token", "J/out-token (adj.)", "tok/s", "TTFT ms", "ITL ms"):
+        t.add_column(col)
+
+    def ci(s: Any) -> str:
+        if s is None or s.mean is None:
+            return "—"
+        return _fmt(s.mean) + (f" ± {_fmt(s.ci95_half_width)}" if s.ci95_half_width is not None else "")
+
+    configs = [s.config for s in study_result.summaries]
+    fields = _varying_fields(configs)
+    for s in study_result.summaries:
+        m = s.metrics
+        t.add_row(
+            _distinguish(s.config, fields),
+            s.backend,
+            f"{s.n_completed}" + (f" (+{s.n_failed} failed)" if s.n_failed else ""),
+            ci(m.get("energy_per_output_token_j")),
+            ci(m.get("energy_per_output_token_adjusted_j")),
+            ci(m.get("output_tokens_per_s")),
+            ci(m.get("ttft_mean_ms")),
+            ci(m.get("itl_mean_ms")),
+        )
+    console.print(t)
+    for f in study_result.failures:
+        console.print(f"[red]failed[/] {f.run_id} ({f.status}{', phase ' + f.phase if f.phase else ''}): {f.message.splitlines()[0] if f.message else ''}" + (f"\n   details: {f.error_file}" if f.error_file else ""))
+    for p in study_result.invalid_points:
+        console.print(f"[yellow]not run[/] {p}")
+    warned = sum(1 for r in study_result.runs if r.warnings)
+    if warned:
+        console.print(f"[yellow]{warned} run(s) carry validity warnings[/] (see each result.json / the report)")
+    if study_result.study_dir:
+        console.print(f"study directory: [bold]{study_result.study_dir}[/]")
+        report = Path(study_result.study_dir) / "report.html"
+        if report.exists():
+            console.print(f"report: [bold]{report}[/]")
+
+
+def run_command(
+    *,
+    file: Path | None,
+    dry_run: bool,
+    runner: str | None,
+    cycles: int | None,
+    no_gaps: bool,
+    resume: Path | None,
+    fail_fast: bool,
+    results_dir: Path | None,
+    console: Console,
+) -> int:
+    from llenergymeasure.study.runner import StudyRunner
+
+    if file is None and resume is None:
+        raise ConfigError("give an experiment or study YAML file (llem run FILE), or --resume DIR")
+    is_experiment = False
+    study: StudyConfig | None = None
+    if file is not None:
+        loaded = load_config_file(file)
+        if isinstance(loaded, ExperimentConfig):
+            is_experiment = True
+            study = StudyConfig.from_experiment(loaded, n_cycles=cycles or 1)
+        else:
+            study = loaded
+    if dry_run:
+        if study is None:
+            study = StudyConfig.from_yaml(resume / "study.yaml")  # type: ignore[operator]
+        print_dry_run(console, study, runner, cycles, no_gaps, results_dir)
+        return 0
+    fields = _varying_fields(study.expand()) if study is not None else []
+    progress = LiveProgress(console, fields)
+    sr = StudyRunner(
+        study,
+        runner=runner,
+        results_dir=results_dir,
+        n_cycles=cycles,
+        no_gaps=no_gaps or is_experiment,
+        fail_fast=fail_fast,
+        resume_dir=resume,
+        source_path=file,
+        observer=progress,
+    )
+    if not fields:
+        progress.fields = _varying_fields(sr.study.expand())
+    try:
+        result = sr.run()
+    except StudyInterrupted as exc:
+        progress.stop()
+        console.print(f"[yellow]{exc}[/]")
+        return 130
+    finally:
+        progress.stop()
+    if is_experiment and len(result.runs) == 1 and not result.failures:
+        run = result.runs[0]
+        path = Path(result.study_dir or ".")
+        folder = next((p for p in path.iterdir() if p.is_dir() and (p / "result.json").exists()), None)
+        print_experiment_summary(console, run, folder / "result.json" if folder else None)
+        return 0
+    print_study_summary(console, result)
+    return 1 if result.failures else 0

@@ -1,0 +1,488 @@
+"""One experiment, start to finish, in the current process.
+
+The order is the measurement protocol's (docs/methodology.md):
+
+1. environment snapshot (never blocks the run)
+2. model load, timed, with its energy measured apart from inference
+3. prompts prepared (outside any window)
+4. warmup: a fixed count, or until latencies settle (bounded); never measured
+5. idle baseline (cached)
+6. measured window: synchronise -> meters start -> all prompts -> synchronise -> meters stop
+7. result: raw and baseline-adjusted energy, derived figures, validity warnings
+
+The harness does not know whether it runs in a container, except to record it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from llenergymeasure._version import __version__
+from llenergymeasure.backends.base import Backend, GenerationOutput, Prompt
+from llenergymeasure.config.experiment import ExperimentConfig
+from llenergymeasure.energy.types import EnergyMeasurement, ValidityWarning
+from llenergymeasure.errors import ExperimentError
+from llenergymeasure.harness.request import (
+    ERROR_FILE,
+    RESULT_FILE,
+    TIMESERIES_FILE,
+    HarnessRequest,
+)
+from llenergymeasure.harness.stats import coefficient_of_variation, latency_stats_ms
+from llenergymeasure.results.io import atomic_write_json, atomic_write_text
+from llenergymeasure.results.models import (
+    SCHEMA_VERSION,
+    ExperimentResult,
+    FlopsEstimate,
+    LoadRecord,
+    ModelRecord,
+    WarmupRecord,
+)
+
+PROGRESS_FILE = "progress.json"
+MeterFactory = Callable[[str, list[int]], Any]
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+
+
+class _Phases:
+    """Tracks the current phase and publishes it to ``progress.json`` for the controller."""
+
+    def __init__(self, output_dir: Path):
+        self.output_dir = output_dir
+        self.current = "start"
+        self.started = time.time()
+
+    def enter(self, phase: str, detail: str | None = None) -> None:
+        self.current = phase
+        print(f"[llem] phase={phase}" + (f" {detail}" if detail else ""), flush=True)
+        try:
+            atomic_write_json(
+                self.output_dir / PROGRESS_FILE,
+                {"phase": phase, "detail": detail, "time": time.time(), "started": self.started},
+            )
+        except OSError:
+            pass  # progress is a convenience; never fail the experiment over it
+
+
+def _descendant_pids(root: int) -> set[int]:
+    """PIDs of ``root``'s descendants (engine worker processes), read from /proc."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return set()
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out: set[int] = set()
+    stack = [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in out:
+                out.add(child)
+                stack.append(child)
+    return out
+
+
+def planned_cuda_devices(config: ExperimentConfig, visible: int) -> list[int]:
+    """CUDA devices the engine will use, known before load (for the load-energy window)."""
+    if visible <= 0:
+        return []
+    if config.backend == "pytorch":
+        section = config.backend_section()
+        if getattr(section, "device_map", None):
+            return list(range(visible))
+        return [0]
+    section = config.backend_section()
+    tp = getattr(section, "tensor_parallel_size", None) or getattr(section, "tp_size", 1)
+    pp = getattr(section, "pipeline_parallel_size", None) or getattr(section, "pp_size", 1)
+    return list(range(min(visible, int(tp) * int(pp))))
+
+
+def _visible_gpu_count(snapshot_gpu_count: int | None) -> int:
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        items = [x for x in env.split(",") if x.strip() and x.strip() != "-1"]
+        if not items:
+            return 0
+        return min(len(items), snapshot_gpu_count or len(items))
+    return snapshot_gpu_count or 0
+
+
+def _run_warmup(
+    backend: Backend, prompts: list[Prompt], config: ExperimentConfig, phases: _Phases
+) -> WarmupRecord:
+    from llenergymeasure.datasets import warmup_prompts
+
+    wcfg = config.warmup
+    batch = warmup_prompts(prompts, config)
+    latencies: list[float] = []
+    converged: bool | None = None
+    final_cv: float | None = None
+    limit = wcfg.runs if wcfg.mode == "fixed" else wcfg.max_runs
+    t_start = time.perf_counter()
+    for i in range(limit):
+        phases.enter("warmup", f"{i + 1}/{limit}")
+        t0 = time.perf_counter()
+        backend.generate(batch)
+        backend.synchronize()
+        latencies.append(time.perf_counter() - t0)
+        if wcfg.mode == "cv" and len(latencies) >= max(wcfg.runs, wcfg.window):
+            final_cv = coefficient_of_variation(latencies[-wcfg.window :])
+            if final_cv is not None and final_cv < wcfg.cv_threshold:
+                converged = True
+                break
+    if wcfg.mode == "cv" and converged is None:
+        converged = False
+        if len(latencies) >= 2:
+            final_cv = coefficient_of_variation(latencies[-wcfg.window :])
+    return WarmupRecord(
+        mode=wcfg.mode,
+        runs=len(latencies),
+        latencies_s=latencies,
+        converged=converged,
+        final_cv=final_cv,
+        duration_s=time.perf_counter() - t_start,
+    )
+
+
+def _harness_warnings(
+    config: ExperimentConfig,
+    out: GenerationOutput,
+    prompts: list[Prompt],
+    warmup: WarmupRecord,
+    energy: EnergyMeasurement,
+) -> list[ValidityWarning]:
+    warnings: list[ValidityWarning] = []
+    if not energy.available:
+        warnings.append(
+            ValidityWarning(
+                code="energy_unavailable",
+                message=f"no energy was measured: {energy.unavailable_reason}",
+                severity="warning",
+            )
+        )
+    if warmup.converged is False:
+        warnings.append(
+            ValidityWarning(
+                code="warmup_not_converged",
+                message=(
+                    f"warmup stopped after {warmup.runs} runs with latency CV {warmup.final_cv:.3f} "
+                    f"above the threshold {config.warmup.cv_threshold}"
+                    if warmup.final_cv is not None
+                    else f"warmup stopped after {warmup.runs} runs without converging"
+                ),
+            )
+        )
+    if config.warmup.mode == "fixed" and config.warmup.runs == 0:
+        warnings.append(
+            ValidityWarning(
+                code="no_warmup",
+                message="warmup.runs is 0: first-call effects (compilation, caches) fall inside the measured window",
+            )
+        )
+    expected_out = sum(p.max_new_tokens for p in prompts)
+    if config.decoding.fixed_output_length and out.output_tokens != expected_out:
+        warnings.append(
+            ValidityWarning(
+                code="output_length_mismatch",
+                message=(
+                    f"fixed_output_length is on but {out.output_tokens} output tokens were generated "
+                    f"instead of {expected_out}"
+                ),
+                details={"expected": expected_out, "actual": out.output_tokens},
+            )
+        )
+    if len(out.requests) != len(prompts):
+        warnings.append(
+            ValidityWarning(
+                code="request_count_mismatch",
+                message=f"{len(prompts)} prompts were sent but {len(out.requests)} results came back",
+            )
+        )
+    return warnings
+
+
+def run_harness(
+    request: HarnessRequest,
+    output_dir: Path,
+    *,
+    meter_factory: MeterFactory | None = None,
+) -> ExperimentResult:
+    """Run one experiment in this process and write ``result.json`` (or ``error.json``).
+
+    ``meter_factory(energy_backend, cuda_devices)`` replaces ``energy.select_meter`` (tests inject a
+    meter driven by a fake NVML). Raises ``ExperimentError`` with the failing phase after writing
+    ``error.json``.
+    """
+    from llenergymeasure.energy import (
+        RaplMeter,
+        apply_baseline,
+        estimate_co2,
+        measure_idle_baseline,
+        select_meter,
+    )
+    from llenergymeasure.environment.snapshot import capture_environment
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    config = request.config
+    settings = request.settings
+    make_meter = meter_factory or select_meter
+    phases = _Phases(output_dir)
+    started_at = _now()
+    backend: Backend | None = None
+    meters: list[Any] = []
+    try:
+        phases.enter("environment")
+        snapshot = capture_environment(
+            carbon_intensity_gco2_kwh=settings.carbon_intensity_gco2_kwh,
+            carbon_intensity_source=settings.carbon_intensity_source,
+            datacenter_pue=settings.datacenter_pue,
+            datacenter_pue_source=settings.datacenter_pue_source,
+        )
+
+        phases.enter("model", config.model)
+        from llenergymeasure.backends import create_backend
+        from llenergymeasure.config.user import OutputSettings
+        from llenergymeasure.models.synthetic import resolve_model
+
+        cache_dir = (
+            Path(settings.model_cache_dir)
+            if settings.model_cache_dir
+            else OutputSettings().resolved_model_cache_dir()
+        )
+        resolved = resolve_model(config.model, cache_dir)
+        backend = create_backend(config, resolved.path)
+
+        phases.enter("load")
+        load_devices = planned_cuda_devices(config, _visible_gpu_count(snapshot.gpu_count))
+        load_meter = make_meter(settings.energy_backend, load_devices)
+        meters.append(load_meter)
+        load_meter.ignore_pids.add(os.getpid())
+        t0 = time.perf_counter()
+        load_meter.start()
+        load_info = backend.load()
+        backend.synchronize()
+        load_measure = load_meter.stop()
+        load_s = time.perf_counter() - t0
+        load_meter.close()
+        load = LoadRecord(
+            duration_s=load_s,
+            energy_j=load_measure.total_energy_j if load_measure.available else None,
+            meter=load_measure.meter,
+        )
+
+        phases.enter("prompts")
+        from llenergymeasure.datasets import load_prompts
+
+        prompts = load_prompts(config, backend.tokenizer())
+        if not prompts:
+            raise ExperimentError("the dataset produced no prompts", phase="prompts")
+
+        phases.enter("warmup")
+        warmup = _run_warmup(backend, prompts, config, phases)
+
+        meter = make_meter(settings.energy_backend, list(load_info.cuda_devices))
+        meters.append(meter)
+        meter.ignore_pids.add(os.getpid())
+        meter.ignore_pids.update(_descendant_pids(os.getpid()))
+
+        baseline = None
+        if config.baseline.enabled:
+            phases.enter("baseline", f"{config.baseline.duration_s:g} s")
+            baseline_cache = Path(settings.baseline_cache_dir) if settings.baseline_cache_dir else cache_dir / "baseline"
+            baseline = measure_idle_baseline(
+                meter, config.baseline.duration_s, baseline_cache, config.baseline.cache_ttl_s
+            )
+
+        phases.enter("measure", f"{len(prompts)} prompts")
+        rapl = RaplMeter()
+        backend.synchronize()
+        rapl.start()
+        meter.start()
+        t_start = time.perf_counter()
+        out = backend.generate(prompts)
+        backend.synchronize()
+        duration_s = time.perf_counter() - t_start
+        energy = meter.stop()
+        cpu_energy = rapl.stop()
+
+        phases.enter("result")
+        energy = apply_baseline(energy, baseline)
+        timeseries_file = None
+        try:
+            written = meter.write_timeseries(output_dir / TIMESERIES_FILE)
+            timeseries_file = written.name if written else None
+        except OSError as exc:
+            energy.warnings.append(
+                ValidityWarning(code="timeseries_not_written", message=f"could not write the power time series: {exc}")
+            )
+        result = _build_result(
+            request=request,
+            snapshot=snapshot,
+            started_at=started_at,
+            resolved=resolved,
+            load_info=load_info,
+            load=load,
+            warmup=warmup,
+            baseline=baseline,
+            energy=energy,
+            cpu_energy=cpu_energy,
+            co2=estimate_co2(
+                energy.total_energy_j,
+                snapshot.carbon_intensity_gco2_kwh,
+                snapshot.datacenter_pue,
+                snapshot.carbon_intensity_source,
+            ),
+            out=out,
+            prompts=prompts,
+            duration_s=duration_s,
+            peak_bytes=backend.peak_memory_bytes(),
+            timeseries_file=timeseries_file,
+        )
+        atomic_write_text(output_dir / RESULT_FILE, result.model_dump_json(indent=2))
+        phases.enter("done")
+        return result
+    except BaseException as exc:
+        phase = exc.phase if isinstance(exc, ExperimentError) and exc.phase else phases.current
+        write_error(output_dir, phase, exc)
+        if isinstance(exc, ExperimentError):
+            raise
+        if isinstance(exc, Exception):
+            raise ExperimentError(f"{type(exc).__name__}: {exc}", phase=phase) from exc
+        raise
+    finally:
+        for m in meters:
+            try:
+                m.close()
+            except Exception:
+                pass
+        if backend is not None:
+            try:
+                backend.close()
+            except Exception as exc:  # never mask the experiment's own error
+                print(f"[llem] warning: backend close failed: {exc}", flush=True)
+
+
+def write_error(output_dir: Path, phase: str, exc: BaseException) -> Path:
+    """Write ``error.json`` (atomic): the phase that failed, the error and its traceback."""
+    payload = {
+        "schema_version": SCHEMA_VERSION,
+        "llenergymeasure_version": __version__,
+        "phase": phase,
+        "error_type": type(exc).__name__,
+        "message": str(exc) or type(exc).__name__,
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        "time": _now(),
+    }
+    return atomic_write_json(Path(output_dir) / ERROR_FILE, payload)
+
+
+def _build_result(
+    *,
+    request: HarnessRequest,
+    snapshot: Any,
+    started_at: str,
+    resolved: Any,
+    load_info: Any,
+    load: LoadRecord,
+    warmup: WarmupRecord,
+    baseline: Any,
+    energy: EnergyMeasurement,
+    cpu_energy: Any,
+    co2: Any,
+    out: GenerationOutput,
+    prompts: list[Prompt],
+    duration_s: float,
+    peak_bytes: int | None,
+    timeseries_file: str | None,
+) -> ExperimentResult:
+    config = request.config
+    n_requests = len(out.requests)
+    out_tokens = out.output_tokens
+    in_tokens = out.input_tokens
+    total = energy.total_energy_j
+    adjusted = energy.total_energy_adjusted_j
+
+    def per(value: float | None, denom: int) -> float | None:
+        return value / denom if value is not None and denom > 0 else None
+
+    ttfts = [r.ttft_s for r in out.requests if r.ttft_s is not None]
+    itls = [x for r in out.requests for x in r.itl_s]
+    lats = [r.latency_s for r in out.requests if r.latency_s is not None]
+    params = load_info.parameters
+    flops = (
+        FlopsEstimate(flops=2.0 * params * (in_tokens + out_tokens))
+        if params
+        else FlopsEstimate(unavailable_reason="the backend did not report a parameter count")
+    )
+    warnings = list(energy.warnings) + _harness_warnings(config, out, prompts, warmup, energy)
+    timing_reason = out.timing_unavailable_reason
+    if not ttfts and timing_reason is None:
+        timing_reason = "the backend reported no per-request timings"
+    return ExperimentResult(
+        llenergymeasure_version=__version__,
+        experiment_id=request.settings.run_id or uuid.uuid4().hex,
+        config=config,
+        config_hash=config.config_hash,
+        runner=request.runner,
+        environment=snapshot,
+        started_at=started_at,
+        ended_at=_now(),
+        model=ModelRecord(
+            id=config.model,
+            path=resolved.path,
+            weights=load_info.weights if load_info.weights in ("random", "pretrained") else resolved.weights,
+            parameters=params,
+            dtype=load_info.dtype,
+            device=load_info.device,
+            cuda_devices=list(load_info.cuda_devices),
+        ),
+        load=load,
+        warmup=warmup,
+        baseline=baseline,
+        energy=energy,
+        cpu_energy=cpu_energy,
+        co2=co2,
+        n_requests=n_requests,
+        input_tokens=in_tokens,
+        output_tokens=out_tokens,
+        duration_s=duration_s,
+        output_tokens_per_s=out_tokens / duration_s if duration_s > 0 else 0.0,
+        requests_per_s=n_requests / duration_s if duration_s > 0 else 0.0,
+        total_energy_j=total,
+        total_energy_adjusted_j=adjusted,
+        energy_per_output_token_j=per(total, out_tokens),
+        energy_per_output_token_adjusted_j=per(adjusted, out_tokens),
+        energy_per_request_j=per(total, n_requests),
+        energy_per_request_adjusted_j=per(adjusted, n_requests),
+        mean_power_w=total / duration_s if total is not None and duration_s > 0 else None,
+        ttft_ms=latency_stats_ms(ttfts),
+        itl_ms=latency_stats_ms(itls),
+        request_latency_ms=latency_stats_ms(lats),
+        timing_source=out.timing_source,
+        timing_unavailable_reason=None if ttfts else timing_reason,
+        peak_memory_mb=peak_bytes / 2**20 if peak_bytes is not None else None,
+        flops=flops,
+        warnings=warnings,
+        timeseries_file=timeseries_file,
+        extra=dict(load_info.extra),
+    )

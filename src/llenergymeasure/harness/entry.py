@@ -1,0 +1,58 @@
+"""The function both runners call: read a request file, run the harness, map the outcome to an exit code."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+from llenergymeasure.harness.request import LOG_FILE
+
+
+def run_request_file(request_path: Path, output_dir: Path) -> int:
+    from pydantic import ValidationError
+
+    from llenergymeasure.errors import ExperimentError
+    from llenergymeasure.harness.core import run_harness, write_error
+    from llenergymeasure.harness.request import HarnessRequest
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        request = HarnessRequest.read(Path(request_path))
+    except (OSError, ValidationError, ValueError) as exc:
+        write_error(output_dir, "request", exc)
+        print(f"[llem] cannot read the request {request_path}: {exc}", file=sys.stderr, flush=True)
+        return 2
+    try:
+        run_harness(request, output_dir)
+    except ExperimentError as exc:
+        print(f"[llem] experiment failed in phase {exc.phase}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def spawn_child_main(request_path: str, output_dir: str) -> None:
+    """Target of the local runner's spawned process.
+
+    It leads its own process group (so the controller can stop it and every engine worker it
+    started with one signal) and sends its stdout/stderr to the run's log file.
+    """
+    try:
+        os.setsid()
+    except OSError:
+        pass
+    log_path = Path(output_dir) / LOG_FILE
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+    # The controller handles Ctrl-C; the child ends when the controller signals its group.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    code = run_request_file(Path(request_path), Path(output_dir))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,142 @@
+"""Statistics across the cycles of one config: mean, sample SD, Student-t 95 % CI, CV."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+from llenergymeasure.results.models import ConfigSummary, ExperimentResult, MetricStats, RunFailure
+
+# Two-sided 95 % quantiles of Student's t (t_{0.975, df}) for df = 1..30.
+_T975 = [
+    12.706204736, 4.302652730, 3.182446305, 2.776445105, 2.570581836, 2.446911851, 2.364624252,
+    2.306004135, 2.262157163, 2.228138852, 2.200985160, 2.178812830, 2.160368656, 2.144786688,
+    2.131449546, 2.119905299, 2.109815578, 2.100922040, 2.093024054, 2.085963447, 2.079613845,
+    2.073873068, 2.068657610, 2.063898562, 2.059538553, 2.055529439, 2.051830516, 2.048407142,
+    2.045229642, 2.042272456,
+]  # fmt: skip
+
+
+def t_quantile_975(df: int) -> float:
+    """t_{0.975} for ``df`` degrees of freedom (exact table to 30, Cornish-Fisher beyond)."""
+    if df < 1:
+        raise ValueError("degrees of freedom must be at least 1")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959963984540054
+    return (
+        z
+        + (z**3 + z) / (4 * df)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
+    )
+
+
+def describe(values: Sequence[float]) -> MetricStats:
+    vals = [float(v) for v in values if v is not None and not math.isnan(v)]
+    n = len(vals)
+    if n == 0:
+        return MetricStats(n=0)
+    mean = sum(vals) / n
+    if n == 1:
+        return MetricStats(n=1, mean=mean, values=vals)
+    var = sum((v - mean) ** 2 for v in vals) / (n - 1)
+    sd = math.sqrt(var)
+    half = t_quantile_975(n - 1) * sd / math.sqrt(n)
+    return MetricStats(
+        n=n,
+        mean=mean,
+        std=sd,
+        ci95_low=mean - half,
+        ci95_high=mean + half,
+        ci95_half_width=half,
+        cv=sd / abs(mean) if mean != 0 else None,
+        values=vals,
+    )
+
+
+#: metric name -> how to read it from a result (None when absent)
+METRICS: dict[str, Callable[[ExperimentResult], float | None]] = {
+    "total_energy_j": lambda r: r.total_energy_j,
+    "total_energy_adjusted_j": lambda r: r.total_energy_adjusted_j,
+    "energy_per_output_token_j": lambda r: r.energy_per_output_token_j,
+    "energy_per_output_token_adjusted_j": lambda r: r.energy_per_output_token_adjusted_j,
+    "energy_per_request_j": lambda r: r.energy_per_request_j,
+    "output_tokens_per_s": lambda r: r.output_tokens_per_s,
+    "requests_per_s": lambda r: r.requests_per_s,
+    "duration_s": lambda r: r.duration_s,
+    "mean_power_w": lambda r: r.mean_power_w,
+    "ttft_mean_ms": lambda r: r.ttft_ms.mean_ms if r.ttft_ms else None,
+    "ttft_p50_ms": lambda r: r.ttft_ms.p50_ms if r.ttft_ms else None,
+    "ttft_p99_ms": lambda r: r.ttft_ms.p99_ms if r.ttft_ms else None,
+    "itl_mean_ms": lambda r: r.itl_ms.mean_ms if r.itl_ms else None,
+    "itl_p50_ms": lambda r: r.itl_ms.p50_ms if r.itl_ms else None,
+    "itl_p99_ms": lambda r: r.itl_ms.p99_ms if r.itl_ms else None,
+}
+
+
+def summarise(results: Sequence[ExperimentResult], failures: Sequence[RunFailure] = ()) -> list[ConfigSummary]:
+    """One ``ConfigSummary`` per distinct config hash, in first-seen order."""
+    groups: dict[str, list[ExperimentResult]] = {}
+    for r in results:
+        groups.setdefault(r.config_hash, []).append(r)
+    failed: dict[str, int] = {}
+    for f in failures:
+        failed[f.config_hash] = failed.get(f.config_hash, 0) + 1
+    out = []
+    for h, rs in groups.items():
+        cfg = rs[0].config
+        metrics = {}
+        for name, get in METRICS.items():
+            vals = [v for v in (get(r) for r in rs) if v is not None]
+            metrics[name] = describe(vals)
+        out.append(
+            ConfigSummary(
+                config_hash=h,
+                label=cfg.label(),
+                backend=cfg.backend,
+                model=cfg.model,
+                config=cfg,
+                n_completed=len(rs),
+                n_failed=failed.get(h, 0),
+                run_ids=[r.experiment_id for r in rs],
+                metrics=metrics,
+            )
+        )
+    return out
+
+
+SUMMARY_CSV_METRICS = (
+    "total_energy_j",
+    "total_energy_adjusted_j",
+    "energy_per_output_token_j",
+    "energy_per_output_token_adjusted_j",
+    "output_tokens_per_s",
+    "ttft_mean_ms",
+    "itl_mean_ms",
+)
+
+
+def summary_rows(summaries: Sequence[ConfigSummary]) -> list[dict[str, object]]:
+    """Rows of ``summary.csv``: one per config, mean/std/CI/CV for the headline metrics."""
+    rows = []
+    for s in summaries:
+        row: dict[str, object] = {
+            "config_hash": s.config_hash,
+            "label": s.label,
+            "backend": s.backend,
+            "model": s.model,
+            "precision": s.config.precision,
+            "batch_size": s.config.batch_size,
+            "n_completed": s.n_completed,
+            "n_failed": s.n_failed,
+        }
+        for m in SUMMARY_CSV_METRICS:
+            st = s.metrics.get(m) or MetricStats(n=0)
+            row[f"{m}_mean"] = st.mean
+            row[f"{m}_std"] = st.std
+            row[f"{m}_ci95_low"] = st.ci95_low
+            row[f"{m}_ci95_high"] = st.ci95_high
+            row[f"{m}_cv"] = st.cv
+        rows.append(row)
+    return rows

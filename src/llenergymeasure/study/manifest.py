@@ -1,0 +1,116 @@
+"""The crash-safe study manifest: every planned run with its status, rewritten atomically.
+
+Statuses: pending -> running -> completed | failed | interrupted | timeout. A run left ``running``
+by a controller that died is rerun on resume, in a new attempt folder, so nothing already written
+is ever rewritten.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llenergymeasure._version import __version__
+from llenergymeasure.results.io import atomic_write_text
+from llenergymeasure.results.models import SCHEMA_VERSION
+
+MANIFEST_FILE = "manifest.json"
+RunState = Literal["pending", "running", "completed", "failed", "interrupted", "timeout"]
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+
+
+class ManifestRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    index: int
+    config_hash: str
+    config_index: int
+    cycle: int
+    backend: str
+    status: RunState = "pending"
+    attempts: int = 0
+    run_dir: str | None = Field(None, description="folder of the latest attempt, relative to the study dir")
+    started_at: str | None = None
+    ended_at: str | None = None
+    message: str | None = None
+    phase: str | None = None
+    history: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: str = SCHEMA_VERSION
+    llenergymeasure_version: str = __version__
+    study_name: str
+    study_design_hash: str
+    created_at: str = Field(default_factory=_now)
+    updated_at: str = Field(default_factory=_now)
+    controller: dict[str, Any] = Field(default_factory=dict)
+    n_cycles: int
+    runs: list[ManifestRun] = Field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.runs:
+            out[r.status] = out.get(r.status, 0) + 1
+        return out
+
+
+class ManifestStore:
+    """Owns ``manifest.json`` in one study directory; every change is one atomic rewrite."""
+
+    def __init__(self, study_dir: Path, manifest: Manifest):
+        self.study_dir = Path(study_dir)
+        self.manifest = manifest
+        self._index = {r.run_id: r for r in manifest.runs}
+
+    @property
+    def path(self) -> Path:
+        return self.study_dir / MANIFEST_FILE
+
+    @classmethod
+    def load(cls, study_dir: Path) -> ManifestStore:
+        path = Path(study_dir) / MANIFEST_FILE
+        return cls(Path(study_dir), Manifest.model_validate_json(path.read_text()))
+
+    def save(self) -> None:
+        self.manifest.updated_at = _now()
+        atomic_write_text(self.path, self.manifest.model_dump_json())
+
+    def claim_controller(self) -> None:
+        self.manifest.controller = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
+        self.save()
+
+    def get(self, run_id: str) -> ManifestRun:
+        return self._index[run_id]
+
+    def transition(self, run_id: str, status: RunState, **fields: Any) -> ManifestRun:
+        run = self._index[run_id]
+        if status == "running":
+            run.attempts += 1
+            run.started_at = _now()
+            run.ended_at = None
+            run.message = None
+            run.phase = None
+        else:
+            run.ended_at = _now()
+        run.status = status
+        for key, value in fields.items():
+            setattr(run, key, value)
+        run.history.append({"status": status, "time": _now(), "attempt": run.attempts})
+        self.save()
+        return run
+
+    def dump_json(self) -> str:
+        return json.dumps(self.manifest.model_dump(mode="json"))

@@ -1,0 +1,429 @@
+"""``StudyRunner``: plan, run every experiment in isolation, keep the manifest, aggregate.
+
+Layout of a study directory (``<results_dir>/<name>_<YYYYmmdd-HHMMSS>/``)::
+
+    study.yaml            the study file as given
+    manifest.json         every planned run and its status (atomic rewrite per transition)
+    NNN_c<cycle>_<backend>_<hash8>/    one folder per run attempt (``_a2`` etc. for reruns)
+        request.json  result.json | error.json  timeseries.csv  run.log  progress.json
+    study_result.json     the StudyResult (at the end)
+    summary.csv           one row per config
+
+Nothing already written is rewritten: a rerun (resume, or a retry) gets a new attempt folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as _dt
+import fcntl
+import io
+import os
+import shlex
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from llenergymeasure._version import __version__
+from llenergymeasure.config.study import StudyConfig
+from llenergymeasure.config.user import UserConfig, load_user_config
+from llenergymeasure.environment.snapshot import capture_environment, context_from_user_config
+from llenergymeasure.errors import ConfigError, RunnerError, StudyInterrupted
+from llenergymeasure.harness.request import RESULT_FILE, HarnessRequest, HarnessSettings
+from llenergymeasure.results.io import atomic_write_text
+from llenergymeasure.results.models import ExperimentResult, RunFailure, RunnerRecord, StudyResult
+from llenergymeasure.results.stats import summarise, summary_rows
+from llenergymeasure.runners.base import RunOutcome
+from llenergymeasure.runners.resolution import ResolvedRunner, resolve_runners
+from llenergymeasure.study.manifest import MANIFEST_FILE, Manifest, ManifestRun, ManifestStore
+from llenergymeasure.study.planning import (
+    Gaps,
+    PlannedRun,
+    measurement_protocol,
+    plan_study,
+    resolve_gaps,
+)
+
+STUDY_FILE = "study.yaml"
+STUDY_RESULT_FILE = "study_result.json"
+SUMMARY_FILE = "summary.csv"
+LOCK_FILE = ".llem.lock"
+
+
+class StudyObserver(Protocol):
+    """Progress hooks for the CLI's live view (all optional to implement)."""
+
+    def on_start(self, study_dir: Path, plan: list[PlannedRun], to_run: list[PlannedRun]) -> None: ...
+    def on_gap(self, seconds: float, kind: str) -> None: ...
+    def on_run_start(self, run: PlannedRun, position: int, total: int, run_dir: Path) -> None: ...
+    def on_run_end(self, run: PlannedRun, outcome: RunOutcome, result: ExperimentResult | None) -> None: ...
+
+
+class _NullObserver:
+    def on_start(self, study_dir: Path, plan: list[PlannedRun], to_run: list[PlannedRun]) -> None:
+        pass
+
+    def on_gap(self, seconds: float, kind: str) -> None:
+        pass
+
+    def on_run_start(self, run: PlannedRun, position: int, total: int, run_dir: Path) -> None:
+        pass
+
+    def on_run_end(self, run: PlannedRun, outcome: RunOutcome, result: ExperimentResult | None) -> None:
+        pass
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+
+
+@contextlib.contextmanager
+def _study_lock(study_dir: Path) -> Iterator[None]:
+    """Exclusive lock so two controllers never drive one study directory."""
+    fh = open(study_dir / LOCK_FILE, "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunnerError(
+                f"{study_dir} is being run by another llem process right now; wait for it or stop it"
+            ) from None
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+class StudyRunner:
+    """Runs a study. Internal API (``from llenergymeasure.study import StudyRunner``)."""
+
+    def __init__(
+        self,
+        study: StudyConfig | None,
+        *,
+        runner: str | None = None,
+        results_dir: str | Path | None = None,
+        user_config_path: str | Path | None = None,
+        user_config: UserConfig | None = None,
+        n_cycles: int | None = None,
+        no_gaps: bool = False,
+        fail_fast: bool = False,
+        resume_dir: str | Path | None = None,
+        source_path: str | Path | None = None,
+        observer: StudyObserver | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        self.environ = dict(os.environ if environ is None else environ)
+        self.user_config = user_config or load_user_config(user_config_path, self.environ)
+        self.cli_runner = runner
+        self.results_dir = Path(results_dir) if results_dir else self.user_config.output.resolved_results_dir()
+        self.fail_fast = fail_fast
+        self.no_gaps = no_gaps
+        self.observer: StudyObserver = observer or _NullObserver()
+        self.resume_dir = Path(resume_dir) if resume_dir else None
+        self.source_path = Path(source_path) if source_path else None
+        if self.resume_dir is not None:
+            study = self._study_for_resume(study)
+        if study is None:
+            raise ConfigError("no study given; pass a StudyConfig or resume_dir")
+        self.study = study
+        if n_cycles is not None and n_cycles < 1:
+            raise ConfigError(f"--cycles must be at least 1, got {n_cycles}")
+        self.n_cycles = n_cycles
+        self.gaps: Gaps = resolve_gaps(study, self.user_config, no_gaps)
+        self.study_dir: Path | None = None
+
+    # -- preparation ---------------------------------------------------------------------------
+
+    def _study_for_resume(self, study: StudyConfig | None) -> StudyConfig:
+        assert self.resume_dir is not None
+        manifest_path = self.resume_dir / MANIFEST_FILE
+        if not manifest_path.exists():
+            raise ConfigError(
+                f"--resume {self.resume_dir}: no {MANIFEST_FILE} there; give the directory of a study "
+                "that llem started (it holds manifest.json and study.yaml)"
+            )
+        manifest = Manifest.model_validate_json(manifest_path.read_text())
+        if study is None:
+            study = StudyConfig.from_yaml(self.resume_dir / STUDY_FILE)
+        if study.study_design_hash != manifest.study_design_hash:
+            raise ConfigError(
+                f"--resume {self.resume_dir}: the study file no longer matches this study (design hash "
+                f"{study.study_design_hash[:12]} vs {manifest.study_design_hash[:12]} in the manifest): "
+                "its experiments changed. Resume with the original study file, or start a new study"
+            )
+        self._resume_manifest = manifest
+        return study
+
+    def resolve(self) -> dict[str, ResolvedRunner]:
+        """Resolve every backend's runner (multi-backend rule included) before anything runs."""
+        return resolve_runners(self.study.backends, self.user_config, self.cli_runner, self.environ)
+
+    def plan(self) -> list[PlannedRun]:
+        cycles = self.n_cycles
+        if self.resume_dir is not None:
+            cycles = self._resume_manifest.n_cycles
+        return plan_study(self.study, self.gaps, cycles)
+
+    def _executor(self, resolved: ResolvedRunner) -> Any:
+        if resolved.kind == "docker":
+            from llenergymeasure.runners.docker import DockerRunner
+
+            return DockerRunner(
+                resolved.image or "",
+                model_cache_dir=self.user_config.output.resolved_model_cache_dir(),
+            )
+        from llenergymeasure.runners.local import LocalRunner
+
+        return LocalRunner()
+
+    def _preflight(self, runners: dict[str, ResolvedRunner]) -> None:
+        docker_images = sorted({r.image for r in runners.values() if r.kind == "docker" and r.image})
+        if docker_images:
+            from llenergymeasure.runners.docker import check_docker_available, check_image_versions
+
+            check_docker_available()
+            check_image_versions(docker_images)
+
+    def _new_study_dir(self) -> Path:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        base = self.results_dir / f"{self.study.name}_{stamp}"
+        path = base
+        k = 2
+        while path.exists():
+            path = Path(f"{base}-{k}")
+            k += 1
+        path.mkdir(parents=True)
+        return path
+
+    def _study_yaml_text(self) -> str:
+        if self.source_path is not None and self.source_path.exists():
+            return self.source_path.read_text(encoding="utf-8")
+        data = self.study.model_dump(mode="json", exclude_defaults=False)
+        return yaml.safe_dump(data, sort_keys=False)
+
+    def _settings(self, run: PlannedRun) -> HarnessSettings:
+        ctx = context_from_user_config(self.user_config, self.environ)
+        cache = self.user_config.output.resolved_model_cache_dir()
+        return HarnessSettings(
+            energy_backend=self.user_config.measurement.energy_backend,
+            model_cache_dir=str(cache),
+            baseline_cache_dir=str(cache / "baseline"),
+            run_id=run.run_id,
+            cycle=run.cycle,
+            **ctx,
+        )
+
+    # -- running -------------------------------------------------------------------------------
+
+    def run(self) -> StudyResult:
+        runners = self.resolve()
+        plan = self.plan()
+        self._preflight(runners)
+        started_at = _now()
+        if self.resume_dir is not None:
+            study_dir = self.resume_dir
+            store = ManifestStore(study_dir, self._resume_manifest)
+            planned_ids = [r.run_id for r in plan]
+            manifest_ids = [r.run_id for r in store.manifest.runs]
+            if planned_ids != manifest_ids:
+                raise ConfigError(
+                    f"--resume {study_dir}: the plan no longer matches the manifest (different runs or "
+                    "order); resume with the same study file and llem version"
+                )
+        else:
+            study_dir = self._new_study_dir()
+            atomic_write_text(study_dir / STUDY_FILE, self._study_yaml_text())
+            manifest = Manifest(
+                study_name=self.study.name,
+                study_design_hash=self.study.study_design_hash,
+                n_cycles=plan[-1].cycle if plan else 0,
+                runs=[
+                    ManifestRun(
+                        run_id=r.run_id,
+                        index=r.index,
+                        config_hash=r.config.config_hash,
+                        config_index=r.config_index,
+                        cycle=r.cycle,
+                        backend=r.config.backend,
+                    )
+                    for r in plan
+                ],
+            )
+            manifest.n_cycles = max((r.cycle for r in plan), default=0)
+            store = ManifestStore(study_dir, manifest)
+            store.save()
+        self.study_dir = study_dir
+
+        with _study_lock(study_dir):
+            store.claim_controller()
+            to_run = [r for r in plan if not self._already_done(store, r)]
+            self.observer.on_start(study_dir, plan, to_run)
+            env_snapshot = capture_environment(**context_from_user_config(self.user_config, self.environ))
+            first = True
+            for position, run in enumerate(to_run, start=1):
+                if not first and run.gap_before_s > 0:
+                    self.observer.on_gap(run.gap_before_s, run.gap_kind)
+                    try:
+                        time.sleep(run.gap_before_s)
+                    except KeyboardInterrupt:
+                        self._interrupted(store, None)
+                first = False
+                outcome = self._run_one(store, run, runners[run.config.backend], position, len(to_run))
+                if outcome.status != "completed" and self.fail_fast:
+                    break
+            result = self._collect(store, started_at, runners, env_snapshot)
+        return result
+
+    def _already_done(self, store: ManifestStore, run: PlannedRun) -> bool:
+        entry = store.get(run.run_id)
+        if entry.status != "completed" or not entry.run_dir:
+            return False
+        return (store.study_dir / entry.run_dir / RESULT_FILE).exists()
+
+    def _run_one(
+        self, store: ManifestStore, run: PlannedRun, resolved: ResolvedRunner, position: int, total: int
+    ) -> RunOutcome:
+        entry = store.get(run.run_id)
+        attempt = entry.attempts + 1
+        folder = run.run_id if attempt == 1 else f"{run.run_id}_a{attempt}"
+        run_dir = store.study_dir / folder
+        k = attempt
+        while run_dir.exists():  # a folder from a controller that died mid-write: never reuse it
+            k += 1
+            folder = f"{run.run_id}_a{k}"
+            run_dir = store.study_dir / folder
+        run_dir.mkdir(parents=True)
+        store.transition(run.run_id, "running", run_dir=folder)
+        request = HarnessRequest(
+            config=run.config,
+            runner=RunnerRecord(kind=resolved.kind, image=resolved.image, source=resolved.source),
+            settings=self._settings(run),
+        )
+        self.observer.on_run_start(run, position, total, run_dir)
+        executor = self._executor(resolved)
+        try:
+            outcome = executor.run(request, run_dir, run.config.timeout_s)
+        except KeyboardInterrupt:
+            self._interrupted(store, run)
+            raise  # unreachable: _interrupted raises
+        result = None
+        if outcome.status == "completed" and outcome.result_path is not None:
+            try:
+                result = ExperimentResult.model_validate_json(outcome.result_path.read_text())
+            except (OSError, ValueError) as exc:
+                outcome = RunOutcome(
+                    status="failed",
+                    run_dir=run_dir,
+                    message=f"result.json could not be read back: {exc}",
+                    phase="result",
+                    error_type=type(exc).__name__,
+                )
+        store.transition(
+            run.run_id,
+            outcome.status,
+            message=None if outcome.status == "completed" else (outcome.message or "")[:4000],
+            phase=outcome.phase,
+        )
+        self.observer.on_run_end(run, outcome, result)
+        return outcome
+
+    def _interrupted(self, store: ManifestStore, run: PlannedRun | None) -> None:
+        if run is not None:
+            store.transition(run.run_id, "interrupted", message="stopped by the user (Ctrl-C)")
+        store.save()
+        cmd = f"llem run --resume {shlex.quote(str(store.study_dir))}"
+        raise StudyInterrupted(
+            f"study interrupted; completed results are kept in {store.study_dir}. Resume with: {cmd}"
+        )
+
+    # -- aggregation ---------------------------------------------------------------------------
+
+    def _collect(
+        self,
+        store: ManifestStore,
+        started_at: str,
+        runners: dict[str, ResolvedRunner],
+        env_snapshot: Any,
+    ) -> StudyResult:
+        results: list[ExperimentResult] = []
+        failures: list[RunFailure] = []
+        for entry in store.manifest.runs:
+            run_dir = store.study_dir / entry.run_dir if entry.run_dir else None
+            if entry.status == "completed" and run_dir is not None:
+                try:
+                    results.append(ExperimentResult.model_validate_json((run_dir / RESULT_FILE).read_text()))
+                    continue
+                except (OSError, ValueError) as exc:
+                    failures.append(
+                        RunFailure(
+                            run_id=entry.run_id,
+                            config_hash=entry.config_hash,
+                            cycle=entry.cycle,
+                            phase="result",
+                            message=f"result.json unreadable: {exc}",
+                        )
+                    )
+                    continue
+            if entry.status in ("failed", "timeout", "interrupted"):
+                err = run_dir / "error.json" if run_dir is not None else None
+                failures.append(
+                    RunFailure(
+                        run_id=entry.run_id,
+                        config_hash=entry.config_hash,
+                        cycle=entry.cycle,
+                        status=entry.status if entry.status != "timeout" else "timeout",
+                        phase=entry.phase,
+                        message=entry.message or entry.status,
+                        error_file=str(err) if err is not None and err.exists() else None,
+                    )
+                )
+        expansion = self.study.expand_report()
+        n_cycles = store.manifest.n_cycles
+        study_result = StudyResult(
+            llenergymeasure_version=__version__,
+            name=self.study.name,
+            study_design_hash=self.study.study_design_hash,
+            study_dir=str(store.study_dir),
+            started_at=started_at,
+            ended_at=_now(),
+            measurement_protocol=measurement_protocol(self.study, self.gaps, n_cycles),
+            environment=env_snapshot,
+            runners={b: r.model_dump() for b, r in runners.items()},
+            runs=results,
+            summaries=summarise(results, failures),
+            failures=failures,
+            invalid_points=[p.describe() for p in expansion.invalid] + list(expansion.duplicates),
+            interrupted=False,
+        )
+        atomic_write_text(store.study_dir / STUDY_RESULT_FILE, study_result.model_dump_json(indent=2))
+        write_summary_csv(study_result, store.study_dir / SUMMARY_FILE)
+        _write_extras(study_result, store.study_dir)
+        return study_result
+
+
+def write_summary_csv(study_result: StudyResult, path: Path) -> Path:
+    rows = summary_rows(study_result.summaries)
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def _write_extras(study_result: StudyResult, study_dir: Path) -> None:
+    """Parquet export and the HTML report, when their optional packages are installed."""
+    try:
+        from llenergymeasure.report import generate_study_artifacts
+    except ImportError:
+        return
+    try:
+        generate_study_artifacts(study_result, study_dir)
+    except Exception as exc:  # the report must never cost the results
+        print(f"[llem] warning: report/exports not written: {type(exc).__name__}: {exc}")
