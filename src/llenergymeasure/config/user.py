@@ -90,9 +90,13 @@ class UserConfig(_Strict):
                 raise ValueError(
                     f"runners.{key}: must be a string such as local, docker or docker:<image>, got {value!r}"
                 )
+            from llenergymeasure.errors import RunnerError
             from llenergymeasure.runners.spec import parse_runner_spec
 
-            parse_runner_spec(value, where=f"runners.{key}")
+            try:
+                parse_runner_spec(value, where=f"runners.{key}")
+            except RunnerError as exc:
+                raise ValueError(str(exc)) from None
             out[backend] = value
         return out
 
