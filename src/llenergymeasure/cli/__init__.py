@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from llenergymeasure._version import __version__
 from llenergymeasure.errors import LLEMError
@@ -42,7 +43,7 @@ def _root(
 
 
 def fail(exc: LLEMError) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    err_console.print("[bold red]error:[/] " + escape(str(exc)), highlight=False, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
 
 

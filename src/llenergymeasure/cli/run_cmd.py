@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from llenergymeasure.config.experiment import ExperimentConfig
@@ -102,16 +103,14 @@ class LiveProgress:
         self.durations.append(time.monotonic() - self.run_started)
         if outcome.status == "completed" and result is not None:
             self.console.print(
-                f"[green]✓[/] {run.run_id}  {_distinguish(run.config, self.fields)}  "
+                f"[green]✓[/] {run.run_id}  {escape(_distinguish(run.config, self.fields))}  "
                 f"{_fmt(result.energy_per_output_token_j, unit=' J/tok')}  "
                 f"{_fmt(result.output_tokens_per_s, unit=' tok/s')}"
             )
         else:
-            self.console.print(
-                f"[red]✗[/] {run.run_id}  {outcome.status}"
-                + (f" in {outcome.phase}" if outcome.phase else "")
-                + f": {(outcome.message or '').splitlines()[0] if outcome.message else ''}"
-            )
+            first = (outcome.message or "").splitlines()[0] if outcome.message else ""
+            where = f" in {outcome.phase}" if outcome.phase else ""
+            self.console.print("[red]✗[/] " + escape(f"{run.run_id}  {outcome.status}{where}: {first}"))
 
     def stop(self) -> None:
         self._stop.set()
@@ -177,9 +176,9 @@ def print_dry_run(console: Console, study: StudyConfig, runner_opt: str | None, 
     console.print(table)
     expansion = study.expand_report()
     for p in expansion.invalid:
-        console.print(f"[yellow]invalid sweep point, skipped:[/] {p.describe()}")
+        console.print(f"[yellow]invalid sweep point, skipped:[/] {escape(p.describe())}")
     for d in expansion.duplicates:
-        console.print(f"[yellow]duplicate:[/] {d}")
+        console.print(f"[yellow]duplicate:[/] {escape(d)}")
     plan = sr.plan()
     gaps_total, _ = estimate_duration_s(plan)
     console.print(
@@ -216,7 +215,7 @@ def print_experiment_summary(console: Console, result: ExperimentResult, result_
     t.add_row("runner", f"{result.runner.kind}" + (f":{result.runner.image}" if result.runner.image else "") + f" ({result.runner.source})")
     console.print(t)
     for w in result.warnings:
-        console.print(f"[yellow]warning[/] [{w.code}] {w.message}")
+        console.print(f"[yellow]warning[/] {escape(f'[{w.code}] {w.message}')}")
     if result_path is not None:
         console.print(f"result: [bold]{result_path}[/]")
 
@@ -247,9 +246,12 @@ def print_study_summary(console: Console, study_result: StudyResult) -> None:
         )
     console.print(t)
     for f in study_result.failures:
-        console.print(f"[red]failed[/] {f.run_id} ({f.status}{', phase ' + f.phase if f.phase else ''}): {f.message.splitlines()[0] if f.message else ''}" + (f"\n   details: {f.error_file}" if f.error_file else ""))
+        first = f.message.splitlines()[0] if f.message else ""
+        phase = f", phase {f.phase}" if f.phase else ""
+        details = f"\n   details: {f.error_file}" if f.error_file else ""
+        console.print(f"[red]failed[/] " + escape(f"{f.run_id} ({f.status}{phase}): {first}{details}"))
     for p in study_result.invalid_points:
-        console.print(f"[yellow]not run[/] {p}")
+        console.print(f"[yellow]not run[/] {escape(p)}")
     warned = sum(1 for r in study_result.runs if r.warnings)
     if warned:
         console.print(f"[yellow]{warned} run(s) carry validity warnings[/] (see each result.json / the report)")
@@ -309,7 +311,7 @@ def run_command(
         result = sr.run()
     except StudyInterrupted as exc:
         progress.stop()
-        console.print(f"[yellow]{exc}[/]")
+        console.print(escape(str(exc)), style="yellow")
         return 130
     finally:
         progress.stop()
