@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +32,8 @@ def normalise_backend(value: Any) -> Any:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=False, frozen=False)
+    # Frozen: a config is a value; its hash is computed once and can never go stale.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DatasetConfig(_Strict):
@@ -242,7 +244,7 @@ class ExperimentConfig(_Strict):
         data[self.backend] = self.backend_section().model_dump(mode="json")
         return data
 
-    @property
+    @cached_property
     def config_hash(self) -> str:
         """SHA-256 of the canonical JSON of the resolved config (64 hex digits)."""
         return canonical_hash(self.hashable_dict())
