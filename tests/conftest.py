@@ -12,6 +12,10 @@ def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
+    # Network rule: tests never reach a model or dataset hub (children inherit these too).
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.setenv(var, "1")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     for var in (
         "LLEM_CONFIG",
         "LLEM_RUNNER_PYTORCH",
@@ -28,3 +32,26 @@ def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
 def shared_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One synthetic-model cache for the whole session (building a tokenizer takes a moment)."""
     return tmp_path_factory.mktemp("model-cache")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`gpu` tests run on the GPU machine; elsewhere they skip with the reason."""
+    if _has_nvidia_gpu():
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU (NVML found none); run on the GPU machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def _has_nvidia_gpu() -> bool:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return bool(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        return False
