@@ -68,7 +68,13 @@ class _Phases:
         try:
             atomic_write_json(
                 self.output_dir / PROGRESS_FILE,
-                {"phase": phase, "detail": detail, "time": time.time(), "started": self.started},
+                {
+                    "phase": phase,
+                    "detail": detail,
+                    "time": time.time(),
+                    "started": self.started,
+                    "pid": os.getpid(),
+                },
             )
         except OSError:
             pass  # progress is a convenience; never fail the experiment over it

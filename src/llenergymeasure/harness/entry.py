@@ -43,6 +43,7 @@ def spawn_child_main(request_path: str, output_dir: str) -> None:
         os.setsid()
     except OSError:
         pass
+    _die_with_parent()
     log_path = Path(output_dir) / LOG_FILE
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
@@ -56,3 +57,17 @@ def spawn_child_main(request_path: str, output_dir: str) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _die_with_parent() -> None:
+    """Linux: ask the kernel to SIGKILL this process if the controller dies (no orphaned runs)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass

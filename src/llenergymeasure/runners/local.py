@@ -14,6 +14,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 from llenergymeasure.harness.request import ERROR_FILE, LOG_FILE, REQUEST_FILE, RESULT_FILE, HarnessRequest
 from llenergymeasure.results.io import atomic_write_json
@@ -133,7 +134,9 @@ class LocalRunner:
 
     kind = "local"
 
-    def __init__(self, poll_s: float = 0.2) -> None:
+    def __init__(self, poll_s: float = 0.2, target: Any = None) -> None:
+        #: the child's entry function, ``f(request_path, output_dir)``; the harness by default
+        self.target = target
         self.poll_s = poll_s
 
     def run(self, request: HarnessRequest, run_dir: Path, timeout_s: float | None = None) -> RunOutcome:
@@ -144,7 +147,7 @@ class LocalRunner:
         request_path = request.write(run_dir / REQUEST_FILE)
         ctx = multiprocessing.get_context("spawn")
         proc = ctx.Process(
-            target=spawn_child_main,
+            target=self.target or spawn_child_main,
             args=(str(request_path), str(run_dir)),
             name=f"llem-{run_dir.name}",
             daemon=False,

@@ -1,0 +1,86 @@
+"""The real harness on the CPU with synthetic/tiny-llama (no GPU: the null meter, or a fake NVML)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llenergymeasure import ExperimentConfig, ExperimentResult
+from llenergymeasure.errors import ExperimentError
+from llenergymeasure.harness.core import run_harness
+from llenergymeasure.harness.request import HarnessRequest, HarnessSettings
+from tests.helpers import tiny_experiment, write
+
+
+def _request(cache: Path, **overrides: object) -> HarnessRequest:
+    return HarnessRequest(
+        config=ExperimentConfig.from_dict(tiny_experiment(**overrides)),
+        settings=HarnessSettings(energy_backend="auto", model_cache_dir=str(cache), run_id="t1"),
+    )
+
+
+def test_cpu_run_fills_every_field_or_says_why(tmp_path: Path, shared_model_cache: Path) -> None:
+    out = tmp_path / "run"
+    result = run_harness(_request(shared_model_cache, n=5, batch_size=2), out)
+    on_disk = ExperimentResult.model_validate_json((out / "result.json").read_text())
+    assert on_disk == result
+    # workload: 5 prompts of exactly 8 tokens, exactly 4 new tokens each (padding never counted)
+    assert (result.n_requests, result.input_tokens, result.output_tokens) == (5, 40, 20)
+    assert result.duration_s > 0 and result.output_tokens_per_s == pytest.approx(20 / result.duration_s)
+    assert result.model.weights == "random" and result.model.parameters and result.model.parameters > 0
+    assert result.flops.flops == pytest.approx(2 * result.model.parameters * 60)
+    assert result.load.duration_s > 0
+    assert result.warmup.runs == 1 and len(result.warmup.latencies_s) == 1
+    assert result.ttft_ms is not None and result.ttft_ms.n == 5
+    assert result.itl_ms is not None and result.itl_ms.n == 5 * 3
+    assert result.timing_source
+    # no GPU here: energy is null with the reason, and a warning says so
+    if not result.energy.available:
+        assert result.energy.unavailable_reason
+        assert result.total_energy_j is None and result.energy_per_output_token_j is None
+        assert "energy_unavailable" in {w.code for w in result.warnings}
+    assert result.co2.estimate is True
+    assert result.co2.co2_g is None or result.co2.co2_g >= 0
+    assert result.environment.python_version and result.environment.packages.get("torch")
+    assert result.config_hash == result.config.config_hash
+    assert result.experiment_id == "t1"
+    progress = json.loads((out / "progress.json").read_text())
+    assert progress["phase"] == "done"
+
+
+def test_fixed_output_length_and_padding_with_ragged_jsonl(tmp_path: Path, shared_model_cache: Path) -> None:
+    lines = ["short", "a much longer prompt with many more words in it than the first", "mid sized prompt"]
+    data = write(tmp_path / "p.jsonl", "\n".join(json.dumps({"prompt": t}) for t in lines) + "\n")
+    result = run_harness(
+        _request(shared_model_cache, n=3, batch_size=3, dataset={"source": str(data)}, max_output_tokens=5),
+        tmp_path / "run",
+    )
+    assert result.output_tokens == 15 and result.n_requests == 3
+    # input tokens are the tokenizer's counts of each prompt, never the padded batch width
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(result.model.path)
+    expected = sum(len(tok(t)["input_ids"]) for t in lines)
+    assert result.input_tokens == expected
+
+
+def test_failing_phase_writes_error_json(tmp_path: Path, shared_model_cache: Path) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(ExperimentError) as exc:
+        run_harness(_request(shared_model_cache, dataset={"source": str(tmp_path / "missing.jsonl")}), out)
+    assert exc.value.phase == "prompts"
+    err = json.loads((out / "error.json").read_text())
+    assert err["phase"] == "prompts" and "missing.jsonl" in err["message"] and "Traceback" in err["traceback"]
+    assert not (out / "result.json").exists()
+
+
+def test_load_failure_names_load_phase(tmp_path: Path, shared_model_cache: Path) -> None:
+    bad_model = tmp_path / "not-a-model"
+    bad_model.mkdir()
+    out = tmp_path / "run"
+    with pytest.raises(ExperimentError):
+        run_harness(_request(shared_model_cache, model=str(bad_model)), out)
+    err = json.loads((out / "error.json").read_text())
+    assert err["phase"] == "load"
