@@ -238,26 +238,26 @@ def run_harness(
     meter driven by a fake NVML). Raises ``ExperimentError`` with the failing phase after writing
     ``error.json``.
     """
-    from llenergymeasure.energy import (
-        RaplMeter,
-        apply_baseline,
-        estimate_co2,
-        measure_idle_baseline,
-        select_meter,
-    )
-    from llenergymeasure.environment.snapshot import capture_environment
-
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     config = request.config
     settings = request.settings
-    make_meter = meter_factory or select_meter
     phases = _Phases(output_dir)
     started_at = _now()
     backend: Backend | None = None
     meters: list[Any] = []
     try:
         phases.enter("environment")
+        from llenergymeasure.energy import (
+            RaplMeter,
+            apply_baseline,
+            estimate_co2,
+            measure_idle_baseline,
+            select_meter,
+        )
+        from llenergymeasure.environment.snapshot import capture_environment
+
+        make_meter = meter_factory or select_meter
         snapshot = capture_environment(
             carbon_intensity_gco2_kwh=settings.carbon_intensity_gco2_kwh,
             carbon_intensity_source=settings.carbon_intensity_source,

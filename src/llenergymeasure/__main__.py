@@ -1,0 +1,5 @@
+"""``python -m llenergymeasure`` is ``llem``."""
+
+from llenergymeasure.cli import main
+
+main()

@@ -1,0 +1,174 @@
+"""Studies end to end on the CPU: layout, manifest, statistics, failure isolation, kill + resume, Ctrl-C."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llenergymeasure import StudyConfig, run_study
+from llenergymeasure.results.stats import describe
+from tests.helpers import tiny_experiment, user_config_file, write
+
+
+def _study_file(tmp_path: Path, sweep: dict, n_cycles: int = 2, order: str = "interleaved", **base: object) -> Path:
+    data = {
+        "name": "t",
+        "base": tiny_experiment(**base),
+        "sweep": sweep,
+        "execution": {"n_cycles": n_cycles, "cycle_order": order, "config_gap_seconds": 0, "cycle_gap_seconds": 0},
+    }
+    return write(tmp_path / "study.yaml", yaml.safe_dump(data))
+
+
+def test_study_layout_manifest_and_statistics(tmp_path: Path, shared_model_cache: Path) -> None:
+    uc = user_config_file(tmp_path, shared_model_cache)
+    f = _study_file(tmp_path, {"batch_size": [1, 2]})
+    res = run_study(f, user_config_path=uc)
+    d = Path(res.study_dir or "")
+    assert d.parent == tmp_path / "results" and d.name.startswith("t_")
+    assert (d / "study.yaml").read_text() == f.read_text()
+    runs = sorted(p.name for p in d.iterdir() if p.is_dir())
+    assert len(runs) == 4 and all(r[:3].isdigit() and "_c" in r and "_pytorch_" in r for r in runs)
+    manifest = json.loads((d / "manifest.json").read_text())
+    assert [r["status"] for r in manifest["runs"]] == ["completed"] * 4
+    assert [r["cycle"] for r in manifest["runs"]] == [1, 1, 2, 2]  # interleaved
+    assert manifest["study_design_hash"] == StudyConfig.from_yaml(f).study_design_hash
+    assert len(res.runs) == 4 and not res.failures and len(res.summaries) == 2
+    assert res.measurement_protocol["n_cycles"] == 2 and res.measurement_protocol["cycle_order"] == "interleaved"
+    for s in res.summaries:
+        mine = [r for r in res.runs if r.config_hash == s.config_hash]
+        assert s.n_completed == 2
+        tps = describe([r.output_tokens_per_s for r in mine])
+        assert s.metrics["output_tokens_per_s"].mean == pytest.approx(tps.mean)
+        assert s.metrics["output_tokens_per_s"].ci95_half_width == pytest.approx(tps.ci95_half_width)
+    rows = list(csv.DictReader((d / "summary.csv").open()))
+    assert len(rows) == 2 and {r["batch_size"] for r in rows} == {"1", "2"}
+    assert json.loads((d / "study_result.json").read_text())["name"] == "t"
+
+
+def test_failures_are_isolated_and_listed(tmp_path: Path, shared_model_cache: Path) -> None:
+    uc = user_config_file(tmp_path, shared_model_cache)
+    good = write(tmp_path / "p.jsonl", '{"prompt": "hello there"}\n')
+    f = _study_file(tmp_path, {"dataset.source": [str(good), str(tmp_path / "missing.jsonl")]}, n_cycles=1)
+    res = run_study(f, user_config_path=uc)
+    assert len(res.runs) == 1 and len(res.failures) == 1
+    fail = res.failures[0]
+    assert fail.phase == "prompts" and fail.error_file and Path(fail.error_file).exists()
+    assert "missing.jsonl" in fail.message
+    res2 = run_study(
+        _study_file(tmp_path, {"dataset.source": [str(tmp_path / "missing.jsonl"), str(good)]}, n_cycles=1),
+        user_config_path=uc,
+        fail_fast=True,
+    )
+    assert len(res2.runs) == 0 and len(res2.failures) == 1  # stopped at the first failure
+
+
+def _llem(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "llenergymeasure", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _wait_manifest(results: Path, predicate, timeout: float = 240) -> tuple[Path, dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for m in results.glob("*/manifest.json"):
+            try:
+                data = json.loads(m.read_text())
+            except ValueError:
+                continue
+            if predicate(data):
+                return m.parent, data
+        time.sleep(0.2)
+    raise AssertionError("the manifest never reached the expected state")
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_controller_killed_then_resume_keeps_completed_results(tmp_path: Path, shared_model_cache: Path) -> None:
+    uc = user_config_file(tmp_path, shared_model_cache)
+    f = _study_file(tmp_path, {"batch_size": [1, 2]}, n_cycles=2, order="sequential")
+    env = {**os.environ, "LLEM_CONFIG": str(uc), "COLUMNS": "200"}
+    proc = _llem("run", str(f), env=env)
+    d, _ = _wait_manifest(
+        tmp_path / "results",
+        lambda m: sum(r["status"] == "completed" for r in m["runs"]) >= 1
+        and any(r["status"] == "running" for r in m["runs"]),
+    )
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    manifest = json.loads((d / "manifest.json").read_text())
+    done = {r["run_id"]: r["run_dir"] for r in manifest["runs"] if r["status"] == "completed"}
+    stale = [r["run_id"] for r in manifest["runs"] if r["status"] == "running"]
+    assert done and stale
+    before = {rid: (_digest(d / folder / "result.json"), (d / folder / "result.json").stat().st_mtime_ns) for rid, folder in done.items()}
+
+    res = subprocess.run(
+        [sys.executable, "-m", "llenergymeasure", "run", "--resume", str(d)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "resuming:" in res.stdout
+    after = json.loads((d / "manifest.json").read_text())
+    assert [r["status"] for r in after["runs"]] == ["completed"] * 4
+    for rid, folder in done.items():
+        entry = next(r for r in after["runs"] if r["run_id"] == rid)
+        assert entry["run_dir"] == folder and entry["attempts"] == 1
+        p = d / folder / "result.json"
+        assert (_digest(p), p.stat().st_mtime_ns) == before[rid]  # never rewritten
+    for rid in stale:
+        entry = next(r for r in after["runs"] if r["run_id"] == rid)
+        assert entry["attempts"] == 2 and entry["run_dir"].endswith("_a2")
+        assert (d / rid).is_dir()  # the dead attempt's folder is kept as it was
+    study_result = json.loads((d / "study_result.json").read_text())
+    assert len(study_result["runs"]) == 4
+
+
+def test_ctrl_c_marks_interrupted_prints_resume_and_exits_130(tmp_path: Path, shared_model_cache: Path) -> None:
+    uc = user_config_file(tmp_path, shared_model_cache)
+    f = _study_file(tmp_path, {"batch_size": [1, 2]}, n_cycles=1, n=32, max_output_tokens=32)
+    env = {**os.environ, "LLEM_CONFIG": str(uc), "COLUMNS": "200"}
+    proc = _llem("run", str(f), env=env)
+    d, _ = _wait_manifest(tmp_path / "results", lambda m: any(r["status"] == "running" for r in m["runs"]))
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "llem run --resume" in out
+    manifest = json.loads((d / "manifest.json").read_text())
+    statuses = [r["status"] for r in manifest["runs"]]
+    assert "interrupted" in statuses and "running" not in statuses
+    # no experiment process is left behind
+    time.sleep(0.5)
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "multiprocessing.spawn" not in ps or str(d) not in ps
+
+
+def test_resume_refuses_a_changed_study(tmp_path: Path, shared_model_cache: Path) -> None:
+    uc = user_config_file(tmp_path, shared_model_cache)
+    f = _study_file(tmp_path, {"batch_size": [1]}, n_cycles=1)
+    res = run_study(f, user_config_path=uc)
+    changed = _study_file(tmp_path / "other", {"batch_size": [1, 2]}, n_cycles=1)
+    env = {**os.environ, "LLEM_CONFIG": str(uc), "COLUMNS": "200"}
+    out = subprocess.run(
+        [sys.executable, "-m", "llenergymeasure", "run", str(changed), "--resume", str(res.study_dir)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 2
+    assert "no longer matches this study" in out.stderr.replace("\n", " ")
