@@ -1,0 +1,23 @@
+"""``llem report DIR``: regenerate the exports and the report of an existing study directory.
+
+Typer-free so that the library (and tests) can call it; the CLI wires it to the command and prints
+the returned path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def report_command(study_dir: Path) -> Path:
+    """Load ``study_dir`` (rebuilding it from the run folders after a resume), rewrite
+    ``summary.csv``, ``results.parquet``, ``figures/`` and ``report.html``; return the report's path.
+
+    Raises ``StudyDirError`` (exit code 2) for a path that is not a study directory and
+    ``ReportDependencyError`` when the ``[report]`` extra is not installed.
+    """
+    from llenergymeasure.report import generate_study_artifacts
+    from llenergymeasure.results.loading import load_study_dir
+
+    study = load_study_dir(Path(study_dir))
+    return generate_study_artifacts(study, Path(study_dir))["report.html"]

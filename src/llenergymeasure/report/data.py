@@ -1,0 +1,213 @@
+"""What the report shows, computed without any plotting library.
+
+Kept apart from the figures so that the choices a reader relies on — which config fields count as
+swept axes, which configs lie on a Pareto front, which runs a point averages — are plain functions
+with their own tests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeGuard
+
+from llenergymeasure.config.experiment import ExperimentConfig
+from llenergymeasure.results.export import flatten, run_identity
+from llenergymeasure.results.models import ConfigSummary, ExperimentResult, MetricStats, StudyResult
+
+#: metrics the report reads per run; names match the ``results.parquet`` columns and the
+#: ``ConfigSummary.metrics`` keys of ``llenergymeasure.results.stats``.
+RUN_METRICS: dict[str, Any] = {
+    "energy_per_output_token_j": lambda r: r.energy_per_output_token_j,
+    "energy_per_output_token_adjusted_j": lambda r: r.energy_per_output_token_adjusted_j,
+    "total_energy_j": lambda r: r.total_energy_j,
+    "mean_power_w": lambda r: r.mean_power_w,
+    "output_tokens_per_s": lambda r: r.output_tokens_per_s,
+    "requests_per_s": lambda r: r.requests_per_s,
+    "duration_s": lambda r: r.duration_s,
+    "ttft_p50_ms": lambda r: r.ttft_ms.p50_ms if r.ttft_ms else None,
+    "itl_p50_ms": lambda r: r.itl_ms.p50_ms if r.itl_ms else None,
+    "request_latency_p50_ms": lambda r: (
+        r.request_latency_ms.p50_ms if r.request_latency_ms else None
+    ),
+}
+
+#: human names with units, for table headers and axis labels.
+METRIC_LABELS: dict[str, str] = {
+    "energy_per_output_token_j": "energy / output token (J)",
+    "energy_per_output_token_adjusted_j": "energy / output token, idle-adjusted (J)",
+    "total_energy_j": "total energy (J)",
+    "total_energy_adjusted_j": "total energy, idle-adjusted (J)",
+    "energy_per_request_j": "energy / request (J)",
+    "mean_power_w": "mean power (W)",
+    "output_tokens_per_s": "output tokens / s",
+    "requests_per_s": "requests / s",
+    "duration_s": "measured window (s)",
+    "ttft_mean_ms": "TTFT mean (ms)",
+    "ttft_p50_ms": "TTFT p50 (ms)",
+    "ttft_p99_ms": "TTFT p99 (ms)",
+    "itl_mean_ms": "ITL mean (ms)",
+    "itl_p50_ms": "ITL p50 (ms)",
+    "itl_p99_ms": "ITL p99 (ms)",
+    "request_latency_p50_ms": "request latency p50 (ms)",
+}
+
+ENERGY_METRIC = "energy_per_output_token_j"
+THROUGHPUT_METRIC = "output_tokens_per_s"
+LATENCY_METRICS = ("ttft_p50_ms", "request_latency_p50_ms")
+
+
+@dataclass
+class ConfigPoint:
+    """One config of the study: its key in the report, its runs and its summary."""
+
+    key: str
+    config_hash: str
+    label: str
+    backend: str
+    config: ExperimentConfig
+    summary: ConfigSummary | None
+    runs: list[ExperimentResult] = field(default_factory=list)
+    n_failed: int = 0
+
+    def stats(self, metric: str) -> MetricStats:
+        """The metric across this config's runs: the stored summary's where it has the metric,
+        else computed from the runs with the same statistics the study runner uses."""
+        if self.summary is not None:
+            stored = self.summary.metrics.get(metric)
+            if stored is not None and stored.n > 0:
+                return stored
+        from llenergymeasure.results.stats import describe
+
+        getter = RUN_METRICS.get(metric)
+        if getter is None:
+            return MetricStats(n=0)
+        return describe([v for v in (getter(r) for r in self.runs) if v is not None])
+
+    def run_values(self, metric: str) -> list[float]:
+        getter = RUN_METRICS.get(metric)
+        if getter is None:
+            return []
+        return [float(v) for v in (getter(r) for r in self.runs) if v is not None]
+
+
+def config_points(study: StudyResult) -> list[ConfigPoint]:
+    """Every config with at least one completed run or a summary, keyed C1, C2, ... in study order."""
+    by_hash: dict[str, ConfigPoint] = {}
+    order: list[str] = []
+    for s in study.summaries:
+        if s.config_hash not in by_hash:
+            by_hash[s.config_hash] = ConfigPoint(
+                "", s.config_hash, s.label, s.backend, s.config, s, n_failed=s.n_failed
+            )
+            order.append(s.config_hash)
+    for r in sorted(study.runs, key=lambda r: run_identity(r)[0]):
+        point = by_hash.get(r.config_hash)
+        if point is None:
+            point = ConfigPoint(
+                "", r.config_hash, r.config.label(), r.config.backend, r.config, None
+            )
+            by_hash[r.config_hash] = point
+            order.append(r.config_hash)
+        point.runs.append(r)
+    for f in study.failures:
+        point = by_hash.get(f.config_hash)
+        if point is not None and point.summary is None:
+            point.n_failed += 1
+    points = [by_hash[h] for h in order]
+    for i, p in enumerate(points, start=1):
+        p.key = f"C{i}"
+    return points
+
+
+def _config_fields(config: ExperimentConfig) -> dict[str, Any]:
+    return flatten({k: v for k, v in config.hashable_dict().items() if v is not None})
+
+
+def swept_axes(configs: Sequence[ExperimentConfig]) -> list[str]:
+    """Config fields (dotted paths) whose value differs between the study's configs.
+
+    A backend section's field (``vllm.max_num_seqs``) is compared only among the configs of that
+    backend, since the others do not have it: a mixed pytorch/vLLM study does not make every
+    section field an axis.
+    """
+    values: dict[str, set[str]] = {}
+    order: list[str] = []
+    for cfg in configs:
+        for key, value in _config_fields(cfg).items():
+            if key not in values:
+                values[key] = set()
+                order.append(key)
+            values[key].add(repr(value))
+    return [k for k in order if len(values[k]) > 1]
+
+
+def axis_value(config: ExperimentConfig, axis: str) -> Any:
+    """The config's value on an axis, or ``KeyError`` when the config does not have that field."""
+    return _config_fields(config)[axis]
+
+
+def is_numeric_axis(values: Sequence[Any]) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def short_value(value: Any) -> str:
+    """A compact rendering of an axis value for labels (``synthetic/tiny-llama`` -> ``tiny-llama``)."""
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    text = str(value)
+    return text.rsplit("/", 1)[-1] if "/" in text else text
+
+
+def pareto_front(points: Sequence[tuple[float, float]], maximise_x: bool) -> list[int]:
+    """Indices of the non-dominated points; y is always minimised (energy per token).
+
+    A point is dominated when another is at least as good on both coordinates and strictly better
+    on one. Ties (identical points) are all kept. Returned in order of increasing x.
+    """
+    front: list[int] = []
+    for i, (xi, yi) in enumerate(points):
+        dominated = False
+        for j, (xj, yj) in enumerate(points):
+            if i == j:
+                continue
+            better_x = xj > xi if maximise_x else xj < xi
+            as_good_x = xj >= xi if maximise_x else xj <= xi
+            if as_good_x and yj <= yi and (better_x or yj < yi):
+                dominated = True
+                break
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def latency_metric(points: Sequence[ConfigPoint]) -> str | None:
+    """TTFT p50 when every config with energy has it, else request latency p50, else ``None``."""
+    with_energy = [p for p in points if p.stats(ENERGY_METRIC).mean is not None]
+    if not with_energy:
+        return None
+    for metric in LATENCY_METRICS:
+        if all(p.stats(metric).mean is not None for p in with_energy):
+            return metric
+    for metric in LATENCY_METRICS:
+        if any(p.stats(metric).mean is not None for p in with_energy):
+            return metric
+    return None
+
+
+def energy_unavailable_reasons(study: StudyResult) -> list[str]:
+    """Why runs have no energy figure (distinct reasons, each with its meter)."""
+    reasons: dict[str, None] = {}
+    for r in study.runs:
+        if r.energy_per_output_token_j is None:
+            why = r.energy.unavailable_reason or "the meter returned no total"
+            reasons.setdefault(f"meter {r.energy.meter}: {why}", None)
+    return list(reasons)
+
+
+def finite(value: float | None) -> TypeGuard[float]:
+    """A number that can be drawn (not missing, not NaN or infinite)."""
+    return value is not None and math.isfinite(value)
