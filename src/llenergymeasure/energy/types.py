@@ -18,7 +18,9 @@ class _Record(BaseModel):
 class ValidityWarning(_Record):
     """A structured warning about the measurement's validity (stored, shown, never fatal)."""
 
-    code: str = Field(..., description="stable identifier, e.g. short_window, throttling, counter_reset")
+    code: str = Field(
+        ..., description="stable identifier, e.g. short_window, throttling, counter_reset"
+    )
     message: str
     severity: Literal["info", "warning"] = "warning"
     device: int | None = Field(None, description="NVML index the warning concerns, if one")
@@ -33,13 +35,24 @@ class DeviceEnergy(_Record):
     uuid: str | None = None
     name: str | None = None
     energy_j: float = Field(..., description="raw energy over the window")
-    energy_adjusted_j: float | None = Field(None, description="max(0, raw - idle_power_w * duration_s)")
+    energy_adjusted_j: float | None = Field(
+        None, description="max(0, raw - idle_power_w * duration_s)"
+    )
     idle_power_w: float | None = None
     method: Literal["counter", "integrated_power", "zeus"] = "counter"
-    integrated_energy_j: float | None = Field(None, description="trapezoidal integral of sampled power (cross-check)")
+    integrated_energy_j: float | None = Field(
+        None, description="trapezoidal integral of sampled power (cross-check)"
+    )
     mean_power_w: float | None = None
     peak_power_w: float | None = None
     n_samples: int = 0
+    power_source: str | None = Field(
+        None,
+        description="power reading sampled: instant (NVML field) or power_usage (may be a 1 s average)",
+    )
+    counter_resets: int = Field(
+        0, description="backward steps of the energy counter inside the window"
+    )
 
 
 class EnergyMeasurement(_Record):
@@ -49,12 +62,18 @@ class EnergyMeasurement(_Record):
     available: bool = True
     unavailable_reason: str | None = None
     duration_s: float = 0.0
-    sensor_period_s: float | None = Field(None, description="sensor update period the meter assumed or measured")
+    sensor_period_s: float | None = Field(
+        None, description="sensor update period the meter assumed or measured"
+    )
     sample_period_s: float | None = Field(None, description="sampler's polling period")
     total_energy_j: float | None = None
     total_energy_adjusted_j: float | None = None
     devices: list[DeviceEnergy] = Field(default_factory=list)
     warnings: list[ValidityWarning] = Field(default_factory=list)
+    started_at: str | None = Field(None, description="UTC ISO time the window opened")
+    timeseries_source: str | None = Field(
+        None, description="where the power time series came from: nvml_sampler, zeus_power_monitor"
+    )
 
 
 class BaselineRecord(_Record):
@@ -63,12 +82,18 @@ class BaselineRecord(_Record):
     enabled: bool = True
     available: bool = True
     unavailable_reason: str | None = None
-    idle_power_w: dict[int, float] = Field(default_factory=dict, description="NVML index -> mean idle W")
+    idle_power_w: dict[int, float] = Field(
+        default_factory=dict, description="NVML index -> mean idle W"
+    )
     duration_s: float | None = None
     measured_at: str | None = None
     from_cache: bool = False
     cache_key: str | None = None
     n_samples: int = 0
+    warnings: list[ValidityWarning] = Field(
+        default_factory=list,
+        description="validity warnings of the idle window (e.g. foreign_process)",
+    )
 
 
 class CpuEnergy(_Record):
@@ -89,5 +114,7 @@ class CarbonEstimate(_Record):
     energy_kwh: float | None = None
     carbon_intensity_gco2_kwh: float | None = None
     datacenter_pue: float | None = None
-    intensity_source: str | None = Field(None, description="user_config, env:LLEM_CARBON_INTENSITY, codecarbon")
+    intensity_source: str | None = Field(
+        None, description="user_config, env:LLEM_CARBON_INTENSITY, codecarbon"
+    )
     unavailable_reason: str | None = None

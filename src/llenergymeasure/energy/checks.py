@@ -1,0 +1,217 @@
+"""Validity checks on a measurement window, as structured warnings with stable codes.
+
+Each check returns a ``ValidityWarning`` or None. Thresholds live here, named, and
+``docs/methodology.md`` states each one and why it was chosen.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from llenergymeasure.energy.nvml import throttle_reason_names
+from llenergymeasure.energy.types import ValidityWarning
+
+SHORT_WINDOW_PERIODS = 10  # window shorter than this many sensor update periods
+SAMPLER_GAP_PERIODS = 3  # gap between samples longer than this many periods
+COUNTER_POWER_TOLERANCE = 0.05  # counter vs integrated power relative disagreement
+
+CODES = (
+    "short_window",
+    "throttling",
+    "foreign_process",
+    "sampler_gap",
+    "counter_reset",
+    "counter_power_mismatch",
+    "integrated_power_only",
+)
+
+
+def short_window(duration_s: float, sensor_period_s: float | None) -> ValidityWarning | None:
+    """The counter and power sensor update about every ``sensor_period_s``; a window of a few
+    periods can be off by a whole period's energy at each end."""
+    if sensor_period_s is None or sensor_period_s <= 0:
+        return None
+    limit = SHORT_WINDOW_PERIODS * sensor_period_s
+    if duration_s >= limit:
+        return None
+    return ValidityWarning(
+        code="short_window",
+        message=(
+            f"the window lasted {duration_s:.3f} s, under {SHORT_WINDOW_PERIODS} sensor update "
+            f"periods ({limit:.2f} s): each end can miss up to {sensor_period_s:.2f} s of energy; "
+            "measure more prompts or repeat the workload inside one window"
+        ),
+        details={"duration_s": duration_s, "sensor_period_s": sensor_period_s, "limit_s": limit},
+    )
+
+
+def throttling(
+    device: int, reasons_mask: int, violation_delta_ns: dict[str, int] | None = None
+) -> ValidityWarning | None:
+    """Power or thermal limits slowed the clocks during the window (clock-event reasons seen in
+    samples, or NVML's violation counters advanced)."""
+    names = throttle_reason_names(reasons_mask)
+    violations = {k: v for k, v in (violation_delta_ns or {}).items() if v > 0}
+    if not names and not violations:
+        return None
+    parts = []
+    if names:
+        parts.append("clock-event reasons " + ", ".join(names))
+    if violations:
+        parts.append(
+            "violation time "
+            + ", ".join(f"{k} {v / 1e9:.3f} s" for k, v in sorted(violations.items()))
+        )
+    return ValidityWarning(
+        code="throttling",
+        message=f"GPU {device} was held back by power or thermal limits: {'; '.join(parts)}",
+        device=device,
+        details={"reasons": names, "reasons_mask": reasons_mask, "violation_ns": violations},
+    )
+
+
+def own_process_tree(extra: Iterable[int] = ()) -> set[int]:
+    """This process, its descendants (engine workers) and ``extra`` PIDs."""
+    ours = {os.getpid(), *extra}
+    parents: dict[int, int] = {}
+    try:
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue
+            # "pid (comm) state ppid ..." -- comm may contain spaces and parentheses
+            rest = stat.rsplit(")", 1)[-1].split()
+            if len(rest) >= 2:
+                parents[int(entry.name)] = int(rest[1])
+    except OSError:
+        return ours
+    changed = True
+    while changed:
+        changed = False
+        for pid, ppid in parents.items():
+            if ppid in ours and pid not in ours:
+                ours.add(pid)
+                changed = True
+    return ours
+
+
+def foreign_process(device: int, gpu_pids: set[int], ours: set[int]) -> ValidityWarning | None:
+    """Another process used the measured GPU: its energy is in the counter too.
+
+    NVML reports PIDs in the host's PID namespace. A PID that does not exist in this namespace
+    (typical inside a container without ``--pid=host``) cannot be told apart from our own
+    process seen from outside, so it is reported at severity ``info`` with that caveat."""
+    foreign = sorted(gpu_pids - ours)
+    if not foreign:
+        return None
+    visible = [p for p in foreign if Path(f"/proc/{p}").exists()]
+    invisible = [p for p in foreign if p not in visible]
+    names = {}
+    for p in visible:
+        try:
+            names[p] = Path(f"/proc/{p}/comm").read_text().strip()
+        except OSError:
+            names[p] = "?"
+    if visible:
+        listed = ", ".join(f"{p} ({names[p]})" for p in visible)
+        message = f"other process(es) ran on GPU {device} during the window: {listed}"
+        if invisible:
+            message += f"; plus PID(s) {invisible} not visible from this PID namespace"
+        severity: Literal["info", "warning"] = "warning"
+    else:
+        message = (
+            f"GPU {device} lists PID(s) {invisible} that are not visible from this PID namespace "
+            "(inside a container?): they may be this experiment's own processes seen from the "
+            "host, or other work; run with the host PID namespace to tell"
+        )
+        severity = "info"
+    return ValidityWarning(
+        code="foreign_process",
+        message=message,
+        severity=severity,
+        device=device,
+        details={
+            "pids": foreign,
+            "visible": {str(k): v for k, v in names.items()},
+            "invisible": invisible,
+        },
+    )
+
+
+def sampler_gap(device: int, times: np.ndarray, period_s: float) -> ValidityWarning | None:
+    """Samples further apart than SAMPLER_GAP_PERIODS periods: the time series (and the
+    integrated-power cross-check) has holes there."""
+    if times.size < 2:
+        return None
+    gaps = np.diff(times)
+    limit = SAMPLER_GAP_PERIODS * period_s
+    big = gaps[gaps > limit]
+    if big.size == 0:
+        return None
+    return ValidityWarning(
+        code="sampler_gap",
+        message=(
+            f"GPU {device}: {big.size} gap(s) between power samples longer than "
+            f"{SAMPLER_GAP_PERIODS} periods ({limit:.2f} s); the longest was {big.max():.3f} s"
+        ),
+        device=device,
+        details={"n_gaps": int(big.size), "max_gap_s": float(big.max()), "limit_s": limit},
+    )
+
+
+def counter_reset(device: int, resets: int, substituted_j: float) -> ValidityWarning | None:
+    """The energy counter went backwards (driver reload, wrap)."""
+    if resets <= 0:
+        return None
+    return ValidityWarning(
+        code="counter_reset",
+        message=(
+            f"GPU {device}: the energy counter went backwards {resets} time(s) during the window "
+            f"(reset or wrap); {substituted_j:.1f} J of that span came from integrated power or "
+            "is a lower bound; repeat the measurement"
+        ),
+        device=device,
+        details={"resets": resets, "substituted_j": substituted_j},
+    )
+
+
+def counter_power_mismatch(
+    device: int, counter_j: float, integrated_j: float | None
+) -> ValidityWarning | None:
+    """The counter and the integral of sampled power disagree by more than the tolerance."""
+    if integrated_j is None or counter_j <= 0:
+        return None
+    rel = (integrated_j - counter_j) / counter_j
+    if abs(rel) <= COUNTER_POWER_TOLERANCE:
+        return None
+    return ValidityWarning(
+        code="counter_power_mismatch",
+        message=(
+            f"GPU {device}: the energy counter ({counter_j:.1f} J) and integrated power "
+            f"({integrated_j:.1f} J) disagree by {rel * 100:+.1f} % (tolerance "
+            f"{COUNTER_POWER_TOLERANCE * 100:.0f} %); short windows, sampler gaps or a slow power "
+            "reading cause this"
+        ),
+        device=device,
+        details={"counter_j": counter_j, "integrated_j": integrated_j, "relative": rel},
+    )
+
+
+def integrated_power_only(device: int) -> ValidityWarning:
+    """The GPU has no energy counter (pre-Volta): energy is integrated sampled power."""
+    return ValidityWarning(
+        code="integrated_power_only",
+        message=(
+            f"GPU {device} has no total-energy counter; its energy is the trapezoidal integral of "
+            "sampled power, which misses changes faster than the sampling period"
+        ),
+        device=device,
+    )

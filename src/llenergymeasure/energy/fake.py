@@ -1,0 +1,320 @@
+"""A fake NVML for tests on machines without a GPU: synthetic power traces behind pynvml's names.
+
+``FakeNvml`` has the pynvml functions the energy layer calls, with the same arguments and
+return shapes, driven by a clock (real time by default) and per-GPU power traces: constant,
+ramp, counter resets, no counter, stalled reads (sampler gaps), throttling, other processes,
+MIG slices. Inject it (``select_meter(..., nvml_module=FakeNvml([...]))`` or ``Nvml(fake)``);
+never patch the real pynvml. It counts every call so tests can assert who polled NVML.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, ClassVar, Protocol
+
+
+class PowerTrace(Protocol):
+    """Power (W) and its exact integral (J) as functions of seconds since the fake started."""
+
+    def power_w(self, t: float) -> float: ...
+
+    def energy_j(self, t: float) -> float: ...
+
+
+@dataclass(frozen=True)
+class ConstantPower:
+    watts: float
+
+    def power_w(self, t: float) -> float:
+        return self.watts
+
+    def energy_j(self, t: float) -> float:
+        return self.watts * max(t, 0.0)
+
+
+@dataclass(frozen=True)
+class RampPower:
+    """Linear from ``start_w`` to ``end_w`` over ``over_s`` seconds, then held."""
+
+    start_w: float
+    end_w: float
+    over_s: float
+
+    def power_w(self, t: float) -> float:
+        if t >= self.over_s:
+            return self.end_w
+        return self.start_w + (self.end_w - self.start_w) * max(t, 0.0) / self.over_s
+
+    def energy_j(self, t: float) -> float:
+        t = max(t, 0.0)
+        s = min(t, self.over_s)
+        ramp = self.start_w * s + (self.end_w - self.start_w) * s * s / (2 * self.over_s)
+        return ramp + self.end_w * max(t - self.over_s, 0.0)
+
+
+class FakeNVMLError(Exception):
+    """Same shape as pynvml.NVMLError: ``value`` holds the NVML return code."""
+
+    _text: ClassVar[dict[int, str]] = {
+        2: "Invalid Argument",
+        3: "Not Supported",
+        4: "Insufficient Permissions",
+        6: "Not Found",
+        9: "Driver Not Loaded",
+        12: "NVML Shared Library Not Found",
+        999: "Unknown Error",
+    }
+
+    def __init__(self, value: int):
+        super().__init__(value)
+        self.value = value
+
+    def __str__(self) -> str:
+        return self._text.get(self.value, f"NVML Error with code {self.value}")
+
+
+@dataclass
+class FakeGpu:
+    """One fake GPU. Times are seconds since the FakeNvml was created."""
+
+    uuid: str = ""
+    name: str = "Fake GPU"
+    trace: PowerTrace = field(default_factory=lambda: ConstantPower(100.0))
+    has_counter: bool = True
+    has_instant_power: bool = True
+    counter_offset_mj: int = 5_000_000
+    counter_scale: float = 1.0  # the counter reads this much more than the trace's energy
+    counter_resets_at_s: tuple[float, ...] = ()
+    update_period_s: float = 0.0  # readings change only every this many seconds (0: continuous)
+    power_limit_mw: int = 700_000
+    temperature_c: int = 45
+    sm_clock_mhz: int = 1980
+    gpu_util_pct: int = 100
+    clock_event_reasons: int | Callable[[float], int] = 0
+    violation_ns_per_s: dict[int, float] = field(default_factory=dict)  # policy -> ns per second
+    pids: list[int] = field(default_factory=list)
+    stalls: list[tuple[float, float]] = field(default_factory=list)  # (at_s, for_s) on power reads
+    mig_uuids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Handle:
+    index: int
+    mig_uuid: str | None = None
+
+
+class FakeNvml:
+    """A pynvml stand-in. Pass ``init_error`` (an NVML code) to make nvmlInit fail."""
+
+    NVMLError = FakeNVMLError
+    NVML_SUCCESS = 0
+    NVML_ERROR_NOT_SUPPORTED = 3
+    NVML_ERROR_LIBRARY_NOT_FOUND = 12
+    NVML_FI_DEV_POWER_INSTANT = 186
+    NVML_POWER_SCOPE_GPU = 0
+    NVML_TEMPERATURE_GPU = 0
+    NVML_CLOCK_SM = 1
+    NVML_PERF_POLICY_POWER = 0
+    NVML_PERF_POLICY_THERMAL = 1
+
+    def __init__(
+        self,
+        gpus: list[FakeGpu] | None = None,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+        init_error: int | None = None,
+        driver_version: str = "580.00.00",
+    ):
+        self.gpus = gpus if gpus is not None else [FakeGpu()]
+        for k, g in enumerate(self.gpus):
+            if not g.uuid:
+                g.uuid = f"GPU-fake{k:04d}-0000-0000-0000-000000000000"
+        self.clock = clock
+        self.t_start = clock()
+        self.init_error = init_error
+        self.driver = driver_version
+        self.calls: Counter[str] = Counter()
+        self.init_depth = 0
+        self._lock = threading.Lock()
+        self._stalls_done: set[tuple[int, int]] = set()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def now(self) -> float:
+        return self.clock() - self.t_start
+
+    def _t(self, gpu: FakeGpu) -> float:
+        t = self.now()
+        if gpu.update_period_s > 0:
+            t = math.floor(t / gpu.update_period_s) * gpu.update_period_s
+        return t
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self.calls[name] += 1
+
+    def _gpu(self, handle: Any) -> FakeGpu:
+        if not isinstance(handle, _Handle) or not 0 <= handle.index < len(self.gpus):
+            raise FakeNVMLError(2)
+        if self.init_depth <= 0:
+            raise FakeNVMLError(1)
+        return self.gpus[handle.index]
+
+    def _maybe_stall(self, handle: _Handle) -> None:
+        gpu = self.gpus[handle.index]
+        t = self.now()
+        for k, (at, dur) in enumerate(gpu.stalls):
+            key = (handle.index, k)
+            if t >= at and key not in self._stalls_done:
+                with self._lock:
+                    if key in self._stalls_done:
+                        continue
+                    self._stalls_done.add(key)
+                time.sleep(dur)
+
+    def polling_calls(self) -> int:
+        """How many periodic-reading calls (power, temperature, clocks, utilisation) were made."""
+        names = (
+            "nvmlDeviceGetFieldValues",
+            "nvmlDeviceGetPowerUsage",
+            "nvmlDeviceGetTemperature",
+            "nvmlDeviceGetClockInfo",
+            "nvmlDeviceGetUtilizationRates",
+            "nvmlDeviceGetCurrentClocksEventReasons",
+        )
+        return sum(self.calls[n] for n in names)
+
+    # -- pynvml API -------------------------------------------------------------------------
+
+    def nvmlInit(self) -> None:
+        self._count("nvmlInit")
+        if self.init_error is not None:
+            raise FakeNVMLError(self.init_error)
+        self.init_depth += 1
+
+    def nvmlShutdown(self) -> None:
+        self._count("nvmlShutdown")
+        if self.init_depth <= 0:
+            raise FakeNVMLError(1)
+        self.init_depth -= 1
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        return self.driver
+
+    def nvmlDeviceGetCount(self) -> int:
+        self._count("nvmlDeviceGetCount")
+        if self.init_depth <= 0:
+            raise FakeNVMLError(1)
+        return len(self.gpus)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> _Handle:
+        self._count("nvmlDeviceGetHandleByIndex")
+        h = _Handle(index)
+        self._gpu(h)
+        return h
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> _Handle:
+        self._count("nvmlDeviceGetHandleByUUID")
+        for k, g in enumerate(self.gpus):
+            if g.uuid == uuid:
+                return _Handle(k)
+            if uuid in g.mig_uuids:
+                return _Handle(k, mig_uuid=uuid)
+        raise FakeNVMLError(6)
+
+    def nvmlDeviceIsMigDeviceHandle(self, handle: _Handle) -> int:
+        return 1 if handle.mig_uuid else 0
+
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, handle: _Handle) -> _Handle:
+        if not handle.mig_uuid:
+            raise FakeNVMLError(2)
+        return _Handle(handle.index)
+
+    def nvmlDeviceGetIndex(self, handle: _Handle) -> int:
+        self._gpu(handle)
+        return handle.index
+
+    def nvmlDeviceGetUUID(self, handle: _Handle) -> str:
+        return self._gpu(handle).uuid
+
+    def nvmlDeviceGetName(self, handle: _Handle) -> str:
+        return self._gpu(handle).name
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: _Handle) -> int:
+        return self._gpu(handle).power_limit_mw
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: _Handle) -> int:
+        self._count("nvmlDeviceGetTotalEnergyConsumption")
+        gpu = self._gpu(handle)
+        if not gpu.has_counter:
+            raise FakeNVMLError(3)
+        t = self._t(gpu)
+        resets = [r for r in gpu.counter_resets_at_s if r <= t]
+        if resets:
+            since = gpu.trace.energy_j(t) - gpu.trace.energy_j(max(resets))
+            return int(since * gpu.counter_scale * 1000)
+        return int(gpu.counter_offset_mj + gpu.trace.energy_j(t) * gpu.counter_scale * 1000)
+
+    def _power_mw(self, handle: _Handle) -> int:
+        gpu = self._gpu(handle)
+        self._maybe_stall(handle)
+        return round(gpu.trace.power_w(self._t(gpu)) * 1000)
+
+    def nvmlDeviceGetPowerUsage(self, handle: _Handle) -> int:
+        self._count("nvmlDeviceGetPowerUsage")
+        return self._power_mw(handle)
+
+    def nvmlDeviceGetFieldValues(self, handle: _Handle, field_ids: list[Any]) -> list[Any]:
+        self._count("nvmlDeviceGetFieldValues")
+        gpu = self._gpu(handle)
+        out = []
+        for fid in field_ids:
+            fid = fid[0] if isinstance(fid, tuple) else fid
+            if fid == self.NVML_FI_DEV_POWER_INSTANT and gpu.has_instant_power:
+                out.append(
+                    SimpleNamespace(
+                        nvmlReturn=0, value=SimpleNamespace(uiVal=self._power_mw(handle))
+                    )
+                )
+            else:
+                out.append(SimpleNamespace(nvmlReturn=3, value=SimpleNamespace(uiVal=0)))
+        return out
+
+    def nvmlDeviceGetTemperature(self, handle: _Handle, sensor: int) -> int:
+        self._count("nvmlDeviceGetTemperature")
+        return self._gpu(handle).temperature_c
+
+    def nvmlDeviceGetClockInfo(self, handle: _Handle, clock: int) -> int:
+        self._count("nvmlDeviceGetClockInfo")
+        return self._gpu(handle).sm_clock_mhz
+
+    def nvmlDeviceGetUtilizationRates(self, handle: _Handle) -> Any:
+        self._count("nvmlDeviceGetUtilizationRates")
+        return SimpleNamespace(gpu=self._gpu(handle).gpu_util_pct, memory=0)
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: _Handle) -> int:
+        self._count("nvmlDeviceGetCurrentClocksEventReasons")
+        gpu = self._gpu(handle)
+        r = gpu.clock_event_reasons
+        return r(self.now()) if callable(r) else r
+
+    def nvmlDeviceGetViolationStatus(self, handle: _Handle, policy: int) -> Any:
+        self._count("nvmlDeviceGetViolationStatus")
+        gpu = self._gpu(handle)
+        if policy not in gpu.violation_ns_per_s:
+            return SimpleNamespace(referenceTime=0, violationTime=0)
+        ns = int(gpu.violation_ns_per_s[policy] * self.now())
+        return SimpleNamespace(referenceTime=int(self.now() * 1e9), violationTime=ns)
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: _Handle) -> list[Any]:
+        self._count("nvmlDeviceGetComputeRunningProcesses")
+        return [SimpleNamespace(pid=p, usedGpuMemory=0) for p in self._gpu(handle).pids]
+
+    def nvmlDeviceGetGraphicsRunningProcesses(self, handle: _Handle) -> list[Any]:
+        return []

@@ -1,0 +1,283 @@
+"""Background NVML sampler: power, temperature, SM clock, utilisation, clock-event reasons and
+the energy counter, at about the sensor's own update period.
+
+The sampler shares the CPU with the workload it measures (a Python generate loop is often
+CPU-bound), so its loop does nothing but the NVML reads: the readers are bound once, samples go
+into preallocated numpy arrays that grow by doubling, and the thread sleeps on an Event between
+samples. Samples exist for the time series saved beside the result and for validity checks
+(integrated-power cross-check, gaps, throttling); the primary energy number is the counter.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from llenergymeasure.energy.errors import NvmlError
+from llenergymeasure.energy.nvml import (
+    NVML_CLOCK_SM,
+    NVML_FI_DEV_POWER_INSTANT,
+    NVML_POWER_SCOPE_GPU,
+    NVML_TEMPERATURE_GPU,
+    Nvml,
+)
+
+COLUMNS: tuple[str, ...] = (
+    "power_w",
+    "temperature_c",
+    "sm_clock_mhz",
+    "gpu_util_pct",
+    "throttle_reasons",
+    "energy_counter_mj",
+)
+POWER, TEMPERATURE, SM_CLOCK, UTIL, REASONS, COUNTER = range(len(COLUMNS))
+
+Reader = Callable[[], float]
+
+
+class SampleBuffer:
+    """Rows of (time, per-device columns) in preallocated arrays; grows by doubling."""
+
+    def __init__(self, n_devices: int, capacity: int = 1024):
+        self.n_devices = n_devices
+        self.t = np.empty(capacity, dtype=np.float64)
+        self.values = np.full((capacity, n_devices, len(COLUMNS)), np.nan, dtype=np.float64)
+        self.n = 0
+
+    def reset(self) -> None:
+        self.n = 0
+
+    def next_row(self, t: float) -> int:
+        """Reserve the next row at time ``t`` (NaN-filled) and return its index."""
+        row = self.n
+        if row == self.t.shape[0]:
+            cap = 2 * row
+            t_new = np.empty(cap, dtype=np.float64)
+            t_new[:row] = self.t
+            v_new = np.full((cap, self.n_devices, len(COLUMNS)), np.nan, dtype=np.float64)
+            v_new[:row] = self.values
+            self.t, self.values = t_new, v_new
+        self.t[row] = t
+        self.values[row] = np.nan
+        self.n = row + 1
+        return row
+
+    def view(self) -> tuple[np.ndarray, np.ndarray]:
+        """(times, values) of the rows so far (views, not copies)."""
+        return self.t[: self.n], self.values[: self.n]
+
+
+def _bind_readers(
+    nvml: Nvml, index: int, read_counter: bool, extras: bool
+) -> list[tuple[int, Reader]]:
+    """Readers for one device: plain closures over the raw module function and handle, tried
+    once here so that a reading the GPU lacks is left out instead of failing every sample."""
+    m = nvml.module
+    h = nvml.handle(index)
+    readers: list[tuple[int, Reader]] = []
+
+    if nvml.power_source(index) == "instant":
+        get_fields = m.nvmlDeviceGetFieldValues
+        fields = [
+            (
+                getattr(m, "NVML_FI_DEV_POWER_INSTANT", NVML_FI_DEV_POWER_INSTANT),
+                getattr(m, "NVML_POWER_SCOPE_GPU", NVML_POWER_SCOPE_GPU),
+            )
+        ]
+
+        def power() -> float:
+            v = get_fields(h, fields)[0]
+            return v.value.uiVal / 1000.0 if v.nvmlReturn == 0 else math.nan
+
+    else:
+        get_power = m.nvmlDeviceGetPowerUsage
+
+        def power() -> float:
+            return float(get_power(h)) / 1000.0
+
+    candidates: list[tuple[int, Reader]] = [(POWER, power)]
+    if read_counter:
+        get_energy = m.nvmlDeviceGetTotalEnergyConsumption
+        candidates.append((COUNTER, lambda: float(get_energy(h))))
+    if extras:
+        get_temp = m.nvmlDeviceGetTemperature
+        sensor = getattr(m, "NVML_TEMPERATURE_GPU", NVML_TEMPERATURE_GPU)
+        get_clock = m.nvmlDeviceGetClockInfo
+        clock = getattr(m, "NVML_CLOCK_SM", NVML_CLOCK_SM)
+        get_util = m.nvmlDeviceGetUtilizationRates
+        get_reasons = (
+            getattr(m, "nvmlDeviceGetCurrentClocksEventReasons", None)
+            or m.nvmlDeviceGetCurrentClocksThrottleReasons
+        )
+        candidates += [
+            (TEMPERATURE, lambda: float(get_temp(h, sensor))),
+            (SM_CLOCK, lambda: float(get_clock(h, clock))),
+            (UTIL, lambda: float(get_util(h).gpu)),
+            (REASONS, lambda: float(get_reasons(h))),
+        ]
+    err = nvml.error_type
+    for col, read in candidates:
+        try:
+            read()
+        except err:
+            continue  # not supported here: the column stays empty
+        readers.append((col, read))
+    return readers
+
+
+class Sampler:
+    """Samples the given NVML devices every ``period_s`` on a daemon thread.
+
+    ``begin()`` takes the first row synchronously and starts the thread; ``end()`` stops and
+    joins it, then takes a last row, so the time series always spans the window.
+    """
+
+    def __init__(
+        self,
+        nvml: Nvml,
+        nvml_indices: Sequence[int],
+        period_s: float,
+        read_counter: Sequence[bool] | None = None,
+        extras: bool = True,
+    ):
+        if not period_s > 0:
+            raise ValueError(f"sampler period_s must be > 0 seconds, got {period_s!r}")
+        self.period_s = float(period_s)
+        self.nvml_indices = list(nvml_indices)
+        counters = (
+            list(read_counter) if read_counter is not None else [True] * len(self.nvml_indices)
+        )
+        self._readers = [
+            _bind_readers(nvml, idx, counters[k], extras) for k, idx in enumerate(self.nvml_indices)
+        ]
+        self._error_type: type[BaseException] = nvml.error_type
+        self.buffer = SampleBuffer(len(self.nvml_indices))
+        self.read_errors = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.t0 = 0.0
+
+    @property
+    def columns_read(self) -> list[set[str]]:
+        """Which columns each device actually provides."""
+        return [{COLUMNS[c] for c, _ in readers} for readers in self._readers]
+
+    def sample(self) -> None:
+        """Take one row now. Only the reads, nothing else."""
+        row = self.buffer.next_row(time.perf_counter())
+        values = self.buffer.values
+        err = self._error_type
+        for d, readers in enumerate(self._readers):
+            for col, read in readers:
+                try:
+                    values[row, d, col] = read()
+                except err:
+                    self.read_errors += 1
+
+    def _run(self) -> None:
+        period = self.period_s
+        next_t = self.t0 + period
+        stop = self._stop
+        while not stop.is_set():
+            delay = next_t - time.perf_counter()
+            if delay > 0 and stop.wait(delay):
+                break
+            self.sample()
+            next_t += period
+            now = time.perf_counter()
+            if next_t < now:  # fell behind (a stalled read): resume the cadence from now
+                next_t = now + period
+
+    def begin(self, t0: float) -> None:
+        """Start a window at ``t0`` (perf_counter seconds): first row now, then the thread."""
+        if self._thread is not None:
+            raise RuntimeError("sampler already running; call end() first")
+        self.buffer.reset()
+        self.read_errors = 0
+        self.t0 = t0
+        self.sample()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="llem-nvml-sampler", daemon=True)
+        self._thread.start()
+
+    def end(self) -> None:
+        """Stop the thread, wait for it, take the last row."""
+        thread, self._thread = self._thread, None
+        self._stop.set()
+        if thread is not None:
+            thread.join()
+        self.sample()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+
+def integrate_power(t: np.ndarray, p: np.ndarray, t_start: float, t_end: float) -> float | None:
+    """Trapezoidal integral (J) of power ``p`` (W) over [t_start, t_end].
+
+    NaN samples are dropped; the boundaries are interpolated from the neighbouring samples (or
+    held from the nearest one), so edge samples taken a few ms outside the window do not count.
+    """
+    ok = ~np.isnan(p)
+    t, p = t[ok], p[ok]
+    if t.size == 0 or t_end <= t_start:
+        return None
+    if t.size == 1:
+        return float(p[0] * (t_end - t_start))
+    inside = (t > t_start) & (t < t_end)
+    tt = np.concatenate(([t_start], t[inside], [t_end]))
+    pp = np.concatenate(([np.interp(t_start, t, p)], p[inside], [np.interp(t_end, t, p)]))
+    return float(np.sum((pp[1:] + pp[:-1]) * np.diff(tt)) / 2.0)
+
+
+def counter_energy(
+    times: np.ndarray, counter_mj: np.ndarray, power_w: np.ndarray | None
+) -> tuple[float, int, float]:
+    """Energy (J) from a sequence of counter readings, tolerating resets.
+
+    Returns (energy_j, number of backward steps, J substituted from integrated power). A backward
+    step means the counter was reset (driver reload) or wrapped; that interval's energy is taken
+    from the integrated power where samples exist, else counted from zero (a lower bound).
+    """
+    ok = ~np.isnan(counter_mj)
+    t, c = times[ok], counter_mj[ok]
+    energy = 0.0
+    resets = 0
+    substituted = 0.0
+    for k in range(1, c.size):
+        d = c[k] - c[k - 1]
+        if d >= 0:
+            energy += d / 1000.0
+            continue
+        resets += 1
+        part = None
+        if power_w is not None:
+            part = integrate_power(times, power_w, float(t[k - 1]), float(t[k]))
+        if part is None:
+            part = c[k] / 1000.0  # energy since the reset: a lower bound for the interval
+        energy += part
+        substituted += part
+    return energy, resets, substituted
+
+
+def reader_error_types(nvml: Nvml) -> tuple[type[BaseException], ...]:
+    """Exceptions a raw reader may raise (the module's NVMLError and our typed wrapper)."""
+    return (nvml.error_type, NvmlError)
+
+
+def describe(sampler: Sampler | None) -> dict[str, Any]:
+    """Small summary for logs and result details."""
+    if sampler is None:
+        return {"sampler": None}
+    return {
+        "period_s": sampler.period_s,
+        "rows": sampler.buffer.n,
+        "read_errors": sampler.read_errors,
+        "columns": [sorted(c) for c in sampler.columns_read],
+    }
