@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -9,8 +10,11 @@ if TYPE_CHECKING:
     from llenergymeasure.config.experiment import ExperimentConfig
 
 
-def create_backend(config: ExperimentConfig, model_path: str) -> Backend:
-    """Build (not load) the backend chosen by ``config.backend`` for the model at ``model_path``."""
+def create_backend(config: ExperimentConfig, model_path: str, cache_dir: Path | None = None) -> Backend:
+    """Build (not load) the backend chosen by ``config.backend`` for the model at ``model_path``.
+
+    ``cache_dir`` is the machine's model cache; TensorRT-LLM keeps its built engines under it.
+    """
     if config.backend == "pytorch":
         from llenergymeasure.backends.pytorch import PyTorchBackend
 
@@ -22,5 +26,6 @@ def create_backend(config: ExperimentConfig, model_path: str) -> Backend:
     if config.backend == "tensorrt":
         from llenergymeasure.backends.tensorrt import TensorRTBackend
 
-        return TensorRTBackend(config, model_path)
+        engines = cache_dir / "trtllm-engines" if cache_dir is not None else None
+        return TensorRTBackend(config, model_path, engine_cache_dir=engines)
     raise ValueError(f"unknown backend {config.backend!r}")

@@ -276,7 +276,7 @@ def run_harness(
             else OutputSettings().resolved_model_cache_dir()
         )
         resolved = resolve_model(config.model, cache_dir)
-        backend = create_backend(config, resolved.path)
+        backend = create_backend(config, resolved.path, cache_dir)
 
         phases.enter("load")
         load_devices = planned_cuda_devices(config, _visible_gpu_count(snapshot.gpu_count))
