@@ -132,13 +132,24 @@ def _visible_gpu_count(snapshot_gpu_count: int | None) -> int:
     return snapshot_gpu_count or 0
 
 
+def _rotated(prompt: Prompt) -> Prompt:
+    """The prompt's tokens rotated by one: the same length and shape, but no shared prefix.
+
+    Engines with prefix caching (vLLM, TensorRT-LLM block reuse) would otherwise skip the prefill
+    of measured prompts that warmup already saw, and the measured window would be too cheap.
+    """
+    ids = prompt.token_ids
+    rotated = ids[1:] + ids[:1] if len(ids) > 1 else list(ids)
+    return Prompt(token_ids=rotated, max_new_tokens=prompt.max_new_tokens, text=None)
+
+
 def _run_warmup(
     backend: Backend, prompts: list[Prompt], config: ExperimentConfig, phases: _Phases
 ) -> WarmupRecord:
     from llenergymeasure.datasets import warmup_prompts
 
     wcfg = config.warmup
-    batch = warmup_prompts(prompts, config)
+    batch = [_rotated(p) for p in warmup_prompts(prompts, config)]
     latencies: list[float] = []
     converged: bool | None = None
     final_cv: float | None = None
