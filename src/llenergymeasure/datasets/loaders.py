@@ -255,9 +255,8 @@ def _env_true(name: str) -> bool:
     return os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
-def hub_reachable(timeout_s: float = HUB_PROBE_TIMEOUT_S) -> tuple[bool, str]:
-    """Whether a TCP connection to the hub endpoint opens within ``timeout_s`` (and why not)."""
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+def hub_reachable(endpoint: str, timeout_s: float = HUB_PROBE_TIMEOUT_S) -> tuple[bool, str]:
+    """Whether a TCP connection to the hub ``endpoint`` opens within ``timeout_s`` (and why not)."""
     parsed = urlparse(endpoint)
     host = parsed.hostname or "huggingface.co"
     port = parsed.port or (80 if parsed.scheme == "http" else 443)
@@ -301,7 +300,11 @@ def load_hf_texts(
     ):
         offline_reason = "offline mode is set (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)"
     else:
-        reachable, why = hub_reachable()
+        endpoint = str(
+            getattr(hf_datasets.config, "HF_ENDPOINT", None)
+            or os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+        )
+        reachable, why = hub_reachable(endpoint)
         if not reachable:
             offline_reason = f"the hub is not reachable: {why}"
 
