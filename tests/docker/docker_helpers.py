@@ -1,0 +1,32 @@
+"""Helpers shared by the Docker tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def managed_containers(client: Any) -> list[Any]:
+    """Every container (running or not) that the docker runner started."""
+    from llenergymeasure.runners.docker import MANAGED_LABEL
+
+    return client.containers.list(
+        all=True, filters={"label": f"{MANAGED_LABEL}=true"}, ignore_removed=True
+    )
+
+
+def tiny_experiment(**overrides: Any) -> dict[str, Any]:
+    """The smallest meaningful experiment: synthetic tiny-llama, fp32, a few short prompts."""
+    cfg: dict[str, Any] = {
+        "model": "synthetic/tiny-llama",
+        "backend": "pytorch",
+        "precision": "fp32",
+        "n": 4,
+        "batch_size": 2,
+        "dataset": {"source": "synthetic", "input_tokens": 16},
+        "max_input_tokens": 32,
+        "max_output_tokens": 8,
+        "warmup": {"runs": 1},
+        "baseline": {"enabled": False},
+    }
+    cfg.update(overrides)
+    return cfg
