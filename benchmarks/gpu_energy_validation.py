@@ -382,6 +382,70 @@ class Bench:
             "generate_bs8": gen,
         }
 
+    def sampler_cost(self) -> None:
+        """(b) bound that workload noise cannot hide: the time one sample() takes, as a share of
+        the sampling period (the most the sampler thread can hold the GIL and a core)."""
+        meter = self.meter()
+        sampler = meter.sampler
+        sampler.buffer.reset()
+        n = 50 if self.smoke else 500
+        t = time.perf_counter()
+        for _ in range(n):
+            sampler.sample()
+        per = (time.perf_counter() - t) / n
+        meter.close()
+        self.results["b_sampler_cost"] = {
+            "seconds_per_sample": per,
+            "period_s": sampler.period_s,
+            "duty": per / sampler.period_s,
+            "columns": sorted(sampler.columns_read[0]),
+        }
+
+    def zeus_nested(self) -> None:
+        """(d) Zeus and NVML meters around the very same windows (NVML outside, Zeus inside)."""
+        e = self.energy
+        if self.smoke:
+            self.results["d_nested"] = {"skipped": "no Zeus in --cpu-smoke"}
+            return
+        zm = e.select_meter("zeus", [0])
+        nm = self.meter()
+        rows = []
+        bs = 8
+        g = self.torch.Generator(device="cpu").manual_seed(bs)
+        self.inputs[bs] = self.torch.randint(
+            3, self.model.config.vocab_size, (bs, self.in_tokens), generator=g
+        ).to(self.device)
+        for _ in range(2):
+            self.generate(bs, 1)
+        works = [("matmul", lambda: self.mm(self.iters_for(4.0)))] * 3 + [
+            ("generate_bs8", lambda: self.generate(bs, 3))
+        ] * 3
+        for name, work in works:
+            self.sync()
+            nm.start()
+            zm.start()
+            work()
+            self.sync()
+            z = zm.stop()
+            v = nm.stop()
+            rows.append(
+                {
+                    "workload": name,
+                    "zeus_j": z.total_energy_j,
+                    "nvml_j": v.total_energy_j,
+                    "zeus_s": z.duration_s,
+                    "nvml_s": v.duration_s,
+                    "relative_diff": (z.total_energy_j - v.total_energy_j) / v.total_energy_j,
+                    "zeus_integrated_j": z.devices[0].integrated_energy_j,
+                }
+            )
+        zm.close()
+        nm.close()
+        self.results["d_nested"] = {
+            "windows": rows,
+            "max_abs_relative_diff": max(abs(r["relative_diff"]) for r in rows),
+        }
+
     def model_setup(self) -> None:
         torch = self.torch
         from transformers import AutoModelForCausalLM, LlamaConfig
@@ -569,6 +633,24 @@ class Bench:
                         "< 2 %",
                     )
                 )
+        bc = r.get("b_sampler_cost")
+        if bc:
+            rows.append(
+                (
+                    "(b) one sample() / sampling period",
+                    f"{bc['seconds_per_sample'] * 1e3:.3f} ms / {bc['period_s'] * 1e3:.0f} ms = {bc['duty'] * 100:.2f} %",
+                    "< 1 %",
+                )
+            )
+        dn = r.get("d_nested")
+        if dn and "windows" in dn:
+            rows.append(
+                (
+                    "(d) Zeus vs NVML, same windows, max |diff|",
+                    f"{dn['max_abs_relative_diff'] * 100:.3f} %",
+                    "< 2 %",
+                )
+            )
         e = r.get("e_short_window")
         if e:
             rows.append(
@@ -623,6 +705,12 @@ class Bench:
             self.section("generate", self.generate_checks)
         if want("d"):
             self.section("d_zeus", self.zeus_check)
+        if want("b2"):
+            self.section("b_sampler_cost", self.sampler_cost)
+        if want("d2"):
+            if not hasattr(self, "model"):
+                self.section("model_setup", self.model_setup)
+            self.section("d_nested", self.zeus_nested)
         self.save()
         text = self.table()
         (self.out / "table.txt").write_text(text + "\n")
@@ -641,7 +729,7 @@ def main() -> None:
     p.add_argument("--cpu-smoke", action="store_true", help="logic check on CPU with the fake NVML")
     p.add_argument("--window-s", type=float, default=5.0, help="target generate window length")
     p.add_argument("--baseline-s", type=float, default=5.0, help="idle baseline window")
-    p.add_argument("--only", default="", help="comma list of sensor,f,a,c,d (default all)")
+    p.add_argument("--only", default="", help="comma list of sensor,f,a,c,d,b2,d2 (default all)")
     Bench(p.parse_args()).run()
 
 
