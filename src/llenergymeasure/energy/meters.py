@@ -213,6 +213,7 @@ class NvmlMeter(MeterBase):
         sample_period_s: float | None = None,
         sample: bool = True,
         check_processes: bool = True,
+        counter_every: int = 10,
     ):
         super().__init__()
         if not mapping.targets:
@@ -228,7 +229,13 @@ class NvmlMeter(MeterBase):
         self.power_sources = [nvml.power_source(i) for i in self.nvml_indices]
         needs_sampler = sample or not all(self.has_counter)
         self.sampler: Sampler | None = (
-            Sampler(nvml, self.nvml_indices, self.sample_period_s, read_counter=self.has_counter)
+            Sampler(
+                nvml,
+                self.nvml_indices,
+                self.sample_period_s,
+                read_counter=self.has_counter,
+                counter_every=counter_every,
+            )
             if needs_sampler
             else None
         )
