@@ -133,15 +133,16 @@ def _panel(
             stats = p.stats(metric)
             runs = p.run_values(metric)
             if runs:
-                # Horizontal ticks, so single runs stay visible across the error bar.
+                # Open circles, so single runs stay visible on top of the error bar.
                 ax.scatter(
                     [x] * len(runs),
                     runs,
-                    s=90,
-                    marker="_",
-                    color=colour,
-                    alpha=0.55,
-                    linewidths=1.5,
+                    s=22,
+                    marker="o",
+                    facecolors="none",
+                    edgecolors=colour,
+                    alpha=0.7,
+                    linewidths=1.0,
                     zorder=4,
                 )
             if not finite(stats.mean):
@@ -194,7 +195,7 @@ def axis_figure(
     """Energy per output token (left) and throughput (right) against one swept axis.
 
     One series per backend and per combination of the other swept axes' values; each point is the
-    mean over cycles with its 95 % confidence interval, and the faint dots are the single runs.
+    mean over cycles with its 95 % confidence interval, and the open circles are the single runs.
     """
     fig = _figure(10.0, 3.8)
     left, right = fig.subplots(1, 2)

@@ -276,7 +276,7 @@ def _axes_section(
         "<p>Swept axes (config fields that differ between configs): "
         + ", ".join(f"<code>{_e(a)}</code>" for a in axes)
         + ". One series per backend and per combination of the other axes; points are means over "
-        "cycles with 95 % confidence intervals, faint dots are single runs.</p>"
+        "cycles with 95 % confidence intervals, open circles are single runs.</p>"
     )
     for axis in axes:
         png = axis_figure(points, axis, axes, energy_note)
