@@ -20,6 +20,12 @@ pytest.importorskip("transformers")
 MAX_NEW = 6
 
 
+def cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def make_config(**overrides: Any) -> ExperimentConfig:
     data: dict[str, Any] = {
         "model": "synthetic/tiny-llama",
@@ -72,7 +78,11 @@ def test_load_reports_the_model(backend: Any, model_dir: str) -> None:
     assert info.weights == "random"
     assert info.parameters == count_parameters_from_shape("tiny-llama")
     assert info.model_path == model_dir
-    assert info.dtype == "fp32" and info.device == "cpu" and info.cuda_devices == []
+    assert info.dtype == "fp32"
+    if cuda():
+        assert info.device == "cuda:0" and info.cuda_devices == [0]
+    else:
+        assert info.device == "cpu" and info.cuda_devices == []
     assert info.extra["synthetic_preset"] == "tiny-llama" and info.extra["weights_seed"] == 11
     tokenizer = backend.tokenizer()
     assert tokenizer.padding_side == "left" and tokenizer.pad_token_id == 3
@@ -135,7 +145,7 @@ def test_weights_are_deterministic_by_seed(model_dir: str) -> None:
 
 def test_timing_per_request(backend: Any, ragged_prompts: list[Prompt]) -> None:
     out = backend.generate(ragged_prompts)
-    assert out.timing_source == "streamer" and out.timing_unavailable_reason is None
+    assert out.timing_source == "step-clock" and out.timing_unavailable_reason is None
     for r in out.requests:
         assert r.ttft_s is not None and r.latency_s is not None
         assert 0 < r.ttft_s <= r.latency_s <= out.duration_s
@@ -262,15 +272,67 @@ def test_missing_model_is_a_load_error(tmp_path: Path) -> None:
     b.close()
 
 
-def test_close_is_idempotent_and_device_calls_are_safe_on_cpu(model_dir: str) -> None:
+def test_close_is_idempotent_and_device_calls_are_safe(model_dir: str) -> None:
     from llenergymeasure.backends.pytorch import PyTorchBackend
 
     never_loaded = PyTorchBackend(make_config(), model_dir)
     never_loaded.close()
     b = loaded(model_dir)
     b.synchronize()
-    assert b.peak_memory_bytes() is None
+    if cuda():
+        assert b.peak_memory_bytes() > 0
+    else:
+        assert b.peak_memory_bytes() is None
     b.close()
     b.close()
     with pytest.raises(RuntimeError, match="before load"):
         b.generate([Prompt([1, 5], 2)])
+
+
+# -- on the GPU machine only ---------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_gpu_memory_is_measured_and_released(model_dir: str) -> None:
+    import torch
+
+    before = torch.cuda.memory_allocated(0)
+    b = loaded(model_dir, precision="bf16")
+    weights = torch.cuda.memory_allocated(0) - before
+    assert weights >= 2 * b.load_info.parameters  # bf16: two bytes a parameter
+    out = b.generate(load_prompts(b.config, b.tokenizer()))
+    b.synchronize()
+    assert out.output_tokens == 5 * MAX_NEW
+    assert b.peak_memory_bytes() >= weights
+    b.close()
+    assert torch.cuda.memory_allocated(0) - before < weights
+
+
+@pytest.mark.gpu
+def test_gpu_static_cache_without_compile_does_not_compile(model_dir: str) -> None:
+    """On CUDA transformers would compile a static cache by itself; the config must decide."""
+    b = loaded(model_dir, pytorch={"static_cache": True})
+    try:
+        b.generate(load_prompts(b.config, b.tokenizer()))
+        assert getattr(b._model, "_compiled_call", None) is None
+    finally:
+        b.close()
+
+
+@pytest.mark.gpu
+def test_gpu_compile_path_engages_and_keeps_counts(model_dir: str) -> None:
+    b = loaded(
+        model_dir,
+        precision="bf16",
+        pytorch={"static_cache": True, "torch_compile": True, "compile_mode": "reduce-overhead"},
+    )
+    try:
+        prompts = load_prompts(b.config, b.tokenizer())[:3]
+        for _ in range(3):  # compile, record CUDA graphs, replay
+            out = b.generate(prompts)
+        assert b.load_info.extra["compiled"] is True
+        assert out.output_tokens == 3 * MAX_NEW
+        assert out.timing_source == "step-clock"
+        assert all(len(r.itl_s) == MAX_NEW - 1 for r in out.requests)
+    finally:
+        b.close()
