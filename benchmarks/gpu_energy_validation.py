@@ -401,6 +401,36 @@ class Bench:
             "columns": sorted(sampler.columns_read[0]),
         }
 
+    def call_costs(self) -> None:
+        """Median wall time of each NVML read the sampler makes, and of a few others."""
+        from llenergymeasure.energy.nvml import Nvml
+        from llenergymeasure.energy.sampler import COLUMNS, _bind_readers
+
+        nvml = Nvml(self.fake)
+        nvml.init()
+        h = nvml.handle(0)
+        p = self.pynvml
+        calls = [(COLUMNS[c], r) for c, r in _bind_readers(nvml, 0, True, True)]
+        calls += [
+            ("nvmlDeviceGetPowerUsage", lambda: p.nvmlDeviceGetPowerUsage(h)),
+            ("nvmlDeviceGetViolationStatus", lambda: p.nvmlDeviceGetViolationStatus(h, 0)),
+            (
+                "nvmlDeviceGetComputeRunningProcesses",
+                lambda: p.nvmlDeviceGetComputeRunningProcesses(h),
+            ),
+        ]
+        out = {}
+        for name, fn in calls:
+            ts = []
+            for _ in range(200):
+                t = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t)
+            ts.sort()
+            out[name] = {"median_ms": ts[100] * 1e3, "p90_ms": ts[180] * 1e3}
+        nvml.shutdown()
+        self.results["nvml_call_cost"] = out
+
     def zeus_nested(self) -> None:
         """(d) Zeus and NVML meters around the very same windows (NVML outside, Zeus inside)."""
         e = self.energy
@@ -705,6 +735,8 @@ class Bench:
             self.section("generate", self.generate_checks)
         if want("d"):
             self.section("d_zeus", self.zeus_check)
+        if want("calls"):
+            self.section("nvml_call_cost", self.call_costs)
         if want("b2"):
             self.section("b_sampler_cost", self.sampler_cost)
         if want("d2"):
@@ -729,7 +761,9 @@ def main() -> None:
     p.add_argument("--cpu-smoke", action="store_true", help="logic check on CPU with the fake NVML")
     p.add_argument("--window-s", type=float, default=5.0, help="target generate window length")
     p.add_argument("--baseline-s", type=float, default=5.0, help="idle baseline window")
-    p.add_argument("--only", default="", help="comma list of sensor,f,a,c,d,b2,d2 (default all)")
+    p.add_argument(
+        "--only", default="", help="comma list of sensor,f,a,c,d,b2,d2,calls (default all)"
+    )
     Bench(p.parse_args()).run()
 
 
