@@ -37,8 +37,9 @@ def test_study_layout_manifest_and_statistics(tmp_path: Path, shared_model_cache
     d = Path(res.study_dir or "")
     assert d.parent == tmp_path / "results" and d.name.startswith("t_")
     assert (d / "study.yaml").read_text() == f.read_text()
-    runs = sorted(p.name for p in d.iterdir() if p.is_dir())
-    assert len(runs) == 4 and all(r[:3].isdigit() and "_c" in r and "_pytorch_" in r for r in runs)
+    runs = sorted(p.name for p in d.iterdir() if p.is_dir() and p.name[:3].isdigit())
+    assert len(runs) == 4 and all("_c" in r and "_pytorch_" in r for r in runs)
+    assert (d / "report.html").exists() and (d / "results.parquet").exists()
     manifest = json.loads((d / "manifest.json").read_text())
     assert [r["status"] for r in manifest["runs"]] == ["completed"] * 4
     assert [r["cycle"] for r in manifest["runs"]] == [1, 1, 2, 2]  # interleaved
@@ -52,7 +53,7 @@ def test_study_layout_manifest_and_statistics(tmp_path: Path, shared_model_cache
         assert s.metrics["output_tokens_per_s"].mean == pytest.approx(tps.mean)
         assert s.metrics["output_tokens_per_s"].ci95_half_width == pytest.approx(tps.ci95_half_width)
     rows = list(csv.DictReader((d / "summary.csv").open()))
-    assert len(rows) == 2 and {r["batch_size"] for r in rows} == {"1", "2"}
+    assert len(rows) == 2 and {r["config.batch_size"] for r in rows} == {"1", "2"}
     assert json.loads((d / "study_result.json").read_text())["name"] == "t"
 
 

@@ -46,6 +46,7 @@ def run_experiment(
     study = StudyConfig.from_experiment(cfg)
     result = _run(
         study,
+        source_path=Path(config) if isinstance(config, str | Path) else None,
         runner=runner,
         results_dir=results_dir,
         user_config_path=user_config_path,
@@ -74,8 +75,10 @@ def run_study(
     fail_fast: bool = False,
 ) -> StudyResult:
     """Run a study (every experiment x every cycle) and return its aggregate ``StudyResult``."""
+    source = Path(config) if isinstance(config, str | Path) else None
     return _run(
         _coerce_study(config),
+        source_path=source,
         runner=runner,
         results_dir=results_dir,
         user_config_path=user_config_path,

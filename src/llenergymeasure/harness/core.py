@@ -291,16 +291,17 @@ def run_harness(
 
         phases.enter("load")
         load_devices = planned_cuda_devices(config, _visible_gpu_count(snapshot.gpu_count))
-        load_meter = make_meter(settings.energy_backend, load_devices)
-        meters.append(load_meter)
-        load_meter.ignore_pids.add(os.getpid())
+        # One meter serves the load window and the measured window (one NVML/Zeus owner, one
+        # start-up); it is rebuilt only if the engine ended up on other GPUs than planned.
+        meter = make_meter(settings.energy_backend, load_devices)
+        meters.append(meter)
+        meter.ignore_pids.add(os.getpid())
         t0 = time.perf_counter()
-        load_meter.start()
+        meter.start()
         load_info = backend.load()
         backend.synchronize()
-        load_measure = load_meter.stop()
+        load_measure = meter.stop()
         load_s = time.perf_counter() - t0
-        load_meter.close()
         load = LoadRecord(
             duration_s=load_s,
             energy_j=load_measure.total_energy_j if load_measure.available else None,
@@ -317,9 +318,11 @@ def run_harness(
         phases.enter("warmup")
         warmup = _run_warmup(backend, prompts, config, phases)
 
-        meter = make_meter(settings.energy_backend, list(load_info.cuda_devices))
-        meters.append(meter)
-        meter.ignore_pids.add(os.getpid())
+        if sorted(load_info.cuda_devices) != sorted(load_devices):
+            meter.close()
+            meter = make_meter(settings.energy_backend, list(load_info.cuda_devices))
+            meters.append(meter)
+            meter.ignore_pids.add(os.getpid())
         meter.ignore_pids.update(_descendant_pids(os.getpid()))
 
         baseline = None

@@ -7,6 +7,7 @@ meaning or is removed; readers refuse results of an unknown major version.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -194,7 +195,7 @@ class StudyResult(_Record):
         return runs_dataframe(self)
 
     @classmethod
-    def from_directory(cls, path: str) -> StudyResult:
+    def from_directory(cls, path: str | Path) -> StudyResult:
         """Load a study directory back (``study_result.json``, else rebuilt from run folders)."""
         from llenergymeasure.results.loading import load_study_dir
 

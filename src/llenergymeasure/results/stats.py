@@ -104,39 +104,3 @@ def summarise(results: Sequence[ExperimentResult], failures: Sequence[RunFailure
             )
         )
     return out
-
-
-SUMMARY_CSV_METRICS = (
-    "total_energy_j",
-    "total_energy_adjusted_j",
-    "energy_per_output_token_j",
-    "energy_per_output_token_adjusted_j",
-    "output_tokens_per_s",
-    "ttft_mean_ms",
-    "itl_mean_ms",
-)
-
-
-def summary_rows(summaries: Sequence[ConfigSummary]) -> list[dict[str, object]]:
-    """Rows of ``summary.csv``: one per config, mean/std/CI/CV for the headline metrics."""
-    rows = []
-    for s in summaries:
-        row: dict[str, object] = {
-            "config_hash": s.config_hash,
-            "label": s.label,
-            "backend": s.backend,
-            "model": s.model,
-            "precision": s.config.precision,
-            "batch_size": s.config.batch_size,
-            "n_completed": s.n_completed,
-            "n_failed": s.n_failed,
-        }
-        for m in SUMMARY_CSV_METRICS:
-            st = s.metrics.get(m) or MetricStats(n=0)
-            row[f"{m}_mean"] = st.mean
-            row[f"{m}_std"] = st.std
-            row[f"{m}_ci95_low"] = st.ci95_low
-            row[f"{m}_ci95_high"] = st.ci95_high
-            row[f"{m}_cv"] = st.cv
-        rows.append(row)
-    return rows

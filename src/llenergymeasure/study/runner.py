@@ -15,10 +15,8 @@ Nothing already written is rewritten: a rerun (resume, or a retry) gets a new at
 from __future__ import annotations
 
 import contextlib
-import csv
 import datetime as _dt
 import fcntl
-import io
 import os
 import shlex
 import time
@@ -36,7 +34,7 @@ from llenergymeasure.errors import ConfigError, RunnerError, StudyInterrupted
 from llenergymeasure.harness.request import RESULT_FILE, HarnessRequest, HarnessSettings
 from llenergymeasure.results.io import atomic_write_text
 from llenergymeasure.results.models import ExperimentResult, RunFailure, RunnerRecord, StudyResult
-from llenergymeasure.results.stats import summarise, summary_rows
+from llenergymeasure.results.stats import summarise
 from llenergymeasure.runners.base import RunOutcome
 from llenergymeasure.runners.resolution import ResolvedRunner, resolve_runners
 from llenergymeasure.study.manifest import MANIFEST_FILE, Manifest, ManifestRun, ManifestStore
@@ -408,22 +406,18 @@ class StudyRunner:
 
 
 def write_summary_csv(study_result: StudyResult, path: Path) -> Path:
-    rows = summary_rows(study_result.summaries)
-    buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return atomic_write_text(path, buf.getvalue())
+    """``summary.csv`` with the standard library only, so it exists even without the report extra."""
+    from llenergymeasure.results.export import summary_csv_text
+
+    return atomic_write_text(path, summary_csv_text(study_result))
 
 
 def _write_extras(study_result: StudyResult, study_dir: Path) -> None:
-    """Parquet export and the HTML report, when their optional packages are installed."""
+    """Parquet export and the HTML report, when the ``[report]`` extra is installed."""
     try:
         from llenergymeasure.report import generate_study_artifacts
-    except ImportError:
-        return
-    try:
+
         generate_study_artifacts(study_result, study_dir)
-    except Exception as exc:  # the report must never cost the results
-        print(f"[llem] warning: report/exports not written: {type(exc).__name__}: {exc}")
+    except Exception as exc:  # the report must never cost the results (all already on disk)
+        print(f"[llem] note: report/exports not written ({type(exc).__name__}: {exc}); "
+              f"`llem report {study_dir}` regenerates them once the [report] extra is installed")
