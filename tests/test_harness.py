@@ -84,3 +84,32 @@ def test_load_failure_names_load_phase(tmp_path: Path, shared_model_cache: Path)
         run_harness(_request(shared_model_cache, model=str(bad_model)), out)
     err = json.loads((out / "error.json").read_text())
     assert err["phase"] == "load"
+
+
+def test_energy_path_through_the_harness_with_a_fake_nvml(tmp_path: Path, shared_model_cache: Path) -> None:
+    """The whole energy path (load window, baseline, measured window, derived figures, time series)
+    driven by a fake NVML whose GPU draws a constant 200 W and idles at 200 W too."""
+    from llenergymeasure.energy import select_meter
+    from llenergymeasure.energy.fake import ConstantPower, FakeGpu, FakeNvml
+
+    fake = FakeNvml([FakeGpu(trace=ConstantPower(200.0))])
+
+    def factory(backend: str, devices: list[int]):  # the CPU run uses no GPU; measure fake GPU 0
+        return select_meter("nvml", [0], {}, nvml_module=fake, sample_period_s=0.02)
+
+    out = tmp_path / "run"
+    req = _request(shared_model_cache, n=4, baseline={"enabled": True, "duration_s": 0.3, "cache_ttl_s": 0})
+    result = run_harness(req, out, meter_factory=factory)
+    e = result.energy
+    assert e.available and e.meter == "nvml" and len(e.devices) == 1
+    assert e.devices[0].method == "counter"
+    assert result.total_energy_j == pytest.approx(200.0 * result.duration_s, rel=0.05)
+    assert result.energy_per_output_token_j == pytest.approx(result.total_energy_j / 16)
+    assert result.energy_per_request_j == pytest.approx(result.total_energy_j / 4)
+    assert result.baseline is not None and result.baseline.idle_power_w[0] == pytest.approx(200.0, rel=0.02)
+    # raw minus idle x duration: the whole draw was "idle", so the adjusted energy is ~0, never < 0
+    assert result.total_energy_adjusted_j is not None and 0 <= result.total_energy_adjusted_j < 0.05 * result.total_energy_j
+    assert result.load.energy_j is not None and result.load.energy_j > 0
+    assert result.mean_power_w == pytest.approx(200.0, rel=0.05)
+    assert result.timeseries_file == "timeseries.csv" and (out / "timeseries.csv").exists()
+    assert "short_window" in {w.code for w in result.warnings}  # a CPU toy window is well under 1 s
