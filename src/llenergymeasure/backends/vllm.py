@@ -236,11 +236,17 @@ class VLLMBackend:
     def load(self) -> LoadInfo:
         """Start the engine (model load, KV-cache allocation, vLLM's own warmup/graph capture)."""
         try:
-            import vllm
             from vllm.inputs.engine import tokens_input
             from vllm.sampling_params import RequestOutputKind
+
+            import vllm
         except ImportError as exc:
             raise BackendUnavailableError(f"{_UNAVAILABLE} ({exc})") from exc
+        if not hasattr(vllm, "LLM"):  # e.g. a directory named vllm on sys.path, not the package
+            raise BackendUnavailableError(
+                f"{_UNAVAILABLE} (`import vllm` found {getattr(vllm, '__path__', vllm)!r}, which "
+                "is not the vLLM package)"
+            )
         self._vllm = vllm
         self._params_cls = vllm.SamplingParams
         self._delta_kind = RequestOutputKind.DELTA
