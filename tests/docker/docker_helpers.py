@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
-def managed_containers(client: Any) -> list[Any]:
-    """Every container (running or not) that the docker runner started."""
-    from llenergymeasure.runners.docker import MANAGED_LABEL
+def managed_containers(client: Any, under: Path | None = None) -> list[Any]:
+    """Containers (running or not) that the docker runner started for run dirs below ``under``.
 
-    return client.containers.list(
+    Restricting to a test's own directory keeps tests correct while other test sessions use the
+    same daemon at the same time.
+    """
+    from llenergymeasure.runners.docker import MANAGED_LABEL, RUN_DIR_LABEL
+
+    found = client.containers.list(
         all=True, filters={"label": f"{MANAGED_LABEL}=true"}, ignore_removed=True
     )
+    if under is None:
+        return found
+    prefix = str(under.resolve())
+    return [c for c in found if c.labels.get(RUN_DIR_LABEL, "").startswith(prefix)]
 
 
 def tiny_experiment(**overrides: Any) -> dict[str, Any]:

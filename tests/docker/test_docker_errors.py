@@ -139,7 +139,7 @@ def test_ctrl_c_kills_and_removes_the_container(
         while time.monotonic() < deadline and not running:
             running = [
                 c
-                for c in managed_containers(docker_client)
+                for c in managed_containers(docker_client, tmp_path)
                 if c.status == "running" and "--config" in c.attrs["Args"]
             ]
             if proc.poll() is not None:
@@ -155,4 +155,4 @@ def test_ctrl_c_kills_and_removes_the_container(
             proc.kill()
             proc.wait()
     assert proc.returncode != 0, out.decode()
-    assert not managed_containers(docker_client), "a container outlived Ctrl-C"
+    assert not managed_containers(docker_client, tmp_path), "a container outlived Ctrl-C"

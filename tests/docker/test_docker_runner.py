@@ -105,10 +105,12 @@ def test_multi_backend_study_each_backend_in_its_image(
     assert by_backend["vllm"].output_tokens == 4 * 8
 
 
-def _kill_first_container(client: Any, stop: threading.Event, killed: list[str]) -> None:
+def _kill_first_container(
+    client: Any, under: Path, stop: threading.Event, killed: list[str]
+) -> None:
     """Kill the first experiment container seen running (once), as an operator or OOM killer would."""
     while not stop.is_set():
-        for c in managed_containers(client):
+        for c in managed_containers(client, under):
             if c.status == "running" and "--config" in c.attrs.get("Args", []):
                 try:
                     c.kill()
@@ -130,7 +132,9 @@ def test_container_killed_mid_run_is_a_failed_run_and_the_study_goes_on(
     }
     stop = threading.Event()
     killed: list[str] = []
-    watcher = threading.Thread(target=_kill_first_container, args=(docker_client, stop, killed))
+    watcher = threading.Thread(
+        target=_kill_first_container, args=(docker_client, tmp_path, stop, killed)
+    )
     watcher.start()
     try:
         result = run_study(

@@ -517,12 +517,12 @@ class DockerRunner:
         for cache in (request.settings.model_cache_dir, request.settings.baseline_cache_dir):
             if cache:
                 path = Path(cache)
-                path.mkdir(parents=True, exist_ok=True)
+                self._ensure_dir(path)
                 mounts.add(path)
         if self.mount_hf_cache:
             hf = _hf_home(env)
             try:
-                hf.mkdir(parents=True, exist_ok=True)
+                self._ensure_dir(hf)
                 mounts.add(hf)
             except OSError:
                 pass
@@ -534,6 +534,24 @@ class DockerRunner:
                 if path.exists() and path.resolve() != Path("/"):
                     mounts.add(path, read_only=True)
         return mounts
+
+    def _ensure_dir(self, path: Path) -> None:
+        """Create a missing mount source (Docker would create it root-owned).
+
+        Directories created here belong to the container's user, so that a root controller running
+        containers as another user (``user=...``) leaves nothing that user cannot write.
+        """
+        missing = []
+        p = path
+        while not p.exists() and p != p.parent:
+            missing.append(p)
+            p = p.parent
+        path.mkdir(parents=True, exist_ok=True)
+        if os.getuid() == 0 and missing:
+            uid, _, gid = self.user.partition(":")
+            for d in missing:
+                with contextlib.suppress(OSError):
+                    os.chown(d, int(uid), int(gid or uid))
 
     def _request_for_container(self, request: HarnessRequest) -> HarnessRequest:
         """The request with every cache path made absolute (the container's HOME differs)."""
@@ -567,6 +585,8 @@ class DockerRunner:
         run_dir.mkdir(parents=True, exist_ok=True)
         request = self._request_for_container(request)
         request_path = request.write(run_dir / REQUEST_FILE)
+        # Readable by the container's user even when ``user`` is not the caller (it holds no secret).
+        request_path.chmod(0o644)
         mounts = self._mounts(request, run_dir)
 
         client = docker_client()
