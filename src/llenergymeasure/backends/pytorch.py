@@ -9,9 +9,8 @@ the padding after it.
 Per-request timing comes from a logits processor (``_StepClock``) that transformers calls once per
 decoding step, right after the step's forward pass. On CUDA it records a CUDA event there, so it
 adds no host-device synchronisation and costs a few microseconds a step; the GPU timestamps are
-read once ``generate`` has returned. (A streamer was measured first: transformers copies every
-step's tokens to the host for it, an extra synchronisation that cost about 1.4 % of throughput at
-batch 1 with a compiled static cache on an H200.) See ``docs/backends/pytorch.md``.
+read once ``generate`` has returned. A streamer, the other route, makes transformers copy every
+step's tokens to the host, one more synchronisation a step. See ``docs/backends/pytorch.md``.
 
 torch and transformers are imported inside the methods, never at module import.
 """
