@@ -55,6 +55,8 @@ VLLM_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 TIMING_SOURCE = "vllm-engine-metrics"
 #: How long ``close`` waits for engine processes to exit on their own before signalling them.
 _EXIT_GRACE_S = 10.0
+#: How long ``close`` waits after each signal (SIGTERM, then SIGKILL).
+_SIGNAL_GRACE_S = 5.0
 
 _UNAVAILABLE = (
     "the vllm backend needs vLLM: on a CUDA machine pip install 'llenergymeasure[vllm]'; on a "
@@ -139,6 +141,28 @@ def engine_cuda_devices(config: ExperimentConfig, cuda: bool) -> list[int]:
         return []
     section: VLLMConfig = config.backend_section()  # type: ignore[assignment]
     return list(range(section.tensor_parallel_size * section.pipeline_parallel_size))
+
+
+def cpu_head_size_problem(hf_config: dict[str, Any], supported: list[int]) -> str | None:
+    """Why vLLM's CPU attention cannot run this model, or None when it can (or cannot tell).
+
+    vLLM's CPU build only has kernels for some head sizes and fails on the first step, after the
+    whole engine start, with ``Unsupported CPU attention configuration``; checking
+    ``config.json`` first turns that into an immediate error that says what would work.
+    """
+    head = hf_config.get("head_dim")
+    if head is None:
+        hidden, heads = hf_config.get("hidden_size"), hf_config.get("num_attention_heads")
+        if not isinstance(hidden, int) or not isinstance(heads, int) or heads <= 0:
+            return None
+        head = hidden // heads
+    if not isinstance(head, int) or head in supported:
+        return None
+    return (
+        f"the model's attention head size is {head}, but vLLM's CPU attention supports only "
+        f"head sizes {', '.join(map(str, supported))}; run it on a GPU, or use a model (or "
+        "synthetic preset) whose hidden_size / num_attention_heads is one of those"
+    )
 
 
 # -- per-request timing ----------------------------------------------------------------------------
@@ -256,6 +280,10 @@ class VLLMBackend:
         synthetic = marker is not None
         kwargs = engine_kwargs(self.config, self.model_path, synthetic)
         self._cuda = _platform_is_cuda()
+        if _platform_device_type() == "cpu":
+            problem = _cpu_head_size_problem_of(self.model_path)
+            if problem:
+                raise ExperimentError(f"{self.model_path}: {problem}", phase="load")
         self._children_before = _descendant_pids(os.getpid())
         self._closed = False
         try:
@@ -531,7 +559,7 @@ class VLLMBackend:
                     pass
                 except PermissionError:
                     continue
-            left = _wait_gone(left, 5.0)
+            left = _wait_gone(left, _SIGNAL_GRACE_S)
         if left:
             logger.error("vLLM engine processes %s could not be stopped", sorted(left))
 
@@ -547,6 +575,23 @@ def _platform_is_cuda() -> bool:
         return bool(current_platform.is_cuda())
     except Exception:
         return False
+
+
+def _cpu_head_size_problem_of(model_path: str) -> str | None:
+    """``cpu_head_size_problem`` for a local model directory (None for hub ids or unknown)."""
+    import json
+
+    config_file = Path(model_path) / "config.json"
+    try:
+        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+        supported = list(CPUAttentionBackend.get_supported_head_sizes())
+        hf_config = json.loads(config_file.read_text())
+    except Exception:  # not a local model, or a vLLM without this backend: let vLLM decide
+        return None
+    if not isinstance(hf_config, dict):
+        return None
+    return cpu_head_size_problem(hf_config, supported)
 
 
 def _platform_device_type() -> str:
