@@ -141,13 +141,16 @@ def test_controller_killed_then_resume_keeps_completed_results(tmp_path: Path, s
     assert len(study_result["runs"]) == 4
 
 
-def test_ctrl_c_marks_interrupted_prints_resume_and_exits_130(tmp_path: Path, shared_model_cache: Path) -> None:
+@pytest.mark.parametrize("delay_s", [0.0, 1.5])  # during the child's spawn, and mid-experiment
+def test_ctrl_c_marks_interrupted_prints_resume_and_exits_130(
+    tmp_path: Path, shared_model_cache: Path, delay_s: float
+) -> None:
     uc = user_config_file(tmp_path, shared_model_cache)
     f = _study_file(tmp_path, {"batch_size": [1, 2]}, n_cycles=1, n=32, max_output_tokens=32)
     env = {**os.environ, "LLEM_CONFIG": str(uc), "COLUMNS": "200"}
     proc = _llem("run", str(f), env=env)
     d, _ = _wait_manifest(tmp_path / "results", lambda m: any(r["status"] == "running" for r in m["runs"]))
-    time.sleep(1.0)
+    time.sleep(delay_s)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out

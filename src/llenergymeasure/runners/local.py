@@ -152,15 +152,15 @@ class LocalRunner:
             name=f"llem-{run_dir.name}",
             daemon=False,
         )
-        proc.start()
-        assert proc.pid is not None
         deadline = time.monotonic() + timeout_s if timeout_s else None
         try:
+            proc.start()  # inside the try: Ctrl-C during a slow spawn must still stop the child
             while True:
                 proc.join(self.poll_s)
                 if proc.exitcode is not None:
                     break
                 if deadline is not None and time.monotonic() > deadline:
+                    assert proc.pid is not None
                     _kill_group(proc.pid)
                     proc.join(5)
                     return outcome_from_dir(
@@ -169,10 +169,12 @@ class LocalRunner:
                         killed_reason=f"the experiment timed out after {timeout_s:g} s and was stopped",
                     )
         except KeyboardInterrupt:
-            _kill_group(proc.pid, grace_s=3.0)
-            proc.join(5)
+            if proc.pid is not None:
+                _kill_group(proc.pid, grace_s=3.0)
+                proc.join(5)
             raise
         # Engine workers left behind by a crashed child: stop them so they free the GPU.
+        assert proc.pid is not None
         if _group_alive(proc.pid):
             _kill_group(proc.pid, grace_s=2.0)
         return outcome_from_dir(run_dir, proc.exitcode)

@@ -263,18 +263,21 @@ class StudyRunner:
             to_run = [r for r in plan if not self._already_done(store, r)]
             self.observer.on_start(study_dir, plan, to_run)
             env_snapshot = capture_environment(**context_from_user_config(self.user_config, self.environ))
-            first = True
-            for position, run in enumerate(to_run, start=1):
-                if not first and run.gap_before_s > 0:
-                    self.observer.on_gap(run.gap_before_s, run.gap_kind)
-                    try:
+            current: PlannedRun | None = None
+            try:
+                for position, run in enumerate(to_run, start=1):
+                    if position > 1 and run.gap_before_s > 0:
+                        self.observer.on_gap(run.gap_before_s, run.gap_kind)
                         time.sleep(run.gap_before_s)
-                    except KeyboardInterrupt:
-                        self._interrupted(store, None)
-                first = False
-                outcome = self._run_one(store, run, runners[run.config.backend], position, len(to_run))
-                if outcome.status != "completed" and self.fail_fast:
-                    break
+                    current = run
+                    outcome = self._run_one(store, run, runners[run.config.backend], position, len(to_run))
+                    current = None
+                    if outcome.status != "completed" and self.fail_fast:
+                        break
+            except KeyboardInterrupt:
+                # Wherever Ctrl-C lands (a gap, a spawn, a run, reading a result), the executor
+                # has already stopped its process; record the run and tell how to resume.
+                self._interrupted(store, current)
             result = self._collect(store, started_at, runners, env_snapshot)
         return result
 
@@ -304,12 +307,7 @@ class StudyRunner:
             settings=self._settings(run),
         )
         self.observer.on_run_start(run, position, total, run_dir)
-        executor = self._executor(resolved)
-        try:
-            outcome = executor.run(request, run_dir, run.config.timeout_s)
-        except KeyboardInterrupt:
-            self._interrupted(store, run)
-            raise  # unreachable: _interrupted raises
+        outcome = self._executor(resolved).run(request, run_dir, run.config.timeout_s)
         result = None
         if outcome.status == "completed" and outcome.result_path is not None:
             try:
@@ -332,7 +330,7 @@ class StudyRunner:
         return outcome
 
     def _interrupted(self, store: ManifestStore, run: PlannedRun | None) -> None:
-        if run is not None:
+        if run is not None and store.get(run.run_id).status == "running":
             store.transition(run.run_id, "interrupted", message="stopped by the user (Ctrl-C)")
         store.save()
         cmd = f"llem run --resume {shlex.quote(str(store.study_dir))}"
