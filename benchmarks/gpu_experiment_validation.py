@@ -37,9 +37,13 @@ def run_llem(study: dict[str, Any], work: Path, name: str, env: dict[str, str]) 
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "llenergymeasure", "run", str(path), "--no-gaps"],
-        env=env, capture_output=True, text=True,
+        env=env,
+        capture_output=True,
+        text=True,
     )
-    print(f"[{name}] llem exited {proc.returncode} after {time.perf_counter() - t0:.0f} s", flush=True)
+    print(
+        f"[{name}] llem exited {proc.returncode} after {time.perf_counter() - t0:.0f} s", flush=True
+    )
     print(proc.stdout[-4000:], proc.stderr[-3000:], flush=True)
     dirs = sorted((work / "results").glob(f"{study['name']}_*"))
     return json.loads((dirs[-1] / "study_result.json").read_text())
@@ -63,7 +67,9 @@ def bare_loop(cfg_data: dict[str, Any], cache: Path, repeats: int = 3) -> dict[s
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[cfg.precision]
     torch.manual_seed(cfg.seed)
     with torch.device(device):
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolved.path), dtype=dtype)
+        model = AutoModelForCausalLM.from_config(
+            AutoConfig.from_pretrained(resolved.path), dtype=dtype
+        )
     model.eval()
     batches = [prompts[i : i + cfg.batch_size] for i in range(0, len(prompts), cfg.batch_size)]
 
@@ -73,8 +79,11 @@ def bare_loop(cfg_data: dict[str, Any], cache: Path, repeats: int = 3) -> dict[s
             ids = torch.tensor([p.token_ids for p in batch], device=device)
             with torch.inference_mode():
                 out = model.generate(
-                    input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                    max_new_tokens=cfg.max_output_tokens, min_new_tokens=cfg.max_output_tokens,
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    do_sample=False,
+                    max_new_tokens=cfg.max_output_tokens,
+                    min_new_tokens=cfg.max_output_tokens,
                     pad_token_id=tok.pad_token_id,
                 )
             n += (out.shape[1] - ids.shape[1]) * ids.shape[0]
@@ -89,9 +98,6 @@ def bare_loop(cfg_data: dict[str, Any], cache: Path, repeats: int = 3) -> dict[s
         t0 = time.perf_counter()
         n = one_pass(batches)
         rates.append(n / (time.perf_counter() - t0))
-    del model
-    if cuda:
-        torch.cuda.empty_cache()
     return {"tok_s_mean": statistics.mean(rates), "tok_s_runs": rates}
 
 
@@ -102,7 +108,9 @@ def metric(summary: dict[str, Any], name: str, key: str = "mean") -> float | Non
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/llem-gpu-validation")))
+    ap.add_argument(
+        "--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/llem-gpu-validation"))
+    )
     ap.add_argument("--cpu-smoke", action="store_true")
     args = ap.parse_args()
     work = args.out / "work"
@@ -113,19 +121,28 @@ def main() -> int:
     precision = "fp32" if smoke else "bf16"
     in_tok, out_tok = (16, 8) if smoke else (128, 256)
     uc = work / "user-config.yaml"
-    uc.write_text(yaml.safe_dump({
-        "output": {"results_dir": str(work / "results"), "model_cache_dir": str(cache)},
-        "measurement": {"energy_backend": "none" if smoke else "nvml"},
-    }))
+    uc.write_text(
+        yaml.safe_dump(
+            {
+                "output": {"results_dir": str(work / "results"), "model_cache_dir": str(cache)},
+                "measurement": {"energy_backend": "none" if smoke else "nvml"},
+            }
+        )
+    )
     env = {**os.environ, "LLEM_CONFIG": str(uc), "COLUMNS": "160"}
     base = {
-        "model": model, "backend": "pytorch", "precision": precision,
-        "dataset": {"source": "synthetic", "input_tokens": in_tok}, "max_output_tokens": out_tok,
-        "warmup": {"mode": "fixed", "runs": 2}, "baseline": {"enabled": not smoke, "duration_s": 10, "cache_ttl_s": 3600},
+        "model": model,
+        "backend": "pytorch",
+        "precision": precision,
+        "dataset": {"source": "synthetic", "input_tokens": in_tok},
+        "max_output_tokens": out_tok,
+        "warmup": {"mode": "fixed", "runs": 2},
+        "baseline": {"enabled": not smoke, "duration_s": 10, "cache_ttl_s": 3600},
     }
     sizes = {1: 2, 8: 8, 32: 32}  # batch size -> prompts in the window
     study = {
-        "name": "bs-sweep", "base": base,
+        "name": "bs-sweep",
+        "base": base,
         "experiments": [{"batch_size": b, "n": n} for b, n in sizes.items()],
         "execution": {"n_cycles": 3, "cycle_order": "interleaved"},
     }
@@ -136,23 +153,27 @@ def main() -> int:
         bs = s["config"]["batch_size"]
         bare = bare_loop({**base, "batch_size": bs, "n": sizes[bs]}, cache)
         jt = metric(s, "energy_per_output_token_j")
-        rows.append({
-            "batch_size": bs,
-            "n_runs": s["n_completed"],
-            "j_per_out_token": jt,
-            "j_per_out_token_adjusted": metric(s, "energy_per_output_token_adjusted_j"),
-            "j_per_token_cv": metric(s, "energy_per_output_token_j", "cv"),
-            "tok_s": metric(s, "output_tokens_per_s"),
-            "tok_s_cv": metric(s, "output_tokens_per_s", "cv"),
-            "ttft_ms": metric(s, "ttft_mean_ms"),
-            "itl_ms": metric(s, "itl_mean_ms"),
-            "mean_power_w": metric(s, "mean_power_w"),
-            "bare_tok_s": bare["tok_s_mean"],
-            "llem_vs_bare_pct": 100.0 * (metric(s, "output_tokens_per_s") / bare["tok_s_mean"] - 1.0),
-        })
+        rows.append(
+            {
+                "batch_size": bs,
+                "n_runs": s["n_completed"],
+                "j_per_out_token": jt,
+                "j_per_out_token_adjusted": metric(s, "energy_per_output_token_adjusted_j"),
+                "j_per_token_cv": metric(s, "energy_per_output_token_j", "cv"),
+                "tok_s": metric(s, "output_tokens_per_s"),
+                "tok_s_cv": metric(s, "output_tokens_per_s", "cv"),
+                "ttft_ms": metric(s, "ttft_mean_ms"),
+                "itl_ms": metric(s, "itl_mean_ms"),
+                "mean_power_w": metric(s, "mean_power_w"),
+                "bare_tok_s": bare["tok_s_mean"],
+                "llem_vs_bare_pct": 100.0
+                * (metric(s, "output_tokens_per_s") / bare["tok_s_mean"] - 1.0),
+            }
+        )
     warnings = sorted({w["code"] for r in res["runs"] for w in r["warnings"]})
     study2 = {
-        "name": "bs1-static", "base": {**base, "batch_size": 1, "n": 2, "timeout_s": 240},
+        "name": "bs1-static",
+        "base": {**base, "batch_size": 1, "n": 2, "timeout_s": 240},
         "experiments": [{"pytorch": {"static_cache": True, "torch_compile": True}}],
         "execution": {"n_cycles": 1},
     }
@@ -161,33 +182,57 @@ def main() -> int:
     variants = []
     for s in res2["summaries"]:
         sec = s["config"]["pytorch"]
-        variants.append({
-            "variant": "static+compile" if sec["torch_compile"] else "static",
-            "tok_s": metric(s, "output_tokens_per_s"),
-            "speedup_vs_dynamic": (metric(s, "output_tokens_per_s") or 0) / dyn["tok_s"],
-            "j_per_out_token": metric(s, "energy_per_output_token_j"),
-            "energy_change_pct": (100.0 * ((metric(s, "energy_per_output_token_j") or 0) / dyn["j_per_out_token"] - 1.0)) if dyn["j_per_out_token"] else None,
-        })
+        variants.append(
+            {
+                "variant": "static+compile" if sec["torch_compile"] else "static",
+                "tok_s": metric(s, "output_tokens_per_s"),
+                "speedup_vs_dynamic": (metric(s, "output_tokens_per_s") or 0) / dyn["tok_s"],
+                "j_per_out_token": metric(s, "energy_per_output_token_j"),
+                "energy_change_pct": (
+                    100.0
+                    * ((metric(s, "energy_per_output_token_j") or 0) / dyn["j_per_out_token"] - 1.0)
+                )
+                if dyn["j_per_out_token"]
+                else None,
+            }
+        )
     for f in res2["failures"]:
         variants.append({"variant": f["run_id"], "failed": f["message"][:300]})
     env_snap = res["runs"][0]["environment"] if res["runs"] else {}
     out = {
-        "gpu": env_snap.get("gpu_model"), "driver": env_snap.get("driver_version"),
-        "cuda": env_snap.get("cuda_driver_version"), "packages": env_snap.get("packages"),
-        "rows": rows, "static_variants": variants, "warning_codes": warnings,
-        "failures": res["failures"], "wall_s": time.perf_counter() - t_all,
+        "gpu": env_snap.get("gpu_model"),
+        "driver": env_snap.get("driver_version"),
+        "cuda": env_snap.get("cuda_driver_version"),
+        "packages": env_snap.get("packages"),
+        "rows": rows,
+        "static_variants": variants,
+        "warning_codes": warnings,
+        "failures": res["failures"],
+        "wall_s": time.perf_counter() - t_all,
     }
     (args.out / "gpu_experiment_validation.json").write_text(json.dumps(out, indent=2))
-    print(f"\n{out['gpu']}  driver {out['driver']}  CUDA {out['cuda']}  torch {(out['packages'] or {}).get('torch')}")
-    print(f"{'bs':>3} {'runs':>4} {'J/tok':>8} {'J/tok adj':>9} {'CV J/tok':>8} {'tok/s':>8} {'bare tok/s':>10} {'llem-bare':>9} {'TTFT ms':>8} {'ITL ms':>7} {'W':>6}")
+    print(
+        f"\n{out['gpu']}  driver {out['driver']}  CUDA {out['cuda']}  torch {(out['packages'] or {}).get('torch')}"
+    )
+    print(
+        f"{'bs':>3} {'runs':>4} {'J/tok':>8} {'J/tok adj':>9} {'CV J/tok':>8} {'tok/s':>8} {'bare tok/s':>10} {'llem-bare':>9} {'TTFT ms':>8} {'ITL ms':>7} {'W':>6}"
+    )
     for r in rows:
         f = lambda v, p=4: "—" if v is None else f"{v:.{p}g}"  # noqa: E731
-        print(f"{r['batch_size']:>3} {r['n_runs']:>4} {f(r['j_per_out_token']):>8} {f(r['j_per_out_token_adjusted']):>9} "
-              f"{f(None if r['j_per_token_cv'] is None else 100 * r['j_per_token_cv'], 3):>7}% {f(r['tok_s']):>8} {f(r['bare_tok_s']):>10} "
-              f"{r['llem_vs_bare_pct']:>+8.2f}% {f(r['ttft_ms']):>8} {f(r['itl_ms']):>7} {f(r['mean_power_w']):>6}")
+        print(
+            f"{r['batch_size']:>3} {r['n_runs']:>4} {f(r['j_per_out_token']):>8} {f(r['j_per_out_token_adjusted']):>9} "
+            f"{f(None if r['j_per_token_cv'] is None else 100 * r['j_per_token_cv'], 3):>7}% {f(r['tok_s']):>8} {f(r['bare_tok_s']):>10} "
+            f"{r['llem_vs_bare_pct']:>+8.2f}% {f(r['ttft_ms']):>8} {f(r['itl_ms']):>7} {f(r['mean_power_w']):>6}"
+        )
     for v in variants:
         print("bs1", json.dumps(v))
-    print("warning codes seen:", warnings, " failures:", len(res["failures"]), f" wall {out['wall_s']:.0f} s")
+    print(
+        "warning codes seen:",
+        warnings,
+        " failures:",
+        len(res["failures"]),
+        f" wall {out['wall_s']:.0f} s",
+    )
     return 0
 
 

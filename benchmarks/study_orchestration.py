@@ -24,7 +24,11 @@ def bench_planning() -> float:
     study = StudyConfig(
         name="plan",
         base={"model": "synthetic/llama-1b"},
-        sweep={"batch_size": [1, 2, 4, 8, 16, 32, 64, 128, 256, 512], "max_output_tokens": [32, 64, 128, 256, 512] * 1, "seed": [1, 2, 3, 4]},
+        sweep={
+            "batch_size": [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
+            "max_output_tokens": [32, 64, 128, 256, 512] * 1,
+            "seed": [1, 2, 3, 4],
+        },
         execution={"n_cycles": 5, "cycle_order": "shuffled", "shuffle_seed": 1},
     )
     plan = plan_study(study, Gaps(0, "x", 0, "x"))
@@ -37,10 +41,19 @@ def bench_manifest_update(tmp: Path) -> float:
     from llenergymeasure.study.manifest import Manifest, ManifestRun, ManifestStore
 
     runs = [
-        ManifestRun(run_id=f"{i:04d}_c1_pytorch_deadbeef", index=i, config_hash="h" * 64, config_index=i, cycle=1, backend="pytorch")
+        ManifestRun(
+            run_id=f"{i:04d}_c1_pytorch_deadbeef",
+            index=i,
+            config_hash="h" * 64,
+            config_index=i,
+            cycle=1,
+            backend="pytorch",
+        )
         for i in range(1, 1001)
     ]
-    store = ManifestStore(tmp, Manifest(study_name="m", study_design_hash="x" * 64, n_cycles=1, runs=runs))
+    store = ManifestStore(
+        tmp, Manifest(study_name="m", study_design_hash="x" * 64, n_cycles=1, runs=runs)
+    )
     store.save()
     times = []
     for i in range(1, 201):
@@ -59,12 +72,21 @@ def bench_overhead(tmp: Path, repeats: int = 3) -> list[tuple[float, float, floa
     from llenergymeasure.runners.local import LocalRunner
 
     cfg = ExperimentConfig(
-        model="synthetic/tiny-llama", precision="fp32", n=4, batch_size=2, max_output_tokens=4,
-        dataset={"input_tokens": 8}, warmup={"runs": 1}, baseline={"enabled": False},
+        model="synthetic/tiny-llama",
+        precision="fp32",
+        n=4,
+        batch_size=2,
+        max_output_tokens=4,
+        dataset={"input_tokens": 8},
+        warmup={"runs": 1},
+        baseline={"enabled": False},
     )
     out = []
     for i in range(repeats):
-        req = HarnessRequest(config=cfg, settings=HarnessSettings(energy_backend="none", model_cache_dir=str(tmp / "cache")))
+        req = HarnessRequest(
+            config=cfg,
+            settings=HarnessSettings(energy_backend="none", model_cache_dir=str(tmp / "cache")),
+        )
         t0 = time.perf_counter()
         outcome = LocalRunner().run(req, tmp / f"run{i}")
         wall = time.perf_counter() - t0
@@ -82,10 +104,16 @@ def main() -> None:
         upd_s = bench_manifest_update(tmp / "m")
         overhead = bench_overhead(tmp)
     print(f"planning a 1,000-run study: {plan_s * 1000:.0f} ms (target < 1000 ms)")
-    print(f"one manifest update, 1,000 runs (median of 200): {upd_s * 1000:.2f} ms (target < 10 ms)")
+    print(
+        f"one manifest update, 1,000 runs (median of 200): {upd_s * 1000:.2f} ms (target < 10 ms)"
+    )
     for i, (wall, inside, over) in enumerate(overhead):
-        print(f"run {i}: wall {wall:.2f} s, load+warmup+window {inside:.2f} s, orchestration overhead {over:.2f} s")
-    print(f"orchestration overhead, median: {statistics.median(o for *_, o in overhead):.2f} s (target < 3 s)")
+        print(
+            f"run {i}: wall {wall:.2f} s, load+warmup+window {inside:.2f} s, orchestration overhead {over:.2f} s"
+        )
+    print(
+        f"orchestration overhead, median: {statistics.median(o for *_, o in overhead):.2f} s (target < 3 s)"
+    )
 
 
 if __name__ == "__main__":

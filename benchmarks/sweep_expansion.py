@@ -18,13 +18,26 @@ def main() -> None:
         "batch_size": [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
         "max_output_tokens": [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192],
         "dataset.input_tokens": [8, 16, 32, 64, 128, 256, 320, 384, 448, 512],
-        "precision": ["fp32", "fp16", "bf16", "bf16", "fp16", "fp32", "bf16", "fp16", "fp32", "bf16"][:10],
+        "precision": [
+            "fp32",
+            "fp16",
+            "bf16",
+            "bf16",
+            "fp16",
+            "fp32",
+            "bf16",
+            "fp16",
+            "fp32",
+            "bf16",
+        ][:10],
     }
     # 10 x 10 x 10 x 3 distinct precisions -> use seed as the 4th axis for exactly 10,000 points
     sweep.pop("precision")
     sweep["seed"] = list(range(10))
     t0 = time.perf_counter()
-    study = StudyConfig(name="bench", base={"model": "synthetic/llama-1b", "backend": "pytorch"}, sweep=sweep)
+    study = StudyConfig(
+        name="bench", base={"model": "synthetic/llama-1b", "backend": "pytorch"}, sweep=sweep
+    )
     exps = study.expand()
     hashes = [e.config_hash for e in exps]
     design = study.study_design_hash

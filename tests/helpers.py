@@ -28,7 +28,9 @@ def tiny_experiment(**overrides: object) -> dict:
     return data
 
 
-def user_config_file(directory: Path, model_cache: Path, energy_backend: str = "none", extra: str = "") -> Path:
+def user_config_file(
+    directory: Path, model_cache: Path, energy_backend: str = "none", extra: str = ""
+) -> Path:
     """A user config for tests: results and models under tmp dirs, a chosen energy meter."""
     return write(
         directory / "user-config.yaml",

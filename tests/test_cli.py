@@ -18,11 +18,15 @@ def test_version() -> None:
 
 
 def test_dry_run_examples_print_hashes_and_runners() -> None:
-    res = runner.invoke(app, ["run", str(EXAMPLES / "study.yaml"), "--dry-run"], env={"COLUMNS": "200"})
+    res = runner.invoke(
+        app, ["run", str(EXAMPLES / "study.yaml"), "--dry-run"], env={"COLUMNS": "200"}
+    )
     assert res.exit_code == 0, res.output
     assert "6 experiment(s)" in res.output and "18 run(s)" in res.output
     assert "local (default)" in res.output and "study design hash:" in res.output
-    res = runner.invoke(app, ["run", str(EXAMPLES / "experiment.yaml"), "--dry-run"], env={"COLUMNS": "200"})
+    res = runner.invoke(
+        app, ["run", str(EXAMPLES / "experiment.yaml"), "--dry-run"], env={"COLUMNS": "200"}
+    )
     assert res.exit_code == 0, res.output
     assert "1 experiment(s)" in res.output
 
@@ -56,15 +60,23 @@ def test_bad_input_exits_2_with_field_path(tmp_path: Path) -> None:
 
 
 def test_multi_backend_without_docker_exits_2(tmp_path: Path) -> None:
-    f = write(tmp_path / "s.yaml", "base: {model: m}\nexperiments: [{backend: pytorch}, {backend: vllm}]\n")
+    f = write(
+        tmp_path / "s.yaml",
+        "base: {model: m}\nexperiments: [{backend: pytorch}, {backend: vllm}]\n",
+    )
     res = runner.invoke(app, ["run", str(f), "--dry-run"], env={"COLUMNS": "200"})
     assert res.exit_code == 2 and "must run in Docker" in res.output.replace("\n", " ")
 
 
 def test_config_command_shows_sources_environment_and_meters(tmp_path: Path) -> None:
-    cfg = write(tmp_path / "c.yaml", "runners: {vllm: docker}\nmeasurement: {carbon_intensity_gco2_kwh: 123}\n")
+    cfg = write(
+        tmp_path / "c.yaml",
+        "runners: {vllm: docker}\nmeasurement: {carbon_intensity_gco2_kwh: 123}\n",
+    )
     res = runner.invoke(
-        app, ["config"], env={"COLUMNS": "250", "LLEM_CONFIG": str(cfg), "LLEM_RUNNER_TENSORRT": "local"}
+        app,
+        ["config"],
+        env={"COLUMNS": "250", "LLEM_CONFIG": str(cfg), "LLEM_RUNNER_TENSORRT": "local"},
     )
     assert res.exit_code == 0, res.output
     out = res.output

@@ -19,7 +19,12 @@ def test_defaults_and_aliases() -> None:
     d = ExperimentConfig.from_dict({"model": "m", "dataset": "prompts.jsonl"})
     assert d.dataset.source == "prompts.jsonl" and d.dataset.kind == "jsonl"
     assert ExperimentConfig(model="org/name").dataset.kind == "synthetic"
-    assert ExperimentConfig(model="m", dataset={"source": "AIEnergyScore/text_generation"}).dataset.kind == "hf"
+    assert (
+        ExperimentConfig(
+            model="m", dataset={"source": "AIEnergyScore/text_generation"}
+        ).dataset.kind
+        == "hf"
+    )
 
 
 def test_unknown_field_did_you_mean(tmp_path: Path) -> None:
@@ -37,7 +42,9 @@ def test_nested_unknown_field_names_path_and_line(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError) as exc:
         ExperimentConfig.from_yaml(f)
-    assert f"{f}:4: vllm.max_num_seq: unknown field (did you mean `max_num_seqs`?)" in str(exc.value)
+    assert f"{f}:4: vllm.max_num_seq: unknown field (did you mean `max_num_seqs`?)" in str(
+        exc.value
+    )
 
 
 def test_bad_value_names_field_value_and_accepted(tmp_path: Path) -> None:
@@ -51,7 +58,9 @@ def test_bad_value_names_field_value_and_accepted(tmp_path: Path) -> None:
 
 def test_section_for_other_backend_is_an_error() -> None:
     with pytest.raises(ConfigError) as exc:
-        ExperimentConfig.from_dict({"model": "m", "backend": "pytorch", "vllm": {"max_num_seqs": 4}})
+        ExperimentConfig.from_dict(
+            {"model": "m", "backend": "pytorch", "vllm": {"max_num_seqs": 4}}
+        )
     assert "a `vllm:` section is given but backend is 'pytorch'" in str(exc.value)
 
 
@@ -68,12 +77,16 @@ def test_compile_needs_static_cache() -> None:
 
 def test_input_tokens_vs_max_input_tokens() -> None:
     with pytest.raises(ConfigError, match="exceeds max_input_tokens"):
-        ExperimentConfig.from_dict({"model": "m", "dataset": {"input_tokens": 600}, "max_input_tokens": 512})
+        ExperimentConfig.from_dict(
+            {"model": "m", "dataset": {"input_tokens": 600}, "max_input_tokens": 512}
+        )
 
 
 def test_warmup_cv_bounds() -> None:
     with pytest.raises(ConfigError, match="max_runs"):
-        ExperimentConfig.from_dict({"model": "m", "warmup": {"mode": "cv", "runs": 5, "max_runs": 3}})
+        ExperimentConfig.from_dict(
+            {"model": "m", "warmup": {"mode": "cv", "runs": 5, "max_runs": 3}}
+        )
 
 
 def test_runner_field_is_refused_with_guidance(tmp_path: Path) -> None:
@@ -92,7 +105,9 @@ def test_runner_field_is_refused_with_guidance(tmp_path: Path) -> None:
         ("model: m\ndataset:\n  password: zq8secretvalue\n", 3, "dataset.password"),
     ],
 )
-def test_credential_keys_refused_without_echo(tmp_path: Path, yaml_text: str, line: int, path: str) -> None:
+def test_credential_keys_refused_without_echo(
+    tmp_path: Path, yaml_text: str, line: int, path: str
+) -> None:
     f = write(tmp_path / "e.yaml", yaml_text)
     with pytest.raises(ConfigError) as exc:
         load_config_file(f)
@@ -116,14 +131,21 @@ def test_credential_values_refused_without_echo(tmp_path: Path) -> None:
 
 def test_token_count_fields_are_not_credentials() -> None:
     cfg = ExperimentConfig.from_dict(
-        {"model": "m", "backend": "vllm", "max_output_tokens": 8, "vllm": {"max_num_batched_tokens": 64}}
+        {
+            "model": "m",
+            "backend": "vllm",
+            "max_output_tokens": 8,
+            "vllm": {"max_num_batched_tokens": 64},
+        }
     )
     assert cfg.vllm is not None and cfg.vllm.max_num_batched_tokens == 64
 
 
 def test_duplicate_keys_and_syntax_errors(tmp_path: Path) -> None:
     f = write(tmp_path / "e.yaml", "model: a\nbatch_size: 1\nbatch_size: 2\n")
-    with pytest.raises(ConfigError, match=r"e.yaml:3: batch_size: duplicate key \(first given on line 2\)"):
+    with pytest.raises(
+        ConfigError, match=r"e.yaml:3: batch_size: duplicate key \(first given on line 2\)"
+    ):
         load_config_file(f)
     g = write(tmp_path / "g.yaml", "model: [a\n")
     with pytest.raises(ConfigError, match=r"g.yaml:\d+:\d+: invalid YAML"):
@@ -143,9 +165,10 @@ def test_config_hash_is_stable_and_canonical() -> None:
     assert a.config_hash != c.config_hash
     assert len(a.config_hash) == 64
     # Pinned: a change to the canonical form must be deliberate (it breaks resume of old studies).
-    assert ExperimentConfig(model="synthetic/tiny-llama").config_hash == ExperimentConfig(
-        model="synthetic/tiny-llama"
-    ).config_hash
+    assert (
+        ExperimentConfig(model="synthetic/tiny-llama").config_hash
+        == ExperimentConfig(model="synthetic/tiny-llama").config_hash
+    )
 
 
 def test_examples_load() -> None:

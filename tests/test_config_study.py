@@ -17,7 +17,9 @@ def test_sweep_is_cartesian_over_base() -> None:
     )
     exps = s.expand()
     assert len(exps) == 6
-    assert {(e.batch_size, e.max_output_tokens) for e in exps} == {(b, m) for b in (1, 2, 4) for m in (8, 16)}
+    assert {(e.batch_size, e.max_output_tokens) for e in exps} == {
+        (b, m) for b in (1, 2, 4) for m in (8, 16)
+    }
     assert all(e.precision == "fp32" for e in exps)
 
 
@@ -29,7 +31,10 @@ def test_dotted_keys_reach_sections_and_nested_fields() -> None:
     exps = s.expand()
     assert len(exps) == 4
     assert {(e.vllm.max_num_seqs, e.dataset.input_tokens) for e in exps if e.vllm} == {
-        (64, 32), (64, 64), (256, 32), (256, 64)
+        (64, 32),
+        (64, 64),
+        (256, 32),
+        (256, 64),
     }
     assert all(e.vllm is not None and e.vllm.enforce_eager for e in exps)
 
@@ -48,12 +53,18 @@ def test_experiments_crossed_with_sweep_and_backend_axes_apply_to_their_backend(
 
 
 def test_invalid_points_are_reported_not_dropped() -> None:
-    s = StudyConfig(base={"model": "m"}, sweep={"batch_size": [1, 0], "precision": ["fp16", "int2"]})
+    s = StudyConfig(
+        base={"model": "m"}, sweep={"batch_size": [1, 0], "precision": ["fp16", "int2"]}
+    )
     rep = s.expand_report()
     assert len(rep.experiments) == 1
     assert len(rep.invalid) == 3
     text = "\n".join(p.describe() for p in rep.invalid)
-    assert "batch_size=0" in text and "precision='int2'" in text and "greater than or equal to 1" in text
+    assert (
+        "batch_size=0" in text
+        and "precision='int2'" in text
+        and "greater than or equal to 1" in text
+    )
 
 
 def test_all_points_invalid_is_an_error() -> None:
@@ -80,19 +91,28 @@ def test_duplicates_are_run_once_and_reported() -> None:
 
 def test_design_hash_excludes_execution_and_order() -> None:
     a = StudyConfig(base={"model": "m"}, sweep={"batch_size": [1, 2]}, execution={"n_cycles": 3})
-    b = StudyConfig(base={"model": "m"}, sweep={"batch_size": [2, 1]}, execution={"n_cycles": 10, "cycle_order": "shuffled"})
+    b = StudyConfig(
+        base={"model": "m"},
+        sweep={"batch_size": [2, 1]},
+        execution={"n_cycles": 10, "cycle_order": "shuffled"},
+    )
     c = StudyConfig(base={"model": "m"}, sweep={"batch_size": [1, 4]})
     assert a.study_design_hash == b.study_design_hash
     assert a.study_design_hash != c.study_design_hash
 
 
 def test_execution_validation(tmp_path: Path) -> None:
-    f = write(tmp_path / "s.yaml", "base: {model: m}\nexecution:\n  n_cycles: 0\n  cycle_order: random\n")
+    f = write(
+        tmp_path / "s.yaml", "base: {model: m}\nexecution:\n  n_cycles: 0\n  cycle_order: random\n"
+    )
     with pytest.raises(ConfigError) as exc:
         StudyConfig.from_yaml(f)
     text = str(exc.value)
     assert f"{f}:3: execution.n_cycles" in text
-    assert f"{f}:4: execution.cycle_order" in text and "'sequential', 'interleaved' or 'shuffled'" in text
+    assert (
+        f"{f}:4: execution.cycle_order" in text
+        and "'sequential', 'interleaved' or 'shuffled'" in text
+    )
 
 
 def test_study_file_unknown_top_level_field(tmp_path: Path) -> None:

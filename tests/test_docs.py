@@ -40,7 +40,12 @@ def test_every_config_field_is_in_the_reference() -> None:
         VLLMConfig, TensorRTConfig, StudyConfig, ExecutionConfig, UserConfig, OutputSettings,
         MeasurementSettings, UISettings, ExecutionSettings,
     ]  # fmt: skip
-    missing = [f"{m.__name__}.{f}" for m in models for f in _fields(m) if f"`{f}" not in doc and f"{f}`" not in doc]
+    missing = [
+        f"{m.__name__}.{f}"
+        for m in models
+        for f in _fields(m)
+        if f"`{f}" not in doc and f"{f}`" not in doc
+    ]
     assert not missing, f"fields missing from docs/configuration.md: {missing}"
 
 

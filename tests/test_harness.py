@@ -28,8 +28,12 @@ def test_cpu_run_fills_every_field_or_says_why(tmp_path: Path, shared_model_cach
     assert on_disk == result
     # workload: 5 prompts of exactly 8 tokens, exactly 4 new tokens each (padding never counted)
     assert (result.n_requests, result.input_tokens, result.output_tokens) == (5, 40, 20)
-    assert result.duration_s > 0 and result.output_tokens_per_s == pytest.approx(20 / result.duration_s)
-    assert result.model.weights == "random" and result.model.parameters and result.model.parameters > 0
+    assert result.duration_s > 0 and result.output_tokens_per_s == pytest.approx(
+        20 / result.duration_s
+    )
+    assert (
+        result.model.weights == "random" and result.model.parameters and result.model.parameters > 0
+    )
     assert result.flops.flops == pytest.approx(2 * result.model.parameters * 60)
     assert result.load.duration_s > 0
     assert result.warmup.runs == 1 and len(result.warmup.latencies_s) == 1
@@ -50,11 +54,23 @@ def test_cpu_run_fills_every_field_or_says_why(tmp_path: Path, shared_model_cach
     assert progress["phase"] == "done"
 
 
-def test_fixed_output_length_and_padding_with_ragged_jsonl(tmp_path: Path, shared_model_cache: Path) -> None:
-    lines = ["short", "a much longer prompt with many more words in it than the first", "mid sized prompt"]
+def test_fixed_output_length_and_padding_with_ragged_jsonl(
+    tmp_path: Path, shared_model_cache: Path
+) -> None:
+    lines = [
+        "short",
+        "a much longer prompt with many more words in it than the first",
+        "mid sized prompt",
+    ]
     data = write(tmp_path / "p.jsonl", "\n".join(json.dumps({"prompt": t}) for t in lines) + "\n")
     result = run_harness(
-        _request(shared_model_cache, n=3, batch_size=3, dataset={"source": str(data)}, max_output_tokens=5),
+        _request(
+            shared_model_cache,
+            n=3,
+            batch_size=3,
+            dataset={"source": str(data)},
+            max_output_tokens=5,
+        ),
         tmp_path / "run",
     )
     assert result.output_tokens == 15 and result.n_requests == 3
@@ -69,10 +85,16 @@ def test_fixed_output_length_and_padding_with_ragged_jsonl(tmp_path: Path, share
 def test_failing_phase_writes_error_json(tmp_path: Path, shared_model_cache: Path) -> None:
     out = tmp_path / "run"
     with pytest.raises(ExperimentError) as exc:
-        run_harness(_request(shared_model_cache, dataset={"source": str(tmp_path / "missing.jsonl")}), out)
+        run_harness(
+            _request(shared_model_cache, dataset={"source": str(tmp_path / "missing.jsonl")}), out
+        )
     assert exc.value.phase == "prompts"
     err = json.loads((out / "error.json").read_text())
-    assert err["phase"] == "prompts" and "missing.jsonl" in err["message"] and "Traceback" in err["traceback"]
+    assert (
+        err["phase"] == "prompts"
+        and "missing.jsonl" in err["message"]
+        and "Traceback" in err["traceback"]
+    )
     assert not (out / "result.json").exists()
 
 
@@ -86,7 +108,9 @@ def test_load_failure_names_load_phase(tmp_path: Path, shared_model_cache: Path)
     assert err["phase"] == "load"
 
 
-def test_energy_path_through_the_harness_with_a_fake_nvml(tmp_path: Path, shared_model_cache: Path) -> None:
+def test_energy_path_through_the_harness_with_a_fake_nvml(
+    tmp_path: Path, shared_model_cache: Path
+) -> None:
     """The whole energy path (load window, baseline, measured window, derived figures, time series)
     driven by a fake NVML whose GPU draws a constant 200 W and idles at 200 W too."""
     from llenergymeasure.energy import select_meter
@@ -98,7 +122,9 @@ def test_energy_path_through_the_harness_with_a_fake_nvml(tmp_path: Path, shared
         return select_meter("nvml", [0], {}, nvml_module=fake, sample_period_s=0.02)
 
     out = tmp_path / "run"
-    req = _request(shared_model_cache, n=4, baseline={"enabled": True, "duration_s": 0.3, "cache_ttl_s": 0})
+    req = _request(
+        shared_model_cache, n=4, baseline={"enabled": True, "duration_s": 0.3, "cache_ttl_s": 0}
+    )
     result = run_harness(req, out, meter_factory=factory)
     e = result.energy
     assert e.available and e.meter == "nvml" and len(e.devices) == 1
@@ -106,9 +132,14 @@ def test_energy_path_through_the_harness_with_a_fake_nvml(tmp_path: Path, shared
     assert result.total_energy_j == pytest.approx(200.0 * result.duration_s, rel=0.05)
     assert result.energy_per_output_token_j == pytest.approx(result.total_energy_j / 16)
     assert result.energy_per_request_j == pytest.approx(result.total_energy_j / 4)
-    assert result.baseline is not None and result.baseline.idle_power_w[0] == pytest.approx(200.0, rel=0.02)
+    assert result.baseline is not None and result.baseline.idle_power_w[0] == pytest.approx(
+        200.0, rel=0.02
+    )
     # raw minus idle x duration: the whole draw was "idle", so the adjusted energy is ~0, never < 0
-    assert result.total_energy_adjusted_j is not None and 0 <= result.total_energy_adjusted_j < 0.05 * result.total_energy_j
+    assert (
+        result.total_energy_adjusted_j is not None
+        and 0 <= result.total_energy_adjusted_j < 0.05 * result.total_energy_j
+    )
     assert result.load.energy_j is not None and result.load.energy_j > 0
     assert result.mean_power_w == pytest.approx(200.0, rel=0.05)
     assert result.timeseries_file == "timeseries.csv" and (out / "timeseries.csv").exists()

@@ -28,19 +28,25 @@ def test_completed_run_in_a_fresh_process(tmp_path: Path, shared_model_cache: Pa
     assert out.status == "completed", out.message
     result = json.loads((tmp_path / "r" / "result.json").read_text())
     assert result["output_tokens"] == 16
-    assert (tmp_path / "r" / "request.json").exists() and "phase=measure" in (tmp_path / "r" / "run.log").read_text()
+    assert (tmp_path / "r" / "request.json").exists() and "phase=measure" in (
+        tmp_path / "r" / "run.log"
+    ).read_text()
     assert json.loads((tmp_path / "r" / "progress.json").read_text())["pid"] != os.getpid()
 
 
 def test_child_exception_is_a_failed_outcome(tmp_path: Path, shared_model_cache: Path) -> None:
-    out = LocalRunner().run(_request(shared_model_cache, dataset={"source": "/nonexistent/p.jsonl"}), tmp_path / "r")
+    out = LocalRunner().run(
+        _request(shared_model_cache, dataset={"source": "/nonexistent/p.jsonl"}), tmp_path / "r"
+    )
     assert out.status == "failed" and out.phase == "prompts" and out.exit_code == 1
     assert "p.jsonl" in (out.message or "")
     assert json.loads((tmp_path / "r" / "error.json").read_text())["phase"] == "prompts"
 
 
 def test_child_os_exit_is_a_failed_outcome(tmp_path: Path, shared_model_cache: Path) -> None:
-    out = LocalRunner(target=child_targets.exit_one).run(_request(shared_model_cache), tmp_path / "r")
+    out = LocalRunner(target=child_targets.exit_one).run(
+        _request(shared_model_cache), tmp_path / "r"
+    )
     assert out.status == "failed" and out.exit_code == 1
     assert "exited with status 1 without writing a result" in (out.message or "")
     err = json.loads((tmp_path / "r" / "error.json").read_text())
@@ -48,12 +54,16 @@ def test_child_os_exit_is_a_failed_outcome(tmp_path: Path, shared_model_cache: P
 
 
 def test_child_segfault_is_named(tmp_path: Path, shared_model_cache: Path) -> None:
-    out = LocalRunner(target=child_targets.segfault_like).run(_request(shared_model_cache), tmp_path / "r")
+    out = LocalRunner(target=child_targets.segfault_like).run(
+        _request(shared_model_cache), tmp_path / "r"
+    )
     assert out.status == "failed" and out.exit_code == -signal.SIGSEGV
     assert "SIGSEGV" in (out.message or "") and "segmentation fault" in (out.message or "")
 
 
-def test_child_sigkilled_mid_run_is_a_failed_outcome(tmp_path: Path, shared_model_cache: Path) -> None:
+def test_child_sigkilled_mid_run_is_a_failed_outcome(
+    tmp_path: Path, shared_model_cache: Path
+) -> None:
     run_dir = tmp_path / "r"
 
     def killer() -> None:
@@ -81,6 +91,8 @@ def test_child_sigkilled_mid_run_is_a_failed_outcome(tmp_path: Path, shared_mode
 
 def test_timeout_stops_the_whole_process_group(tmp_path: Path, shared_model_cache: Path) -> None:
     t0 = time.monotonic()
-    out = LocalRunner(target=child_targets.sleep_forever).run(_request(shared_model_cache), tmp_path / "r", timeout_s=2)
+    out = LocalRunner(target=child_targets.sleep_forever).run(
+        _request(shared_model_cache), tmp_path / "r", timeout_s=2
+    )
     assert out.status == "timeout" and "timed out after 2 s" in (out.message or "")
     assert time.monotonic() - t0 < 30

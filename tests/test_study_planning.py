@@ -39,9 +39,19 @@ def _study(order: str = "interleaved", **execution: object) -> StudyConfig:
 def test_gaps_before_each_run() -> None:
     gaps = Gaps(5.0, "x", 50.0, "y")
     inter = plan_study(_study("interleaved"), gaps)
-    assert [(r.gap_kind, r.gap_before_s) for r in inter] == [("none", 0), ("config", 5), ("cycle", 50), ("config", 5)]
+    assert [(r.gap_kind, r.gap_before_s) for r in inter] == [
+        ("none", 0),
+        ("config", 5),
+        ("cycle", 50),
+        ("config", 5),
+    ]
     seq = plan_study(_study("sequential"), gaps)
-    assert [(r.gap_kind, r.gap_before_s) for r in seq] == [("none", 0), ("cycle", 50), ("config", 5), ("cycle", 50)]
+    assert [(r.gap_kind, r.gap_before_s) for r in seq] == [
+        ("none", 0),
+        ("cycle", 50),
+        ("config", 5),
+        ("cycle", 50),
+    ]
     assert [r.run_id[:6] for r in seq] == ["001_c1", "002_c2", "003_c1", "004_c2"]
     assert plan_study(_study(), gaps, n_cycles=3)[-1].cycle == 3  # --cycles overrides
 
@@ -50,11 +60,17 @@ def test_gap_sources(tmp_path: Path) -> None:
     no_user = load_user_config(environ={"XDG_CONFIG_HOME": str(tmp_path / "none")})
     g = resolve_gaps(_study(), no_user)
     assert (g.config_gap_s, g.config_gap_source, g.cycle_gap_s) == (60.0, "default", 300.0)
-    uc = load_user_config(write(tmp_path / "c.yaml", "execution: {config_gap_seconds: 7, cycle_gap_seconds: 70}\n"))
+    uc = load_user_config(
+        write(tmp_path / "c.yaml", "execution: {config_gap_seconds: 7, cycle_gap_seconds: 70}\n")
+    )
     g = resolve_gaps(_study(), uc)
     assert (g.config_gap_s, g.config_gap_source) == (7, "user_config:execution.config_gap_seconds")
     g = resolve_gaps(_study(config_gap_seconds=3), uc)
-    assert (g.config_gap_s, g.config_gap_source, g.cycle_gap_s) == (3, "study:execution.config_gap_seconds", 70)
+    assert (g.config_gap_s, g.config_gap_source, g.cycle_gap_s) == (
+        3,
+        "study:execution.config_gap_seconds",
+        70,
+    )
     g = resolve_gaps(_study(config_gap_seconds=3), uc, no_gaps=True)
     assert (g.config_gap_s, g.cycle_gap_s, g.config_gap_source) == (0, 0, "--no-gaps")
 
@@ -64,7 +80,11 @@ def test_manifest_transitions_are_persisted_atomically(tmp_path: Path) -> None:
         study_name="s",
         study_design_hash="h",
         n_cycles=1,
-        runs=[ManifestRun(run_id="001", index=1, config_hash="c", config_index=0, cycle=1, backend="pytorch")],
+        runs=[
+            ManifestRun(
+                run_id="001", index=1, config_hash="c", config_index=0, cycle=1, backend="pytorch"
+            )
+        ],
     )
     store = ManifestStore(tmp_path, m)
     store.save()

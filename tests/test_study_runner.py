@@ -20,12 +20,19 @@ from llenergymeasure.results.stats import describe
 from tests.helpers import tiny_experiment, user_config_file, write
 
 
-def _study_file(tmp_path: Path, sweep: dict, n_cycles: int = 2, order: str = "interleaved", **base: object) -> Path:
+def _study_file(
+    tmp_path: Path, sweep: dict, n_cycles: int = 2, order: str = "interleaved", **base: object
+) -> Path:
     data = {
         "name": "t",
         "base": tiny_experiment(**base),
         "sweep": sweep,
-        "execution": {"n_cycles": n_cycles, "cycle_order": order, "config_gap_seconds": 0, "cycle_gap_seconds": 0},
+        "execution": {
+            "n_cycles": n_cycles,
+            "cycle_order": order,
+            "config_gap_seconds": 0,
+            "cycle_gap_seconds": 0,
+        },
     }
     return write(tmp_path / "study.yaml", yaml.safe_dump(data))
 
@@ -45,13 +52,18 @@ def test_study_layout_manifest_and_statistics(tmp_path: Path, shared_model_cache
     assert [r["cycle"] for r in manifest["runs"]] == [1, 1, 2, 2]  # interleaved
     assert manifest["study_design_hash"] == StudyConfig.from_yaml(f).study_design_hash
     assert len(res.runs) == 4 and not res.failures and len(res.summaries) == 2
-    assert res.measurement_protocol["n_cycles"] == 2 and res.measurement_protocol["cycle_order"] == "interleaved"
+    assert (
+        res.measurement_protocol["n_cycles"] == 2
+        and res.measurement_protocol["cycle_order"] == "interleaved"
+    )
     for s in res.summaries:
         mine = [r for r in res.runs if r.config_hash == s.config_hash]
         assert s.n_completed == 2
         tps = describe([r.output_tokens_per_s for r in mine])
         assert s.metrics["output_tokens_per_s"].mean == pytest.approx(tps.mean)
-        assert s.metrics["output_tokens_per_s"].ci95_half_width == pytest.approx(tps.ci95_half_width)
+        assert s.metrics["output_tokens_per_s"].ci95_half_width == pytest.approx(
+            tps.ci95_half_width
+        )
     rows = list(csv.DictReader((d / "summary.csv").open()))
     assert len(rows) == 2 and {r["config.batch_size"] for r in rows} == {"1", "2"}
     assert json.loads((d / "study_result.json").read_text())["name"] == "t"
@@ -60,14 +72,18 @@ def test_study_layout_manifest_and_statistics(tmp_path: Path, shared_model_cache
 def test_failures_are_isolated_and_listed(tmp_path: Path, shared_model_cache: Path) -> None:
     uc = user_config_file(tmp_path, shared_model_cache)
     good = write(tmp_path / "p.jsonl", '{"prompt": "hello there"}\n')
-    f = _study_file(tmp_path, {"dataset.source": [str(good), str(tmp_path / "missing.jsonl")]}, n_cycles=1)
+    f = _study_file(
+        tmp_path, {"dataset.source": [str(good), str(tmp_path / "missing.jsonl")]}, n_cycles=1
+    )
     res = run_study(f, user_config_path=uc)
     assert len(res.runs) == 1 and len(res.failures) == 1
     fail = res.failures[0]
     assert fail.phase == "prompts" and fail.error_file and Path(fail.error_file).exists()
     assert "missing.jsonl" in fail.message
     res2 = run_study(
-        _study_file(tmp_path, {"dataset.source": [str(tmp_path / "missing.jsonl"), str(good)]}, n_cycles=1),
+        _study_file(
+            tmp_path, {"dataset.source": [str(tmp_path / "missing.jsonl"), str(good)]}, n_cycles=1
+        ),
         user_config_path=uc,
         fail_fast=True,
     )
@@ -102,15 +118,19 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_controller_killed_then_resume_keeps_completed_results(tmp_path: Path, shared_model_cache: Path) -> None:
+def test_controller_killed_then_resume_keeps_completed_results(
+    tmp_path: Path, shared_model_cache: Path
+) -> None:
     uc = user_config_file(tmp_path, shared_model_cache)
     f = _study_file(tmp_path, {"batch_size": [1, 2]}, n_cycles=2, order="sequential")
     env = {**os.environ, "LLEM_CONFIG": str(uc), "COLUMNS": "200"}
     proc = _llem("run", str(f), env=env)
     d, _ = _wait_manifest(
         tmp_path / "results",
-        lambda m: sum(r["status"] == "completed" for r in m["runs"]) >= 1
-        and any(r["status"] == "running" for r in m["runs"]),
+        lambda m: (
+            sum(r["status"] == "completed" for r in m["runs"]) >= 1
+            and any(r["status"] == "running" for r in m["runs"])
+        ),
     )
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
@@ -118,11 +138,17 @@ def test_controller_killed_then_resume_keeps_completed_results(tmp_path: Path, s
     done = {r["run_id"]: r["run_dir"] for r in manifest["runs"] if r["status"] == "completed"}
     stale = [r["run_id"] for r in manifest["runs"] if r["status"] == "running"]
     assert done and stale
-    before = {rid: (_digest(d / folder / "result.json"), (d / folder / "result.json").stat().st_mtime_ns) for rid, folder in done.items()}
+    before = {
+        rid: (_digest(d / folder / "result.json"), (d / folder / "result.json").stat().st_mtime_ns)
+        for rid, folder in done.items()
+    }
 
     res = subprocess.run(
         [sys.executable, "-m", "llenergymeasure", "run", "--resume", str(d)],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "resuming:" in res.stdout
@@ -149,7 +175,9 @@ def test_ctrl_c_marks_interrupted_prints_resume_and_exits_130(
     f = _study_file(tmp_path, {"batch_size": [1, 2]}, n_cycles=1, n=32, max_output_tokens=32)
     env = {**os.environ, "LLEM_CONFIG": str(uc), "COLUMNS": "200"}
     proc = _llem("run", str(f), env=env)
-    d, _ = _wait_manifest(tmp_path / "results", lambda m: any(r["status"] == "running" for r in m["runs"]))
+    d, _ = _wait_manifest(
+        tmp_path / "results", lambda m: any(r["status"] == "running" for r in m["runs"])
+    )
     time.sleep(delay_s)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
@@ -171,8 +199,19 @@ def test_resume_refuses_a_changed_study(tmp_path: Path, shared_model_cache: Path
     changed = _study_file(tmp_path / "other", {"batch_size": [1, 2]}, n_cycles=1)
     env = {**os.environ, "LLEM_CONFIG": str(uc), "COLUMNS": "200"}
     out = subprocess.run(
-        [sys.executable, "-m", "llenergymeasure", "run", str(changed), "--resume", str(res.study_dir)],
-        env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "llenergymeasure",
+            "run",
+            str(changed),
+            "--resume",
+            str(res.study_dir),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 2
     assert "no longer matches this study" in out.stderr.replace("\n", " ")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ from tests.helpers import write
 
 def test_user_config_path_precedence(tmp_path: Path) -> None:
     assert user_config_path({"XDG_CONFIG_HOME": "/x"}) == Path("/x/llenergymeasure/config.yaml")
-    assert user_config_path({"LLEM_CONFIG": "/y/c.yaml", "XDG_CONFIG_HOME": "/x"}) == Path("/y/c.yaml")
+    assert user_config_path({"LLEM_CONFIG": "/y/c.yaml", "XDG_CONFIG_HOME": "/x"}) == Path(
+        "/y/c.yaml"
+    )
     assert str(user_config_path({})).endswith(".config/llenergymeasure/config.yaml")
 
 
@@ -30,16 +33,28 @@ def test_llem_config_pointing_nowhere_is_an_error(tmp_path: Path) -> None:
 
 
 def test_user_config_every_field(tmp_path: Path) -> None:
-    f = write(tmp_path / "c.yaml", (Path(__file__).parents[1] / "examples" / "user-config.yaml").read_text())
+    f = write(
+        tmp_path / "c.yaml",
+        (Path(__file__).parents[1] / "examples" / "user-config.yaml").read_text(),
+    )
     cfg = load_user_config(f)
-    assert cfg.runners == {"pytorch": "local", "vllm": "docker", "tensorrt": "docker:llenergymeasure:trtllm"}
-    assert cfg.measurement.carbon_intensity_gco2_kwh == 350 and cfg.measurement.datacenter_pue == 1.2
+    assert cfg.runners == {
+        "pytorch": "local",
+        "vllm": "docker",
+        "tensorrt": "docker:llenergymeasure:trtllm",
+    }
+    assert (
+        cfg.measurement.carbon_intensity_gco2_kwh == 350 and cfg.measurement.datacenter_pue == 1.2
+    )
     assert cfg.ui.verbosity == "normal" and cfg.execution.cycle_gap_seconds == 300
     assert cfg.output.resolved_model_cache_dir() == Path.home() / ".cache" / "llenergymeasure"
 
 
 def test_user_config_errors(tmp_path: Path) -> None:
-    f = write(tmp_path / "c.yaml", "runners:\n  vllm: podman\nmeasurement:\n  energy_backend: rapl\n  pue: 1.1\n")
+    f = write(
+        tmp_path / "c.yaml",
+        "runners:\n  vllm: podman\nmeasurement:\n  energy_backend: rapl\n  pue: 1.1\n",
+    )
     with pytest.raises(ConfigError) as exc:
         load_user_config(f)
     text = str(exc.value)
@@ -50,7 +65,12 @@ def test_user_config_errors(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("value", "kind", "image"),
-    [("local", "local", None), ("docker", "docker", None), ("docker:me/img:1", "docker", "me/img:1"), ("DOCKER", "docker", None)],
+    [
+        ("local", "local", None),
+        ("docker", "docker", None),
+        ("docker:me/img:1", "docker", "me/img:1"),
+        ("DOCKER", "docker", None),
+    ],
 )
 def test_parse_runner_spec(value: str, kind: str, image: str | None) -> None:
     spec = parse_runner_spec(value)
@@ -101,7 +121,9 @@ def test_singularity_is_refused_as_not_supported() -> None:
 def test_multi_backend_requires_docker(tmp_path: Path) -> None:
     with pytest.raises(RunnerError) as exc:
         resolve_runners(["pytorch", "vllm"], None, None, {})
-    assert "cannot share one Python environment" in str(exc.value) and "--runner docker" in str(exc.value)
+    assert "cannot share one Python environment" in str(exc.value) and "--runner docker" in str(
+        exc.value
+    )
     ok = resolve_runners(["pytorch", "vllm"], None, "docker", {})
     assert {r.kind for r in ok.values()} == {"docker"}
     with pytest.raises(RunnerError, match="pytorch=local \\(from env:LLEM_RUNNER_PYTORCH\\)"):
@@ -118,22 +140,39 @@ def test_carbon_and_pue_env_overrides(tmp_path: Path) -> None:
         "datacenter_pue": 1.3,
         "datacenter_pue_source": "user_config",
     }
-    ctx = context_from_user_config(uc, {"LLEM_CARBON_INTENSITY": "55.5", "LLEM_DATACENTER_PUE": "1.1"})
-    assert ctx["carbon_intensity_gco2_kwh"] == 55.5 and ctx["carbon_intensity_source"] == "env:LLEM_CARBON_INTENSITY"
-    assert ctx["datacenter_pue"] == 1.1 and ctx["datacenter_pue_source"] == "env:LLEM_DATACENTER_PUE"
+    ctx = context_from_user_config(
+        uc, {"LLEM_CARBON_INTENSITY": "55.5", "LLEM_DATACENTER_PUE": "1.1"}
+    )
+    assert (
+        ctx["carbon_intensity_gco2_kwh"] == 55.5
+        and ctx["carbon_intensity_source"] == "env:LLEM_CARBON_INTENSITY"
+    )
+    assert (
+        ctx["datacenter_pue"] == 1.1 and ctx["datacenter_pue_source"] == "env:LLEM_DATACENTER_PUE"
+    )
     with pytest.raises(ConfigError, match="LLEM_CARBON_INTENSITY='lots' is not a number"):
         context_from_user_config(uc, {"LLEM_CARBON_INTENSITY": "lots"})
-    with pytest.raises(ConfigError, match="LLEM_DATACENTER_PUE='0.5' must be at least 1.0"):
+    with pytest.raises(
+        ConfigError, match=re.escape("LLEM_DATACENTER_PUE='0.5' must be at least 1.0")
+    ):
         context_from_user_config(uc, {"LLEM_DATACENTER_PUE": "0.5"})
 
 
 def test_environment_snapshot_never_raises_and_records_reasons() -> None:
-    snap = capture_environment(carbon_intensity_gco2_kwh=None, datacenter_pue=1.0, datacenter_pue_source="default")
+    snap = capture_environment(
+        carbon_intensity_gco2_kwh=None, datacenter_pue=1.0, datacenter_pue_source="default"
+    )
     assert snap.python_version and snap.cpu_cores_logical and snap.ram_total_gb
     assert "pydantic" in snap.packages
     if not snap.gpus:  # CI: no NVIDIA driver -> a reason, not an exception
         assert "gpus" in snap.probe_errors
     assert "carbon_intensity_gco2_kwh" in snap.probe_errors
-    snap2 = capture_environment(environ={"LLEM_CONTAINER_IMAGE": "llenergymeasure:pytorch", "LLEM_CONTAINER_IMAGE_ID": "sha256:abc"}, probe_gpus=False)
+    snap2 = capture_environment(
+        environ={
+            "LLEM_CONTAINER_IMAGE": "llenergymeasure:pytorch",
+            "LLEM_CONTAINER_IMAGE_ID": "sha256:abc",
+        },
+        probe_gpus=False,
+    )
     assert snap2.in_container and snap2.container_image == "llenergymeasure:pytorch"
     assert snap2.container_image_id == "sha256:abc"

@@ -10,7 +10,9 @@ if TYPE_CHECKING:
     from llenergymeasure.config.experiment import ExperimentConfig
 
 
-def create_backend(config: ExperimentConfig, model_path: str, cache_dir: Path | None = None) -> Backend:
+def create_backend(
+    config: ExperimentConfig, model_path: str, cache_dir: Path | None = None
+) -> Backend:
     """Build (not load) the backend chosen by ``config.backend`` for the model at ``model_path``.
 
     ``cache_dir`` is the machine's model cache; TensorRT-LLM keeps its built engines under it.

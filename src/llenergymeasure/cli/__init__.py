@@ -36,7 +36,13 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version_callback,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
     ] = False,
 ) -> None:
     """Measure the energy and performance of LLM inference."""
@@ -50,16 +56,31 @@ def fail(exc: LLEMError) -> None:
 @app.command()
 def run(
     file: Annotated[Path | None, typer.Argument(help="experiment or study YAML file")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and print the plan; run nothing")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="validate and print the plan; run nothing")
+    ] = False,
     runner: Annotated[
         str | None,
-        typer.Option("--runner", help="local | docker | docker:<image> (env vars and user config take precedence)"),
+        typer.Option(
+            "--runner",
+            help="local | docker | docker:<image> (env vars and user config take precedence)",
+        ),
     ] = None,
-    cycles: Annotated[int | None, typer.Option("--cycles", min=1, help="override execution.n_cycles")] = None,
-    no_gaps: Annotated[bool, typer.Option("--no-gaps", help="skip thermal gaps (development only)")] = False,
-    resume: Annotated[Path | None, typer.Option("--resume", help="continue an interrupted study directory")] = None,
-    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="stop the study at the first failed run")] = False,
-    results_dir: Annotated[Path | None, typer.Option("--results-dir", help="override output.results_dir")] = None,
+    cycles: Annotated[
+        int | None, typer.Option("--cycles", min=1, help="override execution.n_cycles")
+    ] = None,
+    no_gaps: Annotated[
+        bool, typer.Option("--no-gaps", help="skip thermal gaps (development only)")
+    ] = False,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="continue an interrupted study directory")
+    ] = None,
+    fail_fast: Annotated[
+        bool, typer.Option("--fail-fast", help="stop the study at the first failed run")
+    ] = False,
+    results_dir: Annotated[
+        Path | None, typer.Option("--results-dir", help="override output.results_dir")
+    ] = None,
 ) -> None:
     """Run an experiment or a study (told apart by the YAML's content)."""
     from llenergymeasure.cli.run_cmd import run_command
@@ -84,7 +105,9 @@ def run(
 
 @app.command()
 def config(
-    probe_gpus: Annotated[bool, typer.Option("--probe/--no-probe", help="query NVML for GPUs")] = True,
+    probe_gpus: Annotated[
+        bool, typer.Option("--probe/--no-probe", help="query NVML for GPUs")
+    ] = True,
 ) -> None:
     """Show the user config, each backend's runner and its source, the environment and the energy meters."""
     from llenergymeasure.cli.config_cmd import config_command

@@ -17,7 +17,10 @@ from llenergymeasure.runners.resolution import resolve_runner
 def config_command(console: Console, probe_gpus: bool = True) -> None:
     path = user_config_path()
     cfg = load_user_config()
-    console.print(f"user config: [bold]{path}[/] " + ("" if path.exists() else "[dim](not present: defaults)[/]"))
+    console.print(
+        f"user config: [bold]{path}[/] "
+        + ("" if path.exists() else "[dim](not present: defaults)[/]")
+    )
     values = Table(show_header=True, title="user config values")
     values.add_column("field")
     values.add_column("value")
@@ -53,11 +56,17 @@ def config_command(console: Console, probe_gpus: bool = True) -> None:
     env.add_row("ram", f"{snap.ram_total_gb} GB")
     if snap.gpus:
         for g in snap.gpus:
-            env.add_row(f"gpu {g.nvml_index}", f"{g.name}, {g.memory_total_mb} MiB, power limit {g.power_limit_w} W")
+            env.add_row(
+                f"gpu {g.nvml_index}",
+                f"{g.name}, {g.memory_total_mb} MiB, power limit {g.power_limit_w} W",
+            )
         env.add_row("driver / CUDA", f"{snap.driver_version} / {snap.cuda_driver_version}")
     else:
         env.add_row("gpus", f"none ({snap.probe_errors.get('gpus', 'not found')})")
-    env.add_row("in container", f"{snap.in_container}" + (f" ({snap.container_image})" if snap.container_image else ""))
+    env.add_row(
+        "in container",
+        f"{snap.in_container}" + (f" ({snap.container_image})" if snap.container_image else ""),
+    )
     env.add_row(
         "carbon intensity",
         f"{snap.carbon_intensity_gco2_kwh} gCO2/kWh ({snap.carbon_intensity_source})"
@@ -69,7 +78,9 @@ def config_command(console: Console, probe_gpus: bool = True) -> None:
         env.add_row(f"package {name}", str(version))
     console.print(env)
 
-    meters = Table(title=f"energy meters (measurement.energy_backend = {cfg.measurement.energy_backend})")
+    meters = Table(
+        title=f"energy meters (measurement.energy_backend = {cfg.measurement.energy_backend})"
+    )
     meters.add_column("meter")
     meters.add_column("usable here")
     meters.add_column("why / why not")

@@ -99,7 +99,9 @@ class LiveProgress:
         self.run, self.position, self.total, self.run_dir = run, position, total, run_dir
         self.run_started = time.monotonic()
 
-    def on_run_end(self, run: PlannedRun, outcome: RunOutcome, result: ExperimentResult | None) -> None:
+    def on_run_end(
+        self, run: PlannedRun, outcome: RunOutcome, result: ExperimentResult | None
+    ) -> None:
         self.durations.append(time.monotonic() - self.run_started)
         if outcome.status == "completed" and result is not None:
             self.console.print(
@@ -110,7 +112,9 @@ class LiveProgress:
         else:
             first = (outcome.message or "").splitlines()[0] if outcome.message else ""
             where = f" in {outcome.phase}" if outcome.phase else ""
-            self.console.print("[red]✗[/] " + escape(f"{run.run_id}  {outcome.status}{where}: {first}"))
+            self.console.print(
+                "[red]✗[/] " + escape(f"{run.run_id}  {outcome.status}{where}: {first}")
+            )
 
     def stop(self) -> None:
         self._stop.set()
@@ -130,7 +134,9 @@ class LiveProgress:
         t = Table.grid(padding=(0, 2))
         now = time.monotonic()
         if self.gap_until is not None and now < self.gap_until:
-            t.add_row(f"thermal gap ({getattr(self, 'gap_kind', '')}): {self.gap_until - now:.0f} s left")
+            t.add_row(
+                f"thermal gap ({getattr(self, 'gap_kind', '')}): {self.gap_until - now:.0f} s left"
+            )
             return t
         if self.run is None:
             t.add_row("preparing…")
@@ -155,11 +161,20 @@ class LiveProgress:
                 self.live.update(self._render())
 
 
-def print_dry_run(console: Console, study: StudyConfig, runner_opt: str | None, cycles: int | None, no_gaps: bool, results_dir: Path | None) -> None:
+def print_dry_run(
+    console: Console,
+    study: StudyConfig,
+    runner_opt: str | None,
+    cycles: int | None,
+    no_gaps: bool,
+    results_dir: Path | None,
+) -> None:
     from llenergymeasure.study.planning import estimate_duration_s
     from llenergymeasure.study.runner import StudyRunner
 
-    sr = StudyRunner(study, runner=runner_opt, n_cycles=cycles, no_gaps=no_gaps, results_dir=results_dir)
+    sr = StudyRunner(
+        study, runner=runner_opt, n_cycles=cycles, no_gaps=no_gaps, results_dir=results_dir
+    )
     runners = sr.resolve()
     configs = study.expand()
     fields = _varying_fields(configs)
@@ -172,7 +187,14 @@ def print_dry_run(console: Console, study: StudyConfig, runner_opt: str | None, 
     table.add_column("distinguishing fields" if fields else "label")
     for i, cfg in enumerate(configs, start=1):
         r = runners[cfg.backend]
-        table.add_row(str(i), cfg.short_hash, cfg.model, cfg.backend, f"{r.describe()} ({r.source})", _distinguish(cfg, fields))
+        table.add_row(
+            str(i),
+            cfg.short_hash,
+            cfg.model,
+            cfg.backend,
+            f"{r.describe()} ({r.source})",
+            _distinguish(cfg, fields),
+        )
     console.print(table)
     expansion = study.expand_report()
     for p in expansion.invalid:
@@ -190,29 +212,54 @@ def print_dry_run(console: Console, study: StudyConfig, runner_opt: str | None, 
         order = Table(title="run order")
         for col in ("run", "cycle", "gap before", "experiment"):
             order.add_column(col)
-        for r in plan:
-            order.add_row(r.run_id, str(r.cycle), f"{r.gap_before_s:g} s {r.gap_kind}" if r.gap_before_s else "—", _distinguish(r.config, fields))
+        for planned in plan:
+            order.add_row(
+                planned.run_id,
+                str(planned.cycle),
+                f"{planned.gap_before_s:g} s {planned.gap_kind}" if planned.gap_before_s else "—",
+                _distinguish(planned.config, fields),
+            )
         console.print(order)
     console.print(f"study design hash: {study.study_design_hash}")
 
 
-def print_experiment_summary(console: Console, result: ExperimentResult, result_path: Path | None) -> None:
+def print_experiment_summary(
+    console: Console, result: ExperimentResult, result_path: Path | None
+) -> None:
     t = Table(title=f"{result.config.label()}  ({result.config_hash[:8]})", show_header=False)
     t.add_column("metric")
     t.add_column("value", justify="right")
     e = result.energy
-    t.add_row("energy (raw)", _fmt(result.total_energy_j, unit=" J") if e.available else f"— ({e.unavailable_reason})")
+    t.add_row(
+        "energy (raw)",
+        _fmt(result.total_energy_j, unit=" J") if e.available else f"— ({e.unavailable_reason})",
+    )
     t.add_row("energy (idle-adjusted)", _fmt(result.total_energy_adjusted_j, unit=" J"))
     t.add_row("energy per output token", _fmt(result.energy_per_output_token_j, unit=" J"))
     t.add_row("energy per request", _fmt(result.energy_per_request_j, unit=" J"))
     t.add_row("output tokens/s", _fmt(result.output_tokens_per_s))
     t.add_row("tokens in / out", f"{result.input_tokens:,} / {result.output_tokens:,}")
-    t.add_row("TTFT mean / p99", f"{_fmt(result.ttft_ms.mean_ms if result.ttft_ms else None, unit=' ms')} / {_fmt(result.ttft_ms.p99_ms if result.ttft_ms else None, unit=' ms')}")
-    t.add_row("ITL mean / p99", f"{_fmt(result.itl_ms.mean_ms if result.itl_ms else None, unit=' ms')} / {_fmt(result.itl_ms.p99_ms if result.itl_ms else None, unit=' ms')}")
+    t.add_row(
+        "TTFT mean / p99",
+        f"{_fmt(result.ttft_ms.mean_ms if result.ttft_ms else None, unit=' ms')} / {_fmt(result.ttft_ms.p99_ms if result.ttft_ms else None, unit=' ms')}",
+    )
+    t.add_row(
+        "ITL mean / p99",
+        f"{_fmt(result.itl_ms.mean_ms if result.itl_ms else None, unit=' ms')} / {_fmt(result.itl_ms.p99_ms if result.itl_ms else None, unit=' ms')}",
+    )
     t.add_row("measured window", _fmt(result.duration_s, unit=" s"))
     t.add_row("model load", _fmt(result.load.duration_s, unit=" s"))
-    t.add_row("meter", f"{e.meter}" + (f" (sensor period {e.sensor_period_s * 1000:.0f} ms)" if e.sensor_period_s else ""))
-    t.add_row("runner", f"{result.runner.kind}" + (f":{result.runner.image}" if result.runner.image else "") + f" ({result.runner.source})")
+    t.add_row(
+        "meter",
+        f"{e.meter}"
+        + (f" (sensor period {e.sensor_period_s * 1000:.0f} ms)" if e.sensor_period_s else ""),
+    )
+    t.add_row(
+        "runner",
+        f"{result.runner.kind}"
+        + (f":{result.runner.image}" if result.runner.image else "")
+        + f" ({result.runner.source})",
+    )
     console.print(t)
     for w in result.warnings:
         console.print(f"[yellow]warning[/] {escape(f'[{w.code}] {w.message}')}")
@@ -222,13 +269,24 @@ def print_experiment_summary(console: Console, result: ExperimentResult, result_
 
 def print_study_summary(console: Console, study_result: StudyResult) -> None:
     t = Table(title=f"study {study_result.name!r}: mean ± 95 % CI over cycles")
-    for col in ("config", "backend", "n", "J/out-token", "J/out-token (adj.)", "tok/s", "TTFT ms", "ITL ms"):
+    for col in (
+        "config",
+        "backend",
+        "n",
+        "J/out-token",
+        "J/out-token (adj.)",
+        "tok/s",
+        "TTFT ms",
+        "ITL ms",
+    ):
         t.add_column(col)
 
     def ci(s: Any) -> str:
         if s is None or s.mean is None:
             return "—"
-        return _fmt(s.mean) + (f" ± {_fmt(s.ci95_half_width)}" if s.ci95_half_width is not None else "")
+        return _fmt(s.mean) + (
+            f" ± {_fmt(s.ci95_half_width)}" if s.ci95_half_width is not None else ""
+        )
 
     configs = [s.config for s in study_result.summaries]
     fields = _varying_fields(configs)
@@ -249,12 +307,16 @@ def print_study_summary(console: Console, study_result: StudyResult) -> None:
         first = f.message.splitlines()[0] if f.message else ""
         phase = f", phase {f.phase}" if f.phase else ""
         details = f"\n   details: {f.error_file}" if f.error_file else ""
-        console.print(f"[red]failed[/] " + escape(f"{f.run_id} ({f.status}{phase}): {first}{details}"))
+        console.print(
+            "[red]failed[/] " + escape(f"{f.run_id} ({f.status}{phase}): {first}{details}")
+        )
     for p in study_result.invalid_points:
         console.print(f"[yellow]not run[/] {escape(p)}")
     warned = sum(1 for r in study_result.runs if r.warnings)
     if warned:
-        console.print(f"[yellow]{warned} run(s) carry validity warnings[/] (see each result.json / the report)")
+        console.print(
+            f"[yellow]{warned} run(s) carry validity warnings[/] (see each result.json / the report)"
+        )
     if study_result.study_dir:
         console.print(f"study directory: [bold]{study_result.study_dir}[/]")
         report = Path(study_result.study_dir) / "report.html"
@@ -318,7 +380,9 @@ def run_command(
     if is_experiment and len(result.runs) == 1 and not result.failures:
         run = result.runs[0]
         path = Path(result.study_dir or ".")
-        folder = next((p for p in path.iterdir() if p.is_dir() and (p / "result.json").exists()), None)
+        folder = next(
+            (p for p in path.iterdir() if p.is_dir() and (p / "result.json").exists()), None
+        )
         print_experiment_summary(console, run, folder / "result.json" if folder else None)
         return 0
     print_study_summary(console, result)

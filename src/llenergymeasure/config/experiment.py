@@ -15,11 +15,22 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from llenergymeasure.models.presets import SYNTHETIC_PREFIX, SYNTHETIC_PRESETS, is_synthetic, preset_name
+from llenergymeasure.models.presets import (
+    SYNTHETIC_PREFIX,
+    SYNTHETIC_PRESETS,
+    is_synthetic,
+    preset_name,
+)
 
 BackendName = Literal["pytorch", "vllm", "tensorrt"]
 BACKENDS: tuple[str, ...] = ("pytorch", "vllm", "tensorrt")
-BACKEND_ALIASES = {"trtllm": "tensorrt", "tensorrt-llm": "tensorrt", "tensorrt_llm": "tensorrt", "torch": "pytorch", "transformers": "pytorch"}
+BACKEND_ALIASES = {
+    "trtllm": "tensorrt",
+    "tensorrt-llm": "tensorrt",
+    "tensorrt_llm": "tensorrt",
+    "torch": "pytorch",
+    "transformers": "pytorch",
+}
 Precision = Literal["fp32", "fp16", "bf16"]
 PRECISION_ALIASES = {"float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
 
@@ -45,8 +56,12 @@ class DatasetConfig(_Strict):
     """
 
     source: str = "synthetic"
-    input_tokens: int = Field(128, ge=1, le=1_000_000, description="synthetic prompt length in tokens")
-    field: str = Field("prompt", description="JSONL key or HF dataset column holding the prompt text")
+    input_tokens: int = Field(
+        128, ge=1, le=1_000_000, description="synthetic prompt length in tokens"
+    )
+    field: str = Field(
+        "prompt", description="JSONL key or HF dataset column holding the prompt text"
+    )
     split: str = Field("train", description="HF dataset split")
     subset: str | None = Field(None, description="HF dataset configuration name")
 
@@ -110,11 +125,17 @@ class BaselineConfig(_Strict):
 class PyTorchConfig(_Strict):
     """Knobs of the transformers backend."""
 
-    attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"] | None = None
+    attn_implementation: (
+        Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"] | None
+    ) = None
     static_cache: bool = Field(False, description="cache_implementation='static' in generate")
-    torch_compile: bool = Field(False, description="transformers' compile path (needs static_cache)")
+    torch_compile: bool = Field(
+        False, description="transformers' compile path (needs static_cache)"
+    )
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "reduce-overhead"
-    device_map: str | None = Field(None, description="e.g. 'auto' to shard over visible GPUs; None = one device")
+    device_map: str | None = Field(
+        None, description="e.g. 'auto' to shard over visible GPUs; None = one device"
+    )
     trust_remote_code: bool = False
 
     @model_validator(mode="after")
@@ -152,7 +173,9 @@ class TensorRTConfig(_Strict):
     max_num_tokens: int | None = Field(None, ge=1)
     max_input_len: int | None = Field(None, ge=1)
     max_seq_len: int | None = Field(None, ge=1)
-    quantization: str | None = Field(None, description="a tensorrt_llm QuantAlgo name, e.g. FP8, W4A16_AWQ")
+    quantization: str | None = Field(
+        None, description="a tensorrt_llm QuantAlgo name, e.g. FP8, W4A16_AWQ"
+    )
     kv_cache_dtype: str | None = Field(None, description="e.g. fp8; None = the engine's default")
     kv_cache_free_gpu_memory_fraction: float | None = Field(None, gt=0.0, le=1.0)
     enable_block_reuse: bool | None = None
@@ -177,7 +200,9 @@ class ExperimentConfig(_Strict):
     warmup: WarmupConfig = Field(default_factory=WarmupConfig)
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     seed: int = Field(42, ge=0)
-    timeout_s: float | None = Field(None, gt=0, description="kill the experiment after this long (default: none)")
+    timeout_s: float | None = Field(
+        None, gt=0, description="kill the experiment after this long (default: none)"
+    )
     pytorch: PyTorchConfig | None = None
     vllm: VLLMConfig | None = None
     tensorrt: TensorRTConfig | None = None
@@ -194,7 +219,9 @@ class ExperimentConfig(_Strict):
             data["backend"] = normalise_backend(data["backend"])
         if "trtllm" in data:
             if "tensorrt" in data:
-                raise ValueError("give the TensorRT-LLM section once, as `tensorrt:` (not also `trtllm:`)")
+                raise ValueError(
+                    "give the TensorRT-LLM section once, as `tensorrt:` (not also `trtllm:`)"
+                )
             data["tensorrt"] = data.pop("trtllm")
         if isinstance(data.get("precision"), str):
             p = data["precision"].strip().lower()
@@ -208,7 +235,9 @@ class ExperimentConfig(_Strict):
     def _model(cls, v: str) -> str:
         v = v.strip()
         if not v:
-            raise ValueError("model must not be empty; give a HF hub id, a local path or synthetic/<preset>")
+            raise ValueError(
+                "model must not be empty; give a HF hub id, a local path or synthetic/<preset>"
+            )
         if is_synthetic(v) and preset_name(v) not in SYNTHETIC_PRESETS:
             known = ", ".join(SYNTHETIC_PREFIX + k for k in SYNTHETIC_PRESETS)
             raise ValueError(f"unknown synthetic preset {v!r}; available: {known}")
@@ -235,8 +264,10 @@ class ExperimentConfig(_Strict):
         """The chosen backend's section, with defaults when the YAML gave none."""
         section = getattr(self, self.backend)
         if section is not None:
-            return section  # type: ignore[no-any-return]
-        return {"pytorch": PyTorchConfig, "vllm": VLLMConfig, "tensorrt": TensorRTConfig}[self.backend]()
+            return section
+        return {"pytorch": PyTorchConfig, "vllm": VLLMConfig, "tensorrt": TensorRTConfig}[
+            self.backend
+        ]()
 
     def hashable_dict(self) -> dict[str, Any]:
         """The resolved config as canonical data: defaults filled in, the label removed."""

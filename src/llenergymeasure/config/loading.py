@@ -40,7 +40,9 @@ class LoadedYaml:
         return self.source
 
 
-def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], problems: list[str], source: str) -> None:
+def _walk(
+    node: yaml.Node, path: PathKey, lines: dict[PathKey, int], problems: list[str], source: str
+) -> None:
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
@@ -53,12 +55,14 @@ def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], problems: l
                     "YAML keeps only the last value, so remove one of them"
                 )
             seen[key] = line
-            lines[(*path, key)] = line
-            _walk(value_node, (*path, key), lines, problems, source)
+            key_path = (*path, key)
+            lines[key_path] = line
+            _walk(value_node, key_path, lines, problems, source)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            lines[(*path, i)] = item.start_mark.line + 1
-            _walk(item, (*path, i), lines, problems, source)
+            item_path = (*path, i)
+            lines[item_path] = item.start_mark.line + 1
+            _walk(item, item_path, lines, problems, source)
 
 
 def parse_yaml_text(text: str, source: str = "<string>") -> LoadedYaml:
@@ -169,7 +173,7 @@ def validation_problems(
         etype = err["type"]
         if etype == "extra_forbidden":
             accepted = model_fields_at(model, loc[:-1]) or []
-            hint = did_you_mean(loc[-1], accepted)
+            hint = did_you_mean(str(loc[-1]), accepted)
             acc = f"; accepted fields here: {', '.join(sorted(set(accepted)))}" if accepted else ""
             problems.append(f"{where}{field_path}: unknown field{hint}{acc}")
             continue
@@ -180,6 +184,10 @@ def validation_problems(
             problems.append(f"{where}{field_path}: required field is missing")
             continue
         value = err.get("input")
-        shown = "" if isinstance(value, dict | list) or etype.startswith("value_error") else f" (got {value!r})"
+        shown = (
+            ""
+            if isinstance(value, dict | list) or etype.startswith("value_error")
+            else f" (got {value!r})"
+        )
         problems.append(f"{where}{field_path}: {msg}{shown}")
     return problems

@@ -26,7 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from llenergymeasure.config.experiment import (
     BACKEND_ALIASES,
@@ -35,7 +43,6 @@ from llenergymeasure.config.experiment import (
     normalise_backend,
 )
 from llenergymeasure.config.loading import format_path, validation_problems
-from llenergymeasure.errors import ConfigError
 
 SECTION_NAMES = {"pytorch", "vllm", "tensorrt", *BACKEND_ALIASES}
 
@@ -47,7 +54,9 @@ class ExecutionConfig(BaseModel):
 
     n_cycles: int = Field(3, ge=1, le=10_000)
     cycle_order: Literal["sequential", "interleaved", "shuffled"] = "interleaved"
-    shuffle_seed: int | None = Field(None, ge=0, description="seed of the shuffled order (default 0)")
+    shuffle_seed: int | None = Field(
+        None, ge=0, description="seed of the shuffled order (default 0)"
+    )
     config_gap_seconds: float | None = Field(None, ge=0, le=86_400)
     cycle_gap_seconds: float | None = Field(None, ge=0, le=86_400)
 
@@ -193,7 +202,10 @@ class StudyConfig(BaseModel):
                         _set_dotted(point, k, value)
                     cfg = ExperimentConfig.model_validate(point)
                 except ValidationError as exc:
-                    shown = {**{k: v for k, v in entry.items() if not isinstance(v, dict)}, **overrides}
+                    shown = {
+                        **{k: v for k, v in entry.items() if not isinstance(v, dict)},
+                        **overrides,
+                    }
                     out.invalid.append(
                         InvalidPoint(index, shown, validation_problems(exc, ExperimentConfig))
                     )

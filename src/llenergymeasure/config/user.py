@@ -110,7 +110,9 @@ def user_config_path(environ: Mapping[str, str] | None = None) -> Path:
     return Path(xdg) / "llenergymeasure" / "config.yaml"
 
 
-def load_user_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> UserConfig:
+def load_user_config(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> UserConfig:
     """Load the user config; a missing file means defaults, a bad file a ``ConfigError``."""
     env = os.environ if environ is None else environ
     p = Path(path) if path is not None else user_config_path(env)
@@ -134,7 +136,9 @@ def load_user_config(path: str | Path | None = None, environ: Mapping[str, str] 
     return cfg
 
 
-def env_float(name: str, environ: Mapping[str, str] | None = None, minimum: float | None = None) -> float | None:
+def env_float(
+    name: str, environ: Mapping[str, str] | None = None, minimum: float | None = None
+) -> float | None:
     """A float from an environment variable, or ``None``; a malformed value is a ``ConfigError``."""
     env = os.environ if environ is None else environ
     raw = env.get(name)

@@ -38,7 +38,9 @@ def validate_experiment_data(
         raise ConfigError(f"{source}: invalid experiment config", problems, source=source) from None
 
 
-def validate_study_data(data: Any, source: str = "<dict>", loaded: LoadedYaml | None = None) -> StudyConfig:
+def validate_study_data(
+    data: Any, source: str = "<dict>", loaded: LoadedYaml | None = None
+) -> StudyConfig:
     _guard(data, loaded, source)
     try:
         return StudyConfig.model_validate(data)

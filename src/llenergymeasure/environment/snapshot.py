@@ -6,12 +6,12 @@ and records why in ``probe_errors[field]``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib.metadata
 import os
 import platform
 import socket
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -188,9 +188,15 @@ def _probe_gpus(snap: EnvironmentSnapshot) -> None:
             for attr, fn in (
                 ("name", lambda h=h: _s(pynvml.nvmlDeviceGetName(h))),
                 ("uuid", lambda h=h: _s(pynvml.nvmlDeviceGetUUID(h))),
-                ("memory_total_mb", lambda h=h: round(pynvml.nvmlDeviceGetMemoryInfo(h).total / 2**20, 1)),
+                (
+                    "memory_total_mb",
+                    lambda h=h: round(pynvml.nvmlDeviceGetMemoryInfo(h).total / 2**20, 1),
+                ),
                 ("power_limit_w", lambda h=h: pynvml.nvmlDeviceGetPowerManagementLimit(h) / 1000.0),
-                ("default_power_limit_w", lambda h=h: pynvml.nvmlDeviceGetPowerManagementDefaultLimit(h) / 1000.0),
+                (
+                    "default_power_limit_w",
+                    lambda h=h: pynvml.nvmlDeviceGetPowerManagementDefaultLimit(h) / 1000.0,
+                ),
                 ("mig_mode", lambda h=h: bool(pynvml.nvmlDeviceGetMigMode(h)[0])),
                 ("pci_bus_id", lambda h=h: _s(pynvml.nvmlDeviceGetPciInfo(h).busId)),
             ):
@@ -206,10 +212,8 @@ def _probe_gpus(snap: EnvironmentSnapshot) -> None:
     except Exception as exc:
         snap.probe_errors["gpus"] = f"NVML query failed: {exc}"
     finally:
-        try:
+        with contextlib.suppress(Exception):
             pynvml.nvmlShutdown()
-        except Exception:
-            pass
 
 
 def _s(value: Any) -> str:
@@ -259,7 +263,9 @@ def capture_environment(
     return snap
 
 
-def context_from_user_config(user_config: Any, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+def context_from_user_config(
+    user_config: Any, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Carbon intensity and PUE with their sources: env var > user config > default."""
     from llenergymeasure.config.user import env_float
 
@@ -267,7 +273,10 @@ def context_from_user_config(user_config: Any, environ: Mapping[str, str] | None
     out: dict[str, Any] = {}
     ci_env = env_float("LLEM_CARBON_INTENSITY", env, minimum=0)
     if ci_env is not None:
-        out["carbon_intensity_gco2_kwh"], out["carbon_intensity_source"] = ci_env, "env:LLEM_CARBON_INTENSITY"
+        out["carbon_intensity_gco2_kwh"], out["carbon_intensity_source"] = (
+            ci_env,
+            "env:LLEM_CARBON_INTENSITY",
+        )
     elif user_config is not None and user_config.measurement.carbon_intensity_gco2_kwh is not None:
         out["carbon_intensity_gco2_kwh"] = user_config.measurement.carbon_intensity_gco2_kwh
         out["carbon_intensity_source"] = "user_config"

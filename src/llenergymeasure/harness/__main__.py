@@ -14,16 +14,22 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llenergymeasure.harness", description=__doc__)
-    parser.add_argument("--config", type=Path, help="HarnessRequest JSON (the experiment and settings)")
+    parser.add_argument(
+        "--config", type=Path, help="HarnessRequest JSON (the experiment and settings)"
+    )
     parser.add_argument("--output", type=Path, help="directory for result.json / error.json")
-    parser.add_argument("--print-versions", action="store_true", help="print package and schema versions as JSON")
+    parser.add_argument(
+        "--print-versions", action="store_true", help="print package and schema versions as JSON"
+    )
     args = parser.parse_args(argv)
 
     if args.print_versions:
         from llenergymeasure._version import __version__
         from llenergymeasure.results.models import SCHEMA_VERSION
 
-        print(json.dumps({"llenergymeasure_version": __version__, "schema_version": SCHEMA_VERSION}))
+        print(
+            json.dumps({"llenergymeasure_version": __version__, "schema_version": SCHEMA_VERSION})
+        )
         return 0
     if args.config is None or args.output is None:
         parser.error("--config and --output are required")

@@ -15,6 +15,7 @@ The harness does not know whether it runs in a container, except to record it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import time
@@ -65,7 +66,8 @@ class _Phases:
     def enter(self, phase: str, detail: str | None = None) -> None:
         self.current = phase
         print(f"[llem] phase={phase}" + (f" {detail}" if detail else ""), flush=True)
-        try:
+        # Progress is a convenience for the controller's live view: never fail the run over it.
+        with contextlib.suppress(OSError):
             atomic_write_json(
                 self.output_dir / PROGRESS_FILE,
                 {
@@ -76,8 +78,6 @@ class _Phases:
                     "pid": os.getpid(),
                 },
             )
-        except OSError:
-            pass  # progress is a convenience; never fail the experiment over it
 
 
 def _descendant_pids(root: int) -> set[int]:
@@ -117,9 +117,9 @@ def planned_cuda_devices(config: ExperimentConfig, visible: int) -> list[int]:
             return list(range(visible))
         return [0]
     section = config.backend_section()
-    tp = getattr(section, "tensor_parallel_size", None) or getattr(section, "tp_size", 1)
-    pp = getattr(section, "pipeline_parallel_size", None) or getattr(section, "pp_size", 1)
-    return list(range(min(visible, int(tp) * int(pp))))
+    tp = int(getattr(section, "tensor_parallel_size", 0) or getattr(section, "tp_size", 1))
+    pp = int(getattr(section, "pipeline_parallel_size", 0) or getattr(section, "pp_size", 1))
+    return list(range(min(visible, tp * pp)))
 
 
 def _visible_gpu_count(snapshot_gpu_count: int | None) -> int:
@@ -328,7 +328,11 @@ def run_harness(
         baseline = None
         if config.baseline.enabled:
             phases.enter("baseline", f"{config.baseline.duration_s:g} s")
-            baseline_cache = Path(settings.baseline_cache_dir) if settings.baseline_cache_dir else cache_dir / "baseline"
+            baseline_cache = (
+                Path(settings.baseline_cache_dir)
+                if settings.baseline_cache_dir
+                else cache_dir / "baseline"
+            )
             baseline = measure_idle_baseline(
                 meter, config.baseline.duration_s, baseline_cache, config.baseline.cache_ttl_s
             )
@@ -353,7 +357,10 @@ def run_harness(
             timeseries_file = written.name if written else None
         except OSError as exc:
             energy.warnings.append(
-                ValidityWarning(code="timeseries_not_written", message=f"could not write the power time series: {exc}")
+                ValidityWarning(
+                    code="timeseries_not_written",
+                    message=f"could not write the power time series: {exc}",
+                )
             )
         result = _build_result(
             request=request,
@@ -391,10 +398,8 @@ def run_harness(
         raise
     finally:
         for m in meters:
-            try:
+            with contextlib.suppress(Exception):
                 m.close()
-            except Exception:
-                pass
         if backend is not None:
             try:
                 backend.close()
@@ -470,7 +475,9 @@ def _build_result(
         model=ModelRecord(
             id=config.model,
             path=resolved.path,
-            weights=load_info.weights if load_info.weights in ("random", "pretrained") else resolved.weights,
+            weights=load_info.weights
+            if load_info.weights in ("random", "pretrained")
+            else resolved.weights,
             parameters=params,
             dtype=load_info.dtype,
             device=load_info.device,

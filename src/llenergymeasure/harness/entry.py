@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -39,10 +40,8 @@ def spawn_child_main(request_path: str, output_dir: str) -> None:
     It leads its own process group (so the controller can stop it and every engine worker it
     started with one signal) and sends its stdout/stderr to the run's log file.
     """
-    try:
+    with contextlib.suppress(OSError):
         os.setsid()
-    except OSError:
-        pass
     _die_with_parent()
     log_path = Path(output_dir) / LOG_FILE
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)

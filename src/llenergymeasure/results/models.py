@@ -47,7 +47,9 @@ class ModelRecord(_Record):
 
 class LoadRecord(_Record):
     duration_s: float
-    energy_j: float | None = Field(None, description="GPU energy during model load, apart from inference")
+    energy_j: float | None = Field(
+        None, description="GPU energy during model load, apart from inference"
+    )
     meter: str | None = None
 
 
@@ -55,7 +57,9 @@ class WarmupRecord(_Record):
     mode: str
     runs: int
     latencies_s: list[float] = Field(default_factory=list)
-    converged: bool | None = Field(None, description="cv mode: reached the threshold; fixed mode: None")
+    converged: bool | None = Field(
+        None, description="cv mode: reached the threshold; fixed mode: None"
+    )
     final_cv: float | None = None
     duration_s: float = 0.0
 

@@ -75,7 +75,9 @@ METRICS: dict[str, Callable[[ExperimentResult], float | None]] = {
 }
 
 
-def summarise(results: Sequence[ExperimentResult], failures: Sequence[RunFailure] = ()) -> list[ConfigSummary]:
+def summarise(
+    results: Sequence[ExperimentResult], failures: Sequence[RunFailure] = ()
+) -> list[ConfigSummary]:
     """One ``ConfigSummary`` per distinct config hash, in first-seen order."""
     groups: dict[str, list[ExperimentResult]] = {}
     for r in results:

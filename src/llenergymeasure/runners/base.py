@@ -34,4 +34,6 @@ class Executor(Protocol):
     the executor itself); raises ``KeyboardInterrupt`` after cleaning up when interrupted.
     """
 
-    def run(self, request: HarnessRequest, run_dir: Path, timeout_s: float | None = None) -> RunOutcome: ...
+    def run(
+        self, request: HarnessRequest, run_dir: Path, timeout_s: float | None = None
+    ) -> RunOutcome: ...

@@ -8,6 +8,7 @@ cause, with ``error.json`` written by the child where it could, else by this run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -16,7 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llenergymeasure.harness.request import ERROR_FILE, LOG_FILE, REQUEST_FILE, RESULT_FILE, HarnessRequest
+from llenergymeasure.harness.request import (
+    ERROR_FILE,
+    LOG_FILE,
+    REQUEST_FILE,
+    RESULT_FILE,
+    HarnessRequest,
+)
 from llenergymeasure.results.io import atomic_write_json
 from llenergymeasure.runners.base import RunOutcome
 
@@ -62,7 +69,9 @@ def tail_lines(path: Path, n: int = 20) -> str:
     return "\n".join(lines[-n:])
 
 
-def outcome_from_dir(run_dir: Path, exit_code: int | None, killed_reason: str | None = None) -> RunOutcome:
+def outcome_from_dir(
+    run_dir: Path, exit_code: int | None, killed_reason: str | None = None
+) -> RunOutcome:
     """Decide a run's outcome from the files it left and how its process ended.
 
     Shared by the local and docker runners: ``result.json`` wins; else ``error.json`` (written by
@@ -71,7 +80,9 @@ def outcome_from_dir(run_dir: Path, exit_code: int | None, killed_reason: str | 
     result = run_dir / RESULT_FILE
     error = run_dir / ERROR_FILE
     if result.exists() and exit_code in (0, None) and killed_reason is None:
-        return RunOutcome(status="completed", run_dir=run_dir, result_path=result, exit_code=exit_code)
+        return RunOutcome(
+            status="completed", run_dir=run_dir, result_path=result, exit_code=exit_code
+        )
     if error.exists() and killed_reason is None:
         try:
             payload = json.loads(error.read_text())
@@ -87,10 +98,8 @@ def outcome_from_dir(run_dir: Path, exit_code: int | None, killed_reason: str | 
             exit_code=exit_code,
         )
     phase = None
-    try:
+    with contextlib.suppress(OSError, ValueError):
         phase = json.loads((run_dir / "progress.json").read_text()).get("phase")
-    except (OSError, ValueError):
-        pass
     if killed_reason is not None:
         message = killed_reason
         status = "timeout" if "timed out" in killed_reason else "failed"
@@ -139,7 +148,9 @@ class LocalRunner:
         self.target = target
         self.poll_s = poll_s
 
-    def run(self, request: HarnessRequest, run_dir: Path, timeout_s: float | None = None) -> RunOutcome:
+    def run(
+        self, request: HarnessRequest, run_dir: Path, timeout_s: float | None = None
+    ) -> RunOutcome:
         from llenergymeasure.harness.entry import spawn_child_main
 
         run_dir = Path(run_dir)

@@ -40,7 +40,7 @@ class ResolvedRunner(BaseModel):
 
     @property
     def spec(self) -> RunnerSpec:
-        return RunnerSpec(kind=self.kind, image=self.image)  # type: ignore[arg-type]
+        return RunnerSpec(kind=self.kind, image=self.image)
 
     def describe(self) -> str:
         return f"docker:{self.image}" if self.kind == "docker" else self.kind
@@ -61,7 +61,9 @@ def resolve_runner(
             break
     if user_config is not None and backend in user_config.runners:
         path = user_config.source_path or "user config"
-        candidates.append((user_config.runners[backend], f"user_config:{path}", f"{path}: runners.{backend}"))
+        candidates.append(
+            (user_config.runners[backend], f"user_config:{path}", f"{path}: runners.{backend}")
+        )
     if cli_runner:
         candidates.append((cli_runner, "cli:--runner", "--runner"))
     candidates.append(("local", "default", "default"))
@@ -87,7 +89,9 @@ def resolve_runners(
     Different engines (vLLM, TensorRT-LLM, PyTorch builds) cannot share one Python environment,
     so a study mixing backends with any non-Docker runner is refused before anything runs.
     """
-    resolved = {b: resolve_runner(b, user_config, cli_runner, environ) for b in sorted(set(backends))}
+    resolved = {
+        b: resolve_runner(b, user_config, cli_runner, environ) for b in sorted(set(backends))
+    }
     if check_multi_backend and len(resolved) > 1:
         local = [r for r in resolved.values() if r.kind != "docker"]
         if local:

@@ -48,11 +48,15 @@ def parse_runner_spec(value: str, where: str = "runner") -> RunnerSpec:
     if low.startswith("docker:"):
         image = raw.split(":", 1)[1].strip()
         if not image:
-            raise RunnerError(f"{where}: {value!r} names no image; write docker:<image>, e.g. docker:llenergymeasure:vllm")
+            raise RunnerError(
+                f"{where}: {value!r} names no image; write docker:<image>, e.g. docker:llenergymeasure:vllm"
+            )
         return RunnerSpec(kind="docker", image=image)
     if low.startswith("singularity:"):
         path = raw.split(":", 1)[1].strip()
         if not path:
-            raise RunnerError(f"{where}: {value!r} names no image file; write singularity:<path.sif>")
+            raise RunnerError(
+                f"{where}: {value!r} names no image file; write singularity:<path.sif>"
+            )
         return RunnerSpec(kind="singularity", path=path)
     raise RunnerError(f"{where}: unknown runner {value!r}; accepted: {ACCEPTED}")

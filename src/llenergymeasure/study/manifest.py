@@ -39,7 +39,9 @@ class ManifestRun(BaseModel):
     backend: str
     status: RunState = "pending"
     attempts: int = 0
-    run_dir: str | None = Field(None, description="folder of the latest attempt, relative to the study dir")
+    run_dir: str | None = Field(
+        None, description="folder of the latest attempt, relative to the study dir"
+    )
     started_at: str | None = None
     ended_at: str | None = None
     message: str | None = None
@@ -89,7 +91,11 @@ class ManifestStore:
         atomic_write_text(self.path, self.manifest.model_dump_json())
 
     def claim_controller(self) -> None:
-        self.manifest.controller = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
+        self.manifest.controller = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": _now(),
+        }
         self.save()
 
     def get(self, run_id: str) -> ManifestRun:

@@ -37,7 +37,9 @@ def resolve_gaps(study: StudyConfig, user_config: UserConfig | None, no_gaps: bo
     if no_gaps:
         return Gaps(0.0, "--no-gaps", 0.0, "--no-gaps")
 
-    def pick(study_value: float | None, user_value: float | None, default: float, field: str) -> tuple[float, str]:
+    def pick(
+        study_value: float | None, user_value: float | None, default: float, field: str
+    ) -> tuple[float, str]:
         if study_value is not None:
             return study_value, f"study:execution.{field}"
         if user_config is not None and user_config.source_path and user_value is not None:
@@ -46,8 +48,18 @@ def resolve_gaps(study: StudyConfig, user_config: UserConfig | None, no_gaps: bo
 
     ex = study.execution
     uc = user_config.execution if user_config else None
-    cg, cgs = pick(ex.config_gap_seconds, uc.config_gap_seconds if uc else None, DEFAULT_CONFIG_GAP_S, "config_gap_seconds")
-    yg, ygs = pick(ex.cycle_gap_seconds, uc.cycle_gap_seconds if uc else None, DEFAULT_CYCLE_GAP_S, "cycle_gap_seconds")
+    cg, cgs = pick(
+        ex.config_gap_seconds,
+        uc.config_gap_seconds if uc else None,
+        DEFAULT_CONFIG_GAP_S,
+        "config_gap_seconds",
+    )
+    yg, ygs = pick(
+        ex.cycle_gap_seconds,
+        uc.cycle_gap_seconds if uc else None,
+        DEFAULT_CYCLE_GAP_S,
+        "cycle_gap_seconds",
+    )
     return Gaps(cg, cgs, yg, ygs)
 
 
@@ -55,7 +67,9 @@ def run_id_for(index: int, width: int, cycle: int, config: ExperimentConfig) -> 
     return f"{index:0{width}d}_c{cycle}_{config.backend}_{config.short_hash}"
 
 
-def order_pairs(n_configs: int, n_cycles: int, order: str, seed: int | None) -> list[tuple[int, int]]:
+def order_pairs(
+    n_configs: int, n_cycles: int, order: str, seed: int | None
+) -> list[tuple[int, int]]:
     """(config index, cycle) pairs in execution order; cycles are 1-based."""
     if order == "sequential":
         return [(c, y) for c in range(n_configs) for y in range(1, n_cycles + 1)]
@@ -63,7 +77,7 @@ def order_pairs(n_configs: int, n_cycles: int, order: str, seed: int | None) -> 
         return [(c, y) for y in range(1, n_cycles + 1) for c in range(n_configs)]
     if order == "shuffled":
         rng = random.Random(0 if seed is None else seed)
-        pairs = []
+        pairs: list[tuple[int, int]] = []
         for y in range(1, n_cycles + 1):
             idx = list(range(n_configs))
             rng.shuffle(idx)
@@ -80,7 +94,9 @@ def plan_study(
     """The ordered list of runs with the gap that precedes each."""
     configs = study.expand()
     cycles = n_cycles if n_cycles is not None else study.execution.n_cycles
-    pairs = order_pairs(len(configs), cycles, study.execution.cycle_order, study.execution.shuffle_seed)
+    pairs = order_pairs(
+        len(configs), cycles, study.execution.cycle_order, study.execution.shuffle_seed
+    )
     width = max(3, len(str(len(pairs))))
     plan: list[PlannedRun] = []
     prev: tuple[int, int] | None = None
@@ -101,7 +117,9 @@ def measurement_protocol(study: StudyConfig, gaps: Gaps, n_cycles: int) -> dict[
     return {
         "n_cycles": n_cycles,
         "cycle_order": study.execution.cycle_order,
-        "shuffle_seed": study.execution.shuffle_seed if study.execution.cycle_order == "shuffled" else None,
+        "shuffle_seed": study.execution.shuffle_seed
+        if study.execution.cycle_order == "shuffled"
+        else None,
         "config_gap_seconds": gaps.config_gap_s,
         "config_gap_source": gaps.config_gap_source,
         "cycle_gap_seconds": gaps.cycle_gap_s,
@@ -109,7 +127,9 @@ def measurement_protocol(study: StudyConfig, gaps: Gaps, n_cycles: int) -> dict[
     }
 
 
-def estimate_duration_s(plan: list[PlannedRun], per_run_s: float | None = None) -> tuple[float, float]:
+def estimate_duration_s(
+    plan: list[PlannedRun], per_run_s: float | None = None
+) -> tuple[float, float]:
     """(total gap seconds, rough total including ``per_run_s`` per run when given)."""
     gaps_total = sum(r.gap_before_s for r in plan)
     return gaps_total, gaps_total + (per_run_s or 0.0) * len(plan)

@@ -55,10 +55,14 @@ LOCK_FILE = ".llem.lock"
 class StudyObserver(Protocol):
     """Progress hooks for the CLI's live view (all optional to implement)."""
 
-    def on_start(self, study_dir: Path, plan: list[PlannedRun], to_run: list[PlannedRun]) -> None: ...
+    def on_start(
+        self, study_dir: Path, plan: list[PlannedRun], to_run: list[PlannedRun]
+    ) -> None: ...
     def on_gap(self, seconds: float, kind: str) -> None: ...
     def on_run_start(self, run: PlannedRun, position: int, total: int, run_dir: Path) -> None: ...
-    def on_run_end(self, run: PlannedRun, outcome: RunOutcome, result: ExperimentResult | None) -> None: ...
+    def on_run_end(
+        self, run: PlannedRun, outcome: RunOutcome, result: ExperimentResult | None
+    ) -> None: ...
 
 
 class _NullObserver:
@@ -71,7 +75,9 @@ class _NullObserver:
     def on_run_start(self, run: PlannedRun, position: int, total: int, run_dir: Path) -> None:
         pass
 
-    def on_run_end(self, run: PlannedRun, outcome: RunOutcome, result: ExperimentResult | None) -> None:
+    def on_run_end(
+        self, run: PlannedRun, outcome: RunOutcome, result: ExperimentResult | None
+    ) -> None:
         pass
 
 
@@ -82,19 +88,18 @@ def _now() -> str:
 @contextlib.contextmanager
 def _study_lock(study_dir: Path) -> Iterator[None]:
     """Exclusive lock so two controllers never drive one study directory."""
-    fh = open(study_dir / LOCK_FILE, "a+")
-    try:
+    with open(study_dir / LOCK_FILE, "a+") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunnerError(
                 f"{study_dir} is being run by another llem process right now; wait for it or stop it"
             ) from None
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            fcntl.flock(fh, fcntl.LOCK_UN)
-        fh.close()
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class StudyRunner:
@@ -119,7 +124,9 @@ class StudyRunner:
         self.environ = dict(os.environ if environ is None else environ)
         self.user_config = user_config or load_user_config(user_config_path, self.environ)
         self.cli_runner = runner
-        self.results_dir = Path(results_dir) if results_dir else self.user_config.output.resolved_results_dir()
+        self.results_dir = (
+            Path(results_dir) if results_dir else self.user_config.output.resolved_results_dir()
+        )
         self.fail_fast = fail_fast
         self.no_gaps = no_gaps
         self.observer: StudyObserver = observer or _NullObserver()
@@ -181,7 +188,9 @@ class StudyRunner:
         return LocalRunner()
 
     def _preflight(self, runners: dict[str, ResolvedRunner]) -> None:
-        docker_images = sorted({r.image for r in runners.values() if r.kind == "docker" and r.image})
+        docker_images = sorted(
+            {r.image for r in runners.values() if r.kind == "docker" and r.image}
+        )
         if docker_images:
             from llenergymeasure.runners.docker import check_docker_available, check_image_versions
 
@@ -262,7 +271,9 @@ class StudyRunner:
             store.claim_controller()
             to_run = [r for r in plan if not self._already_done(store, r)]
             self.observer.on_start(study_dir, plan, to_run)
-            env_snapshot = capture_environment(**context_from_user_config(self.user_config, self.environ))
+            env_snapshot = capture_environment(
+                **context_from_user_config(self.user_config, self.environ)
+            )
             current: PlannedRun | None = None
             try:
                 for position, run in enumerate(to_run, start=1):
@@ -270,7 +281,9 @@ class StudyRunner:
                         self.observer.on_gap(run.gap_before_s, run.gap_kind)
                         time.sleep(run.gap_before_s)
                     current = run
-                    outcome = self._run_one(store, run, runners[run.config.backend], position, len(to_run))
+                    outcome = self._run_one(
+                        store, run, runners[run.config.backend], position, len(to_run)
+                    )
                     current = None
                     if outcome.status != "completed" and self.fail_fast:
                         break
@@ -288,7 +301,12 @@ class StudyRunner:
         return (store.study_dir / entry.run_dir / RESULT_FILE).exists()
 
     def _run_one(
-        self, store: ManifestStore, run: PlannedRun, resolved: ResolvedRunner, position: int, total: int
+        self,
+        store: ManifestStore,
+        run: PlannedRun,
+        resolved: ResolvedRunner,
+        position: int,
+        total: int,
     ) -> RunOutcome:
         entry = store.get(run.run_id)
         attempt = entry.attempts + 1
@@ -353,7 +371,9 @@ class StudyRunner:
             run_dir = store.study_dir / entry.run_dir if entry.run_dir else None
             if entry.status == "completed" and run_dir is not None:
                 try:
-                    results.append(ExperimentResult.model_validate_json((run_dir / RESULT_FILE).read_text()))
+                    results.append(
+                        ExperimentResult.model_validate_json((run_dir / RESULT_FILE).read_text())
+                    )
                     continue
                 except (OSError, ValueError) as exc:
                     failures.append(
@@ -397,7 +417,9 @@ class StudyRunner:
             invalid_points=[p.describe() for p in expansion.invalid] + list(expansion.duplicates),
             interrupted=False,
         )
-        atomic_write_text(store.study_dir / STUDY_RESULT_FILE, study_result.model_dump_json(indent=2))
+        atomic_write_text(
+            store.study_dir / STUDY_RESULT_FILE, study_result.model_dump_json(indent=2)
+        )
         write_summary_csv(study_result, store.study_dir / SUMMARY_FILE)
         _write_extras(study_result, store.study_dir)
         return study_result
@@ -417,5 +439,7 @@ def _write_extras(study_result: StudyResult, study_dir: Path) -> None:
 
         generate_study_artifacts(study_result, study_dir)
     except Exception as exc:  # the report must never cost the results (all already on disk)
-        print(f"[llem] note: report/exports not written ({type(exc).__name__}: {exc}); "
-              f"`llem report {study_dir}` regenerates them once the [report] extra is installed")
+        print(
+            f"[llem] note: report/exports not written ({type(exc).__name__}: {exc}); "
+            f"`llem report {study_dir}` regenerates them once the [report] extra is installed"
+        )
