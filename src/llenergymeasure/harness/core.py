@@ -107,6 +107,28 @@ def _descendant_pids(root: int) -> set[int]:
     return out
 
 
+#: the engine libraries each backend imports, loaded before the load timer starts so that
+#: ``load.duration_s`` is the model's load and not the interpreter's import of torch or vLLM.
+ENGINE_MODULES = {
+    "pytorch": ("torch", "transformers"),
+    "vllm": ("vllm",),
+    "tensorrt": ("tensorrt_llm",),
+}
+
+
+def _import_engine(backend: str) -> float:
+    """Import the backend's engine; a failure is left for ``backend.load`` to report clearly."""
+    import importlib
+
+    t0 = time.perf_counter()
+    for name in ENGINE_MODULES.get(backend, ()):
+        try:
+            importlib.import_module(name)
+        except Exception:  # the backend's load() raises BackendUnavailableError with guidance
+            break
+    return time.perf_counter() - t0
+
+
 def planned_cuda_devices(config: ExperimentConfig, visible: int) -> list[int]:
     """CUDA devices the engine will use, known before load (for the load-energy window)."""
     if visible <= 0:
@@ -289,6 +311,9 @@ def run_harness(
         resolved = resolve_model(config.model, cache_dir)
         backend = create_backend(config, resolved.path, cache_dir)
 
+        phases.enter("import")
+        import_s = _import_engine(config.backend)
+
         phases.enter("load")
         load_devices = planned_cuda_devices(config, _visible_gpu_count(snapshot.gpu_count))
         # One meter serves the load window and the measured window (one NVML/Zeus owner, one
@@ -384,6 +409,7 @@ def run_harness(
             duration_s=duration_s,
             peak_bytes=backend.peak_memory_bytes(),
             timeseries_file=timeseries_file,
+            import_s=import_s,
         )
         atomic_write_text(output_dir / RESULT_FILE, result.model_dump_json(indent=2))
         phases.enter("done")
@@ -439,6 +465,7 @@ def _build_result(
     duration_s: float,
     peak_bytes: int | None,
     timeseries_file: str | None,
+    import_s: float,
 ) -> ExperimentResult:
     config = request.config
     n_requests = len(out.requests)
@@ -511,5 +538,5 @@ def _build_result(
         flops=flops,
         warnings=warnings,
         timeseries_file=timeseries_file,
-        extra=dict(load_info.extra),
+        extra={**load_info.extra, "engine_import_s": import_s},
     )
