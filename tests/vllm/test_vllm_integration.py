@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.vllm.conftest import REPO_ROOT
 
 from llenergymeasure._version import __version__
 from llenergymeasure.config.experiment import ExperimentConfig
@@ -23,6 +22,8 @@ from llenergymeasure.models.synthetic import count_parameters_from_shape
 from llenergymeasure.results.models import SCHEMA_VERSION, ExperimentResult, StudyResult
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 N_PROMPTS = 10
 INPUT_TOKENS = 24
