@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.docker.docker_helpers import managed_containers
 
 PYTORCH_CI_IMAGE = os.environ.get("LLEM_CI_PYTORCH_IMAGE", "llenergymeasure:pytorch-ci")
@@ -98,3 +99,26 @@ def docker_user_config(
     )
     monkeypatch.setenv("LLEM_CONFIG", str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def vllm_cpu_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local model directory vLLM's CPU attention accepts (head size 32; tiny-llama has 16).
+
+    Shaped like synthetic/tiny-llama but with 2 attention heads, random weights saved as
+    safetensors and the synthetic word-level tokenizer. Being a local directory, it also checks
+    that the docker runner mounts a model directory named by the config.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llenergymeasure.models.synthetic import preset_shape, write_tokenizer
+
+    directory = tmp_path_factory.mktemp("vllm-cpu-model")
+    shape = preset_shape("tiny-llama")
+    shape.update(num_attention_heads=2, num_key_value_heads=2, head_dim=32)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**shape))
+    model.save_pretrained(directory)
+    write_tokenizer(directory, int(shape["vocab_size"]), int(shape["max_position_embeddings"]))
+    return directory

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.docker.conftest import REPO_ROOT, _unavailable
-from tests.docker.docker_helpers import tiny_experiment
 
 from llenergymeasure import ExperimentResult
+from tests.docker.conftest import REPO_ROOT, _unavailable
+from tests.docker.docker_helpers import tiny_experiment
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.docker.docker_helpers import managed_containers, tiny_experiment
 
 from llenergymeasure.errors import DockerUnavailableError, RunnerError
 from llenergymeasure.runners import docker as docker_runner
@@ -23,6 +22,7 @@ from llenergymeasure.runners.docker import (
     check_image_versions,
     gpu_device_requests,
 )
+from tests.docker.docker_helpers import managed_containers, tiny_experiment
 
 
 def test_no_daemon_says_how_to_start_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.docker.docker_helpers import managed_containers, tiny_experiment
 
 from llenergymeasure import ExperimentResult, run_experiment, run_study
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.harness.request import HarnessRequest, HarnessSettings
 from llenergymeasure.runners.docker import DockerRunner
+from tests.docker.docker_helpers import managed_containers, tiny_experiment
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -79,7 +79,11 @@ def test_two_config_study_through_docker(
 
 
 def test_multi_backend_study_each_backend_in_its_image(
-    pytorch_image: str, vllm_image: str, docker_user_config: Path, tmp_path: Path
+    pytorch_image: str,
+    vllm_image: str,
+    vllm_cpu_model: Path,
+    docker_user_config: Path,
+    tmp_path: Path,
 ) -> None:
     # Runners come from the user config (a multi-backend study must run every backend in Docker).
     with docker_user_config.open("a") as fh:
@@ -90,6 +94,7 @@ def test_multi_backend_study_each_backend_in_its_image(
             tiny_experiment(),
             tiny_experiment(
                 backend="vllm",
+                model=str(vllm_cpu_model),
                 vllm={"gpu_memory_utilization": 0.2, "enforce_eager": True, "max_model_len": 256},
             ),
         ],
