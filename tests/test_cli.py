@@ -24,6 +24,9 @@ def test_dry_run_examples_print_hashes_and_runners() -> None:
     assert res.exit_code == 0, res.output
     assert "6 experiment(s)" in res.output and "18 run(s)" in res.output
     assert "local (default)" in res.output and "study design hash:" in res.output
+    # 6 configs x 3 cycles interleaved: 2 cycle gaps of 120 s + 15 config gaps of 30 s = 690 s,
+    # plus one 15 s idle baseline (then cached)
+    assert "estimated duration: 11m45s" in res.output
     res = runner.invoke(
         app, ["run", str(EXAMPLES / "experiment.yaml"), "--dry-run"], env={"COLUMNS": "200"}
     )
@@ -91,3 +94,17 @@ def test_config_command_bad_user_config_exits_2(tmp_path: Path) -> None:
     cfg = write(tmp_path / "c.yaml", "runner: {vllm: docker}\n")
     res = runner.invoke(app, ["config"], env={"COLUMNS": "250", "LLEM_CONFIG": str(cfg)})
     assert res.exit_code == 2 and "runner: unknown field (did you mean `runners`?)" in res.output
+
+
+def test_report_command_regenerates_a_study_report(tmp_path: Path) -> None:
+    import shutil
+
+    src = Path(__file__).resolve().parent / "report" / "fixtures" / "study"
+    study = tmp_path / "study"
+    shutil.copytree(src, study)
+    res = runner.invoke(app, ["report", str(study)], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    assert (study / "report.html").exists() and (study / "results.parquet").exists()
+    assert str(study / "report.html") in res.output.replace("\n", "")
+    res = runner.invoke(app, ["report", str(tmp_path / "nope")], env={"COLUMNS": "250"})
+    assert res.exit_code == 2 and "nope" in res.output

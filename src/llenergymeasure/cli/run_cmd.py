@@ -161,6 +161,15 @@ class LiveProgress:
                 self.live.update(self._render())
 
 
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return (
+        f"{s // 3600}h{(s % 3600) // 60:02d}m{s % 60:02d}s"
+        if s >= 3600
+        else f"{s // 60}m{s % 60:02d}s"
+    )
+
+
 def print_dry_run(
     console: Console,
     study: StudyConfig,
@@ -203,10 +212,25 @@ def print_dry_run(
         console.print(f"[yellow]duplicate:[/] {escape(d)}")
     plan = sr.plan()
     gaps_total, _ = estimate_duration_s(plan)
+    # An idle baseline is measured once and then read from the per-GPU cache, unless its TTL is 0.
+    uncached = sum(
+        r.config.baseline.duration_s
+        for r in plan
+        if r.config.baseline.enabled and r.config.baseline.cache_ttl_s == 0
+    )
+    cached = [
+        c.baseline.duration_s for c in configs if c.baseline.enabled and c.baseline.cache_ttl_s > 0
+    ]
+    baseline_s = uncached + max(cached, default=0.0)
     console.print(
-        f"plan: {len(plan)} run(s) = {len(configs)} config(s) x {plan[-1].cycle if plan else 0} cycle(s), "
-        f"order {study.execution.cycle_order}; gaps: config {sr.gaps.config_gap_s:g} s ({sr.gaps.config_gap_source}), "
-        f"cycle {sr.gaps.cycle_gap_s:g} s ({sr.gaps.cycle_gap_source}); gaps alone add {gaps_total:,.0f} s"
+        f"plan: {len(plan)} run(s) = {len(configs)} config(s) x {plan[-1].cycle if plan else 0} "
+        f"cycle(s), order {study.execution.cycle_order}; gaps: config {sr.gaps.config_gap_s:g} s "
+        f"({sr.gaps.config_gap_source}), cycle {sr.gaps.cycle_gap_s:g} s ({sr.gaps.cycle_gap_source})"
+    )
+    console.print(
+        f"estimated duration: {_hms(gaps_total + baseline_s)} of thermal gaps and idle baselines "
+        f"plus {len(plan)} x the experiment's own "
+        "time (engine start, load, warmup, window), which depends on the model and hardware"
     )
     if len(plan) <= 200:
         order = Table(title="run order")
