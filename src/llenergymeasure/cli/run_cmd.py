@@ -162,7 +162,7 @@ class LiveProgress:
 
 
 def _hms(seconds: float) -> str:
-    s = int(round(seconds))
+    s = round(seconds)
     return (
         f"{s // 3600}h{(s % 3600) // 60:02d}m{s % 60:02d}s"
         if s >= 3600
