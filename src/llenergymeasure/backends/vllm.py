@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llenergymeasure._proc import descendant_pids
 from llenergymeasure.backends.base import GenerationOutput, LoadInfo, Prompt, RequestRecord
 from llenergymeasure.errors import BackendUnavailableError, ExperimentError
 from llenergymeasure.models.synthetic import read_marker
@@ -260,10 +261,9 @@ class VLLMBackend:
     def load(self) -> LoadInfo:
         """Start the engine (model load, KV-cache allocation, vLLM's own warmup/graph capture)."""
         try:
+            import vllm
             from vllm.inputs.engine import tokens_input
             from vllm.sampling_params import RequestOutputKind
-
-            import vllm
         except ImportError as exc:
             raise BackendUnavailableError(f"{_UNAVAILABLE} ({exc})") from exc
         if not hasattr(vllm, "LLM"):  # e.g. a directory named vllm on sys.path, not the package
@@ -284,12 +284,12 @@ class VLLMBackend:
             problem = _cpu_head_size_problem_of(self.model_path)
             if problem:
                 raise ExperimentError(f"{self.model_path}: {problem}", phase="load")
-        self._children_before = _descendant_pids(os.getpid())
+        self._children_before = descendant_pids(os.getpid())
         self._closed = False
         try:
             self._llm = vllm.LLM(**kwargs)
         except Exception as exc:
-            self._engine_pids = _descendant_pids(os.getpid()) - self._children_before
+            self._engine_pids = descendant_pids(os.getpid()) - self._children_before
             self._reap_engine_processes()
             raise ExperimentError(
                 f"vLLM could not start the engine for {self.model_path!r}: "
@@ -298,7 +298,7 @@ class VLLMBackend:
                 "without the model hub use a local model directory or synthetic/<preset>",
                 phase="load",
             ) from exc
-        self._engine_pids = _descendant_pids(os.getpid()) - self._children_before
+        self._engine_pids = descendant_pids(os.getpid()) - self._children_before
 
         vllm_config = self._llm.llm_engine.vllm_config
         self._max_model_len = int(vllm_config.model_config.max_model_len)
@@ -536,7 +536,7 @@ class VLLMBackend:
         """
         pids = set(self._engine_pids)
         for pid in self._engine_pids:
-            pids |= _descendant_pids(pid)
+            pids |= descendant_pids(pid)
         self._engine_pids = set()
         # Python's multiprocessing resource tracker is started on first use and serves this
         # process for its whole life (it ignores SIGTERM by design); it is not the engine's.
@@ -620,36 +620,6 @@ def _is_dir(path: str) -> bool:
         return Path(path).is_dir()
     except OSError:
         return False
-
-
-def _descendant_pids(root: int) -> set[int]:
-    """PIDs of ``root``'s living descendants, read from /proc (empty where /proc is absent)."""
-    children: dict[int, list[int]] = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return set()
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-            fields = stat.rsplit(")", 1)[1].split()
-            state, ppid = fields[0], int(fields[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if state == "Z":
-            continue  # a zombie has exited; its parent reaps it
-        children.setdefault(ppid, []).append(int(entry))
-    found: set[int] = set()
-    stack = [root]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            if child not in found:
-                found.add(child)
-                stack.append(child)
-    return found
 
 
 def _is_resource_tracker(pid: int) -> bool:

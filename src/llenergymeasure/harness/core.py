@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from llenergymeasure._proc import descendant_pids
 from llenergymeasure._version import __version__
 from llenergymeasure.backends.base import Backend, GenerationOutput, Prompt
 from llenergymeasure.config.experiment import ExperimentConfig
@@ -78,33 +79,6 @@ class _Phases:
                     "pid": os.getpid(),
                 },
             )
-
-
-def _descendant_pids(root: int) -> set[int]:
-    """PIDs of ``root``'s descendants (engine worker processes), read from /proc."""
-    children: dict[int, list[int]] = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return set()
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out: set[int] = set()
-    stack = [root]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            if child not in out:
-                out.add(child)
-                stack.append(child)
-    return out
 
 
 #: the engine libraries each backend imports, loaded before the load timer starts so that
@@ -348,7 +322,7 @@ def run_harness(
             meter = make_meter(settings.energy_backend, list(load_info.cuda_devices))
             meters.append(meter)
             meter.ignore_pids.add(os.getpid())
-        meter.ignore_pids.update(_descendant_pids(os.getpid()))
+        meter.ignore_pids.update(descendant_pids(os.getpid()))
 
         baseline = None
         if config.baseline.enabled:
