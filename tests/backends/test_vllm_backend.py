@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from llenergymeasure._proc import descendant_pids
 from llenergymeasure.backends import create_backend
 from llenergymeasure.backends import vllm as vllm_backend
 from llenergymeasure.backends.base import Backend, Prompt
@@ -244,7 +245,7 @@ def test_close_stops_engine_processes_that_ignore_shutdown(monkeypatch: pytest.M
     try:
         time.sleep(0.3)  # let the child install its handler
         backend = VLLMBackend(_config(), "/m")
-        assert stubborn.pid in vllm_backend._descendant_pids(os.getpid())
+        assert stubborn.pid in descendant_pids(os.getpid())
         backend._engine_pids = {stubborn.pid}
         t0 = time.perf_counter()
         backend.close()
