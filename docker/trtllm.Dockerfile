@@ -2,7 +2,7 @@
 #
 # Build with `make images` (or docker/build-image.sh trtllm). TensorRT-LLM runs only on NVIDIA GPUs,
 # so CI does not build this image (see docs/runners.md). Every pin here is the production default.
-ARG BASE_IMAGE=nvcr.io/nvidia/tensorrt-llm/release:1.0.0
+ARG BASE_IMAGE=nvcr.io/nvidia/tensorrt-llm/release:1.2.1
 FROM ${BASE_IMAGE}
 
 # The pyproject extra installed on top of the base image's TensorRT-LLM ("" = core only).
