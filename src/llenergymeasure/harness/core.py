@@ -20,16 +20,15 @@ import datetime as _dt
 import os
 import time
 import traceback
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from llenergymeasure._proc import descendant_pids
 from llenergymeasure._version import __version__
-from llenergymeasure.backends.base import Backend, GenerationOutput, Prompt
+from llenergymeasure.backends.base import Backend, Prompt
 from llenergymeasure.config.experiment import ExperimentConfig
-from llenergymeasure.energy.types import EnergyMeasurement, ValidityWarning
+from llenergymeasure.energy.types import ValidityWarning
 from llenergymeasure.errors import ExperimentError
 from llenergymeasure.harness.request import (
     ERROR_FILE,
@@ -37,14 +36,13 @@ from llenergymeasure.harness.request import (
     TIMESERIES_FILE,
     HarnessRequest,
 )
-from llenergymeasure.harness.stats import coefficient_of_variation, latency_stats_ms
+from llenergymeasure.harness.result import build_result
+from llenergymeasure.harness.stats import coefficient_of_variation
 from llenergymeasure.results.io import atomic_write_json, atomic_write_text
 from llenergymeasure.results.models import (
     SCHEMA_VERSION,
     ExperimentResult,
-    FlopsEstimate,
     LoadRecord,
-    ModelRecord,
     WarmupRecord,
 )
 
@@ -176,63 +174,6 @@ def _run_warmup(
     )
 
 
-def _harness_warnings(
-    config: ExperimentConfig,
-    out: GenerationOutput,
-    prompts: list[Prompt],
-    warmup: WarmupRecord,
-    energy: EnergyMeasurement,
-) -> list[ValidityWarning]:
-    warnings: list[ValidityWarning] = []
-    if not energy.available:
-        warnings.append(
-            ValidityWarning(
-                code="energy_unavailable",
-                message=f"no energy was measured: {energy.unavailable_reason}",
-                severity="warning",
-            )
-        )
-    if warmup.converged is False:
-        warnings.append(
-            ValidityWarning(
-                code="warmup_not_converged",
-                message=(
-                    f"warmup stopped after {warmup.runs} runs with latency CV {warmup.final_cv:.3f} "
-                    f"above the threshold {config.warmup.cv_threshold}"
-                    if warmup.final_cv is not None
-                    else f"warmup stopped after {warmup.runs} runs without converging"
-                ),
-            )
-        )
-    if config.warmup.mode == "fixed" and config.warmup.runs == 0:
-        warnings.append(
-            ValidityWarning(
-                code="no_warmup",
-                message="warmup.runs is 0: first-call effects (compilation, caches) fall inside the measured window",
-            )
-        )
-    expected_out = sum(p.max_new_tokens for p in prompts)
-    if config.decoding.fixed_output_length and out.output_tokens != expected_out:
-        warnings.append(
-            ValidityWarning(
-                code="output_length_mismatch",
-                message=(
-                    f"fixed_output_length is on but {out.output_tokens} output tokens were generated "
-                    f"instead of {expected_out}"
-                ),
-                details={"expected": expected_out, "actual": out.output_tokens},
-            )
-        )
-    if len(out.requests) != len(prompts):
-        warnings.append(
-            ValidityWarning(
-                code="request_count_mismatch",
-                message=f"{len(prompts)} prompts were sent but {len(out.requests)} results came back",
-            )
-        )
-    return warnings
-
-
 def run_harness(
     request: HarnessRequest,
     output_dir: Path,
@@ -361,7 +302,7 @@ def run_harness(
                     message=f"could not write the power time series: {exc}",
                 )
             )
-        result = _build_result(
+        result = build_result(
             request=request,
             snapshot=snapshot,
             started_at=started_at,
@@ -419,98 +360,3 @@ def write_error(output_dir: Path, phase: str, exc: BaseException) -> Path:
         "time": _now(),
     }
     return atomic_write_json(Path(output_dir) / ERROR_FILE, payload)
-
-
-def _build_result(
-    *,
-    request: HarnessRequest,
-    snapshot: Any,
-    started_at: str,
-    resolved: Any,
-    load_info: Any,
-    load: LoadRecord,
-    warmup: WarmupRecord,
-    baseline: Any,
-    energy: EnergyMeasurement,
-    cpu_energy: Any,
-    co2: Any,
-    out: GenerationOutput,
-    prompts: list[Prompt],
-    duration_s: float,
-    peak_bytes: int | None,
-    timeseries_file: str | None,
-    import_s: float,
-) -> ExperimentResult:
-    config = request.config
-    n_requests = len(out.requests)
-    out_tokens = out.output_tokens
-    in_tokens = out.input_tokens
-    total = energy.total_energy_j
-    adjusted = energy.total_energy_adjusted_j
-
-    def per(value: float | None, denom: int) -> float | None:
-        return value / denom if value is not None and denom > 0 else None
-
-    ttfts = [r.ttft_s for r in out.requests if r.ttft_s is not None]
-    itls = [x for r in out.requests for x in r.itl_s]
-    lats = [r.latency_s for r in out.requests if r.latency_s is not None]
-    params = load_info.parameters
-    flops = (
-        FlopsEstimate(flops=2.0 * params * (in_tokens + out_tokens))
-        if params
-        else FlopsEstimate(unavailable_reason="the backend did not report a parameter count")
-    )
-    warnings = list(energy.warnings) + _harness_warnings(config, out, prompts, warmup, energy)
-    timing_reason = out.timing_unavailable_reason
-    if not ttfts and timing_reason is None:
-        timing_reason = "the backend reported no per-request timings"
-    return ExperimentResult(
-        llenergymeasure_version=__version__,
-        experiment_id=request.settings.run_id or uuid.uuid4().hex,
-        config=config,
-        config_hash=config.config_hash,
-        runner=request.runner,
-        environment=snapshot,
-        started_at=started_at,
-        ended_at=_now(),
-        model=ModelRecord(
-            id=config.model,
-            path=resolved.path,
-            weights=load_info.weights
-            if load_info.weights in ("random", "pretrained")
-            else resolved.weights,
-            parameters=params,
-            dtype=load_info.dtype,
-            device=load_info.device,
-            cuda_devices=list(load_info.cuda_devices),
-        ),
-        load=load,
-        warmup=warmup,
-        baseline=baseline,
-        energy=energy,
-        cpu_energy=cpu_energy,
-        co2=co2,
-        n_requests=n_requests,
-        input_tokens=in_tokens,
-        output_tokens=out_tokens,
-        duration_s=duration_s,
-        output_tokens_per_s=out_tokens / duration_s if duration_s > 0 else 0.0,
-        requests_per_s=n_requests / duration_s if duration_s > 0 else 0.0,
-        total_energy_j=total,
-        total_energy_adjusted_j=adjusted,
-        energy_per_output_token_j=per(total, out_tokens),
-        energy_per_output_token_adjusted_j=per(adjusted, out_tokens),
-        energy_per_request_j=per(total, n_requests),
-        energy_per_request_adjusted_j=per(adjusted, n_requests),
-        mean_power_w=total / duration_s if total is not None and duration_s > 0 else None,
-        ttft_ms=latency_stats_ms(ttfts),
-        itl_ms=latency_stats_ms(itls),
-        request_latency_ms=latency_stats_ms(lats),
-        timing_source=out.timing_source,
-        timing_unavailable_reason=None if ttfts else timing_reason,
-        peak_memory_mb=peak_bytes / 2**20 if peak_bytes is not None else None,
-        flops=flops,
-        warnings=warnings,
-        timeseries_file=timeseries_file,
-        extra={**load_info.extra, "engine_import_s": import_s},
-    )
