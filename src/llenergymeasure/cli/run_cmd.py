@@ -289,6 +289,9 @@ def print_experiment_summary(
         console.print(f"[yellow]warning[/] {escape(f'[{w.code}] {w.message}')}")
     if result_path is not None:
         console.print(f"result: [bold]{result_path}[/]")
+        report = result_path.parent.parent / "report.html"
+        if report.exists():
+            console.print(f"report: [bold]{report}[/]")
 
 
 def print_study_summary(console: Console, study_result: StudyResult) -> None:
