@@ -43,14 +43,12 @@ from typing import Any, Literal
 
 from llenergymeasure.errors import DockerUnavailableError, RunnerError
 from llenergymeasure.harness.request import (
-    ERROR_FILE,
     LOG_FILE,
     REQUEST_FILE,
-    RESULT_FILE,
     HarnessRequest,
 )
-from llenergymeasure.results.io import atomic_write_json
 from llenergymeasure.runners.base import RunOutcome
+from llenergymeasure.runners.outcome import outcome_from_dir
 
 #: label put on every container this runner starts (tests and cleanup tools select on it)
 MANAGED_LABEL = "org.llenergymeasure.managed"
@@ -401,22 +399,6 @@ def _signal_description(code: int) -> str:
     return text + ")"
 
 
-def _tail(path: Path, n: int = 25) -> str:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join(lines[-n:])
-
-
-def _progress_phase(run_dir: Path) -> str | None:
-    try:
-        phase = json.loads((run_dir / "progress.json").read_text()).get("phase")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return str(phase) if phase is not None else None
-
-
 @dataclass
 class _Mounts:
     """Host paths bind-mounted at the same path inside the container."""
@@ -671,68 +653,23 @@ class DockerRunner:
         extra: dict[str, object],
     ) -> RunOutcome:
         """Decide the outcome from the files the harness left and how the container ended."""
-        result = run_dir / RESULT_FILE
-        error = run_dir / ERROR_FILE
-        if not timed_out and exit_code == 0 and result.exists():
-            return RunOutcome(
-                status="completed",
-                run_dir=run_dir,
-                result_path=result,
-                exit_code=exit_code,
-                extra=extra,
-            )
-        if not timed_out and error.exists():
-            try:
-                payload = json.loads(error.read_text())
-            except (OSError, ValueError):
-                payload = {}
-            return RunOutcome(
-                status="failed",
-                run_dir=run_dir,
-                error_path=error,
-                message=str(payload.get("message") or "the experiment failed"),
-                phase=payload.get("phase"),
-                error_type=payload.get("error_type"),
-                exit_code=exit_code,
-                extra=extra,
-            )
-        phase = _progress_phase(run_dir)
         where = f"container {extra.get('container_name')} (image {self.image})"
         if timed_out:
-            status: Literal["failed", "timeout"] = "timeout"
-            error_type = "Timeout"
-            message = f"the experiment timed out after {timeout_s:g} s; {where} was stopped"
+            ended = f"the experiment timed out after {timeout_s:g} s; {where} was stopped"
         else:
-            status = "failed"
-            error_type = "ContainerExited"
             code = "unknown" if exit_code is None else str(exit_code)
-            message = f"{where} exited with status {code}"
+            ended = f"{where} exited with status {code}"
             if exit_code is not None:
-                message += _signal_description(exit_code)
+                ended += _signal_description(exit_code)
             if oom:
-                message += "; Docker reports it was killed for using too much memory (OOMKilled)"
-            message += " without writing a result"
-        tail = _tail(run_dir / LOG_FILE)
-        if tail:
-            message += "\nlast lines of run.log:\n" + tail
-        atomic_write_json(
-            error,
-            {
-                "phase": phase,
-                "error_type": error_type,
-                "message": message,
-                "exit_code": exit_code,
-                "traceback": None,
-            },
-        )
-        return RunOutcome(
-            status=status,
-            run_dir=run_dir,
-            error_path=error,
-            message=message,
-            phase=phase,
-            error_type=error_type,
-            exit_code=exit_code,
+                ended += "; Docker reports it was killed for using too much memory (OOMKilled)"
+            ended += " without writing a result"
+        return outcome_from_dir(
+            run_dir,
+            exit_code,
+            ended=ended,
+            timed_out=timed_out,
+            error_type="ContainerExited",
             extra=extra,
         )
 

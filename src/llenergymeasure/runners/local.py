@@ -8,8 +8,6 @@ cause, with ``error.json`` written by the child where it could, else by this run
 
 from __future__ import annotations
 
-import contextlib
-import json
 import multiprocessing
 import os
 import signal
@@ -18,14 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from llenergymeasure.harness.request import (
-    ERROR_FILE,
-    LOG_FILE,
     REQUEST_FILE,
-    RESULT_FILE,
     HarnessRequest,
 )
-from llenergymeasure.results.io import atomic_write_json
 from llenergymeasure.runners.base import RunOutcome
+from llenergymeasure.runners.outcome import outcome_from_dir
 
 KILL_GRACE_S = 10.0
 
@@ -61,81 +56,18 @@ def _group_alive(pid: int) -> bool:
         return False
 
 
-def tail_lines(path: Path, n: int = 20) -> str:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join(lines[-n:])
-
-
-def outcome_from_dir(
-    run_dir: Path, exit_code: int | None, killed_reason: str | None = None
-) -> RunOutcome:
-    """Decide a run's outcome from the files it left and how its process ended.
-
-    Shared by the local and docker runners: ``result.json`` wins; else ``error.json`` (written by
-    the harness); else this writes ``error.json`` itself from the exit status and the log's tail.
-    """
-    result = run_dir / RESULT_FILE
-    error = run_dir / ERROR_FILE
-    if result.exists() and exit_code in (0, None) and killed_reason is None:
-        return RunOutcome(
-            status="completed", run_dir=run_dir, result_path=result, exit_code=exit_code
-        )
-    if error.exists() and killed_reason is None:
-        try:
-            payload = json.loads(error.read_text())
-        except (OSError, ValueError):
-            payload = {}
-        return RunOutcome(
-            status="failed",
-            run_dir=run_dir,
-            error_path=error,
-            message=payload.get("message", "the experiment failed"),
-            phase=payload.get("phase"),
-            error_type=payload.get("error_type"),
-            exit_code=exit_code,
-        )
-    phase = None
-    with contextlib.suppress(OSError, ValueError):
-        phase = json.loads((run_dir / "progress.json").read_text()).get("phase")
-    if killed_reason is not None:
-        message = killed_reason
-        status = "timeout" if "timed out" in killed_reason else "failed"
-    elif exit_code is not None and exit_code < 0:
-        sig = _signal_name(-exit_code)
-        message = f"the experiment process was killed by {sig}"
+def _how_it_ended(exit_code: int | None) -> str:
+    if exit_code is not None and exit_code < 0:
+        message = f"the experiment process was killed by {_signal_name(-exit_code)}"
         if -exit_code == signal.SIGKILL:
-            message += " (by a user, or by the kernel's out-of-memory killer: check `dmesg` and the memory the config needs)"
+            message += (
+                " (by a user, or by the kernel's out-of-memory killer: check `dmesg` and the "
+                "memory the config needs)"
+            )
         elif -exit_code == signal.SIGSEGV:
             message += " (a segmentation fault inside the engine or a native extension)"
-        status = "failed"
-    else:
-        message = f"the experiment process exited with status {exit_code} without writing a result"
-        status = "failed"
-    tail = tail_lines(run_dir / LOG_FILE)
-    if tail:
-        message += "\nlast lines of run.log:\n" + tail
-    atomic_write_json(
-        error,
-        {
-            "phase": phase,
-            "error_type": "ProcessDied" if status == "failed" else "Timeout",
-            "message": message,
-            "exit_code": exit_code,
-            "traceback": None,
-        },
-    )
-    return RunOutcome(
-        status=status,  # type: ignore[arg-type]
-        run_dir=run_dir,
-        error_path=error,
-        message=message,
-        phase=phase,
-        error_type="ProcessDied" if status == "failed" else "Timeout",
-        exit_code=exit_code,
-    )
+        return message
+    return f"the experiment process exited with status {exit_code} without writing a result"
 
 
 class LocalRunner:
@@ -177,7 +109,8 @@ class LocalRunner:
                     return outcome_from_dir(
                         run_dir,
                         proc.exitcode,
-                        killed_reason=f"the experiment timed out after {timeout_s:g} s and was stopped",
+                        ended=f"the experiment timed out after {timeout_s:g} s and was stopped",
+                        timed_out=True,
                     )
         except KeyboardInterrupt:
             if proc.pid is not None:
@@ -188,4 +121,4 @@ class LocalRunner:
         assert proc.pid is not None
         if _group_alive(proc.pid):
             _kill_group(proc.pid, grace_s=2.0)
-        return outcome_from_dir(run_dir, proc.exitcode)
+        return outcome_from_dir(run_dir, proc.exitcode, ended=_how_it_ended(proc.exitcode))

@@ -1,0 +1,101 @@
+"""Deciding a run's outcome from the files it left and how its process or container ended.
+
+Shared by the local and docker runners: ``result.json`` with a clean exit wins; else the
+harness's own ``error.json``; else the runner writes ``error.json`` itself, naming how the run
+ended (the caller's words), the phase it was in and the last lines of its log, so no failure is
+ever silent.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from llenergymeasure.harness.request import ERROR_FILE, LOG_FILE, RESULT_FILE
+from llenergymeasure.results.io import atomic_write_json
+from llenergymeasure.runners.base import RunOutcome
+
+PROGRESS_FILE = "progress.json"
+
+
+def tail_lines(path: Path, n: int = 25) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(lines[-n:])
+
+
+def progress_phase(run_dir: Path) -> str | None:
+    """The phase the harness last reported (``progress.json``), if any."""
+    try:
+        phase = json.loads((run_dir / PROGRESS_FILE).read_text()).get("phase")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(phase) if phase is not None else None
+
+
+def outcome_from_dir(
+    run_dir: Path,
+    exit_code: int | None,
+    *,
+    ended: str,
+    timed_out: bool = False,
+    error_type: str = "ProcessDied",
+    extra: dict[str, object] | None = None,
+) -> RunOutcome:
+    """The run's outcome. ``ended`` says how the process ended when it left no result or error."""
+    extra = extra or {}
+    result = run_dir / RESULT_FILE
+    error = run_dir / ERROR_FILE
+    if not timed_out and exit_code == 0 and result.exists():
+        return RunOutcome(
+            status="completed",
+            run_dir=run_dir,
+            result_path=result,
+            exit_code=exit_code,
+            extra=extra,
+        )
+    if not timed_out and error.exists():
+        try:
+            payload = json.loads(error.read_text())
+        except (OSError, ValueError):
+            payload = {}
+        return RunOutcome(
+            status="failed",
+            run_dir=run_dir,
+            error_path=error,
+            message=str(payload.get("message") or "the experiment failed"),
+            phase=payload.get("phase"),
+            error_type=payload.get("error_type"),
+            exit_code=exit_code,
+            extra=extra,
+        )
+    status: Literal["failed", "timeout"] = "timeout" if timed_out else "failed"
+    kind = "Timeout" if timed_out else error_type
+    phase = progress_phase(run_dir)
+    message = ended
+    tail = tail_lines(run_dir / LOG_FILE)
+    if tail:
+        message += "\nlast lines of run.log:\n" + tail
+    atomic_write_json(
+        error,
+        {
+            "phase": phase,
+            "error_type": kind,
+            "message": message,
+            "exit_code": exit_code,
+            "traceback": None,
+        },
+    )
+    return RunOutcome(
+        status=status,
+        run_dir=run_dir,
+        error_path=error,
+        message=message,
+        phase=phase,
+        error_type=kind,
+        exit_code=exit_code,
+        extra=extra,
+    )
