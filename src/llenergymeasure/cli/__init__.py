@@ -81,6 +81,9 @@ def run(
     results_dir: Annotated[
         Path | None, typer.Option("--results-dir", help="override output.results_dir")
     ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="do not ask before running a study (ui.prompt)")
+    ] = False,
 ) -> None:
     """Run an experiment or a study (told apart by the YAML's content)."""
     from llenergymeasure.cli.run_cmd import run_command
@@ -96,6 +99,7 @@ def run(
             fail_fast=fail_fast,
             results_dir=results_dir,
             console=console,
+            assume_yes=yes,
         )
     except LLEMError as exc:
         fail(exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -63,9 +64,11 @@ def _distinguish(cfg: ExperimentConfig, fields: list[str]) -> str:
 class LiveProgress:
     """The study observer behind the CLI's live view (run k of N, phase, elapsed, ETA)."""
 
-    def __init__(self, console: Console, fields: list[str]):
+    def __init__(self, console: Console, fields: list[str], verbosity: str = "normal"):
         self.console = console
         self.fields = fields
+        #: ui.verbosity: quiet = failures and the final table only; verbose = also each run's folder
+        self.verbosity = verbosity
         self.live: Live | None = None
         self.total = 0
         self.position = 0
@@ -85,6 +88,8 @@ class LiveProgress:
         self.console.print(f"study directory: [bold]{study_dir}[/]")
         if skipped:
             self.console.print(f"resuming: {skipped} completed run(s) kept, {len(to_run)} to run")
+        if self.verbosity == "quiet":
+            return
         self.live = Live(self._render(), console=self.console, refresh_per_second=2, transient=True)
         self.live.start()
         self._thread = threading.Thread(target=self._refresh, daemon=True)
@@ -98,12 +103,19 @@ class LiveProgress:
         self.gap_until = None
         self.run, self.position, self.total, self.run_dir = run, position, total, run_dir
         self.run_started = time.monotonic()
+        if self.verbosity == "verbose":
+            self.console.print(
+                f"→ run {position}/{total} cycle {run.cycle}: "
+                + escape(f"{_distinguish(run.config, self.fields)}  [{run_dir}]")
+            )
 
     def on_run_end(
         self, run: PlannedRun, outcome: RunOutcome, result: ExperimentResult | None
     ) -> None:
         self.durations.append(time.monotonic() - self.run_started)
         if outcome.status == "completed" and result is not None:
+            if self.verbosity == "quiet":
+                return
             self.console.print(
                 f"[green]✓[/] {run.run_id}  {escape(_distinguish(run.config, self.fields))}  "
                 f"{_fmt(result.energy_per_output_token_j, unit=' J/tok')}  "
@@ -115,6 +127,8 @@ class LiveProgress:
             self.console.print(
                 "[red]✗[/] " + escape(f"{run.run_id}  {outcome.status}{where}: {first}")
             )
+            if self.verbosity == "verbose" and outcome.error_path is not None:
+                self.console.print(escape(f"   details: {outcome.error_path}"))
 
     def stop(self) -> None:
         self._stop.set()
@@ -351,6 +365,21 @@ def print_study_summary(console: Console, study_result: StudyResult) -> None:
             console.print(f"report: [bold]{report}[/]")
 
 
+def _confirmed(console: Console, sr: Any, assume_yes: bool) -> bool:
+    """ui.prompt: ask before a study of several runs, when a person is at the terminal."""
+    at_terminal = sys.stdin.isatty() and sys.stdout.isatty()
+    if assume_yes or not sr.user_config.ui.prompt or not at_terminal:
+        return True
+    plan = sr.plan()
+    if len(plan) <= 1:
+        return True
+    gaps = sum(r.gap_before_s for r in plan)
+    answer = console.input(
+        f"run {len(plan)} experiments ({_hms(gaps)} of thermal gaps, plus the experiments)? [Y/n] "
+    )
+    return answer.strip().lower() in ("", "y", "yes")
+
+
 def run_command(
     *,
     file: Path | None,
@@ -362,6 +391,7 @@ def run_command(
     fail_fast: bool,
     results_dir: Path | None,
     console: Console,
+    assume_yes: bool = False,
 ) -> int:
     from llenergymeasure.study.runner import StudyRunner
 
@@ -396,6 +426,10 @@ def run_command(
     )
     if not fields:
         progress.fields = _varying_fields(sr.study.expand())
+    progress.verbosity = sr.user_config.ui.verbosity
+    if not _confirmed(console, sr, assume_yes):
+        console.print("nothing run")
+        return 0
     try:
         result = sr.run()
     except StudyInterrupted as exc:
