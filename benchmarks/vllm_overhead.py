@@ -90,9 +90,8 @@ def _worker(side: str, args: argparse.Namespace, model_dir: str, conn: Any) -> N
 
             close = backend.close
         else:
-            from vllm.inputs import TokensPrompt
-
             import vllm
+            from vllm.inputs import TokensPrompt
 
             kwargs = engine_kwargs(config, model_dir, synthetic=True)
             kwargs.pop("disable_log_stats")  # a plain script keeps LLM's default

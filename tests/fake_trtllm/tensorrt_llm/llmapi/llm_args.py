@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 from tensorrt_llm.builder import BuildConfig
 from tensorrt_llm.models.modeling_utils import QuantConfig
 
