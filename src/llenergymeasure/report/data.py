@@ -15,19 +15,13 @@ from typing import Any, TypeGuard
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.results.export import flatten, run_identity
 from llenergymeasure.results.models import ConfigSummary, ExperimentResult, MetricStats, StudyResult
+from llenergymeasure.results.stats import METRICS
 
-#: metrics the report reads per run; names match the ``results.parquet`` columns and the
-#: ``ConfigSummary.metrics`` keys of ``llenergymeasure.results.stats``.
+#: metrics the report reads per run: the study statistics' own table (so the report and
+#: ``summary.csv`` read a metric from a result the same way), plus request latency, which the
+#: report plots but the stored summaries do not carry.
 RUN_METRICS: dict[str, Any] = {
-    "energy_per_output_token_j": lambda r: r.energy_per_output_token_j,
-    "energy_per_output_token_adjusted_j": lambda r: r.energy_per_output_token_adjusted_j,
-    "total_energy_j": lambda r: r.total_energy_j,
-    "mean_power_w": lambda r: r.mean_power_w,
-    "output_tokens_per_s": lambda r: r.output_tokens_per_s,
-    "requests_per_s": lambda r: r.requests_per_s,
-    "duration_s": lambda r: r.duration_s,
-    "ttft_p50_ms": lambda r: r.ttft_ms.p50_ms if r.ttft_ms else None,
-    "itl_p50_ms": lambda r: r.itl_ms.p50_ms if r.itl_ms else None,
+    **METRICS,
     "request_latency_p50_ms": lambda r: (
         r.request_latency_ms.p50_ms if r.request_latency_ms else None
     ),
