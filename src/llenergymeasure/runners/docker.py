@@ -36,7 +36,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -335,11 +335,13 @@ def check_image_versions(
 # -- containers ---------------------------------------------------------------------------------
 
 
-def _create(client: Any, image: str, **kwargs: Any) -> Any:
+@contextlib.contextmanager
+def _toolkit_errors() -> Iterator[None]:
+    """Turn Docker's "no GPU driver" API errors into the toolkit guidance; others pass through."""
     from docker.errors import APIError
 
     try:
-        return client.containers.create(image, detach=True, **kwargs)
+        yield
     except APIError as exc:
         if _is_toolkit_error(exc):
             raise DockerUnavailableError(
@@ -347,20 +349,16 @@ def _create(client: Any, image: str, **kwargs: Any) -> Any:
                 + _TOOLKIT_HELP
             ) from exc
         raise
+
+
+def _create(client: Any, image: str, **kwargs: Any) -> Any:
+    with _toolkit_errors():
+        return client.containers.create(image, detach=True, **kwargs)
 
 
 def _start(container: Any) -> None:
-    from docker.errors import APIError
-
-    try:
+    with _toolkit_errors():
         container.start()
-    except APIError as exc:
-        if _is_toolkit_error(exc):
-            raise DockerUnavailableError(
-                f"Docker cannot give GPUs to containers on this host ({exc.explanation or exc}); "
-                + _TOOLKIT_HELP
-            ) from exc
-        raise
 
 
 def _remove(container: Any) -> None:
