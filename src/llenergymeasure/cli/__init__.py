@@ -130,14 +130,21 @@ def report(
     try:
         from llenergymeasure.cli.report import report_command
     except ImportError as exc:
-        err_console.print(f"[bold red]error:[/] the report needs the [report] extra: {exc}")
+        err_console.print(
+            "[bold red]error:[/] "
+            + escape(
+                f"the report needs the [report] extra (pip install 'llenergymeasure[report]'): {exc}"
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1) from None
     try:
         path = report_command(study_dir)
     except LLEMError as exc:
         fail(exc)
         return
-    console.print(f"report: {path}")
+    console.print("report: " + escape(str(path)), highlight=False, soft_wrap=True)
 
 
 def main() -> None:

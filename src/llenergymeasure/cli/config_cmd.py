@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from llenergymeasure.config.experiment import BACKENDS
@@ -18,9 +19,11 @@ def config_command(console: Console, probe_gpus: bool = True) -> None:
     path = user_config_path()
     cfg = load_user_config()
     console.print(
-        f"user config: [bold]{path}[/] "
+        f"user config: [bold]{escape(str(path))}[/] "
         + ("" if path.exists() else "[dim](not present: defaults)[/]")
     )
+    # Every value below comes from a file, the environment or a package: rich must print it as
+    # text, never read it as markup (``llenergymeasure[zeus]`` would lose its ``[zeus]``).
     values = Table(show_header=True, title="user config values")
     values.add_column("field")
     values.add_column("value")
@@ -28,10 +31,12 @@ def config_command(console: Console, probe_gpus: bool = True) -> None:
     for section, content in data.items():
         if isinstance(content, dict) and content:
             for k, v in content.items():
-                values.add_row(f"{section}.{k}", str(v))
+                values.add_row(escape(f"{section}.{k}"), escape(str(v)))
         elif isinstance(content, dict):
             values.add_row(section, "{}")
-    values.add_row("output.model_cache_dir (resolved)", str(cfg.output.resolved_model_cache_dir()))
+    values.add_row(
+        "output.model_cache_dir (resolved)", escape(str(cfg.output.resolved_model_cache_dir()))
+    )
     console.print(values)
 
     runners = Table(title="runners (env var > user config > --runner > default)")
@@ -41,45 +46,49 @@ def config_command(console: Console, probe_gpus: bool = True) -> None:
     for b in BACKENDS:
         try:
             r = resolve_runner(b, cfg)
-            runners.add_row(b, r.describe(), r.source)
+            runners.add_row(b, escape(r.describe()), escape(r.source))
         except LLEMError as exc:
-            runners.add_row(b, "[red]invalid[/]", str(exc))
+            runners.add_row(b, "[red]invalid[/]", escape(str(exc)))
     console.print(runners)
 
     snap = capture_environment(**context_from_user_config(cfg), probe_gpus=probe_gpus)
     env = Table(title="environment", show_header=False)
     env.add_column("field")
     env.add_column("value")
-    env.add_row("os", str(snap.os))
-    env.add_row("python", snap.python_version)
-    env.add_row("cpu", f"{snap.cpu_model} ({snap.cpu_cores_logical} logical cores)")
+    env.add_row("os", escape(str(snap.os)))
+    env.add_row("python", escape(snap.python_version))
+    env.add_row("cpu", escape(f"{snap.cpu_model} ({snap.cpu_cores_logical} logical cores)"))
     env.add_row("ram", f"{snap.ram_total_gb} GB")
     if snap.gpus:
         for g in snap.gpus:
             env.add_row(
                 f"gpu {g.nvml_index}",
-                f"{g.name}, {g.memory_total_mb} MiB, power limit {g.power_limit_w} W",
+                escape(f"{g.name}, {g.memory_total_mb} MiB, power limit {g.power_limit_w} W"),
             )
-        env.add_row("driver / CUDA", f"{snap.driver_version} / {snap.cuda_driver_version}")
+        env.add_row("driver / CUDA", escape(f"{snap.driver_version} / {snap.cuda_driver_version}"))
     else:
-        env.add_row("gpus", f"none ({snap.probe_errors.get('gpus', 'not found')})")
+        env.add_row("gpus", escape(f"none ({snap.probe_errors.get('gpus', 'not found')})"))
     env.add_row(
         "in container",
-        f"{snap.in_container}" + (f" ({snap.container_image})" if snap.container_image else ""),
+        escape(
+            f"{snap.in_container}" + (f" ({snap.container_image})" if snap.container_image else "")
+        ),
     )
     env.add_row(
         "carbon intensity",
-        f"{snap.carbon_intensity_gco2_kwh} gCO2/kWh ({snap.carbon_intensity_source})"
+        escape(f"{snap.carbon_intensity_gco2_kwh} gCO2/kWh ({snap.carbon_intensity_source})")
         if snap.carbon_intensity_gco2_kwh is not None
         else "not set (measurement.carbon_intensity_gco2_kwh or LLEM_CARBON_INTENSITY)",
     )
-    env.add_row("datacenter PUE", f"{snap.datacenter_pue} ({snap.datacenter_pue_source})")
+    env.add_row("datacenter PUE", escape(f"{snap.datacenter_pue} ({snap.datacenter_pue_source})"))
     for name, version in snap.packages.items():
-        env.add_row(f"package {name}", str(version))
+        env.add_row(escape(f"package {name}"), escape(str(version)))
     console.print(env)
 
     meters = Table(
-        title=f"energy meters (measurement.energy_backend = {cfg.measurement.energy_backend})"
+        title=escape(
+            f"energy meters (measurement.energy_backend = {cfg.measurement.energy_backend})"
+        )
     )
     meters.add_column("meter")
     meters.add_column("usable here")
@@ -88,7 +97,7 @@ def config_command(console: Console, probe_gpus: bool = True) -> None:
         from llenergymeasure.energy import meter_availability
 
         for name, ok, why in meter_availability(os.environ):
-            meters.add_row(name, "[green]yes[/]" if ok else "[red]no[/]", why)
+            meters.add_row(escape(name), "[green]yes[/]" if ok else "[red]no[/]", escape(why))
     except ImportError as exc:
-        meters.add_row("?", "?", f"energy layer unavailable: {exc}")
+        meters.add_row("?", "?", escape(f"energy layer unavailable: {exc}"))
     console.print(meters)

@@ -85,7 +85,7 @@ class LiveProgress:
     def on_start(self, study_dir: Path, plan: list[PlannedRun], to_run: list[PlannedRun]) -> None:
         self.total = len(to_run)
         skipped = len(plan) - len(to_run)
-        self.console.print(f"study directory: [bold]{study_dir}[/]")
+        self.console.print(f"study directory: [bold]{escape(str(study_dir))}[/]")
         if skipped:
             self.console.print(f"resuming: {skipped} completed run(s) kept, {len(to_run)} to run")
         if self.verbosity == "quiet":
@@ -163,8 +163,8 @@ class LiveProgress:
         t.add_row(
             f"run {self.position}/{self.total}",
             f"cycle {self.run.cycle}",
-            _distinguish(self.run.config, self.fields),
-            f"[cyan]{self._phase()}[/]",
+            escape(_distinguish(self.run.config, self.fields)),
+            f"[cyan]{escape(self._phase())}[/]",
             f"{elapsed:.0f} s{eta}",
         )
         return t
@@ -201,7 +201,7 @@ def print_dry_run(
     runners = sr.resolve()
     configs = study.expand()
     fields = _varying_fields(configs)
-    table = Table(title=f"study {study.name!r}: {len(configs)} experiment(s)")
+    table = Table(title=escape(f"study {study.name!r}: {len(configs)} experiment(s)"))
     table.add_column("#", justify="right")
     table.add_column("config hash")
     table.add_column("model")
@@ -213,10 +213,10 @@ def print_dry_run(
         table.add_row(
             str(i),
             cfg.short_hash,
-            cfg.model,
+            escape(cfg.model),
             cfg.backend,
-            f"{r.describe()} ({r.source})",
-            _distinguish(cfg, fields),
+            escape(f"{r.describe()} ({r.source})"),
+            escape(_distinguish(cfg, fields)),
         )
     console.print(table)
     expansion = study.expand_report()
@@ -255,7 +255,7 @@ def print_dry_run(
                 planned.run_id,
                 str(planned.cycle),
                 f"{planned.gap_before_s:g} s {planned.gap_kind}" if planned.gap_before_s else "—",
-                _distinguish(planned.config, fields),
+                escape(_distinguish(planned.config, fields)),
             )
         console.print(order)
     console.print(f"study design hash: {study.study_design_hash}")
@@ -264,13 +264,17 @@ def print_dry_run(
 def print_experiment_summary(
     console: Console, result: ExperimentResult, result_path: Path | None
 ) -> None:
-    t = Table(title=f"{result.config.label()}  ({result.config_hash[:8]})", show_header=False)
+    t = Table(
+        title=escape(f"{result.config.label()}  ({result.config_hash[:8]})"), show_header=False
+    )
     t.add_column("metric")
     t.add_column("value", justify="right")
     e = result.energy
     t.add_row(
         "energy (raw)",
-        _fmt(result.total_energy_j, unit=" J") if e.available else f"— ({e.unavailable_reason})",
+        _fmt(result.total_energy_j, unit=" J")
+        if e.available
+        else escape(f"— ({e.unavailable_reason})"),
     )
     t.add_row("energy (idle-adjusted)", _fmt(result.total_energy_adjusted_j, unit=" J"))
     t.add_row("energy per output token", _fmt(result.energy_per_output_token_j, unit=" J"))
@@ -289,27 +293,31 @@ def print_experiment_summary(
     t.add_row("model load", _fmt(result.load.duration_s, unit=" s"))
     t.add_row(
         "meter",
-        f"{e.meter}"
-        + (f" (sensor period {e.sensor_period_s * 1000:.0f} ms)" if e.sensor_period_s else ""),
+        escape(
+            f"{e.meter}"
+            + (f" (sensor period {e.sensor_period_s * 1000:.0f} ms)" if e.sensor_period_s else "")
+        ),
     )
     t.add_row(
         "runner",
-        f"{result.runner.kind}"
-        + (f":{result.runner.image}" if result.runner.image else "")
-        + f" ({result.runner.source})",
+        escape(
+            f"{result.runner.kind}"
+            + (f":{result.runner.image}" if result.runner.image else "")
+            + f" ({result.runner.source})"
+        ),
     )
     console.print(t)
     for w in result.warnings:
         console.print(f"[yellow]warning[/] {escape(f'[{w.code}] {w.message}')}")
     if result_path is not None:
-        console.print(f"result: [bold]{result_path}[/]")
+        console.print(f"result: [bold]{escape(str(result_path))}[/]")
         report = result_path.parent.parent / "report.html"
         if report.exists():
-            console.print(f"report: [bold]{report}[/]")
+            console.print(f"report: [bold]{escape(str(report))}[/]")
 
 
 def print_study_summary(console: Console, study_result: StudyResult) -> None:
-    t = Table(title=f"study {study_result.name!r}: mean ± 95 % CI over cycles")
+    t = Table(title=escape(f"study {study_result.name!r}: mean ± 95 % CI over cycles"))
     for col in (
         "config",
         "backend",
@@ -334,7 +342,7 @@ def print_study_summary(console: Console, study_result: StudyResult) -> None:
     for s in study_result.summaries:
         m = s.metrics
         t.add_row(
-            _distinguish(s.config, fields),
+            escape(_distinguish(s.config, fields)),
             s.backend,
             f"{s.n_completed}" + (f" (+{s.n_failed} failed)" if s.n_failed else ""),
             ci(m.get("energy_per_output_token_j")),
@@ -359,10 +367,10 @@ def print_study_summary(console: Console, study_result: StudyResult) -> None:
             f"[yellow]{warned} run(s) carry validity warnings[/] (see each result.json / the report)"
         )
     if study_result.study_dir:
-        console.print(f"study directory: [bold]{study_result.study_dir}[/]")
+        console.print(f"study directory: [bold]{escape(str(study_result.study_dir))}[/]")
         report = Path(study_result.study_dir) / "report.html"
         if report.exists():
-            console.print(f"report: [bold]{report}[/]")
+            console.print(f"report: [bold]{escape(str(report))}[/]")
 
 
 def _confirmed(console: Console, sr: Any, assume_yes: bool) -> bool:
