@@ -6,6 +6,7 @@ and looks for the bracketed text that rich markup would have swallowed.
 
 from __future__ import annotations
 
+import io
 import shutil
 import sys
 from pathlib import Path
@@ -71,7 +72,7 @@ def test_dry_run_prints_bracketed_model_name(tmp_path: Path) -> None:
 
 
 def _recording_console() -> Console:
-    return Console(record=True, width=300, file=open("/dev/null", "w"))  # noqa: SIM115
+    return Console(record=True, width=300, file=io.StringIO())
 
 
 def test_experiment_summary_prints_unavailable_reason_with_extra() -> None:
