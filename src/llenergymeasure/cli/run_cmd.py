@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from llenergymeasure.config.experiment import ExperimentConfig
+from llenergymeasure.config.experiment import BACKENDS, ExperimentConfig
 from llenergymeasure.config.study import StudyConfig
 from llenergymeasure.config.validate import load_config_file
 from llenergymeasure.errors import ConfigError, StudyInterrupted
@@ -35,13 +35,24 @@ def _fmt(value: float | None, digits: int = 4, unit: str = "") -> str:
     return f"{text}{unit}"
 
 
+def _config_fields(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The config's dotted fields; only its own backend's section (``pytorch.*`` for PyTorch)."""
+    own = {k: v for k, v in cfg.hashable_dict().items() if k not in BACKENDS or k == cfg.backend}
+    return _flatten(own)
+
+
 def _varying_fields(configs: list[ExperimentConfig]) -> list[str]:
-    """Dotted fields whose value differs between the study's experiments (computed once)."""
+    """Dotted fields whose value differs between the study's experiments (computed once).
+
+    A backend section's field is compared only among the experiments of that backend, which are
+    the only ones that have it: in a PyTorch + vLLM study ``vllm.max_num_seqs`` is a distinguishing
+    field when the vLLM experiments differ in it, never because the PyTorch ones lack it.
+    """
     if len(configs) <= 1:
         return []
-    flat = [_flatten(c.hashable_dict()) for c in configs]
+    flat = [_config_fields(c) for c in configs]
     keys = sorted(set().union(*flat))
-    return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
+    return [k for k in keys if len({json.dumps(f[k], sort_keys=True) for f in flat if k in f}) > 1]
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -57,8 +68,8 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _distinguish(cfg: ExperimentConfig, fields: list[str]) -> str:
     if not fields:
         return cfg.label()
-    flat = _flatten(cfg.hashable_dict())
-    return ", ".join(f"{k}={flat.get(k)}" for k in fields)
+    flat = _config_fields(cfg)
+    return ", ".join(f"{k}={flat[k]}" for k in fields if k in flat)
 
 
 class LiveProgress:

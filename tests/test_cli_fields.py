@@ -1,0 +1,44 @@
+"""Study tables label each experiment with only the fields that differ between experiments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from llenergymeasure.cli import app
+from llenergymeasure.cli.run_cmd import _distinguish, _varying_fields
+from llenergymeasure.config.study import StudyConfig
+from tests.helpers import write
+
+MIXED = """\
+base: {model: synthetic/tiny-llama}
+experiments:
+  - {backend: pytorch}
+  - {backend: vllm, vllm: {max_num_seqs: 4}}
+  - {backend: vllm, vllm: {max_num_seqs: 8}}
+"""
+
+
+def test_mixed_backends_show_only_differing_fields(tmp_path: Path) -> None:
+    study = StudyConfig.from_yaml(write(tmp_path / "s.yaml", MIXED))
+    configs = study.expand()
+    fields = _varying_fields(configs)
+    # the PyTorch experiment lacks vllm.*, the vLLM ones lack pytorch.*: neither is a difference
+    assert fields == ["backend", "vllm.max_num_seqs"]
+    labels = [_distinguish(c, fields) for c in configs]
+    assert labels == [
+        "backend=pytorch",
+        "backend=vllm, vllm.max_num_seqs=4",
+        "backend=vllm, vllm.max_num_seqs=8",
+    ]
+
+
+def test_dry_run_table_of_a_mixed_study(tmp_path: Path) -> None:
+    f = write(tmp_path / "s.yaml", MIXED)
+    res = CliRunner().invoke(
+        app, ["run", str(f), "--dry-run", "--runner", "docker"], env={"COLUMNS": "300"}
+    )
+    assert res.exit_code == 0, res.output
+    assert "pytorch." not in res.output and "=None" not in res.output, res.output
+    assert "backend=vllm, vllm.max_num_seqs=8" in res.output
