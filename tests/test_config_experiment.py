@@ -4,9 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from llenergymeasure import ExperimentConfig
+from llenergymeasure import ExperimentConfig, StudyConfig
+from llenergymeasure.config.experiment import canonical_hash, canonical_json
 from llenergymeasure.config.validate import load_config_file
 from llenergymeasure.errors import ConfigError
+from llenergymeasure.results.models import SCHEMA_VERSION
 from tests.helpers import write
 
 
@@ -164,10 +166,50 @@ def test_config_hash_is_stable_and_canonical() -> None:
     assert a.config_hash == b.config_hash  # key order, label and an empty section do not matter
     assert a.config_hash != c.config_hash
     assert len(a.config_hash) == 64
-    # Pinned: a change to the canonical form must be deliberate (it breaks resume of old studies).
-    assert (
-        ExperimentConfig(model="synthetic/tiny-llama").config_hash
-        == ExperimentConfig(model="synthetic/tiny-llama").config_hash
+
+
+# Config hashes name run folders, key the manifest and make up the study design hash that
+# `llem run --resume` checks: if they change, every study written before can no longer be resumed
+# ("the study file no longer matches this study"). So they are pinned as literals, per results
+# schema version (results/models.py SCHEMA_VERSION, also stored in every manifest).
+#
+# How to change them deliberately (a new canonical form, or a new ExperimentConfig field: defaults
+# are hashed, so a new field with a default changes every hash too):
+#   1. bump SCHEMA_VERSION in src/llenergymeasure/results/models.py (the study format version);
+#   2. add the new version's hashes below, keeping the old versions' lines as the record;
+#   3. say in the changelog/docs that studies of the old version resume only with the old llem.
+CANONICAL_SAMPLE = {"b": 1, "a": [1.5, "x", None, True], "\u00e9": {"z": 0}}
+PINNED_CANONICAL_JSON = '{"a":[1.5,"x",null,true],"b":1,"\\u00e9":{"z":0}}'
+PINNED_CANONICAL_HASH = "f858455bbaa676b9809c0d49b31c0ef52c3577d8efce6cbf1fb89f8207e0959a"
+PINNED_TINY_LLAMA_CONFIG_HASH = {
+    "1.0": "d6bff8ed4bcbe8479459ec0d100324c1547f00eaa1f1af3c37f4752188916d39",
+}
+PINNED_STUDY_DESIGN_HASH = {
+    "1.0": "ec54a8d55c42ca5be29abbf3f708ce67cd976b8095f3f0d0f36a140ac655b68c",
+}
+
+
+def test_canonical_json_is_pinned_byte_for_byte() -> None:
+    """Sorted keys, no spaces (separators "," and ":"), ASCII escapes: the hashed bytes."""
+    assert canonical_json(CANONICAL_SAMPLE) == PINNED_CANONICAL_JSON
+    assert canonical_hash(CANONICAL_SAMPLE) == PINNED_CANONICAL_HASH
+
+
+def test_config_hash_is_pinned_for_this_study_format_version() -> None:
+    assert SCHEMA_VERSION in PINNED_TINY_LLAMA_CONFIG_HASH, (
+        f"SCHEMA_VERSION is now {SCHEMA_VERSION}: add this version's pinned hashes (see above)"
+    )
+    got = ExperimentConfig(model="synthetic/tiny-llama").config_hash
+    assert got == PINNED_TINY_LLAMA_CONFIG_HASH[SCHEMA_VERSION], (
+        "the config hash of ExperimentConfig(model='synthetic/tiny-llama') changed: studies "
+        "written before can no longer be resumed. If deliberate, bump SCHEMA_VERSION and pin "
+        f"{got} for the new version (see the comment above this test)"
+    )
+    study = StudyConfig(
+        name="s", base={"model": "synthetic/tiny-llama"}, sweep={"batch_size": [1, 2]}
+    )
+    assert study.study_design_hash == PINNED_STUDY_DESIGN_HASH[SCHEMA_VERSION], (
+        "the study design hash changed (resume compares it with the manifest's)"
     )
 
 
