@@ -15,13 +15,11 @@ import pytest
 import yaml
 
 from llenergymeasure.errors import DockerUnavailableError, RunnerError
-from llenergymeasure.runners import docker as docker_runner
-from llenergymeasure.runners.docker import (
-    DockerRunner,
-    check_docker_available,
-    check_image_versions,
-    gpu_device_requests,
-)
+from llenergymeasure.runners import container_spec, docker_images
+from llenergymeasure.runners.container_spec import gpu_device_requests
+from llenergymeasure.runners.docker_daemon import check_docker_available
+from llenergymeasure.runners.docker_images import check_image_versions
+from llenergymeasure.runners.docker_runner import DockerRunner
 from tests.docker.docker_helpers import managed_containers, tiny_experiment
 
 
@@ -45,9 +43,9 @@ def test_bad_runner_settings_are_refused_with_the_value() -> None:
 
 def test_gpu_requests_follow_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
     assert gpu_device_requests(None) == []
-    monkeypatch.setattr(docker_runner, "host_gpu_count", lambda: 0)
+    monkeypatch.setattr(container_spec, "host_gpu_count", lambda: 0)
     assert gpu_device_requests("auto") == [], "a host without GPUs must request none"
-    monkeypatch.setattr(docker_runner, "host_gpu_count", lambda: 4)
+    monkeypatch.setattr(container_spec, "host_gpu_count", lambda: 4)
     [req] = gpu_device_requests("auto", environ={})
     assert req["Count"] == -1 and req["Capabilities"] == [["gpu"]]
     [req] = gpu_device_requests("auto", environ={"CUDA_VISIBLE_DEVICES": "2,3"})
@@ -66,8 +64,8 @@ def test_missing_image_names_the_build_command(docker_client: Any) -> None:
     if any("llenergymeasure:trtllm" in img.tags for img in docker_client.images.list()):
         pytest.skip("llenergymeasure:trtllm exists here")
     with pytest.raises(DockerUnavailableError, match=r"make images .*docker/build-image.sh trtllm"):
-        docker_runner.get_image(docker_client, "llenergymeasure:trtllm")
-    assert "make images-ci" in docker_runner.build_hint("llenergymeasure:vllm-ci")
+        docker_images.get_image(docker_client, "llenergymeasure:trtllm")
+    assert "make images-ci" in docker_images.build_hint("llenergymeasure:vllm-ci")
 
 
 @pytest.mark.docker

@@ -177,7 +177,7 @@ class StudyRunner:
 
     def _executor(self, resolved: ResolvedRunner) -> Any:
         if resolved.kind == "docker":
-            from llenergymeasure.runners.docker import DockerRunner
+            from llenergymeasure.runners.docker_runner import DockerRunner
 
             return DockerRunner(
                 resolved.image or "",
@@ -192,7 +192,8 @@ class StudyRunner:
             {r.image for r in runners.values() if r.kind == "docker" and r.image}
         )
         if docker_images:
-            from llenergymeasure.runners.docker import check_docker_available, check_image_versions
+            from llenergymeasure.runners.docker_daemon import check_docker_available
+            from llenergymeasure.runners.docker_images import check_image_versions
 
             check_docker_available()
             check_image_versions(docker_images)
