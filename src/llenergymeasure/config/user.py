@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llenergymeasure.config.experiment import BACKENDS, normalise_backend
 from llenergymeasure.config.guards import find_credentials
@@ -50,6 +50,28 @@ class MeasurementSettings(_Strict):
     energy_backend: Literal["auto", "nvml", "zeus", "none"] = "auto"
     carbon_intensity_gco2_kwh: float | None = Field(None, ge=0, le=5000)
     datacenter_pue: float = Field(1.0, ge=1.0, le=5.0)
+    # Where the machine draws its power, for CodeCarbon's offline intensity lookup (used only
+    # when no carbon_intensity_gco2_kwh is set); recorded in each result's co2 block.
+    carbon_country_iso_code: str | None = Field(
+        None, pattern=r"^[A-Za-z]{3}$", description="3-letter ISO 3166 code, e.g. FRA, USA"
+    )
+    carbon_region: str | None = Field(
+        None, min_length=1, max_length=80, description="e.g. california, ontario, SE3"
+    )
+
+    @field_validator("carbon_country_iso_code")
+    @classmethod
+    def _country_upper(cls, v: str | None) -> str | None:
+        return v.upper() if v is not None else None
+
+    @model_validator(mode="after")
+    def _region_needs_country(self) -> MeasurementSettings:
+        if self.carbon_region is not None and self.carbon_country_iso_code is None:
+            raise ValueError(
+                f"carbon_region {self.carbon_region!r} needs carbon_country_iso_code (the "
+                "region's country as a 3-letter ISO code, e.g. USA for california)"
+            )
+        return self
 
 
 class UISettings(_Strict):
@@ -62,6 +84,86 @@ class ExecutionSettings(_Strict):
     cycle_gap_seconds: float = Field(DEFAULT_CYCLE_GAP_S, ge=0, le=86_400)
 
 
+#: sbatch options the slurm runner sets itself; ``slurm.extra_sbatch_args`` may not override them
+SBATCH_RESERVED = (
+    "--array", "--output", "--error", "--open-mode", "--wrap", "--parsable", "--job-name",
+    "--signal",
+)  # fmt: skip
+
+
+class SlurmSettings(_Strict):
+    """How this machine's SLURM cluster runs one experiment (``runner: slurm``); see docs/runners.md."""
+
+    partition: str | None = Field(None, description="sbatch --partition (cluster default if unset)")
+    account: str | None = Field(None, description="sbatch --account")
+    qos: str | None = Field(None, description="sbatch --qos")
+    time_limit_min: int = Field(60, ge=1, le=43_200, description="sbatch --time per job, minutes")
+    cpus_per_job: int = Field(1, ge=1, le=1024, description="sbatch --cpus-per-task")
+    mem_gb: float | None = Field(None, gt=0, le=16_384, description="sbatch --mem (GB)")
+    gpus_per_job: int = Field(
+        1, ge=0, le=64, description="sbatch --gpus-per-node; 0 on a cluster without GPUs"
+    )
+    gres: str | None = Field(
+        None, description="sbatch --gres instead of gpus_per_job, e.g. gpu:a100:1"
+    )
+    max_concurrent: int = Field(
+        4, ge=1, le=10_000, description="jobs of one study running at once (array throttle %N)"
+    )
+    extra_sbatch_args: list[str] = Field(
+        default_factory=list, description="further sbatch options, each --name=value or --flag"
+    )
+    setup: list[str] = Field(
+        default_factory=list, description="shell lines run in the job before the harness"
+    )
+    python: str | None = Field(
+        None, description="python command on the nodes; default: the controller's interpreter"
+    )
+    container: str = Field("none", description="none, or docker:<image> run on the node")
+    poll_interval_s: float = Field(2.0, gt=0, le=600, description="sacct polling period")
+
+    @field_validator("extra_sbatch_args")
+    @classmethod
+    def _extra_args(cls, v: list[str]) -> list[str]:
+        for arg in v:
+            if not arg.startswith("--") or len(arg) < 3 or " " in arg.split("=", 1)[0]:
+                raise ValueError(
+                    f"{arg!r} is not a long sbatch option; write --name=value or --flag "
+                    "(e.g. --constraint=a100)"
+                )
+            name = arg.split("=", 1)[0]
+            if name in SBATCH_RESERVED:
+                raise ValueError(
+                    f"{name} is set by the slurm runner itself; remove it "
+                    f"(reserved: {', '.join(SBATCH_RESERVED)})"
+                )
+        return v
+
+    @field_validator("container")
+    @classmethod
+    def _container(cls, v: str) -> str:
+        value = v.strip()
+        if value == "none":
+            return value
+        if value.startswith("docker:") and value.split(":", 1)[1].strip():
+            return value
+        raise ValueError(
+            f"{v!r} is not a container mode; write none (the harness runs on the node) or "
+            "docker:<image> (e.g. docker:llenergymeasure:pytorch)"
+        )
+
+    @model_validator(mode="after")
+    def _gpus_or_gres(self) -> SlurmSettings:
+        if self.gres is not None and "gpus_per_job" in self.model_fields_set:
+            raise ValueError(
+                f"give either gpus_per_job ({self.gpus_per_job}) or gres ({self.gres!r}), not both"
+            )
+        return self
+
+    @property
+    def container_image(self) -> str | None:
+        return self.container.split(":", 1)[1].strip() if self.container != "none" else None
+
+
 class UserConfig(_Strict):
     """Every field of the seed's field-placement table that varies by machine."""
 
@@ -70,6 +172,7 @@ class UserConfig(_Strict):
     measurement: MeasurementSettings = Field(default_factory=MeasurementSettings)
     ui: UISettings = Field(default_factory=UISettings)
     execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
 
     #: where it was loaded from (None: defaults, no file)
     source_path: str | None = Field(None, exclude=True)

@@ -18,6 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llenergymeasure.environment.slurm import SlurmInfo, slurm_info
+
 KEY_PACKAGES = (
     "llenergymeasure",
     "torch",
@@ -77,6 +79,8 @@ class EnvironmentSnapshot(BaseModel):
     carbon_intensity_source: str | None = None
     datacenter_pue: float | None = None
     datacenter_pue_source: str | None = None
+    #: the SLURM job this ran in (node, job id, partition, allocated GPUs); None outside SLURM
+    slurm: SlurmInfo | None = None
     probe_errors: dict[str, str] = Field(default_factory=dict)
 
 
@@ -247,6 +251,7 @@ def capture_environment(
             snap.probe_errors[attr] = f"{type(exc).__name__}: {exc}"
     snap.cuda_visible_devices = env.get("CUDA_VISIBLE_DEVICES")
     snap.in_container, snap.container_image, snap.container_image_id = detect_container(env)
+    snap.slurm = slurm_info(env)
     if probe_gpus:
         _probe_gpus(snap)
     else:

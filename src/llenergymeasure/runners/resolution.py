@@ -43,7 +43,14 @@ class ResolvedRunner(BaseModel):
         return RunnerSpec(kind=self.kind, image=self.image)
 
     def describe(self) -> str:
+        if self.kind == "slurm":
+            return f"slurm (docker:{self.image})" if self.image else "slurm"
         return f"docker:{self.image}" if self.kind == "docker" else self.kind
+
+    @property
+    def containerised(self) -> bool:
+        """Each run in its own image: docker, or slurm with ``slurm.container: docker:<image>``."""
+        return self.kind == "docker" or (self.kind == "slurm" and self.image is not None)
 
 
 def resolve_runner(
@@ -74,6 +81,9 @@ def resolve_runner(
             f"{where}: singularity runners ({value!r}) are not supported yet; use local or docker"
         )
     image = spec.image or (DEFAULT_IMAGES[backend] if spec.kind == "docker" else None)
+    if spec.kind == "slurm":
+        # SLURM jobs run the harness on the node, or in the user config's slurm.container image
+        image = user_config.slurm.container_image if user_config is not None else None
     return ResolvedRunner(backend=backend, kind=spec.kind, image=image, source=source)
 
 
@@ -92,8 +102,16 @@ def resolve_runners(
     resolved = {
         b: resolve_runner(b, user_config, cli_runner, environ) for b in sorted(set(backends))
     }
+    kinds = {r.kind for r in resolved.values()}
+    if "slurm" in kinds and len(kinds) > 1:
+        detail = ", ".join(f"{r.backend}={r.describe()} (from {r.source})" for r in resolved.values())
+        raise RunnerError(
+            f"one study runs either on the SLURM cluster or on this machine, not both: {detail}. "
+            "Give every backend the same runner (e.g. `--runner slurm` and no other setting), or "
+            "split the study"
+        )
     if check_multi_backend and len(resolved) > 1:
-        local = [r for r in resolved.values() if r.kind != "docker"]
+        local = [r for r in resolved.values() if not r.containerised]
         if local:
             detail = ", ".join(f"{r.backend}={r.describe()} (from {r.source})" for r in local)
             raise RunnerError(

@@ -1,4 +1,4 @@
-"""Runner specifications: ``local``, ``docker``, ``docker:<image>`` (``singularity:<path>`` parses)."""
+"""Runner specifications: ``local``, ``docker``, ``docker:<image>``, ``slurm`` (``singularity:<path>`` parses)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict
 
 from llenergymeasure.errors import RunnerError
 
-RunnerKind = Literal["local", "docker", "singularity"]
+RunnerKind = Literal["local", "docker", "singularity", "slurm"]
 
 #: image tag used by ``docker`` without an explicit image, per backend
 DEFAULT_IMAGES = {
@@ -17,7 +17,7 @@ DEFAULT_IMAGES = {
     "tensorrt": "llenergymeasure:trtllm",
 }
 
-ACCEPTED = "local, docker, docker:<image> (singularity:<path> is planned)"
+ACCEPTED = "local, docker, docker:<image>, slurm (singularity:<path> is planned)"
 
 
 class RunnerSpec(BaseModel):
@@ -34,6 +34,8 @@ class RunnerSpec(BaseModel):
             return f"docker:{self.image}" if self.image else "docker"
         if self.kind == "singularity":
             return f"singularity:{self.path}"
+        if self.kind == "slurm":
+            return "slurm"
         return "local"
 
 
@@ -45,6 +47,8 @@ def parse_runner_spec(value: str, where: str = "runner") -> RunnerSpec:
         return RunnerSpec(kind="local")
     if low == "docker":
         return RunnerSpec(kind="docker")
+    if low == "slurm":  # the cluster is described by the user config's slurm: section
+        return RunnerSpec(kind="slurm")
     if low.startswith("docker:"):
         image = raw.split(":", 1)[1].strip()
         if not image:

@@ -1,6 +1,7 @@
 """The crash-safe study manifest: every planned run with its status, rewritten atomically.
 
-Statuses: pending -> running -> completed | failed | interrupted | timeout. A run left ``running``
+Statuses: pending -> [queued ->] running -> completed | failed | interrupted | timeout (queued:
+submitted to SLURM by the slurm runner, not yet started). A run left ``running``
 by a controller that died is rerun on resume, in a new attempt folder, so nothing already written
 is ever rewritten.
 """
@@ -21,7 +22,9 @@ from llenergymeasure.results.io import atomic_write_text
 from llenergymeasure.results.models import SCHEMA_VERSION
 
 MANIFEST_FILE = "manifest.json"
-RunState = Literal["pending", "running", "completed", "failed", "interrupted", "timeout"]
+RunState = Literal[
+    "pending", "queued", "running", "completed", "failed", "interrupted", "timeout"
+]  # queued: submitted to a scheduler (slurm runner), not started yet
 
 
 def _now() -> str:
@@ -46,6 +49,13 @@ class ManifestRun(BaseModel):
     ended_at: str | None = None
     message: str | None = None
     phase: str | None = None
+    #: slurm runner: the attempt's job id (``A_i`` for array elements), node, accounting state,
+    #: exit code and submission time; None for runs on this machine
+    job_id: str | None = None
+    node: str | None = None
+    scheduler_state: str | None = None
+    exit_code: int | None = None
+    submitted_at: str | None = None
     history: list[dict[str, Any]] = Field(default_factory=list)
 
 
@@ -103,12 +113,18 @@ class ManifestStore:
 
     def transition(self, run_id: str, status: RunState, **fields: Any) -> ManifestRun:
         run = self._index[run_id]
-        if status == "running":
+        # an attempt begins when it starts, or when it is queued on a scheduler (then "running"
+        # is the same attempt starting on its node)
+        if status == "queued" or (status == "running" and run.status != "queued"):
             run.attempts += 1
-            run.started_at = _now()
+            run.started_at = None if status == "queued" else _now()
             run.ended_at = None
             run.message = None
             run.phase = None
+            run.job_id = run.node = run.scheduler_state = run.submitted_at = None
+            run.exit_code = None
+        elif status == "running":
+            run.started_at = _now()
         else:
             run.ended_at = _now()
         run.status = status
