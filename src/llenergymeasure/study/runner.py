@@ -120,7 +120,10 @@ class StudyRunner:
         source_path: str | Path | None = None,
         observer: StudyObserver | None = None,
         environ: dict[str, str] | None = None,
+        detach: bool = False,
     ) -> None:
+        #: slurm runner: return once the runs are submitted (StudyDetached says how to follow)
+        self.detach = detach
         self.environ = dict(os.environ if environ is None else environ)
         self.user_config = user_config or load_user_config(user_config_path, self.environ)
         self.cli_runner = runner
@@ -275,6 +278,9 @@ class StudyRunner:
             env_snapshot = capture_environment(
                 **context_from_user_config(self.user_config, self.environ)
             )
+            if any(r.kind == "slurm" for r in runners.values()):
+                self._run_on_slurm(store, to_run, runners)
+                return self._collect(store, started_at, runners, env_snapshot)
             current: PlannedRun | None = None
             try:
                 for position, run in enumerate(to_run, start=1):
@@ -294,6 +300,32 @@ class StudyRunner:
                 self._interrupted(store, current)
             result = self._collect(store, started_at, runners, env_snapshot)
         return result
+
+    def _run_on_slurm(
+        self, store: ManifestStore, to_run: list[PlannedRun], runners: dict[str, ResolvedRunner]
+    ) -> None:
+        """Every run as a SLURM job (runners/slurm.py); Ctrl-C cancels this study's jobs."""
+        from llenergymeasure.runners.slurm import SlurmStudyDriver
+
+        image = next((r.image for r in runners.values() if r.image), None)
+        driver = SlurmStudyDriver(
+            self.user_config.slurm,
+            store,
+            self.observer,
+            lambda run: HarnessRequest(
+                config=run.config,
+                runner=RunnerRecord(
+                    kind="slurm", image=image, source=runners[run.config.backend].source
+                ),
+                settings=self._settings(run),
+            ),
+            image=image,
+            fail_fast=self.fail_fast,
+        )
+        try:
+            driver.drive(to_run, detach=self.detach)
+        except KeyboardInterrupt:
+            self._interrupted(store, None)  # the driver already cancelled and marked the jobs
 
     def _already_done(self, store: ManifestStore, run: PlannedRun) -> bool:
         entry = store.get(run.run_id)
