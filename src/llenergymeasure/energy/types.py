@@ -117,4 +117,10 @@ class CarbonEstimate(_Record):
     intensity_source: str | None = Field(
         None, description="user_config, env:LLEM_CARBON_INTENSITY, codecarbon"
     )
+    country_iso_code: str | None = Field(
+        None, description="country of CodeCarbon's intensity lookup (3-letter ISO 3166), if used"
+    )
+    region: str | None = Field(
+        None, description="region inside that country for CodeCarbon's lookup, if given"
+    )
     unavailable_reason: str | None = None

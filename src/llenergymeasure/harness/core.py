@@ -318,6 +318,8 @@ def run_harness(
                 snapshot.carbon_intensity_gco2_kwh,
                 snapshot.datacenter_pue,
                 snapshot.carbon_intensity_source,
+                country_iso_code=settings.carbon_country_iso_code,
+                region=settings.carbon_region,
             ),
             out=out,
             prompts=prompts,

@@ -27,6 +27,9 @@ class HarnessSettings(BaseModel):
     carbon_intensity_source: str | None = None
     datacenter_pue: float | None = None
     datacenter_pue_source: str | None = None
+    #: CodeCarbon's lookup location (measurement.carbon_country_iso_code / carbon_region)
+    carbon_country_iso_code: str | None = None
+    carbon_region: str | None = None
     run_id: str | None = None
     cycle: int | None = None
 

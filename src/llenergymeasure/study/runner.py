@@ -223,6 +223,8 @@ class StudyRunner:
         cache = self.user_config.output.resolved_model_cache_dir()
         return HarnessSettings(
             energy_backend=self.user_config.measurement.energy_backend,
+            carbon_country_iso_code=self.user_config.measurement.carbon_country_iso_code,
+            carbon_region=self.user_config.measurement.carbon_region,
             model_cache_dir=str(cache),
             baseline_cache_dir=str(cache / "baseline"),
             run_id=run.run_id,
