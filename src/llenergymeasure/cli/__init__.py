@@ -63,7 +63,7 @@ def run(
         str | None,
         typer.Option(
             "--runner",
-            help="local | docker | docker:<image> (env vars and user config take precedence)",
+            help="local | docker | docker:<image> | slurm (env vars and user config take precedence)",
         ),
     ] = None,
     cycles: Annotated[
@@ -84,6 +84,13 @@ def run(
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="do not ask before running a study (ui.prompt)")
     ] = False,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach",
+            help="slurm runner: return once the jobs are submitted (follow with llem status DIR)",
+        ),
+    ] = False,
 ) -> None:
     """Run an experiment or a study (told apart by the YAML's content)."""
     from llenergymeasure.cli.run_cmd import run_command
@@ -100,6 +107,7 @@ def run(
             results_dir=results_dir,
             console=console,
             assume_yes=yes,
+            detach=detach,
         )
     except LLEMError as exc:
         fail(exc)
@@ -145,6 +153,21 @@ def report(
         fail(exc)
         return
     console.print("report: " + escape(str(path)), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def status(
+    study_dir: Annotated[Path, typer.Argument(help="a study directory written by `llem run`")],
+) -> None:
+    """Show a study's runs (SLURM job, node, state, exit code) and record jobs that ended."""
+    from llenergymeasure.cli.slurm_cmd import status_command
+
+    try:
+        code = status_command(study_dir, console)
+    except LLEMError as exc:
+        fail(exc)
+        return
+    raise typer.Exit(code)
 
 
 def main() -> None:

@@ -411,6 +411,7 @@ def run_command(
     results_dir: Path | None,
     console: Console,
     assume_yes: bool = False,
+    detach: bool = False,
 ) -> int:
     from llenergymeasure.study.runner import StudyRunner
 
@@ -442,15 +443,30 @@ def run_command(
         resume_dir=resume,
         source_path=file,
         observer=progress,
+        detach=detach,
     )
-    if not fields:
+    if any(r.kind == "slurm" for r in sr.resolve().values()):
+        from llenergymeasure.cli.slurm_cmd import SlurmProgress
+
+        sr.observer = progress = SlurmProgress(console)  # type: ignore[assignment]
+    elif detach:
+        raise ConfigError(
+            "--detach needs the slurm runner (--runner slurm); runs here cannot detach"
+        )
+    if not fields and isinstance(progress, LiveProgress):
         progress.fields = _varying_fields(sr.study.expand())
     progress.verbosity = sr.user_config.ui.verbosity
     if not _confirmed(console, sr, assume_yes):
         console.print("nothing run")
         return 0
+    from llenergymeasure.runners.slurm import StudyDetached
+
     try:
         result = sr.run()
+    except StudyDetached as exc:
+        progress.stop()
+        console.print(escape(str(exc)))
+        return 0
     except StudyInterrupted as exc:
         progress.stop()
         console.print(escape(str(exc)), style="yellow")

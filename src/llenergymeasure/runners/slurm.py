@@ -128,7 +128,7 @@ class SlurmStudyDriver:
         settings: SlurmSettings,
         store: Any,  # study.manifest.ManifestStore (not imported: runners never import study)
         observer: Any,
-        make_request: Callable[[Any], HarnessRequest],
+        make_request: Callable[[Any], HarnessRequest] | None,
         *,
         image: str | None = None,
         fail_fast: bool = False,
@@ -217,6 +217,8 @@ class SlurmStudyDriver:
     def _submit(self, runs: list[Any]) -> None:
         if not runs:
             return
+        if self.make_request is None:
+            raise RunnerError("internal: this slurm driver only follows jobs; it cannot submit")
         tasks: list[NodeTask] = []
         folders: list[str] = []
         for position, run in enumerate(runs, start=1):

@@ -1,0 +1,158 @@
+"""The CLI's view of studies run on SLURM: live progress while attached, and ``llem status DIR``."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from llenergymeasure.results.models import ExperimentResult
+from llenergymeasure.runners.base import RunOutcome
+from llenergymeasure.study.planning import PlannedRun
+
+ORDER = ("pending", "queued", "running", "completed", "failed", "timeout", "interrupted")
+
+
+def runs_table(runs: list[Any], title: str, limit: int = 60) -> Table:
+    """One row per run: state, SLURM job, node, accounting state, exit code, times."""
+    table = Table(title=title)
+    for col in ("run", "cycle", "status", "job", "node", "SLURM state", "exit", "started", "ended"):
+        table.add_column(col)
+    shown = sorted(runs, key=lambda r: (r.status not in ("running", "queued"), r.index))[:limit]
+    for r in shown:
+        colour = {"completed": "green", "running": "cyan", "queued": "yellow"}.get(r.status, "red")
+        if r.status == "pending":
+            colour = "white"
+        table.add_row(
+            r.run_id,
+            str(r.cycle),
+            f"[{colour}]{r.status}[/]",
+            r.job_id or "—",
+            r.node or "—",
+            r.scheduler_state or "—",
+            "—" if r.exit_code is None else str(r.exit_code),
+            (r.started_at or "—")[11:19],
+            (r.ended_at or "—")[11:19],
+        )
+    if len(runs) > limit:
+        table.caption = f"{len(runs) - limit} more run(s) not shown"
+    return table
+
+
+def counts_line(runs: list[Any]) -> str:
+    counts = Counter(r.status for r in runs)
+    nodes = sorted({r.node for r in runs if r.status == "running" and r.node})
+    text = "  ".join(f"{s} {counts[s]}" for s in ORDER if counts.get(s))
+    return text + (f"  (running on {', '.join(nodes)})" if nodes else "")
+
+
+class SlurmProgress:
+    """Study observer for the slurm runner: queued / running / done per run, with node names."""
+
+    def __init__(self, console: Console, verbosity: str = "normal") -> None:
+        self.console = console
+        self.verbosity = verbosity
+        self.live: Live | None = None
+        self.runs: list[Any] = []
+        self._lock = threading.Lock()
+
+    def on_start(self, study_dir: Path, plan: list[PlannedRun], to_run: list[PlannedRun]) -> None:
+        self.console.print(f"study directory: [bold]{study_dir}[/]")
+        skipped = len(plan) - len(to_run)
+        if skipped:
+            self.console.print(f"resuming: {skipped} completed run(s) kept, {len(to_run)} to do")
+        if self.verbosity != "quiet" and self.console.is_terminal:
+            self.live = Live("submitting…", console=self.console, refresh_per_second=2)
+            self.live.start()
+
+    def on_gap(self, seconds: float, kind: str) -> None:
+        pass
+
+    def on_cluster_status(self, runs: list[Any]) -> None:
+        self.runs = list(runs)
+        if self.live is not None:
+            live = [r for r in self.runs if r.status in ("queued", "running")]
+            grid = Table.grid()
+            grid.add_row(counts_line(self.runs))
+            if live:
+                grid.add_row(runs_table(live, "on the cluster", limit=12))
+            self.live.update(grid)
+
+    def on_run_start(self, run: PlannedRun, position: int, total: int, run_dir: Path) -> None:
+        if self.verbosity == "verbose":
+            entry = next((r for r in self.runs if r.run_id == run.run_id), None)
+            where = f" on {entry.node} (job {entry.job_id})" if entry is not None else ""
+            self.console.print(escape(f"→ {run.run_id} started{where}  [{run_dir}]"))
+
+    def on_run_end(
+        self, run: PlannedRun, outcome: RunOutcome, result: ExperimentResult | None
+    ) -> None:
+        node = outcome.extra.get("node") or "?"
+        job = outcome.extra.get("job_id") or "?"
+        if outcome.status == "completed" and result is not None:
+            if self.verbosity != "quiet":
+                self.console.print(
+                    escape(f"✓ {run.run_id} (job {job} on {node})  ")
+                    + f"{result.output_tokens_per_s or 0:.3g} tok/s"
+                )
+            return
+        first = (outcome.message or "").splitlines()[0] if outcome.message else ""
+        self.console.print(
+            "[red]✗[/] " + escape(f"{run.run_id} (job {job} on {node}) {outcome.status}: {first}")
+        )
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+
+def status_command(study_dir: Path, console: Console) -> int:
+    """Show a study's runs with their SLURM jobs; record jobs that ended since the last look.
+
+    When no controller is attached (the study lock is free) the ends of finished jobs are written
+    to the manifest, exactly as an attached controller would; ``llem run --resume DIR`` then
+    reattaches to live jobs and collects the study.
+    """
+    from llenergymeasure.errors import RunnerError
+    from llenergymeasure.runners.slurm import LIVE, SlurmStudyDriver
+    from llenergymeasure.study.manifest import ManifestStore
+    from llenergymeasure.study.runner import StudyRunner, _NullObserver, _study_lock
+
+    sr = StudyRunner(None, resume_dir=study_dir)
+    plan = {r.run_id: r for r in sr.plan()}
+    store = ManifestStore(Path(study_dir), sr._resume_manifest)
+    attached = False
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(_study_lock(Path(study_dir)))
+        except RunnerError:
+            attached = True  # a controller is following the study: only read
+        live = [plan[r.run_id] for r in store.manifest.runs if r.status in LIVE and r.job_id]
+        if live and not attached:
+            driver = SlurmStudyDriver(
+                sr.user_config.slurm, store, _NullObserver(), None, check=False
+            )
+            driver._reattach(live)
+    runs = store.manifest.runs
+    console.print(runs_table(runs, f"study {store.manifest.study_name!r}: {study_dir}"))
+    console.print(counts_line(runs))
+    controller = store.manifest.controller
+    if attached:
+        console.print(
+            f"a controller is attached (pid {controller.get('pid')} on {controller.get('host')})"
+        )
+    elif any(r.status in LIVE for r in runs):
+        console.print(f"reattach and collect when done: llem run --resume {study_dir}")
+    elif any(r.status != "completed" for r in runs):
+        console.print(f"rerun the unfinished runs: llem run --resume {study_dir}")
+    elif not (Path(study_dir) / "study_result.json").exists():
+        console.print(f"all runs done; collect the study: llem run --resume {study_dir}")
+    return 0
