@@ -73,9 +73,7 @@ def test_all_points_invalid_is_an_error() -> None:
 
 
 def load_config_dict(data: dict) -> StudyConfig:
-    from llenergymeasure.config.validate import validate_study_data
-
-    return validate_study_data(data)
+    return StudyConfig.from_dict(data)
 
 
 def test_sweep_value_must_be_a_list() -> None:

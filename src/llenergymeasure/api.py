@@ -23,9 +23,7 @@ def _coerce_study(config: StudyConfig | dict[str, Any] | str | Path) -> StudyCon
     if isinstance(config, StudyConfig):
         return config
     if isinstance(config, dict):
-        from llenergymeasure.config.validate import validate_study_data
-
-        return validate_study_data(config)
+        return StudyConfig.from_dict(config)
     return StudyConfig.from_yaml(config)
 
 

@@ -15,6 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from llenergymeasure.config.loading import LoadedYaml, read_yaml_file
+from llenergymeasure.config.parsing import STUDY_KEYS, is_study_data, parse_model
+from llenergymeasure.errors import ConfigError
 from llenergymeasure.models.presets import (
     SYNTHETIC_PREFIX,
     SYNTHETIC_PRESETS,
@@ -292,19 +295,27 @@ class ExperimentConfig(_Strict):
 
     # -- loading -----------------------------------------------------------------------------
 
+    # Both build on the model-agnostic reader and guards (config/loading.py, config/parsing.py),
+    # which know no model, so no loader sits above this class and below it at once.
+
     @classmethod
     def from_yaml(cls, path: str | Path) -> ExperimentConfig:
         """Load and validate an experiment YAML file; errors carry file, line and field path."""
-        from llenergymeasure.config.validate import load_experiment_file
-
-        return load_experiment_file(path)
+        loaded = read_yaml_file(path)
+        if is_study_data(loaded.data):
+            raise ConfigError(
+                f"{path}: this is a study file (it has "
+                f"{', '.join(sorted(STUDY_KEYS & set(loaded.data)))}); "
+                "load it with StudyConfig.from_yaml or run it with `llem run`"
+            )
+        return cls.from_dict(loaded.data, source=str(path), loaded=loaded)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> ExperimentConfig:
+    def from_dict(
+        cls, data: dict[str, Any], source: str = "<dict>", loaded: LoadedYaml | None = None
+    ) -> ExperimentConfig:
         """Validate a mapping with the same guards and messages as ``from_yaml``."""
-        from llenergymeasure.config.validate import validate_experiment_data
-
-        return validate_experiment_data(data, source=source)
+        return parse_model(cls, data, what="experiment config", source=source, loaded=loaded)
 
 
 def canonical_json(data: Any) -> str:

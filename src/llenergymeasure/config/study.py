@@ -42,7 +42,13 @@ from llenergymeasure.config.experiment import (
     canonical_hash,
     normalise_backend,
 )
-from llenergymeasure.config.loading import format_path, validation_problems
+from llenergymeasure.config.loading import (
+    LoadedYaml,
+    format_path,
+    read_yaml_file,
+    validation_problems,
+)
+from llenergymeasure.config.parsing import is_study_data, parse_model
 
 SECTION_NAMES = {"pytorch", "vllm", "tensorrt", *BACKEND_ALIASES}
 
@@ -255,10 +261,22 @@ class StudyConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> StudyConfig:
-        """Load and validate a study YAML file; errors carry file, line and field path."""
-        from llenergymeasure.config.validate import load_study_file
+        """Load and validate a study YAML file; errors carry file, line and field path.
 
-        return load_study_file(path)
+        An experiment file is a one-experiment study.
+        """
+        loaded = read_yaml_file(path)
+        if not is_study_data(loaded.data):
+            cfg = ExperimentConfig.from_dict(loaded.data, source=str(path), loaded=loaded)
+            return cls.from_experiment(cfg)
+        return cls.from_dict(loaded.data, source=str(path), loaded=loaded)
+
+    @classmethod
+    def from_dict(
+        cls, data: dict[str, Any], source: str = "<dict>", loaded: LoadedYaml | None = None
+    ) -> StudyConfig:
+        """Validate a study mapping with the same guards and messages as ``from_yaml``."""
+        return parse_model(cls, data, what="study config", source=source, loaded=loaded)
 
 
 def _safe_name(text: str) -> str:
