@@ -330,10 +330,18 @@ class StudyRunner:
             self._interrupted(store, None)  # the driver already cancelled and marked the jobs
 
     def _already_done(self, store: ManifestStore, run: PlannedRun) -> bool:
+        """Completed, and its result.json is there and reads back; otherwise resume reruns it
+        (in a new attempt folder, so the missing or corrupt file is left as it was)."""
         entry = store.get(run.run_id)
         if entry.status != "completed" or not entry.run_dir:
             return False
-        return (store.study_dir / entry.run_dir / RESULT_FILE).exists()
+        try:
+            ExperimentResult.model_validate_json(
+                (store.study_dir / entry.run_dir / RESULT_FILE).read_text()
+            )
+        except (OSError, ValueError):
+            return False
+        return True
 
     def _run_one(
         self,
