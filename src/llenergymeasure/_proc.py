@@ -37,3 +37,57 @@ def descendant_pids(root: int, include_zombies: bool = False) -> set[int]:
                 found.add(child)
                 stack.append(child)
     return found
+
+
+#: written by a local experiment process into its run directory as soon as it starts
+PROCESS_FILE = "process.json"
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        if fields[0] == "Z":
+            return None  # exited, waiting to be reaped
+        return int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def process_record(pid: int) -> dict[str, object]:
+    """What identifies a live process on this machine: pid, start time, boot, host."""
+    import socket
+
+    return {
+        "pid": pid,
+        "start_ticks": _start_ticks(pid),
+        "boot_id": _boot_id(),
+        "host": socket.gethostname(),
+    }
+
+
+def recorded_process_alive(record: dict[str, object]) -> bool | None:
+    """Whether the process ``record`` (from ``process_record``) still runs.
+
+    ``None`` when this machine cannot tell (another host or boot, or no /proc). A pid reused by
+    another process has another start time, so it does not count as alive.
+    """
+    import socket
+
+    pid, ticks = record.get("pid"), record.get("start_ticks")
+    if not isinstance(pid, int) or not isinstance(ticks, int):
+        return None
+    if record.get("host") != socket.gethostname() or record.get("boot_id") != _boot_id():
+        return None
+    if _boot_id() is None:
+        return None
+    return _start_ticks(pid) == ticks

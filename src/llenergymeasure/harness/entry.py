@@ -34,15 +34,30 @@ def run_request_file(request_path: Path, output_dir: Path) -> int:
     return 0
 
 
-def spawn_child_main(request_path: str, output_dir: str) -> None:
+def spawn_child_main(request_path: str, output_dir: str, controller_pid: int | None = None) -> None:
     """Target of the local runner's spawned process.
 
     It leads its own process group (so the controller can stop it and every engine worker it
-    started with one signal) and sends its stdout/stderr to the run's log file.
+    started with one signal), dies with its controller, records its pid and start time in
+    ``process.json`` (so ``--resume`` can tell whether it still runs) and sends its stdout/stderr to
+    the run's log file.
     """
     with contextlib.suppress(OSError):
         os.setsid()
     _die_with_parent()
+    # The controller may have died while this interpreter was starting, before the death signal
+    # was armed: then nothing would ever stop this process. Its parent is then no longer the
+    # controller (the orphan was handed to init or a subreaper): end before touching anything.
+    if controller_pid is not None and os.getppid() != controller_pid:
+        os._exit(ORPHANED_EXIT)
+    from llenergymeasure._proc import PROCESS_FILE, process_record
+    from llenergymeasure.results.io import atomic_write_json
+
+    with contextlib.suppress(OSError):  # a full disk is reported by the run itself
+        atomic_write_json(
+            Path(output_dir) / PROCESS_FILE,
+            {**process_record(os.getpid()), "controller_pid": controller_pid},
+        )
     log_path = Path(output_dir) / LOG_FILE
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
@@ -52,14 +67,23 @@ def spawn_child_main(request_path: str, output_dir: str) -> None:
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
     # The controller handles Ctrl-C; the child ends when the controller signals its group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     code = run_request_file(Path(request_path), Path(output_dir))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
 
 
+#: exit status of an experiment process whose controller died before it could start
+ORPHANED_EXIT = 3
+
+
 def _die_with_parent() -> None:
-    """Linux: ask the kernel to SIGKILL this process if the controller dies (no orphaned runs)."""
+    """Linux: ask the kernel to SIGKILL this process when the controller dies (no orphaned runs).
+
+    The signal is armed only from here on: ``spawn_child_main`` checks afterwards that the
+    controller was still alive when it was armed.
+    """
     if not sys.platform.startswith("linux"):
         return
     try:

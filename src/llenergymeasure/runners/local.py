@@ -89,9 +89,13 @@ class LocalRunner:
         run_dir.mkdir(parents=True, exist_ok=True)
         request_path = request.write(run_dir / REQUEST_FILE)
         ctx = multiprocessing.get_context("spawn")
+        # The harness child checks its parent is still this process once its death signal is
+        # armed (a controller killed while the child starts must not leave an orphan measuring).
+        kwargs = {} if self.target else {"controller_pid": os.getpid()}
         proc = ctx.Process(
             target=self.target or spawn_child_main,
             args=(str(request_path), str(run_dir)),
+            kwargs=kwargs,
             name=f"llem-{run_dir.name}",
             daemon=False,
         )
