@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -15,7 +16,12 @@ from llenergymeasure.errors import LLEMError
 from llenergymeasure.runners.resolution import resolve_runner
 
 
-def config_command(console: Console, probe_gpus: bool = True) -> None:
+def config_command(console: Console, probe_gpus: bool = True, as_json: bool = False) -> None:
+    if as_json:
+        from llenergymeasure.cli.json_out import emit
+
+        emit(config_data(probe_gpus))
+        return
     path = user_config_path()
     cfg = load_user_config()
     console.print(
@@ -101,3 +107,35 @@ def config_command(console: Console, probe_gpus: bool = True) -> None:
     except ImportError as exc:
         meters.add_row("?", "?", escape(f"energy layer unavailable: {exc}"))
     console.print(meters)
+
+
+def config_data(probe_gpus: bool = True) -> dict[str, Any]:
+    """What ``llem config`` shows, as one JSON-ready mapping (``llem config --json``)."""
+    path = user_config_path()
+    cfg = load_user_config()
+    runners: dict[str, Any] = {}
+    for b in BACKENDS:
+        try:
+            r = resolve_runner(b, cfg)
+            runners[b] = {"runner": r.describe(), "source": r.source}
+        except LLEMError as exc:
+            runners[b] = {"runner": None, "error": str(exc)}
+    snap = capture_environment(**context_from_user_config(cfg), probe_gpus=probe_gpus)
+    meters: list[dict[str, Any]] = []
+    try:
+        from llenergymeasure.energy import meter_availability
+
+        meters = [
+            {"meter": name, "usable": ok, "why": why}
+            for name, ok, why in meter_availability(os.environ)
+        ]
+    except ImportError as exc:
+        meters = [{"meter": None, "usable": False, "why": f"energy layer unavailable: {exc}"}]
+    return {
+        "user_config": {"path": str(path), "exists": path.exists()},
+        "values": cfg.model_dump(mode="json"),
+        "resolved": {"output.model_cache_dir": str(cfg.output.resolved_model_cache_dir())},
+        "runners": runners,
+        "environment": snap.model_dump(mode="json"),
+        "energy_meters": meters,
+    }

@@ -1,0 +1,406 @@
+"""``llem results``: list, show, query, compare and leaderboard over the results archive.
+
+Roots default to the user config's ``output.results_dir``; ``--root`` (repeatable) replaces it.
+Errors (a missing root, an unknown study, SQL that DuckDB refuses) print one clear message and
+exit 2. DuckDB and the archive modules are imported when a command runs, so ``llem --help`` stays
+fast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from llenergymeasure.errors import LLEMError
+
+if TYPE_CHECKING:
+    from llenergymeasure.results.archive import Archive
+
+results_app = typer.Typer(
+    help="Query, compare and export every study under your results roots (DuckDB).",
+    no_args_is_help=True,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+RootOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--root",
+        "-r",
+        help="a results root or study directory (repeatable; default: output.results_dir)",
+    ),
+]
+
+
+def _fail(exc: LLEMError) -> None:
+    err_console.print("[bold red]error:[/] " + escape(str(exc)), highlight=False, soft_wrap=True)
+    raise typer.Exit(exc.exit_code)
+
+
+def _open(roots: list[Path] | None) -> Archive:
+    from llenergymeasure.config.user import load_user_config
+    from llenergymeasure.results.archive import Archive
+
+    cfg = load_user_config()
+    chosen = list(roots) if roots else [cfg.output.resolved_results_dir()]
+    if not roots and not chosen[0].exists():
+        from llenergymeasure.results.archive import ArchiveError
+
+        raise ArchiveError(
+            f"output.results_dir {str(chosen[0])!r} does not exist yet (no study has been run "
+            "with this user config); run a study or give --root DIR"
+        )
+    archive = Archive(chosen, cache_dir=cfg.output.resolved_model_cache_dir())
+    for s in archive.skipped:
+        err_console.print(f"[yellow]skipped[/] {escape(str(s.path))}: {escape(s.note)}")
+    return archive
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, float):
+        if abs(value) >= 1000:
+            return f"{value:,.1f}"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _table(cols: list[str], rows: list[tuple], title: str | None = None) -> Table:
+    t = Table(title=title)
+    for c in cols:
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*(escape(fmt(v)) for v in r))
+    return t
+
+
+def _json_default(value: Any) -> Any:
+    return str(value)
+
+
+@results_app.command("list")
+def list_cmd(
+    root: RootOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """Studies under the roots: date, name, design hash, runs completed/failed, GPUs, backends."""
+    try:
+        archive = _open(root)
+        cols, rows = archive.query(
+            "SELECT started_at, name, design_hash, n_completed, n_failed, n_pending, gpus, "
+            "backends, source, study_dir FROM studies ORDER BY started_at, study_dir"
+        )
+    except LLEMError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        sys.stdout.write(
+            json.dumps([dict(zip(cols, r, strict=True)) for r in rows], indent=2) + "\n"
+        )
+        return
+    if not rows:
+        console.print("no studies under " + ", ".join(str(r) for r in archive.roots))
+        return
+    t = Table(title=f"{len(rows)} stud{'y' if len(rows) == 1 else 'ies'}")
+    for c in (
+        "date",
+        "name",
+        "design",
+        "done",
+        "failed",
+        "GPUs",
+        "backends",
+        "read from",
+        "directory",
+    ):
+        t.add_column(c, overflow="fold")
+    for started, name, design, done, failed, pending, gpus, backends, source, path in rows:
+        t.add_row(
+            escape(str(started)[:16].replace("T", " ")),
+            escape(name),
+            design[:12] or "—",
+            f"{done}" + (f" (+{pending} pending)" if pending else ""),
+            f"[red]{failed}[/]" if failed else "0",
+            escape(gpus or "—"),
+            escape(backends or "—"),
+            source,
+            escape(path),
+        )
+    console.print(t)
+
+
+@results_app.command()
+def show(
+    target: Annotated[
+        str, typer.Argument(help="a study (directory or name) or a run (folder or id)")
+    ],
+    root: RootOpt = None,
+) -> None:
+    """One study's or one run's headline figures, failures and warnings."""
+    try:
+        from llenergymeasure.results.archive_compare import resolve
+
+        archive = _open(root if root else _roots_for(target))
+        found = resolve(archive, target)
+        if found.kind == "run":
+            _show_run(archive, found.study_dir, str(found.run_id))
+        else:
+            _show_study(archive, found.study_dir)
+    except LLEMError as exc:
+        _fail(exc)
+
+
+def _roots_for(target: str) -> list[Path] | None:
+    """A path given as the target is its own root (no need for the user config's)."""
+    p = Path(target).expanduser()
+    if p.exists():
+        from llenergymeasure.results.archive import is_study_dir
+
+        return [p] if is_study_dir(p) else [p.parent] if is_study_dir(p.parent) else None
+    return None
+
+
+def _show_study(archive: Archive, study_dir: str) -> None:
+    (study,) = archive.records("SELECT * FROM studies WHERE study_dir = $d", {"d": study_dir})
+    console.print(f"study [bold]{escape(study['name'])}[/]  {escape(study_dir)}")
+    console.print(
+        f"design hash {study['design_hash'] or '—'}; {study['started_at']} .. {study['updated_at']}; "
+        f"{study['n_completed']} completed, {study['n_failed']} failed, {study['n_pending']} pending; "
+        f"GPUs: {escape(study['gpus'] or 'none seen')}; read from {study['source']}"
+    )
+    if study["note"]:
+        console.print(f"[yellow]note[/] {escape(study['note'])}")
+    _, rows = archive.query(
+        "SELECT config_label, n_runs, n_failed, energy_per_output_token_j_mean, "
+        "energy_per_output_token_j_ci95_half_width, output_tokens_per_s_mean, "
+        "output_tokens_per_s_ci95_half_width, ttft_p50_ms_mean, itl_mean_ms_mean, config_hash "
+        'FROM configs WHERE "study.dir" = $d ORDER BY config_label',
+        {"d": study_dir},
+    )
+    t = Table(title="configurations: mean ± 95 % CI half-width over cycles")
+    for c in ("config", "runs", "failed", "J/out-token", "tok/s", "TTFT p50 ms", "ITL ms", "hash"):
+        t.add_column(c)
+    for label, n, nf, e, eh, tp, tph, ttft, itl, h in rows:
+        t.add_row(
+            escape(label),
+            str(n),
+            str(nf),
+            fmt(e) + (f" ± {fmt(eh, 2)}" if eh is not None else ""),
+            fmt(tp) + (f" ± {fmt(tph, 2)}" if tph is not None else ""),
+            fmt(ttft),
+            fmt(itl),
+            h[:8],
+        )
+    console.print(t)
+    for run_id, status, phase, message, run_dir in archive.query(
+        "SELECT run_id, status, phase, message, run_dir FROM run_status WHERE study_dir = $d "
+        "AND status IN ('failed', 'timeout', 'interrupted') ORDER BY run_id",
+        {"d": study_dir},
+    )[1]:
+        where = f" in {phase}" if phase else ""
+        console.print(
+            f"[red]{status}[/] " + escape(f"{run_id}{where}: {message or ''}  [{run_dir}]")
+        )
+    for code, n in archive.query(
+        "SELECT code, count(*) FROM (SELECT unnest(string_split(warning_codes, ',')) AS code "
+        'FROM runs WHERE "study.dir" = $d AND warning_codes IS NOT NULL) GROUP BY code ORDER BY code',
+        {"d": study_dir},
+    )[1]:
+        console.print(f"[yellow]warning[/] {escape(code)} in {n} run(s)")
+
+
+def _show_run(archive: Archive, study_dir: str, run_id: str) -> None:
+    rows = archive.records(
+        'SELECT * FROM runs WHERE "study.dir" = $d AND run_id = $r', {"d": study_dir, "r": run_id}
+    )
+    if not rows:
+        status = archive.records(
+            "SELECT * FROM run_status WHERE study_dir = $d AND run_id = $r",
+            {"d": study_dir, "r": run_id},
+        )
+        if not status:
+            from llenergymeasure.results.archive import ArchiveError
+
+            raise ArchiveError(f"run {run_id!r} is not in {study_dir}")
+        s = status[0]
+        console.print(
+            f"run [bold]{escape(run_id)}[/] of {escape(study_dir)}: [red]{s['status']}[/]"
+            + (f" in {s['phase']}" if s["phase"] else "")
+        )
+        console.print(escape(f"{s['message'] or ''}  [{s['run_dir']}]"))
+        return
+    r = rows[0]
+    console.print(f"run [bold]{escape(run_id)}[/]  {escape(str(r['run_dir']))}")
+    t = Table(
+        title=f"{escape(str(r['config_label']))}  ({str(r['config_hash'])[:8]})", show_header=False
+    )
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    energy = (
+        fmt(r["total_energy_j"]) + " J"
+        if r["energy.available"]
+        else f"— ({r['energy.unavailable_reason']})"
+    )
+    for name, value in (
+        ("energy (raw)", energy),
+        ("energy per output token", fmt(r["energy_per_output_token_j"]) + " J"),
+        ("output tokens/s", fmt(r["output_tokens_per_s"])),
+        ("TTFT p50 / p99", f"{fmt(r['ttft_p50_ms'])} / {fmt(r['ttft_p99_ms'])} ms"),
+        ("ITL mean", f"{fmt(r['itl_mean_ms'])} ms"),
+        ("measured window", f"{fmt(r['duration_s'])} s"),
+        ("meter", str(r["energy.meter"])),
+        ("GPU", f"{r['env.gpu_count'] or 0}x {r['env.gpu_model'] or '—'}"),
+        ("runner", str(r["runner.kind"]) + (f":{r['runner.image']}" if r["runner.image"] else "")),
+    ):
+        t.add_row(name, escape(value))
+    console.print(t)
+    result_file = Path(str(r["run_dir"])) / "result.json" if r["run_dir"] else None
+    try:
+        data = json.loads(result_file.read_text()) if result_file else {}
+        warnings = {(w["code"], w["message"]) for w in data.get("warnings", [])}
+        warnings |= {(w["code"], w["message"]) for w in data.get("energy", {}).get("warnings", [])}
+    except (OSError, ValueError, KeyError, TypeError):
+        warnings = {(c, "") for c in str(r["warning_codes"] or "").split(",") if c}
+    for code, message in sorted(warnings):
+        console.print(f"[yellow]warning[/] {escape(f'[{code}] {message}')}")
+
+
+@results_app.command()
+def query(
+    sql: Annotated[
+        str, typer.Argument(help="SQL over the views runs, configs, studies, run_status")
+    ],
+    root: RootOpt = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="write the result as CSV")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write the result as JSON")
+    ] = None,
+    parquet_out: Annotated[
+        Path | None, typer.Option("--parquet", help="write the result as Parquet")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="rows printed (files get all)")] = 50,
+) -> None:
+    """SQL over the archive (views in docs/results.md), printed as a table or written to files."""
+    try:
+        archive = _open(root)
+        outputs = {"csv": csv_out, "json": json_out, "parquet": parquet_out}
+        wrote = False
+        for fmt_name, target in outputs.items():
+            if target is not None:
+                path = archive.export(sql, target, fmt_name)
+                console.print(f"{fmt_name}: [bold]{escape(str(path))}[/]")
+                wrote = True
+        if wrote:
+            return
+        cols, rows = archive.query(sql)
+    except LLEMError as exc:
+        _fail(exc)
+        return
+    console.print(_table(cols, rows[:limit]))
+    if len(rows) > limit:
+        console.print(f"{len(rows) - limit} more row(s): --limit N, or --csv/--json/--parquet FILE")
+
+
+@results_app.command()
+def compare(
+    a: Annotated[
+        str, typer.Argument(help="study (dir or name), run, or config hash ([STUDY#]HASH)")
+    ],
+    b: Annotated[str, typer.Argument(help="the other one")],
+    root: RootOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
+) -> None:
+    """Two studies or configurations side by side: B - A per metric with its 95 % CI, and every
+    difference of environment (GPU, driver, engine versions, power limit) flagged."""
+    try:
+        from llenergymeasure.results.archive_compare import compare as do_compare
+        from llenergymeasure.results.archive_compare import resolve
+
+        roots = root or _merge(_roots_for(a), _roots_for(b))
+        archive = _open(roots)
+        result = do_compare(archive, resolve(archive, a), resolve(archive, b))
+    except LLEMError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2, default=_json_default) + "\n")
+        return
+    console.print(f"A: {escape(result.a.describe())}\nB: {escape(result.b.describe())}")
+    if result.environment_differs:
+        console.print(
+            "[bold yellow]different environments[/]: "
+            + ", ".join(result.environment_differs)
+            + " differ; differences below mix the change you made with these"
+        )
+    else:
+        console.print(
+            "[green]same environment[/] (GPU, driver, engine versions, power limit, meter)"
+        )
+    env = Table(title="environment")
+    for c in ("field", "A", "B", ""):
+        env.add_column(c, overflow="fold")
+    for f, (x, y) in {**result.environment, **result.info}.items():
+        flag = "[yellow]differs[/]" if f in result.environment_differs else ""
+        env.add_row(f, escape(x), escape(y), flag)
+    console.print(env)
+    for pair in result.pairs:
+        label = pair.label_a if pair.label_a == pair.label_b else f"{pair.label_a} → {pair.label_b}"
+        t = Table(title=f"{escape(label)}: B - A with Welch 95 % CI")
+        for c in ("metric", "A mean (n)", "B mean (n)", "B - A", "95 % CI", "relative"):
+            t.add_column(c)
+        for m in pair.metrics:
+            ci = (
+                f"{fmt(m.ci95_low, 3)} .. {fmt(m.ci95_high, 3)}" + (" *" if m.significant else "")
+                if m.ci95_low is not None
+                else "— (needs 2 runs each)"
+            )
+            t.add_row(
+                m.metric,
+                f"{fmt(m.mean_a)} ({m.n_a})",
+                f"{fmt(m.mean_b)} ({m.n_b})",
+                fmt(m.diff, 3),
+                ci,
+                f"{m.relative * 100:+.1f} %" if m.relative is not None else "—",
+            )
+        console.print(t)
+    if any(m.significant for p in result.pairs for m in p.metrics):
+        console.print("* the 95 % interval excludes 0")
+    for u in result.unmatched:
+        console.print(f"[yellow]not compared[/] {escape(u)}")
+
+
+def _merge(*roots: list[Path] | None) -> list[Path] | None:
+    if all(r is not None for r in roots):
+        return [p for r in roots for p in (r or [])]
+    return None
+
+
+@results_app.command()
+def leaderboard(
+    out_dir: Annotated[Path, typer.Argument(help="folder for leaderboard_<model>_<gpu>.json/.csv")],
+    root: RootOpt = None,
+) -> None:
+    """Per (model, GPU): Pareto fronts of J/token against throughput and against latency, each
+    point traceable to its study, config hash and run directories."""
+    try:
+        from llenergymeasure.results.leaderboard import write_leaderboards
+
+        archive = _open(root)
+        paths = write_leaderboards(archive, out_dir)
+    except LLEMError as exc:
+        _fail(exc)
+        return
+    if not paths:
+        console.print("no configurations in the archive: nothing written")
+    for p in paths:
+        console.print(escape(str(p)))

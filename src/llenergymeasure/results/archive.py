@@ -1,0 +1,508 @@
+"""The results archive: every study under one or more results roots, queried with DuckDB.
+
+A results root holds study directories (``<results_dir>/<study-name>_<time>/``); a root may also be
+a study directory itself. Nothing is copied or imported: the archive reads each study's
+``manifest.json`` (what was planned and what became of it) and DuckDB reads each
+``results.parquet`` in place. A study without a ``results.parquet``, or with one older than its
+runs (written before the Parquet export existed, or resumed and never re-exported), is read from
+its JSON files (``llenergymeasure.results.loading``); one that cannot be read either way is listed
+in ``skipped`` with the reason, never dropped silently.
+
+Views (documented in docs/results.md): ``runs`` (one row per completed run, every column of
+``results.parquet`` plus the study's), ``configs`` (one row per study and config: mean, SD and
+Student-t 95 % CI per metric), ``studies`` and ``run_status`` (every planned run and its status).
+
+Reading the Parquet footers is most of the cost over many studies; the column types of each file
+are cached (keyed by path, size and mtime) in ``archive-schemas.json`` under the cache directory,
+so that files of the same schema are read as one scan without reading their schemas first.
+DuckDB (the ``[results]`` extra) is imported when an archive is opened, never by
+``import llenergymeasure``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llenergymeasure.errors import LLEMError
+from llenergymeasure.results.archive_views import (
+    RUN_STATUS_COLUMNS,
+    STUDIES_COLUMNS,
+    STUDY_COLUMNS,
+    cast_select,
+    configs_view_sql,
+    literal,
+    quote,
+    run_column_types,
+    t975_macro,
+)
+from llenergymeasure.results.export import RESULTS_PARQUET
+from llenergymeasure.results.loading import (
+    MANIFEST_FILE,
+    RESULT_FILE,
+    STUDY_RESULT_FILE,
+    StudyDirError,
+    load_study_dir,
+    run_folders,
+)
+
+SCHEMA_CACHE_FILE = "archive-schemas.json"
+_FAILED = ("failed", "timeout", "interrupted")
+
+
+class ArchiveError(LLEMError):
+    """A results root cannot be read, or a query over the archive is not valid."""
+
+    exit_code = 2
+
+
+class ArchiveDependencyError(LLEMError):
+    """DuckDB (the ``[results]`` extra) is not installed."""
+
+    exit_code = 1
+
+
+def require_duckdb() -> Any:
+    try:
+        import duckdb
+    except ImportError as exc:
+        raise ArchiveDependencyError(
+            f"the results archive needs DuckDB, which is not installed ({exc}); install it with: "
+            "pip install 'llenergymeasure[results]'"
+        ) from exc
+    return duckdb
+
+
+@dataclass
+class RunStatus:
+    run_id: str
+    run_dir: str | None
+    config_hash: str
+    cycle: int | None
+    backend: str
+    status: str
+    phase: str | None = None
+    message: str | None = None
+
+
+@dataclass
+class StudyInfo:
+    """What the archive knows of one study directory without reading its runs' data."""
+
+    path: Path
+    name: str
+    design_hash: str = ""
+    started_at: str = ""
+    updated_at: str = ""
+    runs: list[RunStatus] = field(default_factory=list)
+    gpus: str = ""
+    parquet: Path | None = None
+    source: str = "parquet"  # parquet | json | skipped
+    note: str = ""
+
+    def count(self, *states: str) -> int:
+        return sum(1 for r in self.runs if r.status in states)
+
+    def row(self) -> dict[str, Any]:
+        backends = sorted({r.backend for r in self.runs if r.backend})
+        return {
+            "study_dir": str(self.path),
+            "name": self.name,
+            "design_hash": self.design_hash,
+            "started_at": self.started_at,
+            "updated_at": self.updated_at,
+            "n_planned": len(self.runs),
+            "n_completed": self.count("completed"),
+            "n_failed": self.count(*_FAILED),
+            "n_pending": self.count("pending", "running"),
+            "backends": ",".join(backends),
+            "gpus": self.gpus,
+            "source": self.source,
+            "note": self.note,
+        }
+
+
+def is_study_dir(path: Path) -> bool:
+    return any((path / f).exists() for f in (MANIFEST_FILE, STUDY_RESULT_FILE, RESULTS_PARQUET))
+
+
+def find_study_dirs(roots: Iterable[str | Path]) -> list[Path]:
+    """Study directories under the roots (a root may be a study directory itself), sorted."""
+    found: dict[Path, None] = {}
+    for root in roots:
+        path = Path(os.path.expanduser(str(root))).absolute()
+        if not path.exists():
+            raise ArchiveError(
+                f"results root {str(path)!r} does not exist; give a folder that holds study "
+                "directories (output.results_dir of the user config, e.g. ./results)"
+            )
+        if not path.is_dir():
+            raise ArchiveError(f"results root {str(path)!r} is a file, not a folder")
+        if is_study_dir(path):
+            found.setdefault(path, None)
+            continue
+        for child in sorted(path.iterdir()):
+            if child.is_dir() and is_study_dir(child):
+                found.setdefault(child, None)
+    return list(found)
+
+
+def _read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _gpus_of(env: dict[str, Any] | None) -> str:
+    if not env:
+        return ""
+    count, model = env.get("gpu_count"), env.get("gpu_model")
+    if not count or not model:
+        return ""
+    return f"{count}x {model}"
+
+
+def _first_line(text: Any) -> str | None:
+    return str(text).splitlines()[0] if text else None
+
+
+def scan_study(path: Path) -> StudyInfo:
+    """A study's identity and run statuses, from its manifest (or study_result.json)."""
+    info = StudyInfo(path=path, name=path.name)
+    manifest_path = path / MANIFEST_FILE
+    parquet = path / RESULTS_PARQUET
+    info.parquet = parquet if parquet.exists() else None
+    try:
+        if manifest_path.exists():
+            manifest = _read_json(manifest_path)
+            info.name = str(manifest.get("study_name") or path.name)
+            info.design_hash = str(manifest.get("study_design_hash") or "")
+            info.started_at = str(manifest.get("created_at") or "")
+            info.updated_at = str(manifest.get("updated_at") or "")
+            for e in manifest.get("runs", []):
+                run_dir = e.get("run_dir")
+                info.runs.append(
+                    RunStatus(
+                        run_id=str(e["run_id"]),
+                        run_dir=str(path / str(run_dir)) if run_dir else None,
+                        config_hash=str(e.get("config_hash") or ""),
+                        cycle=e.get("cycle"),
+                        backend=str(e.get("backend") or ""),
+                        status=str(e.get("status") or "pending"),
+                        phase=e.get("phase"),
+                        message=_first_line(e.get("message")),
+                    )
+                )
+        else:
+            study = load_study_dir(path)
+            info.name, info.design_hash = study.name, study.study_design_hash
+            info.started_at, info.updated_at = study.started_at, study.ended_at
+            folders = run_folders(path)
+            for r in study.runs:
+                folder = folders.get(r.experiment_id)
+                info.runs.append(
+                    RunStatus(
+                        r.experiment_id,
+                        str(folder) if folder else None,
+                        r.config_hash,
+                        None,
+                        r.config.backend,
+                        "completed",
+                    )
+                )
+            for f in study.failures:
+                folder = folders.get(f.run_id)
+                info.runs.append(
+                    RunStatus(
+                        f.run_id,
+                        str(folder) if folder else None,
+                        f.config_hash,
+                        f.cycle,
+                        "",
+                        f.status,
+                        f.phase,
+                        _first_line(f.message),
+                    )
+                )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, LLEMError) as exc:
+        info.source, info.note = "skipped", f"cannot be read: {exc}"
+        return info
+    completed = [r for r in info.runs if r.status == "completed" and r.run_dir]
+    for r in completed[:1]:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            info.gpus = _gpus_of(_read_json(Path(str(r.run_dir)) / RESULT_FILE).get("environment"))
+    if info.parquet is None:
+        if completed:
+            info.source, info.note = "json", "no results.parquet: read from the runs' result.json"
+    else:
+        stamp = info.parquet.stat().st_mtime_ns
+        for r in completed:
+            with contextlib.suppress(OSError):
+                if (Path(str(r.run_dir)) / RESULT_FILE).stat().st_mtime_ns > stamp:
+                    info.source = "json"
+                    info.note = (
+                        "results.parquet is older than its runs (`llem report DIR` rewrites it): "
+                        "read from the runs' result.json"
+                    )
+                    break
+    return info
+
+
+class _SchemaCache:
+    """Parquet path -> (size, mtime) and its column signature, kept between invocations."""
+
+    def __init__(self, cache_dir: Path | None):
+        self.path = cache_dir / SCHEMA_CACHE_FILE if cache_dir is not None else None
+        self.files: dict[str, list[Any]] = {}
+        self.signatures: dict[str, list[list[str]]] = {}
+        self.dirty = False
+        if self.path is not None and self.path.exists():
+            with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+                data = _read_json(self.path)
+                self.files = dict(data["files"])
+                self.signatures = dict(data["signatures"])
+
+    @staticmethod
+    def stamp(path: Path) -> list[int]:
+        st = path.stat()
+        return [st.st_size, st.st_mtime_ns]
+
+    def lookup(self, path: Path) -> str | None:
+        hit = self.files.get(str(path))
+        if hit and hit[:2] == self.stamp(path) and hit[2] in self.signatures:
+            return str(hit[2])
+        return None
+
+    def store(self, path: Path, columns: list[list[str]]) -> str:
+        sig = hashlib.sha256(json.dumps(columns).encode()).hexdigest()[:16]
+        self.signatures[sig] = columns
+        self.files[str(path)] = [*self.stamp(path), sig]
+        self.dirty = True
+        return sig
+
+    def save(self) -> None:
+        if self.path is None or not self.dirty:
+            return
+        from llenergymeasure.results.io import atomic_write_text
+
+        with contextlib.suppress(OSError):
+            atomic_write_text(
+                self.path, json.dumps({"files": self.files, "signatures": self.signatures})
+            )
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "llenergymeasure"
+
+
+class Archive:
+    """Every study under ``roots``, as DuckDB views. ``cache_dir=None`` keeps no schema cache."""
+
+    def __init__(
+        self, roots: Sequence[str | Path], cache_dir: Path | None = None, *, cache: bool = True
+    ):
+        self.roots = [Path(os.path.expanduser(str(r))).absolute() for r in roots]
+        self.studies: list[StudyInfo] = [scan_study(p) for p in find_study_dirs(self.roots)]
+        self._cache_dir = (cache_dir or default_cache_dir()) if cache else None
+        self._con: Any = None
+        self._runs_ready = False
+
+    @property
+    def skipped(self) -> list[StudyInfo]:
+        return [s for s in self.studies if s.source == "skipped"]
+
+    # -- connection -------------------------------------------------------------------------------
+
+    def connection(self, runs: bool = True) -> Any:
+        """A DuckDB connection with ``studies`` and ``run_status``, plus ``runs`` and ``configs``
+        when ``runs`` (they read the Parquet footers, which costs time over many studies)."""
+        duckdb = require_duckdb()
+        if self._con is None:
+            self._con = duckdb.connect(":memory:")
+            self._register("studies", STUDIES_COLUMNS, [s.row() for s in self.studies])
+            status_rows = [
+                {"study_dir": str(s.path), **r.__dict__} for s in self.studies for r in s.runs
+            ]
+            self._register("run_status", RUN_STATUS_COLUMNS, status_rows)
+            self._con.execute(t975_macro())
+        if runs and not self._runs_ready:
+            self._build_runs()
+            self._con.execute(configs_view_sql())
+            self._runs_ready = True
+        return self._con
+
+    def _register(
+        self, name: str, columns: dict[str, tuple[str, str]], rows: list[dict[str, Any]]
+    ) -> None:
+        """A temp table from Python rows, typed as ``columns`` says (numpy arrays: no pandas)."""
+        import numpy as np
+
+        data = {
+            col: np.array([r.get(col) for r in rows] or [None], dtype=object) for col in columns
+        }
+        src = f"_src_{name}"
+        self._con.register(src, data)
+        select = ", ".join(
+            f"TRY_CAST({quote(c)} AS {t}) AS {quote(c)}" for c, (t, _) in columns.items()
+        )
+        where = "" if rows else " WHERE false"
+        self._con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {select} FROM {src}{where}"
+        )
+        self._con.unregister(src)
+
+    def _signatures(self, files: list[Path]) -> list[tuple[set[str], list[Path]]]:
+        """Parquet files grouped by identical schema, with their column names (cached; the
+        schemas of files not in the cache are read once)."""
+        cache = _SchemaCache(self._cache_dir)
+        groups: dict[str, list[Path]] = {}
+        missing = []
+        for f in files:
+            sig = cache.lookup(f)
+            if sig is None:
+                missing.append(f)
+            else:
+                groups.setdefault(sig, []).append(f)
+        if missing:
+            rows = self._con.execute(
+                "SELECT file_name, name, type, logical_type FROM parquet_schema($files) "
+                "WHERE num_children IS NULL OR num_children = 0",
+                {"files": [str(f) for f in missing]},
+            ).fetchall()
+            by_file: dict[str, list[list[str]]] = {}
+            for file_name, name, typ, logical in rows:
+                by_file.setdefault(str(file_name), []).append([str(name), str(typ), str(logical)])
+            for f in missing:
+                sig = cache.store(f, by_file.get(str(f), []))
+                groups.setdefault(sig, []).append(f)
+        cache.save()
+        return [({c[0] for c in cache.signatures[sig]}, fs) for sig, fs in groups.items()]
+
+    def _json_rows(self) -> list[dict[str, Any]]:
+        from llenergymeasure.results.export import run_records
+
+        rows: list[dict[str, Any]] = []
+        for s in self.studies:
+            if s.source != "json":
+                continue
+            try:
+                study = load_study_dir(s.path)
+            except (StudyDirError, OSError, ValueError) as exc:
+                s.source, s.note = "skipped", f"{s.note}; cannot be read: {exc}"
+                continue
+            for rec in run_records(study):
+                rows.append({"_study": str(s.path), **rec})
+        return rows
+
+    def _build_runs(self) -> None:
+        types_ = run_column_types()
+        parquet = [s for s in self.studies if s.source == "parquet" and s.parquet is not None]
+        file_to_study = {str(s.parquet): str(s.path) for s in parquet}
+        parts: list[str] = []
+        groups = self._signatures([Path(str(s.parquet)) for s in parquet]) if parquet else []
+        for names, files in groups:
+            listed = ", ".join(literal(str(f)) for f in files)
+            parts.append(
+                f"SELECT filename AS _file, {cast_select(names, types_)} "
+                f"FROM read_parquet([{listed}], filename=true)"
+            )
+        json_rows = self._json_rows()
+        if json_rows:
+            cols = ["_study", *types_]
+            data_src = {c: [r.get(c) for r in json_rows] for c in cols}
+            import numpy as np
+
+            self._con.register(
+                "_src_json", {c: np.array(v, dtype=object) for c, v in data_src.items()}
+            )
+            self._con.execute(
+                "CREATE OR REPLACE TEMP TABLE json_runs AS SELECT _study AS _file, "
+                f"{cast_select(set(cols), types_)} FROM _src_json"
+            )
+            self._con.unregister("_src_json")
+            parts.append("SELECT * FROM json_runs")
+            for s in self.studies:
+                if s.source == "json":
+                    file_to_study[str(s.path)] = str(s.path)
+        files_rows = [{"_file": f, "_study": d} for f, d in file_to_study.items()]
+        self._register("_files", {"_file": ("VARCHAR", ""), "_study": ("VARCHAR", "")}, files_rows)
+        if not parts:
+            parts.append(f"SELECT NULL::VARCHAR AS _file, {cast_select(set(), types_)} WHERE false")
+        union = "\nUNION ALL BY NAME\n".join(parts)
+        study_cols = [
+            f"s.study_dir AS {quote('study.dir')}",
+            f"s.name AS {quote('study.name')}",
+            f"s.design_hash AS {quote('study.design_hash')}",
+            f"s.started_at AS {quote('study.started_at')}",
+            f"rs.run_dir AS {quote('run_dir')}",
+            f"CASE WHEN s.source = 'json' THEN 'json' ELSE 'parquet' END AS {quote('source')}",
+        ]
+        assert len(study_cols) == len(STUDY_COLUMNS)
+        run_cols = ", ".join(f"r.{quote(c)}" for c in types_)
+        self._con.execute(
+            "CREATE OR REPLACE TEMP VIEW runs AS SELECT "
+            + ", ".join(study_cols)
+            + f", {run_cols} FROM ({union}) r "
+            "JOIN _files fm ON fm._file = r._file "
+            "JOIN studies s ON s.study_dir = fm._study "
+            "LEFT JOIN run_status rs ON rs.study_dir = s.study_dir AND rs.run_id = r.run_id"
+        )
+
+    # -- queries ----------------------------------------------------------------------------------
+
+    def query(
+        self, sql: str, params: dict[str, Any] | None = None
+    ) -> tuple[list[str], list[tuple]]:
+        """Run SQL over the views; returns (column names, rows). Bad SQL is an ``ArchiveError``."""
+        duckdb = require_duckdb()
+        con = self.connection(runs=_needs_runs(sql))
+        try:
+            cur = con.execute(sql, params or {})
+            rows = cur.fetchall()
+        except duckdb.Error as exc:
+            raise ArchiveError(
+                f"the query failed: {exc}\nviews: runs, configs, studies, run_status "
+                "(columns in docs/results.md; names with dots need double quotes, e.g. "
+                '"config.model")'
+            ) from None
+        cols = [d[0] for d in cur.description] if cur.description else []
+        return cols, rows
+
+    def records(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        cols, rows = self.query(sql, params)
+        return [dict(zip(cols, r, strict=True)) for r in rows]
+
+    def export(self, sql: str, path: Path, fmt: str) -> Path:
+        """Write the query's result to ``path`` as csv, json or parquet (DuckDB's COPY)."""
+        self.query(f"SELECT * FROM ({sql.rstrip().rstrip(';')}) LIMIT 0")  # clear error first
+        options = {
+            "csv": "FORMAT csv, HEADER",
+            "json": "FORMAT json, ARRAY true",
+            "parquet": "FORMAT parquet",
+        }[fmt]
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.query(f"COPY ({sql.rstrip().rstrip(';')}) TO {literal(str(path))} ({options})")
+        return path
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+            self._runs_ready = False
+
+
+def _needs_runs(sql: str) -> bool:
+    lowered = sql.lower()
+    return "runs" in lowered.replace("run_status", "") or "configs" in lowered
+
+
+def open_archive(roots: Sequence[str | Path], cache_dir: Path | None = None) -> Archive:
+    """The archive of every study under ``roots`` (see ``Archive``)."""
+    return Archive(roots, cache_dir=cache_dir)
