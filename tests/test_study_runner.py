@@ -10,12 +10,14 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
 from llenergymeasure import StudyConfig, run_study
+from llenergymeasure._proc import descendant_pids
 from llenergymeasure.results.stats import describe
 from tests.helpers import tiny_experiment, user_config_file, write
 
@@ -173,12 +175,20 @@ def test_ctrl_c_marks_interrupted_prints_resume_and_exits_130(
 ) -> None:
     uc = user_config_file(tmp_path, shared_model_cache)
     f = _study_file(tmp_path, {"batch_size": [1, 2]}, n_cycles=1, n=32, max_output_tokens=32)
-    env = {**os.environ, "LLEM_CONFIG": str(uc), "COLUMNS": "200"}
+    tag = f"LLEM_TEST_TAG={uuid.uuid4().hex}"  # inherited by every process the controller starts
+    env = {**os.environ, "LLEM_CONFIG": str(uc), "COLUMNS": "200", **dict([tag.split("=")])}
     proc = _llem("run", str(f), env=env)
     d, _ = _wait_manifest(
         tmp_path / "results", lambda m: any(r["status"] == "running" for r in m["runs"])
     )
     time.sleep(delay_s)
+    assert proc.pid in _tagged_pids(tag)  # the scan below sees the controller's processes
+    started = {pid: _start_time(pid) for pid in descendant_pids(proc.pid)}
+    leaders = {pid for pid in started if _pgid(pid) == pid}  # the experiment leads its group
+    if delay_s > 0:  # mid-experiment: the experiment process exists
+        assert leaders, (
+            f"no experiment process group under the controller: {_describe(set(started))}"
+        )
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
@@ -186,10 +196,69 @@ def test_ctrl_c_marks_interrupted_prints_resume_and_exits_130(
     manifest = json.loads((d / "manifest.json").read_text())
     statuses = [r["status"] for r in manifest["runs"]]
     assert "interrupted" in statuses and "running" not in statuses
-    # no experiment process is left behind
-    time.sleep(0.5)
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    assert "multiprocessing.spawn" not in ps or str(d) not in ps
+
+    # No process the controller started is left: none carries its tag, each PID seen under it
+    # is gone (or is another process now), and each of their process groups is empty.
+    def still_there() -> set[int]:
+        seen = {pid for pid, t0 in started.items() if t0 is not None and _start_time(pid) == t0}
+        return _tagged_pids(tag) | seen
+
+    left = _wait_for(still_there, timeout_s=15.0)
+    assert not left, f"processes left behind 15 s after Ctrl-C: {_describe(left)}"
+    for pgid in leaders:
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pgid, 0)  # no member of the experiment's process group is left
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks (PID + start time names one process), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] == "Z" else int(fields[19])
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def _tagged_pids(tag: str) -> set[int]:
+    """Live processes whose environment holds ``tag`` (children inherit it)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if tag.encode() in environ and _start_time(int(entry)) is not None:
+            found.add(int(entry))
+    return found
+
+
+def _wait_for(probe, timeout_s: float) -> set[int]:
+    """Poll ``probe`` until it returns an empty set or ``timeout_s`` passes; its last answer."""
+    deadline = time.monotonic() + timeout_s
+    while (answer := probe()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return answer
+
+
+def _describe(pids: set[int]) -> str:
+    out = []
+    for pid in sorted(pids):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            cmd = "?"
+        out.append(f"{pid}: {cmd[:200]}")
+    return "; ".join(out)
 
 
 def test_resume_refuses_a_changed_study(tmp_path: Path, shared_model_cache: Path) -> None:
