@@ -18,7 +18,7 @@ Checks:
 
 It leaves clocks and power limits alone. It writes JSON and two time-series CSVs to --out (or
 $OUT) and prints a table last. ``--cpu-smoke`` runs the same code on the CPU with a tiny model
-and the fake NVML (``llenergymeasure.energy.fake``) to check the script's logic on a machine
+and the fake NVML (``tests/fakes/nvml.py``, a test double kept out of the package) to check the script's logic on a machine
 without a GPU; its numbers mean nothing and are labelled so.
 """
 
@@ -38,7 +38,8 @@ import types
 from pathlib import Path
 from typing import Any
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src"
 if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
 
@@ -80,7 +81,10 @@ class Bench:
         self.device = torch.device("cpu" if self.smoke else "cuda:0")
         self.fake = None
         if self.smoke:
-            from llenergymeasure.energy.fake import ConstantPower, FakeGpu, FakeNvml
+            # The fake NVML is a test double: it lives in tests/, importable from the repo root.
+            if str(REPO) not in sys.path:
+                sys.path.insert(0, str(REPO))
+            from tests.fakes.nvml import ConstantPower, FakeGpu, FakeNvml
 
             self.fake = FakeNvml([FakeGpu(name="fake (cpu smoke)", trace=ConstantPower(300.0))])
             self.pynvml = self.fake

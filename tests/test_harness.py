@@ -114,7 +114,7 @@ def test_energy_path_through_the_harness_with_a_fake_nvml(
     """The whole energy path (load window, baseline, measured window, derived figures, time series)
     driven by a fake NVML whose GPU draws a constant 200 W and idles at 200 W too."""
     from llenergymeasure.energy import select_meter
-    from llenergymeasure.energy.fake import ConstantPower, FakeGpu, FakeNvml
+    from tests.fakes.nvml import ConstantPower, FakeGpu, FakeNvml
 
     fake = FakeNvml([FakeGpu(trace=ConstantPower(200.0))])
 

@@ -20,8 +20,8 @@ from llenergymeasure.energy import (
     resolve_devices,
 )
 from llenergymeasure.energy import rapl as rapl_module
-from llenergymeasure.energy.fake import ConstantPower, FakeGpu, FakeNvml
 from llenergymeasure.energy.nvml import Nvml
+from tests.fakes.nvml import ConstantPower, FakeGpu, FakeNvml
 
 
 def meter_for(gpus: list[FakeGpu]) -> NvmlMeter:

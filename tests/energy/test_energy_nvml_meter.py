@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from llenergymeasure.energy import EnergyMeterError, NvmlMeter, resolve_devices
-from llenergymeasure.energy.fake import ConstantPower, FakeGpu, FakeNvml, RampPower
 from llenergymeasure.energy.nvml import CLOCK_EVENT_SW_POWER_CAP, NVML_PERF_POLICY_THERMAL, Nvml
 from llenergymeasure.energy.sampler import SampleBuffer, counter_energy, integrate_power
+from tests.fakes.nvml import ConstantPower, FakeGpu, FakeNvml, RampPower
 
 SENSOR = 0.05  # short_window below 0.5 s, sampler_gap above 3 x 0.05 s
 PERIOD = 0.02

@@ -17,9 +17,9 @@ from llenergymeasure.energy import (
     select_meter,
 )
 from llenergymeasure.energy.devices import parse_cuda_visible_devices
-from llenergymeasure.energy.fake import ConstantPower, FakeGpu, FakeNvml
 from llenergymeasure.energy.nvml import Nvml
 from llenergymeasure.energy.zeus_meter import step_integral
+from tests.fakes.nvml import ConstantPower, FakeGpu, FakeNvml
 
 ZEUS_INSTALLED = importlib.util.find_spec("zeus") is not None
 

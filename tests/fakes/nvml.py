@@ -5,6 +5,11 @@ return shapes, driven by a clock (real time by default) and per-GPU power traces
 ramp, counter resets, no counter, stalled reads (sampler gaps), throttling, other processes,
 MIG slices. Inject it (``select_meter(..., nvml_module=FakeNvml([...]))`` or ``Nvml(fake)``);
 never patch the real pynvml. It counts every call so tests can assert who polled NVML.
+
+It lives under ``tests/``, not in the installed package: the product never imports a double, so a
+fake power reading cannot reach a published result. The tests import it as ``tests.fakes.nvml``
+(pytest puts the repository root on ``sys.path``); ``benchmarks/gpu_energy_validation.py
+--cpu-smoke`` adds the repository root itself.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Everything in the energy layer that talks to NVML goes through ``Nvml``. It wraps a module with
 pynvml's function names (the real ``pynvml`` from ``nvidia-ml-py``, or a test double such as
-``llenergymeasure.energy.fake.FakeNvml``) so tests inject a fake instead of patching globals,
+``tests.fakes.nvml.FakeNvml``, outside the package) so tests inject a fake instead of patching globals,
 and so each NVML failure becomes an ``NvmlError`` naming the call, the GPU and a remedy.
 
 Devices are addressed by NVML index. Mapping CUDA indices to NVML indices lives in
