@@ -16,8 +16,19 @@ def test_public_names_are_exactly_the_six() -> None:
         "StudyResult",
         "__version__",
     }
-    for name in llenergymeasure.__all__:
-        assert hasattr(llenergymeasure, name)
+    # each public name is the real object from its home module, not a stand-in
+    from llenergymeasure import _version, api
+    from llenergymeasure.config.experiment import ExperimentConfig
+    from llenergymeasure.config.study import StudyConfig
+    from llenergymeasure.results.models import ExperimentResult, StudyResult
+
+    assert llenergymeasure.run_experiment is api.run_experiment
+    assert llenergymeasure.run_study is api.run_study
+    assert llenergymeasure.ExperimentConfig is ExperimentConfig
+    assert llenergymeasure.StudyConfig is StudyConfig
+    assert llenergymeasure.ExperimentResult is ExperimentResult
+    assert llenergymeasure.StudyResult is StudyResult
+    assert llenergymeasure.__version__ == _version.__version__
 
 
 def test_import_loads_no_heavy_dependency() -> None:
@@ -33,6 +44,8 @@ def test_import_loads_no_heavy_dependency() -> None:
 
 def test_study_runner_is_internal_but_importable() -> None:
     from llenergymeasure.study import StudyRunner
+    from llenergymeasure.study.runner import StudyRunner as Defined
 
-    assert StudyRunner.__name__ == "StudyRunner"
+    assert StudyRunner is Defined and callable(StudyRunner.run)
     assert "StudyRunner" not in llenergymeasure.__all__
+    assert not hasattr(llenergymeasure, "StudyRunner")  # not re-exported at the top level
