@@ -167,8 +167,8 @@ class SlurmStudyDriver:
                     f"{self.store.study_dir}"
                 )
             self._wait()
-        except KeyboardInterrupt:
-            self.cancel_all("stopped by the user (Ctrl-C)")
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM raised as a KeyboardInterrupt
+            self.cancel_all(str(exc) or "stopped by the user (Ctrl-C)")
             raise
 
     def _needs_submission(self, run: Any) -> bool:
@@ -286,7 +286,9 @@ class SlurmStudyDriver:
             self.store.save()
 
     def _check_shared_fs(self, run_dir: Path, job: JobState) -> None:
-        if self.fs_checked or not job.started:
+        # only a job that ran to its own end (not one SLURM cancelled or killed, maybe before
+        # Python started) must have written its marker
+        if self.fs_checked or not job.started or job.state not in ("COMPLETED", "FAILED"):
             return
         deadline = time.monotonic() + MARKER_GRACE_S
         while not (run_dir / NODE_FILE).exists():
