@@ -2,8 +2,9 @@
 
 Statuses: pending -> [queued ->] running -> completed | failed | interrupted | timeout (queued:
 submitted to SLURM by the slurm runner, not yet started). A run left ``running``
-by a controller that died is rerun on resume, in a new attempt folder, so nothing already written
-is ever rewritten.
+by a controller that died is, on resume, adopted as completed when its folder holds a valid
+``result.json`` of this run, and otherwise rerun in a new attempt folder (``study/recovery.py``),
+so nothing already written is ever rewritten.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ class ManifestRun(BaseModel):
     scheduler_state: str | None = None
     exit_code: int | None = None
     submitted_at: str | None = None
+    #: result files of earlier attempts found partial or invalid on resume, kept as they were
+    #: (paths relative to the study dir) and not counted
+    set_aside: list[str] = Field(default_factory=list)
     history: list[dict[str, Any]] = Field(default_factory=list)
 
 
@@ -111,7 +115,9 @@ class ManifestStore:
     def get(self, run_id: str) -> ManifestRun:
         return self._index[run_id]
 
-    def transition(self, run_id: str, status: RunState, **fields: Any) -> ManifestRun:
+    def transition(
+        self, run_id: str, status: RunState, note: str | None = None, **fields: Any
+    ) -> ManifestRun:
         run = self._index[run_id]
         # an attempt begins when it starts, or when it is queued on a scheduler (then "running"
         # is the same attempt starting on its node)
@@ -130,7 +136,10 @@ class ManifestStore:
         run.status = status
         for key, value in fields.items():
             setattr(run, key, value)
-        run.history.append({"status": status, "time": _now(), "attempt": run.attempts})
+        event: dict[str, Any] = {"status": status, "time": _now(), "attempt": run.attempts}
+        if note:
+            event["note"] = note
+        run.history.append(event)
         self.save()
         return run
 

@@ -19,6 +19,7 @@ import datetime as _dt
 import fcntl
 import os
 import shlex
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,11 +27,18 @@ from typing import Any, Protocol
 
 import yaml
 
+from llenergymeasure._signals import stop_description
 from llenergymeasure._version import __version__
 from llenergymeasure.config.study import StudyConfig
 from llenergymeasure.config.user import UserConfig, load_user_config
 from llenergymeasure.environment.snapshot import capture_environment, context_from_user_config
-from llenergymeasure.errors import ConfigError, RunnerError, StudyInterrupted
+from llenergymeasure.errors import (
+    ConfigError,
+    RunnerError,
+    StudyInterrupted,
+    filesystem_error,
+    is_filesystem_error,
+)
 from llenergymeasure.harness.request import RESULT_FILE, HarnessRequest, HarnessSettings
 from llenergymeasure.results.io import atomic_write_text
 from llenergymeasure.results.models import ExperimentResult, RunFailure, RunnerRecord, StudyResult
@@ -45,6 +53,7 @@ from llenergymeasure.study.planning import (
     plan_study,
     resolve_gaps,
 )
+from llenergymeasure.study.recovery import adopt_finished_results, refuse_if_still_running
 
 STUDY_FILE = "study.yaml"
 STUDY_RESULT_FILE = "study_result.json"
@@ -235,6 +244,18 @@ class StudyRunner:
     # -- running -------------------------------------------------------------------------------
 
     def run(self) -> StudyResult:
+        try:
+            return self._run()
+        except OSError as exc:
+            if not is_filesystem_error(exc):
+                raise
+            then = None
+            if self.study_dir is not None and (self.study_dir / MANIFEST_FILE).exists():
+                cmd = f"llem run --resume {shlex.quote(str(self.study_dir))}"
+                then = f"Completed results are kept; once that is fixed, continue with: {cmd}"
+            raise filesystem_error(exc, "write the study's files", then) from exc
+
+    def _run(self) -> StudyResult:
         runners = self.resolve()
         plan = self.plan()
         self._preflight(runners)
@@ -251,29 +272,18 @@ class StudyRunner:
                 )
         else:
             study_dir = self._new_study_dir()
-            atomic_write_text(study_dir / STUDY_FILE, self._study_yaml_text())
-            manifest = Manifest(
-                study_name=self.study.name,
-                study_design_hash=self.study.study_design_hash,
-                n_cycles=plan[-1].cycle if plan else 0,
-                runs=[
-                    ManifestRun(
-                        run_id=r.run_id,
-                        index=r.index,
-                        config_hash=r.config.config_hash,
-                        config_index=r.config_index,
-                        cycle=r.cycle,
-                        backend=r.config.backend,
-                    )
-                    for r in plan
-                ],
-            )
-            manifest.n_cycles = max((r.cycle for r in plan), default=0)
-            store = ManifestStore(study_dir, manifest)
-            store.save()
+            try:
+                store = self._start_manifest(study_dir, plan)
+            except OSError:
+                # nothing of the study could be written: leave no directory without a manifest
+                shutil.rmtree(study_dir, ignore_errors=True)
+                raise
         self.study_dir = study_dir
 
         with _study_lock(study_dir):
+            if self.resume_dir is not None:
+                refuse_if_still_running(store)
+                adopt_finished_results(store)
             store.claim_controller()
             to_run = [r for r in plan if not self._already_done(store, r)]
             self.observer.on_start(study_dir, plan, to_run)
@@ -296,12 +306,35 @@ class StudyRunner:
                     current = None
                     if outcome.status != "completed" and self.fail_fast:
                         break
-            except KeyboardInterrupt:
-                # Wherever Ctrl-C lands (a gap, a spawn, a run, reading a result), the executor
-                # has already stopped its process; record the run and tell how to resume.
-                self._interrupted(store, current)
+            except KeyboardInterrupt as exc:
+                # Wherever Ctrl-C or SIGTERM lands (a gap, a spawn, a run, reading a result), the
+                # executor has already stopped its process; record the run and tell how to resume.
+                self._interrupted(store, current, exc)
             result = self._collect(store, started_at, runners, env_snapshot)
         return result
+
+    def _start_manifest(self, study_dir: Path, plan: list[PlannedRun]) -> ManifestStore:
+        """``study.yaml`` and the first manifest of a new study directory."""
+        atomic_write_text(study_dir / STUDY_FILE, self._study_yaml_text())
+        manifest = Manifest(
+            study_name=self.study.name,
+            study_design_hash=self.study.study_design_hash,
+            n_cycles=max((r.cycle for r in plan), default=0),
+            runs=[
+                ManifestRun(
+                    run_id=r.run_id,
+                    index=r.index,
+                    config_hash=r.config.config_hash,
+                    config_index=r.config_index,
+                    cycle=r.cycle,
+                    backend=r.config.backend,
+                )
+                for r in plan
+            ],
+        )
+        store = ManifestStore(study_dir, manifest)
+        store.save()
+        return store
 
     def _run_on_slurm(
         self, store: ManifestStore, to_run: list[PlannedRun], runners: dict[str, ResolvedRunner]
@@ -326,8 +359,8 @@ class StudyRunner:
         )
         try:
             driver.drive(to_run, detach=self.detach)
-        except KeyboardInterrupt:
-            self._interrupted(store, None)  # the driver already cancelled and marked the jobs
+        except KeyboardInterrupt as exc:
+            self._interrupted(store, None, exc)  # the driver already cancelled and marked the jobs
 
     def _already_done(self, store: ManifestStore, run: PlannedRun) -> bool:
         """Completed, and its result.json is there and reads back; otherwise resume reruns it
@@ -390,14 +423,20 @@ class StudyRunner:
         self.observer.on_run_end(run, outcome, result)
         return outcome
 
-    def _interrupted(self, store: ManifestStore, run: PlannedRun | None) -> None:
+    def _interrupted(
+        self, store: ManifestStore, run: PlannedRun | None, exc: BaseException | None = None
+    ) -> None:
+        how, exit_code = stop_description(exc or KeyboardInterrupt())
         if run is not None and store.get(run.run_id).status == "running":
-            store.transition(run.run_id, "interrupted", message="stopped by the user (Ctrl-C)")
+            store.transition(run.run_id, "interrupted", message=how)
         store.save()
         cmd = f"llem run --resume {shlex.quote(str(store.study_dir))}"
-        raise StudyInterrupted(
-            f"study interrupted; completed results are kept in {store.study_dir}. Resume with: {cmd}"
+        stopped = StudyInterrupted(
+            f"study interrupted ({how}); completed results are kept in {store.study_dir}. "
+            f"Resume with: {cmd}"
         )
+        stopped.exit_code = exit_code  # 130 for Ctrl-C, 143 for SIGTERM
+        raise stopped
 
     # -- aggregation ---------------------------------------------------------------------------
 
