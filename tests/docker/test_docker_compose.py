@@ -1,10 +1,11 @@
 """compose.yaml: a whole experiment inside one service container, with Debian's docker-compose 1.29.
 
-The CI machine has no NVIDIA runtime, so compose.yaml's GPU reservation cannot start there; and
-docker-compose 1.29 cannot remove a list entry through an override file. The test therefore renders
-``compose.yaml`` + ``docker/ci/compose.override.yaml`` with ``docker-compose config``, drops only
-``deploy.resources.reservations.devices`` and runs the result from stdin, so every other setting of
-the real file (volumes, user, IPC, network, environment, working directory) is what runs.
+The GPU services (``pytorch``, ``vllm``, ``trtllm``) reserve all NVIDIA GPUs, which cannot start on
+the CI machine (no NVIDIA runtime). Hosts like it run the ``cpu`` profile's services
+(``pytorch-cpu``, ``vllm-cpu``): the same settings without the reservation. The tests check both
+halves: the GPU services keep the reservation, and ``docker-compose run pytorch-cpu`` runs an
+experiment with every other setting of the real file (volumes, user, IPC, network, environment,
+working directory); ``docker/ci/compose.override.yaml`` only swaps in the CI images.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tests.docker.docker_helpers import tiny_experiment
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 PROJECT = "llemtest"
+FILES = ["-f", "compose.yaml", "-f", "docker/ci/compose.override.yaml"]
 
 
 def _compose_binary() -> str:
@@ -36,23 +38,33 @@ def _compose_binary() -> str:
     return exe
 
 
-def _rendered_without_gpu_reservation(compose: str, env: dict[str, str]) -> str:
+def _rendered(compose: str, env: dict[str, str]) -> dict[str, Any]:
     out = subprocess.run(
-        [compose, "-f", "compose.yaml", "-f", "docker/ci/compose.override.yaml", "config"],
+        [compose, *FILES, "config"],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
         text=True,
         check=True,
     )
-    data = yaml.safe_load(out.stdout)
-    for name, service in data["services"].items():
-        devices = service["deploy"]["resources"]["reservations"].pop("devices")
-        assert devices[0]["driver"] == "nvidia" and devices[0]["capabilities"] == ["gpu"], name
-    return yaml.safe_dump(data)
+    data: dict[str, Any] = yaml.safe_load(out.stdout)
+    return data
 
 
-def test_compose_runs_an_experiment_in_the_pytorch_service(
+def test_gpu_services_reserve_gpus_and_cpu_profile_services_do_not() -> None:
+    services = _rendered(_compose_binary(), dict(os.environ))["services"]
+    for name in ("pytorch", "vllm", "trtllm"):
+        [device] = services[name]["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"], name
+        assert "profiles" not in services[name], name  # started by default
+    for name, gpu_twin in (("pytorch-cpu", "pytorch"), ("vllm-cpu", "vllm")):
+        cpu = services[name]
+        assert "deploy" not in cpu and cpu["profiles"] == ["cpu"], name
+        twin = {k: v for k, v in services[gpu_twin].items() if k != "deploy"}
+        assert {k: v for k, v in cpu.items() if k != "profiles"} == twin, name
+
+
+def test_compose_runs_an_experiment_in_the_pytorch_cpu_service(
     pytorch_image: str, docker_client: Any, tmp_path: Path
 ) -> None:
     compose = _compose_binary()
@@ -82,24 +94,11 @@ def test_compose_runs_an_experiment_in_the_pytorch_service(
         # the container's path of the user config (the working directory is /work inside)
         LLEM_CONFIG="/work/llem-config.yaml",
     )
-    rendered = _rendered_without_gpu_reservation(compose, env)
+    command = ["llem", "run", "experiment.yaml"]
     proc = subprocess.run(
-        [
-            compose,
-            "-f",
-            "-",
-            "-p",
-            PROJECT,
-            "run",
-            "--rm",
-            "pytorch",
-            "llem",
-            "run",
-            "experiment.yaml",
-        ],
-        cwd=tmp_path,
+        [compose, *FILES, "-p", PROJECT, "run", "--rm", "pytorch-cpu", *command],
+        cwd=REPO_ROOT,
         env=env,
-        input=rendered,
         capture_output=True,
         text=True,
         timeout=600,
