@@ -485,11 +485,25 @@ def test_peak_memory_from_runtime_stats(trtllm: Any, synthetic_dir: Path, tmp_pa
     multi.close()
 
 
-def test_synchronize_is_safe_without_gpu(trtllm: Any, synthetic_dir: Path, tmp_path: Path) -> None:
+def test_synchronize_waits_on_each_visible_cuda_device_and_nothing_else(
+    trtllm: Any, synthetic_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    synced: list[int] = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(device))
     backend = make_backend(make_config(), synthetic_dir, tmp_path / "engines")
-    backend.synchronize()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    backend.synchronize()  # before load, no GPU: a no-op, not an error
     backend.load()
+    events = list(trtllm.fake_state.events)
     backend.synchronize()
+    assert synced == []  # no CUDA device: nothing to wait on
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    backend.synchronize()
+    assert synced == [0, 1, 2]  # every device this process sees
+    assert trtllm.fake_state.events == events  # the engine was not called
     backend.close()
 
 

@@ -172,7 +172,28 @@ def test_use_before_load_is_a_clear_error() -> None:
     with pytest.raises(ExperimentError, match="before load"):
         backend.tokenizer()
     assert backend.peak_memory_bytes() is None
-    backend.synchronize()  # no CUDA context is created in this process
+
+
+def test_synchronize_never_creates_a_cuda_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine runs in vLLM's workers: this process synchronises only a CUDA context that
+    already exists, and never imports torch or creates a context to do it."""
+    import torch
+
+    backend = VLLMBackend(_config(), "/m")
+    with monkeypatch.context() as m:
+        m.delitem(sys.modules, "torch")
+        backend.synchronize()
+        assert "torch" not in sys.modules  # not imported just to synchronise
+
+    synced: list[object] = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(device))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    backend.synchronize()
+    assert synced == []  # a GPU but no context in this process: torch.cuda untouched
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    backend.synchronize()
+    assert synced == [None]  # a context that exists is synchronised
 
 
 def test_prompts_longer_than_the_context_are_refused() -> None:

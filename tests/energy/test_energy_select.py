@@ -166,8 +166,14 @@ def test_meter_availability_lists_every_meter() -> None:
     names = [r[0] for r in rows]
     assert names == ["nvml", "zeus", "rapl", "codecarbon"]
     nvml = rows[0]
-    assert nvml[1] and "H200 (fake)" in nvml[2] and "energy counter" in nvml[2]
-    assert rows[2] == ("rapl", False, rows[2][2]) and "does not exist" in rows[2][2]
+    assert nvml == (
+        "nvml",
+        True,
+        "1 GPU(s), driver 580.00.00: 0: H200 (fake) (energy counter, power instant)",
+    )
+    rapl_name, rapl_ok, rapl_why = rows[2]
+    assert (rapl_name, rapl_ok) == ("rapl", False)
+    assert rapl_why.startswith("/nonexistent does not exist: no RAPL here")
     bad = meter_availability({}, nvml_module=FakeNvml(init_error=12), zeus_installed=True)
     assert not bad[0][1] and not bad[1][1] and "needs NVML" in bad[1][2]
 
