@@ -22,6 +22,7 @@ from llenergymeasure.config.user import (
     ExecutionSettings,
     MeasurementSettings,
     OutputSettings,
+    SlurmSettings,
     UISettings,
     UserConfig,
 )
@@ -71,6 +72,7 @@ REFERENCE: list[tuple[type[BaseModel], str, str]] = [
     (MeasurementSettings, "## User config", "measurement."),
     (UISettings, "## User config", "ui."),
     (ExecutionSettings, "## User config", "execution."),
+    (SlurmSettings, "### `slurm:` section", ""),
 ]
 
 

@@ -88,8 +88,9 @@ def outcome_for_job(run_dir: Path, job: JobState) -> RunOutcome:
         message = f"job {job.job_id} was cancelled before it started ({job.detail})"
     err = _read_json(run_dir / ERROR_FILE)
     if err.get("message"):
-        message += f"; the harness reported: {str(err['message']).splitlines()[0]}"
-    else:
+        message += f"; on the node: {str(err['message']).splitlines()[0]}"
+    # the harness's own error stays; what the node's launcher saw (a signal) gives way to the cause
+    if err.get("error_type") in (None, "ProcessDied", "SlurmSignal"):
         atomic_write_json(
             run_dir / ERROR_FILE,
             {
