@@ -315,3 +315,90 @@ def count_parameters_from_shape(preset: str) -> int:
     per_layer = attn + mlp + 2 * hidden
     lm_head = 0 if c["tie_word_embeddings"] else vocab * hidden
     return vocab * hidden + layers * per_layer + hidden + lm_head
+
+
+def build_random_model(
+    torch: Any,
+    transformers: Any,
+    path: str,
+    *,
+    dtype: Any,
+    device: str,
+    seed: int,
+    model_kwargs: dict[str, Any] | None = None,
+) -> tuple[Any, dict[str, float]]:
+    """A random-weight model built straight in ``dtype`` on ``device``; (model, timings in s).
+
+    The modules are constructed with every weight initialiser switched off (their parameters are
+    allocated, not written), inside ``torch.device(device)`` and with ``dtype`` as the default
+    dtype, so no host copy, no float32 copy and no per-module Python initialisation loop exists.
+    Then one pass over the parameters fills them on the device from a generator seeded with
+    ``seed``: matrices and embeddings from N(0, initializer_range), norm weights 1, biases 0, the
+    padding row of an embedding 0 (the values transformers' own initialisation would draw from).
+    Same seed, same device type: same weights. Buffers computed in ``__init__`` (rotary
+    frequencies) are built normally. torch and transformers are passed in (this module must stay
+    importable without them).
+    """
+    import time
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    config = transformers.AutoConfig.from_pretrained(path)
+    t1 = time.perf_counter()
+    timings["config_s"] = t1 - t0
+    with torch.device(device), _no_init_weights(transformers):
+        model = transformers.AutoModelForCausalLM.from_config(
+            config, dtype=dtype, **(model_kwargs or {})
+        )
+    t2 = time.perf_counter()
+    timings["construct_s"] = t2 - t1
+    fill_random_weights(torch, model, seed, float(getattr(config, "initializer_range", 0.02)))
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+    timings["fill_s"] = time.perf_counter() - t2
+    return model, timings
+
+
+def fill_random_weights(torch: Any, model: Any, seed: int, std: float) -> None:
+    """Overwrite every parameter of ``model`` in place, on its own device, from ``seed``."""
+    generators: dict[Any, Any] = {}
+    seen: set[int] = set()
+    with torch.no_grad():
+        for module in model.modules():
+            is_norm = "norm" in type(module).__name__.lower()
+            for pname, param in module.named_parameters(recurse=False):
+                if id(param) in seen:  # tied weights are filled once
+                    continue
+                seen.add(id(param))
+                if is_norm:
+                    param.fill_(1.0 if pname == "weight" else 0.0)
+                elif param.dim() >= 2:
+                    gen = generators.get(param.device)
+                    if gen is None:
+                        gen = torch.Generator(device=param.device)
+                        gen.manual_seed(seed)
+                        generators[param.device] = gen
+                    param.normal_(0.0, std, generator=gen)
+                else:
+                    param.zero_()  # biases
+            pad = getattr(module, "padding_idx", None)
+            if isinstance(module, torch.nn.Embedding) and pad is not None:
+                module.weight[pad].zero_()
+    tie = getattr(model, "tie_weights", None)
+    if callable(tie):
+        tie()
+
+
+def _no_init_weights(transformers: Any) -> Any:
+    """transformers' context that skips weight initialisation (its home moved in 5.x)."""
+    import contextlib
+
+    for module_name in ("transformers.initialization", "transformers.modeling_utils"):
+        try:
+            module = __import__(module_name, fromlist=["no_init_weights"])
+        except ImportError:
+            continue
+        ctx = getattr(module, "no_init_weights", None)
+        if ctx is not None:
+            return ctx()
+    return contextlib.nullcontext()
