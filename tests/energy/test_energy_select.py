@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,68 +19,9 @@ from llenergymeasure.energy.devices import parse_cuda_visible_devices
 from llenergymeasure.energy.nvml import Nvml
 from llenergymeasure.energy.zeus_meter import step_integral
 from tests.fakes.nvml import ConstantPower, FakeGpu, FakeNvml
+from tests.fakes.zeus import fake_zeus
 
 ZEUS_INSTALLED = importlib.util.find_spec("zeus") is not None
-
-
-class FakeZeusMonitor:
-    """Zeus's ZeusMonitor interface (begin_window/end_window/gpus), reading the fake counter."""
-
-    def __init__(self, fake: FakeNvml, gpu_indices: list[int], cpu_indices: list[int]):
-        self.fake = fake
-        self.gpus = list(range(len(fake.gpus)))
-        self.gpu_indices = gpu_indices
-        self.windows: dict[str, tuple[float, dict[int, int]]] = {}
-
-    def _read(self) -> dict[int, int]:
-        return {
-            i: self.fake.nvmlDeviceGetTotalEnergyConsumption(
-                self.fake.nvmlDeviceGetHandleByIndex(i)
-            )
-            for i in self.gpu_indices
-        }
-
-    def begin_window(self, key: str, sync_execution: bool = True) -> None:
-        assert not sync_execution  # syncing is the harness's job
-        self.windows[key] = (time.time(), self._read())
-
-    def end_window(self, key: str, sync_execution: bool = True) -> Any:
-        t0, e0 = self.windows.pop(key)
-        e1 = self._read()
-        return SimpleNamespace(
-            time=time.time() - t0, gpu_energy={i: (e1[i] - e0[i]) / 1000 for i in e1}
-        )
-
-
-class FakePowerMonitor:
-    """Zeus's PowerMonitor interface: deduplicated (timestamp, W) samples per GPU."""
-
-    def __init__(
-        self, watts: float, gpu_indices: list[int], update_period: float, power_domains: Any
-    ):
-        self.t0 = time.time()
-        self.watts = watts
-        self.gpu_indices = gpu_indices
-        self.stopped = False
-
-    def get_power_timeline(self, domain: str, start_time: Any = None, end_time: Any = None) -> Any:
-        assert domain == "device_instant"
-        return {i: [(self.t0, self.watts)] for i in self.gpu_indices}  # constant: one sample
-
-    def stop(self) -> None:
-        self.stopped = True
-
-
-def fake_zeus(fake: FakeNvml, watts: float = 250.0, fail: bool = False) -> Any:
-    def monitor(gpu_indices: list[int], cpu_indices: list[int]) -> FakeZeusMonitor:
-        if fail:
-            raise ValueError("no GPU for Zeus")
-        return FakeZeusMonitor(fake, gpu_indices, cpu_indices)
-
-    def power(**kw: Any) -> FakePowerMonitor:
-        return FakePowerMonitor(watts, **kw)
-
-    return SimpleNamespace(ZeusMonitor=monitor, PowerMonitor=power)
 
 
 def test_none_and_cpu_runs_get_the_null_meter_with_reasons() -> None:

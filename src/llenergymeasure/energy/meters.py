@@ -12,6 +12,7 @@ import csv
 import math
 import os
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -198,7 +199,8 @@ class NvmlMeter(MeterBase):
     On a GPU without the counter, energy is the trapezoidal integral of sampled power, recorded
     as ``method: integrated_power`` with a warning. ``sample=False`` turns the sampler off for
     GPUs that have the counter (no time series, fewer checks); it exists to measure the
-    sampler's own cost.
+    sampler's own cost. ``clock`` and ``background_sampling`` are test seams (see ``Sampler``):
+    a fake clock, with samples taken by the test, checks the arithmetic without sleeping.
     """
 
     name = "nvml"
@@ -214,11 +216,14 @@ class NvmlMeter(MeterBase):
         sample: bool = True,
         check_processes: bool = True,
         counter_every: int = 10,
+        clock: Callable[[], float] = time.perf_counter,
+        background_sampling: bool = True,
     ):
         super().__init__()
         if not mapping.targets:
             raise EnergyMeterError("the NVML meter needs at least one GPU; use the null meter")
         self.nvml = nvml
+        self._clock = clock
         self.targets: list[DeviceTarget] = list(mapping.targets)
         self.mapping_warnings = list(mapping.warnings)
         self.nvml_indices = [t.nvml_index for t in self.targets]
@@ -235,6 +240,8 @@ class NvmlMeter(MeterBase):
                 self.sample_period_s,
                 read_counter=self.has_counter,
                 counter_every=counter_every,
+                clock=clock,
+                background=background_sampling,
             )
             if needs_sampler
             else None
@@ -259,7 +266,7 @@ class NvmlMeter(MeterBase):
         if self._open:
             raise EnergyMeterError("a window is already open on this meter; call stop() first")
         self._started_at = utc_now_iso()
-        self._t0 = time.perf_counter()
+        self._t0 = self._clock()
         self._c0 = self._read_counters()
         if self.sampler is not None:
             self.sampler.begin(self._t0)
@@ -272,7 +279,7 @@ class NvmlMeter(MeterBase):
     def stop(self) -> EnergyMeasurement:
         if not self._open:
             raise EnergyMeterError("stop() called without start()")
-        t1 = time.perf_counter()
+        t1 = self._clock()
         try:
             c1 = self._read_counters()
         finally:

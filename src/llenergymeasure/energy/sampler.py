@@ -133,6 +133,10 @@ class Sampler:
 
     ``begin()`` takes the first row synchronously and starts the thread; ``end()`` stops and
     joins it, then takes a last row, so the time series always spans the window.
+
+    Test seams: ``clock`` stamps the rows (``time.perf_counter`` by default); with
+    ``background=False`` no thread runs and rows are taken only by ``begin``, ``end`` and explicit
+    ``sample()`` calls, so a test can drive a fake clock without sleeping.
     """
 
     def __init__(
@@ -143,6 +147,8 @@ class Sampler:
         read_counter: Sequence[bool] | None = None,
         extras: bool = True,
         counter_every: int = 10,
+        clock: Callable[[], float] = time.perf_counter,
+        background: bool = True,
     ):
         if not period_s > 0:
             raise ValueError(f"sampler period_s must be > 0 seconds, got {period_s!r}")
@@ -168,6 +174,8 @@ class Sampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.t0 = 0.0
+        self.clock = clock
+        self.background = background
 
     @property
     def columns_read(self) -> list[set[str]]:
@@ -179,7 +187,7 @@ class Sampler:
 
     def sample(self) -> None:
         """Take one row now. Only the reads, nothing else."""
-        row = self.buffer.next_row(time.perf_counter())
+        row = self.buffer.next_row(self.clock())
         values = self.buffer.values
         err = self._error_type
         for d, readers in enumerate(self._readers):
@@ -201,13 +209,14 @@ class Sampler:
         period = self.period_s
         next_t = self.t0 + period
         stop = self._stop
+        clock = self.clock
         while not stop.is_set():
-            delay = next_t - time.perf_counter()
+            delay = next_t - clock()
             if delay > 0 and stop.wait(delay):
                 break
             self.sample()
             next_t += period
-            now = time.perf_counter()
+            now = clock()
             if next_t < now:  # fell behind (a stalled read): resume the cadence from now
                 next_t = now + period
 
@@ -221,6 +230,8 @@ class Sampler:
         self.t0 = t0
         self.sample()
         self._stop.clear()
+        if not self.background:
+            return
         self._thread = threading.Thread(target=self._run, name="llem-nvml-sampler", daemon=True)
         self._thread.start()
 

@@ -1,0 +1,231 @@
+"""The meters' arithmetic on a fake clock: no sleeps, every expected joule computed by hand.
+
+The NVML meter and the fake NVML share a ``ManualClock``; the sampler runs without its thread
+(``background_sampling=False``) and the test takes each sample itself after moving the clock, so
+window edges, sample times and counter readings are exact. The threaded sampler is covered on the
+real clock in test_energy_nvml_meter.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from llenergymeasure.energy import NvmlMeter, resolve_devices
+from llenergymeasure.energy.nvml import Nvml
+from llenergymeasure.energy.sampler import counter_energy
+from llenergymeasure.energy.zeus_meter import ZeusMeter
+from tests.fakes.clock import ManualClock
+from tests.fakes.nvml import ConstantPower, FakeGpu, FakeNvml, RampPower
+from tests.fakes.zeus import fake_zeus
+
+
+def make(gpus: list[FakeGpu], clock: ManualClock, **kw: object) -> tuple[NvmlMeter, FakeNvml]:
+    fake = FakeNvml(gpus, clock=clock)
+    nvml = Nvml(fake)
+    nvml.init()
+    mapping = resolve_devices(list(range(len(gpus))), nvml, {})
+    kw.setdefault("sensor_period_s", 0.1)
+    kw.setdefault("sample_period_s", 0.1)
+    meter = NvmlMeter(
+        nvml, mapping, clock=clock, background_sampling=False, check_processes=False, **kw
+    )  # type: ignore[arg-type]
+    return meter, fake
+
+
+def window(meter: NvmlMeter, clock: ManualClock, seconds: float, step: float = 0.1):
+    """Open a window, take a sample every ``step`` s of fake time, close it at ``seconds``."""
+    meter.start()
+    n = round(seconds / step)
+    for _ in range(n - 1):
+        clock.advance(step)
+        assert meter.sampler is not None
+        meter.sampler.sample()
+    clock.advance(seconds - (n - 1) * step)
+    return meter.stop()
+
+
+def codes(m) -> set[str]:
+    return {w.code for w in m.warnings}
+
+
+def test_constant_power_exact_energy_and_samples() -> None:
+    clock = ManualClock()
+    meter, _ = make([FakeGpu(trace=ConstantPower(200.0))], clock, counter_every=1)
+    m = window(meter, clock, 1.0)
+    d = m.devices[0]
+    assert m.duration_s == pytest.approx(1.0, abs=1e-9)
+    assert d.energy_j == pytest.approx(200.0, abs=1e-6)  # 200 W x 1 s, from the counter
+    assert d.integrated_energy_j == pytest.approx(200.0, abs=1e-6)
+    assert d.mean_power_w == pytest.approx(200.0, abs=1e-6)
+    assert d.peak_power_w == 200.0
+    assert d.n_samples == 9  # rows at 0.1 .. 0.9 s lie inside; the edge rows at 0 and 1 s do not
+    assert d.counter_resets == 0
+    assert not codes(m)  # 1 s = 10 sensor periods: not short
+    assert m.total_energy_j == d.energy_j
+    meter.close()
+
+
+def test_ramp_energy_is_the_analytic_integral() -> None:
+    clock = ManualClock()
+    meter, _ = make([FakeGpu(trace=RampPower(100.0, 300.0, over_s=2.0))], clock, counter_every=1)
+    m = window(meter, clock, 2.0)
+    d = m.devices[0]
+    # counter: 100 x 2 + (300 - 100) x 2 / 2 = 400 J; the trapezoid rule is exact on a line
+    assert d.energy_j == pytest.approx(400.0, abs=1e-3)
+    assert d.integrated_energy_j == pytest.approx(400.0, abs=1e-6)
+    assert d.peak_power_w == pytest.approx(290.0)  # the last sample inside, at 1.9 s
+    assert d.mean_power_w == pytest.approx(200.0, abs=1e-3)
+    meter.close()
+
+
+def test_sensor_updates_every_100_ms_quantise_the_counter() -> None:
+    """The GPU's counter and power change only every 0.1 s: a window from 0.05 s to 1.27 s sees
+    the counter of 0.0 s and of 1.2 s, so 300 W x 1.2 s = 360 J for a true 300 x 1.22 = 366 J."""
+    clock = ManualClock()
+    gpu = FakeGpu(trace=ConstantPower(300.0), update_period_s=0.1)
+    meter, fake = make([gpu], clock, sample=False)
+    clock.advance(0.05)
+    meter.start()
+    clock.advance(1.22)
+    m = meter.stop()
+    d = m.devices[0]
+    assert fake.now() == pytest.approx(1.27)
+    assert m.duration_s == pytest.approx(1.22)
+    assert d.energy_j == pytest.approx(360.0)
+    assert abs(d.energy_j - 300.0 * 1.22) <= 300.0 * 0.1  # off by at most one update's energy
+    assert "short_window" not in codes(m)  # 1.22 s >= 10 x 0.1 s
+    meter.close()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "short"), [(0.5, True), (0.9, True), (0.99, True), (1.0, False), (1.5, False)]
+)
+def test_short_window_is_under_ten_sensor_periods(seconds: float, short: bool) -> None:
+    clock = ManualClock()
+    meter, _ = make([FakeGpu()], clock, sample=False, sensor_period_s=0.1)
+    meter.start()
+    clock.advance(seconds)
+    m = meter.stop()
+    assert ("short_window" in codes(m)) is short
+    if short:
+        w = next(w for w in m.warnings if w.code == "short_window")
+        assert w.details == {
+            "duration_s": pytest.approx(seconds),
+            "sensor_period_s": 0.1,
+            "limit_s": pytest.approx(1.0),
+        }
+    meter.close()
+
+
+def test_reset_bridged_with_integrated_power_on_the_nvml_path() -> None:
+    """300 W for 1 s, counter reset at 0.45 s, counter read at every 0.1 s sample: the backward
+    step between 0.4 and 0.5 s is bridged by 300 W x 0.1 s = 30 J; the counter gives the other
+    270 J (0.0-0.4 s: 120 J, 0.5-1.0 s: 150 J). Total 300 J."""
+    clock = ManualClock()
+    gpu = FakeGpu(trace=ConstantPower(300.0))
+    meter, fake = make([gpu], clock, counter_every=1)
+    gpu.counter_resets_at_s = (fake.now() + 0.45,)
+    m = window(meter, clock, 1.0)
+    d = m.devices[0]
+    assert d.counter_resets == 1
+    assert d.energy_j == pytest.approx(300.0, abs=1e-3)
+    w = next(w for w in m.warnings if w.code == "counter_reset")
+    assert w.details["resets"] == 1
+    assert w.details["substituted_j"] == pytest.approx(30.0, abs=1e-6)
+    meter.close()
+
+
+def test_reset_without_power_samples_counts_from_zero_on_the_nvml_path() -> None:
+    """Counter only (no sampler): reset at 0.4 s in a 1 s window at 300 W. No power to bridge
+    with, so the span counts the energy since the reset, 300 W x 0.6 s = 180 J, a lower bound."""
+    clock = ManualClock()
+    gpu = FakeGpu(trace=ConstantPower(300.0))
+    meter, fake = make([gpu], clock, sample=False)
+    gpu.counter_resets_at_s = (fake.now() + 0.4,)
+    meter.start()
+    clock.advance(1.0)
+    m = meter.stop()
+    d = m.devices[0]
+    assert d.counter_resets == 1
+    assert d.energy_j == pytest.approx(180.0)
+    w = next(w for w in m.warnings if w.code == "counter_reset")
+    assert w.details["substituted_j"] == pytest.approx(180.0)
+    meter.close()
+
+
+def test_counter_energy_fallback_without_power_is_the_reading_after_the_reset() -> None:
+    t = np.array([0.0, 1.0, 2.0, 3.0])
+    c = np.array([10_000.0, 110_000.0, 5_000.0, 105_000.0])  # mJ; reset between 1 s and 2 s
+    energy, resets, substituted = counter_energy(t, c, None)
+    # 100 J before, 5 J since the reset (the lower bound for 1-2 s), 100 J after
+    assert (resets, substituted) == (1, pytest.approx(5.0))
+    assert energy == pytest.approx(205.0)
+    nan_power = np.full(4, np.nan)  # power column with no valid sample: same fallback
+    assert counter_energy(t, c, nan_power) == (pytest.approx(205.0), 1, pytest.approx(5.0))
+    two = np.array([10_000.0, 2_000.0, 1_000.0, 4_000.0])  # two backward steps
+    energy, resets, substituted = counter_energy(t, two, None)
+    assert (resets, energy, substituted) == (2, pytest.approx(2 + 1 + 3), pytest.approx(3.0))
+
+
+def test_reset_fallback_energy_on_the_zeus_path() -> None:
+    """Zeus reports the counter difference; across a reset it is negative. The meter then takes
+    the window's energy from Zeus's power timeline: 250 W held for the 1 s window = 250 J."""
+    clock = ManualClock()
+    gpu = FakeGpu(trace=ConstantPower(250.0))
+    fake = FakeNvml([gpu], clock=clock)
+    nvml = Nvml(fake)
+    nvml.init()
+    gpu.counter_resets_at_s = (fake.now() + 0.5,)
+    mapping = resolve_devices([0], nvml, {})
+    meter = ZeusMeter(fake_zeus(fake, watts=250.0, clock=clock), mapping, nvml)
+    meter.start()
+    clock.advance(1.0)
+    m = meter.stop()
+    d = m.devices[0]
+    assert m.duration_s == pytest.approx(1.0)
+    assert d.method == "zeus" and d.energy_j == pytest.approx(250.0)
+    assert d.integrated_energy_j == pytest.approx(250.0)
+    w = next(w for w in m.warnings if w.code == "counter_reset")
+    assert w.details == {"resets": 1, "substituted_j": pytest.approx(250.0)}
+    assert m.total_energy_j == pytest.approx(250.0)
+    meter.close()
+
+
+def test_zeus_reset_without_a_power_timeline_leaves_energy_unknown() -> None:
+    clock = ManualClock()
+    gpu = FakeGpu(trace=ConstantPower(250.0))
+    fake = FakeNvml([gpu], clock=clock)
+    nvml = Nvml(fake)
+    nvml.init()
+    gpu.counter_resets_at_s = (fake.now() + 0.5,)
+    meter = ZeusMeter(
+        fake_zeus(fake, clock=clock), resolve_devices([0], nvml, {}), nvml, timeseries=False
+    )
+    meter.start()
+    clock.advance(1.0)
+    m = meter.stop()
+    assert math.isnan(m.devices[0].energy_j) and m.total_energy_j is None
+    assert "counter_reset" in codes(m)
+    meter.close()
+
+
+def test_zeus_energy_without_reset_is_the_counter_difference() -> None:
+    clock = ManualClock()
+    fake = FakeNvml([FakeGpu(trace=ConstantPower(250.0), counter_scale=1.02)], clock=clock)
+    nvml = Nvml(fake)
+    nvml.init()
+    meter = ZeusMeter(
+        fake_zeus(fake, watts=250.0, clock=clock), resolve_devices([0], nvml, {}), nvml
+    )
+    meter.start()
+    clock.advance(2.0)
+    m = meter.stop()
+    d = m.devices[0]
+    assert d.energy_j == pytest.approx(510.0)  # the counter reads 2 % high: 250 x 2 x 1.02
+    assert d.integrated_energy_j == pytest.approx(500.0)
+    assert d.mean_power_w == pytest.approx(255.0)
+    assert not {"counter_reset", "counter_power_mismatch"} & codes(m)  # 2 % is within 5 %
+    meter.close()
