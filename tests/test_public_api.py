@@ -20,7 +20,9 @@ def test_public_names_are_exactly_the_six() -> None:
     from llenergymeasure import _version, api
     from llenergymeasure.config.experiment import ExperimentConfig
     from llenergymeasure.config.study import StudyConfig
-    from llenergymeasure.results.models import ExperimentResult, StudyResult
+    from llenergymeasure.results import models
+    from llenergymeasure.results.models import ExperimentResult
+    from llenergymeasure.results.study_result import StudyResult
 
     assert llenergymeasure.run_experiment is api.run_experiment
     assert llenergymeasure.run_study is api.run_study
@@ -28,6 +30,9 @@ def test_public_names_are_exactly_the_six() -> None:
     assert llenergymeasure.StudyConfig is StudyConfig
     assert llenergymeasure.ExperimentResult is ExperimentResult
     assert llenergymeasure.StudyResult is StudyResult
+    # the public StudyResult is the study record plus from_directory/to_dataframe, no extra field
+    assert issubclass(StudyResult, models.StudyResult)
+    assert StudyResult.model_fields.keys() == models.StudyResult.model_fields.keys()
     assert llenergymeasure.__version__ == _version.__version__
 
 

@@ -8,7 +8,8 @@ from llenergymeasure._version import __version__
 from llenergymeasure.api import run_experiment, run_study
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.study import StudyConfig
-from llenergymeasure.results.models import ExperimentResult, StudyResult
+from llenergymeasure.results.models import ExperimentResult
+from llenergymeasure.results.study_result import StudyResult
 
 __all__ = [
     "ExperimentConfig",

@@ -8,7 +8,8 @@ from typing import Any
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.study import StudyConfig
 from llenergymeasure.errors import ExperimentError
-from llenergymeasure.results.models import ExperimentResult, StudyResult
+from llenergymeasure.results.models import ExperimentResult
+from llenergymeasure.results.study_result import StudyResult
 
 
 def _coerce_experiment(config: ExperimentConfig | dict[str, Any] | str | Path) -> ExperimentConfig:

@@ -28,10 +28,10 @@ from llenergymeasure.results.models import (
     LoadRecord,
     ModelRecord,
     RunFailure,
-    StudyResult,
     WarmupRecord,
 )
 from llenergymeasure.results.stats import summarise
+from llenergymeasure.results.study_result import StudyResult  # what the study runner builds
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from llenergymeasure import StudyResult
 from llenergymeasure.results.export import (
     RUN_COLUMNS,
     SUMMARY_ID_COLUMNS,
@@ -21,8 +22,6 @@ from llenergymeasure.results.export import (
     summary_metrics,
     write_exports,
 )
-from llenergymeasure.results.loading import load_study_dir
-from llenergymeasure.results.models import StudyResult
 
 pd = pytest.importorskip("pandas")
 pytest.importorskip("pyarrow")
@@ -82,7 +81,7 @@ def test_warnings_are_counted_once_with_their_codes(
 
 
 def test_real_fixture_without_energy(fixture_study: Path) -> None:
-    df = load_study_dir(fixture_study).to_dataframe()
+    df = StudyResult.from_directory(fixture_study).to_dataframe()
     assert len(df) == 4
     assert df["energy.meter"].tolist() == ["null"] * 4
     assert df["total_energy_j"].isna().all()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from llenergymeasure import StudyResult
 from llenergymeasure.results.loading import StudyDirError, load_study_dir, run_folders
-from llenergymeasure.results.models import StudyResult
 from llenergymeasure.results.stats import summarise
 
 

@@ -237,20 +237,3 @@ def load_user_config(
         ) from None
     cfg.source_path = str(p)
     return cfg
-
-
-def env_float(
-    name: str, environ: Mapping[str, str] | None = None, minimum: float | None = None
-) -> float | None:
-    """A float from an environment variable, or ``None``; a malformed value is a ``ConfigError``."""
-    env = os.environ if environ is None else environ
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number; set it to e.g. {name}=350") from None
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
-    return value

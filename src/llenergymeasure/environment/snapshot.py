@@ -272,7 +272,7 @@ def context_from_user_config(
     user_config: Any, environ: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
     """Carbon intensity and PUE with their sources: env var > user config > default."""
-    from llenergymeasure.config.user import env_float
+    from llenergymeasure.config.env import env_float
 
     env = os.environ if environ is None else environ
     out: dict[str, Any] = {}

@@ -21,8 +21,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from llenergymeasure._version import __version__
+from llenergymeasure.config.experiment import ExperimentConfig
+from llenergymeasure.config.study import StudyConfig
 from llenergymeasure.errors import LLEMError
 from llenergymeasure.results.models import SCHEMA_VERSION, ExperimentResult, RunFailure, StudyResult
+from llenergymeasure.results.stats import summarise
 
 STUDY_RESULT_FILE = "study_result.json"
 MANIFEST_FILE = "manifest.json"
@@ -98,12 +101,15 @@ def _read_result(folder: Path) -> ExperimentResult:
 
 
 def _config_hash_of(folder: Path) -> str | None:
-    """The full config hash from the run's ``request.json`` (what the harness was asked to run)."""
-    try:
-        from llenergymeasure.harness.request import HarnessRequest
+    """The full config hash from the run's ``request.json`` (what the harness was asked to run).
 
-        return HarnessRequest.read(folder / REQUEST_FILE).config.config_hash
-    except (OSError, ValueError):
+    Read as plain JSON, like the manifest: only its ``config`` block matters here, and the harness
+    (which writes the file) sits above the results it produces.
+    """
+    try:
+        request = json.loads((folder / REQUEST_FILE).read_text(encoding="utf-8"))
+        return ExperimentConfig.model_validate(request["config"]).config_hash
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
@@ -217,8 +223,6 @@ def _collect_runs(
 
 def rebuild_study_result(study_dir: Path) -> StudyResult:
     """A ``StudyResult`` from ``study.yaml``, ``manifest.json`` and the run folders alone."""
-    from llenergymeasure.results.stats import summarise
-
     study_dir = Path(study_dir)
     manifest_path = study_dir / MANIFEST_FILE
     manifest = _read_json(manifest_path) if manifest_path.exists() else None
@@ -242,8 +246,6 @@ def rebuild_study_result(study_dir: Path) -> StudyResult:
     invalid: list[str] = []
     study_file = study_dir / STUDY_FILE
     if study_file.exists():
-        from llenergymeasure.config.study import StudyConfig
-
         try:
             study = StudyConfig.from_yaml(study_file)
         except (LLEMError, ValueError, OSError) as exc:

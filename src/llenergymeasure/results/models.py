@@ -3,11 +3,15 @@
 Field names carry their units (``_j``, ``_w``, ``_s``, ``_ms``) and derived figures name their
 denominator (``energy_per_output_token_j``). ``SCHEMA_VERSION`` changes whenever a field changes
 meaning or is removed; readers refuse results of an unknown major version.
+
+Pure data: this module imports no loader, exporter, statistics or harness module; those import
+it. The ``StudyResult`` the package exports (``llenergymeasure.StudyResult``) is the subclass in
+``results/study_result.py``, which adds ``from_directory`` and ``to_dataframe`` on top of the
+loader and the exporter.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -168,7 +172,11 @@ class ConfigSummary(_Record):
 
 
 class StudyResult(_Record):
-    """A study's aggregate. ``runs`` keeps each ``ExperimentResult``; ``summaries`` one per config."""
+    """A study's aggregate. ``runs`` keeps each ``ExperimentResult``; ``summaries`` one per config.
+
+    The record as the study runner and the loader build it; ``llenergymeasure.StudyResult`` (a
+    subclass with no fields of its own) is what the public API hands out.
+    """
 
     schema_version: str = SCHEMA_VERSION
     llenergymeasure_version: str
@@ -191,16 +199,3 @@ class StudyResult(_Record):
     @property
     def n_completed(self) -> int:
         return len(self.runs)
-
-    def to_dataframe(self) -> Any:
-        """One row per run with flattened fields (needs pandas)."""
-        from llenergymeasure.results.export import runs_dataframe
-
-        return runs_dataframe(self)
-
-    @classmethod
-    def from_directory(cls, path: str | Path) -> StudyResult:
-        """Load a study directory back (``study_result.json``, else rebuilt from run folders)."""
-        from llenergymeasure.results.loading import load_study_dir
-
-        return load_study_dir(path)

@@ -41,8 +41,9 @@ from llenergymeasure.errors import (
 )
 from llenergymeasure.harness.request import RESULT_FILE, HarnessRequest, HarnessSettings
 from llenergymeasure.results.io import atomic_write_text
-from llenergymeasure.results.models import ExperimentResult, RunFailure, RunnerRecord, StudyResult
+from llenergymeasure.results.models import ExperimentResult, RunFailure, RunnerRecord
 from llenergymeasure.results.stats import summarise
+from llenergymeasure.results.study_result import StudyResult
 from llenergymeasure.runners.base import RunOutcome
 from llenergymeasure.runners.resolution import ResolvedRunner, resolve_runners
 from llenergymeasure.study.manifest import MANIFEST_FILE, Manifest, ManifestRun, ManifestStore
