@@ -1,0 +1,159 @@
+"""The report's figure sections: energy against each swept axis, Pareto fronts, power time series.
+
+matplotlib is imported (through ``report.figures``) only when a section is drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from llenergymeasure.report.data import (
+    ENERGY_METRIC,
+    METRIC_LABELS,
+    THROUGHPUT_METRIC,
+    ConfigPoint,
+    latency_metric,
+)
+from llenergymeasure.report.embedded_figures import EmbeddedFigures
+from llenergymeasure.report.html_cells import esc, table
+from llenergymeasure.results.export import run_identity
+from llenergymeasure.results.models import StudyResult
+
+
+def axes_section(
+    points: Sequence[ConfigPoint],
+    axes: Sequence[str],
+    figs: EmbeddedFigures,
+    energy_note: str | None,
+) -> str:
+    from llenergymeasure.report.figures import axis_figure
+
+    parts = ['<h2 id="axes">Energy per output token against each swept axis</h2>']
+    if not axes:
+        parts.append(
+            "<p>Every config of this study has the same settings apart from its label, so there is "
+            "no swept axis to plot. The summary table holds the figures.</p>"
+        )
+        return "\n".join(parts)
+    parts.append(
+        "<p>Swept axes (config fields that differ between configs): "
+        + ", ".join(f"<code>{esc(a)}</code>" for a in axes)
+        + ". One series per backend and per combination of the other axes; points are means over "
+        "cycles with 95 % confidence intervals, open circles are single runs.</p>"
+    )
+    for axis in axes:
+        png = axis_figure(points, axis, axes, energy_note)
+        parts.append(f"<h3>{esc(axis)}</h3>")
+        parts.append(
+            figs.add(
+                f"axis_{axis}",
+                png,
+                alt=f"energy per output token and throughput against {axis}",
+                caption=f"Energy per output token (left) and output tokens per second (right) against <code>{esc(axis)}</code>.",
+            )
+        )
+    return "\n".join(parts)
+
+
+def pareto_section(
+    points: Sequence[ConfigPoint], figs: EmbeddedFigures, energy_note: str | None
+) -> str:
+    from llenergymeasure.report.figures import pareto_figure
+
+    parts = ['<h2 id="pareto">Pareto fronts</h2>']
+    with_energy = [p for p in points if p.stats(ENERGY_METRIC).mean is not None]
+    if not with_energy:
+        parts.append(
+            f"<p>No config has an energy figure, so there is no front to draw. {esc(energy_note or '')}</p>"
+        )
+        return "\n".join(parts)
+    parts.append(
+        "<p>Configs that no other config beats on both energy per output token and the other "
+        "measure are on the front (bold keys, dashed line). Means over cycles, 95 % CIs as bars.</p>"
+    )
+    png, keys = pareto_figure(points, THROUGHPUT_METRIC, maximise_x=True)
+    parts.append(
+        figs.add(
+            "pareto_throughput",
+            png,
+            alt="Pareto front of energy per token against throughput",
+            caption="Energy per output token against throughput. Front: "
+            + esc(", ".join(keys))
+            + ".",
+        )
+    )
+    lat = latency_metric(points)
+    if lat is None:
+        parts.append(
+            "<p>No config reported per-request latencies, so there is no latency front.</p>"
+        )
+    else:
+        png, keys = pareto_figure(points, lat, maximise_x=False)
+        parts.append(
+            figs.add(
+                "pareto_latency",
+                png,
+                alt=f"Pareto front of energy per token against {lat}",
+                caption=f"Energy per output token against {esc(METRIC_LABELS.get(lat, lat))}. Front: "
+                + esc(", ".join(keys))
+                + ".",
+            )
+        )
+    return "\n".join(parts)
+
+
+def power_section(
+    study: StudyResult, study_dir: Path, points: Sequence[ConfigPoint], figs: EmbeddedFigures
+) -> str:
+    from llenergymeasure.report.figures import power_figure, read_power_series
+    from llenergymeasure.results.loading import manifest_run_dirs
+
+    parts = [
+        '<h2 id="power">Power time series</h2>',
+        "<p>Sampled power of each measured GPU; the shaded band is the measured window "
+        "(t = 0 to its duration), dashed lines the idle baseline.</p>",
+    ]
+    folders = manifest_run_dirs(study_dir)
+    key_of = {p.config_hash: p for p in points}
+    missing: list[tuple[str, str]] = []
+    blocks: list[str] = []
+    for r in sorted(study.runs, key=lambda r: run_identity(r)[0]):
+        run_id = run_identity(r)[0]
+        folder = folders.get(run_id, study_dir / run_id)
+        name = r.timeseries_file
+        if name is None:
+            missing.append((run_id, f"meter {r.energy.meter} wrote no time series"))
+            continue
+        path = folder / name
+        if not path.exists():
+            missing.append((run_id, f"{name} not found in {folder.name}/"))
+            continue
+        try:
+            series = read_power_series(path)
+        except (OSError, ValueError) as exc:
+            missing.append((run_id, str(exc)))
+            continue
+        if not series:
+            missing.append((run_id, f"{name} holds no power samples"))
+            continue
+        idle = r.baseline.idle_power_w if r.baseline is not None and r.baseline.available else {}
+        point = key_of.get(r.config_hash)
+        title = f"{run_id} · {point.key + ' ' if point else ''}{r.config.label()}"
+        png = power_figure(series, r.duration_s, dict(idle), title)
+        blocks.append(
+            figs.add(
+                f"power_{run_id}",
+                png,
+                alt=f"power over time of run {run_id}",
+                caption=f"Run <code>{esc(run_id)}</code>: measured window {r.duration_s:.3g} s.",
+            )
+        )
+    if blocks:
+        parts.append('<div class="grid">' + "".join(blocks) + "</div>")
+    if missing:
+        parts.append(
+            f"<p>{len(missing)} run(s) without a power time series:</p>"
+            + table(["run", "why"], [(f"<code>{esc(a)}</code>", esc(b)) for a, b in missing])
+        )
+    return "\n".join(parts)
