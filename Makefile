@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 CPU_TORCH ?= torch==2.13.0
 EXTRAS ?= pytorch,dev,report
 
-.PHONY: install test test-fast lint format typecheck benchmarks vllm-env images images-ci clean
+.PHONY: install test test-fast lint format typecheck benchmarks vllm-env images images-ci clean mutation mutation-sample
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,25 @@ test: install
 
 test-fast: install
 	$(VENV)/bin/pytest -m "not slow and not docker and not vllm" $(PYTEST_ARGS)
+
+# Mutation testing of the measurement and study core with mutmut (config: [tool.mutmut] in
+# pyproject.toml; why mutmut, the score and the accepted survivors: docs/testing.md). Incremental:
+# mutants/ keeps every verdict and a rerun tests only mutants of functions that changed
+# (rm -rf mutants for a full run). MUTANTS narrows it, e.g. MUTANTS='llenergymeasure.harness.stats.*'.
+MUTATION_JOBS ?= 2
+MUTANTS ?=
+mutation: install
+	$(VENV)/bin/mutmut run --max-children $(MUTATION_JOBS) $(MUTANTS)
+	$(PY) scripts/mutation_score.py --min 90 $(MUTANTS)
+
+# CI's fixed sample (a few minutes): every mutant of the functions behind the headline figures.
+MUTATION_SAMPLE := 'llenergymeasure.harness.stats.*' 'llenergymeasure.results.stats.x_describe*' \
+	'llenergymeasure.energy.sampler.x_counter_energy*' 'llenergymeasure.energy.baseline.x_apply_baseline*' \
+	'llenergymeasure.harness.result.x_build_result*' 'llenergymeasure.config.experiment.x_canonical*' \
+	'llenergymeasure.study.runner.xǁStudyRunnerǁ_already_done*'
+mutation-sample: install
+	$(VENV)/bin/mutmut run --max-children $(MUTATION_JOBS) $(MUTATION_SAMPLE)
+	$(PY) scripts/mutation_score.py --min 100 $(MUTATION_SAMPLE)
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
