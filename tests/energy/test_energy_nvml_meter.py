@@ -1,4 +1,8 @@
-"""The NVML meter against the fake NVML: synthetic power traces, every validity warning."""
+"""The NVML meter against the fake NVML: synthetic power traces, every validity warning.
+
+Most tests run on a fake clock (``ManualClock``) with the sampler's thread off: the test moves the
+clock and takes each sample, so nothing sleeps and the numbers are exact. Tests marked
+``realtime=True`` run the real sampler thread on the real clock (cadence, stalled reads)."""
 
 from __future__ import annotations
 
@@ -13,25 +17,41 @@ import pytest
 from llenergymeasure.energy import EnergyMeterError, NvmlMeter, resolve_devices
 from llenergymeasure.energy.nvml import CLOCK_EVENT_SW_POWER_CAP, NVML_PERF_POLICY_THERMAL, Nvml
 from llenergymeasure.energy.sampler import SampleBuffer, counter_energy, integrate_power
+from tests.fakes.clock import ManualClock
 from tests.fakes.nvml import ConstantPower, FakeGpu, FakeNvml, RampPower
 
 SENSOR = 0.05  # short_window below 0.5 s, sampler_gap above 3 x 0.05 s
 PERIOD = 0.02
 
 
-def make_meter(gpus: list[FakeGpu], **kw: object) -> tuple[NvmlMeter, FakeNvml]:
-    fake = FakeNvml(gpus)
+def make_meter(
+    gpus: list[FakeGpu], realtime: bool = False, **kw: object
+) -> tuple[NvmlMeter, FakeNvml]:
+    clock = time.perf_counter if realtime else ManualClock()
+    fake = FakeNvml(gpus, clock=clock)
     nvml = Nvml(fake)
     nvml.init()
     mapping = resolve_devices(list(range(len(gpus))), nvml, {})
     kw.setdefault("sensor_period_s", SENSOR)
     kw.setdefault("sample_period_s", PERIOD)
-    return NvmlMeter(nvml, mapping, **kw), fake  # type: ignore[arg-type]
+    meter = NvmlMeter(nvml, mapping, clock=clock, background_sampling=realtime, **kw)  # type: ignore[arg-type]
+    return meter, fake
 
 
 def run_window(meter: NvmlMeter, seconds: float):
+    """A window of ``seconds``: slept on the real clock, or stepped sample by sample on a fake one."""
+    clock = meter._clock
     meter.start()
-    time.sleep(seconds)
+    if not isinstance(clock, ManualClock):
+        time.sleep(seconds)
+        return meter.stop()
+    step = meter.sample_period_s
+    n = round(seconds / step)
+    for _ in range(n - 1):
+        clock.advance(step)
+        if meter.sampler is not None:
+            meter.sampler.sample()
+    clock.advance(seconds - (n - 1) * step)
     return meter.stop()
 
 
@@ -40,7 +60,8 @@ def codes(m) -> set[str]:
 
 
 def test_constant_power_counter_and_integral_agree() -> None:
-    meter, fake = make_meter([FakeGpu(trace=ConstantPower(200.0))])
+    """On the real clock, with the sampler's own thread keeping the cadence."""
+    meter, fake = make_meter([FakeGpu(trace=ConstantPower(200.0))], realtime=True)
     m = run_window(meter, 0.6)
     d = m.devices[0]
     assert m.meter == "nvml" and m.available and d.method == "counter"
@@ -114,7 +135,7 @@ def test_power_usage_fallback_when_instant_field_is_missing() -> None:
 
 def test_sampler_gap_warning() -> None:
     gpu = FakeGpu(trace=ConstantPower(100.0))
-    meter, fake = make_meter([gpu])
+    meter, fake = make_meter([gpu], realtime=True)  # a stalled read holds up the real thread
     gpu.stalls = [(fake.now() + 0.2, 0.3)]
     m = run_window(meter, 0.8)
     w = [w for w in m.warnings if w.code == "sampler_gap"]
@@ -180,10 +201,8 @@ def test_two_gpus_total_and_timeseries_csv(tmp_path: Path) -> None:
     meter, _ = make_meter(
         [FakeGpu(trace=ConstantPower(100.0)), FakeGpu(trace=ConstantPower(300.0))]
     )
-    with meter:
-        time.sleep(0.6)
-    m = meter.last
-    assert m is not None and [d.nvml_index for d in m.devices] == [0, 1]
+    m = run_window(meter, 0.6)
+    assert [d.nvml_index for d in m.devices] == [0, 1]
     assert m.total_energy_j == pytest.approx(400.0 * m.duration_s, rel=0.03)
     path = meter.write_timeseries(tmp_path / "ts.csv")
     assert path is not None
