@@ -180,7 +180,23 @@ class StudyRunner:
 
     def resolve(self) -> dict[str, ResolvedRunner]:
         """Resolve every backend's runner (multi-backend rule included) before anything runs."""
-        return resolve_runners(self.study.backends, self.user_config, self.cli_runner, self.environ)
+        cli_runner = self.cli_runner
+        submitted = []
+        if self.resume_dir is not None:
+            submitted = [r for r in self._resume_manifest.runs if r.job_id]
+        if submitted and cli_runner is None:
+            cli_runner = "slurm"  # a study submitted to SLURM resumes there (still lowest rank)
+        runners = resolve_runners(self.study.backends, self.user_config, cli_runner, self.environ)
+        live = [r for r in submitted if r.status in ("queued", "running")]
+        off = [r for r in runners.values() if r.kind != "slurm"]
+        if live and off:
+            raise RunnerError(
+                f"--resume {self.resume_dir}: {len(live)} run(s) of this study are SLURM jobs "
+                f"(e.g. {live[0].run_id}: job {live[0].job_id}) but the runner resolves to "
+                f"{off[0].describe()} (from {off[0].source}); resume it with the slurm runner "
+                "so those jobs are followed, not run a second time here"
+            )
+        return runners
 
     def plan(self) -> list[PlannedRun]:
         cycles = self.n_cycles
