@@ -232,3 +232,50 @@ def test_completed_job_with_result_is_completed_and_failed_harness_keeps_its_err
 def test_job_that_failed_before_the_harness_says_where_to_look(tmp_path: Path) -> None:
     out = outcome_for_job(tmp_path, _job("FAILED", exit_code=1))
     assert out.status == "failed" and ".slurm" in (out.message or "")
+
+
+# -- the shared-filesystem check ---------------------------------------------------------------------
+
+
+def test_first_finished_job_without_its_marker_stops_the_study_naming_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job that ran to its end on a node whose results directory is not this one leaves no
+    node.json here: the controller stops with an error naming the directory (not a silent loss)."""
+    import llenergymeasure.runners.slurm as slurm_mod
+    from llenergymeasure.runners.slurm import SlurmStudyDriver
+    from llenergymeasure.study.manifest import Manifest, ManifestRun, ManifestStore
+
+    monkeypatch.setattr(slurm_mod, "MARKER_GRACE_S", 0.2)
+    study_dir = tmp_path / "study"
+    (study_dir / "001").mkdir(parents=True)
+    store = ManifestStore(
+        study_dir,
+        Manifest(
+            study_name="s",
+            study_design_hash="h",
+            n_cycles=1,
+            runs=[
+                ManifestRun(
+                    run_id="001",
+                    index=1,
+                    config_hash="c",
+                    config_index=0,
+                    cycle=1,
+                    backend="pytorch",
+                    status="running",
+                    run_dir="001",
+                    job_id="5_0",
+                )
+            ],
+        ),
+    )
+    driver = SlurmStudyDriver(SlurmSettings(), store, object(), None, check=False)
+    cancelled = _job("CANCELLED by 0", job_id="5_0")
+    driver._check_shared_fs(study_dir / "001", cancelled)  # SLURM's doing: not judged
+    assert not driver.fs_checked
+    with pytest.raises(RunnerError, match=r"never appeared here.*must be on a filesystem shared"):
+        driver._check_shared_fs(study_dir / "001", _job("COMPLETED", job_id="5_0"))
+    (study_dir / "001" / "node.json").write_text("{}")
+    driver._check_shared_fs(study_dir / "001", _job("COMPLETED", job_id="5_0"))
+    assert driver.fs_checked

@@ -224,7 +224,17 @@ class SlurmStudyDriver:
         folders: list[str] = []
         for position, run in enumerate(runs, start=1):
             folder, run_dir = self._attempt_dir(run)
-            self.make_request(run).write(run_dir / REQUEST_FILE)
+            request = self.make_request(run)
+            if self.image is not None:
+                # the container's request: cache paths absolute, readable by the container's user
+                from llenergymeasure.runners.experiment_container import (
+                    ContainerSettings,
+                    write_container_request,
+                )
+
+                write_container_request(ContainerSettings(image=self.image), request, run_dir)
+            else:
+                request.write(run_dir / REQUEST_FILE)
             gap = run.gap_before_s if position > 1 else 0.0
             tasks.append(
                 NodeTask(

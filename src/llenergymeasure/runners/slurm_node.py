@@ -46,11 +46,8 @@ class NodeTask:
     gap_s: float = 0.0
     timeout_s: float | None = None
     requested_gpus: int = 0
-    #: ``docker run`` arguments before the image (from the docker runner's container spec)
-    docker_prefix: list[str] | None = None
+    #: ``slurm.container: docker:<image>``: the node runs the harness in this image
     image: str | None = None
-    #: where the run folder is mounted inside the container
-    container_run_dir: str = "/llem/run"
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -86,38 +83,58 @@ def _write_error(run_dir: Path, error_type: str, message: str, exit_code: int | 
     )
 
 
-def harness_argv(task: NodeTask, cuda_visible_devices: str, docker_gpus: str | None) -> list[str]:
-    """The command of the experiment: the harness entry point, bare or in the container."""
+def harness_argv(
+    task: NodeTask, gpu_ids: tuple[str, ...], env: dict[str, str]
+) -> tuple[list[str], dict[str, str]]:
+    """The experiment's command and its environment: the harness entry point, bare, or in the
+    backend's container built exactly as the docker runner builds it (``experiment_container``),
+    with the job's GPUs (node ids) and its ``SLURM_*`` variables for the environment snapshot."""
     run_dir = Path(task.run_dir)
     if task.image is None:
-        return [
-            sys.executable,
-            "-m",
-            "llenergymeasure.harness",
-            "--config",
-            str(run_dir / REQUEST_FILE),
-            "--output",
-            str(run_dir),
-        ]
-    inner = task.container_run_dir
-    argv = list(task.docker_prefix or ["docker", "run", "--rm", "--network", "host"])
-    argv += ["-v", f"{run_dir}:{inner}"]
-    if docker_gpus:
-        argv += ["--gpus", docker_gpus]
-    for name, value in sorted(os.environ.items()):
-        if name.startswith("SLURM") and "\n" not in value:
-            argv += ["-e", f"{name}={value}"]
-    argv += [
-        task.image,
-        "python",
-        "-m",
-        "llenergymeasure.harness",
-        "--config",
-        f"{inner}/{REQUEST_FILE}",
-        "--output",
-        inner,
-    ]
-    return argv
+        argv = [sys.executable, "-m", "llenergymeasure.harness"]
+        argv += ["--config", str(run_dir / REQUEST_FILE), "--output", str(run_dir)]
+        return argv, env
+    from llenergymeasure.harness.request import HarnessRequest
+    from llenergymeasure.runners.container_spec import docker_run_argv
+    from llenergymeasure.runners.experiment_container import (
+        ContainerSettings,
+        experiment_container_spec,
+        experiment_mounts,
+    )
+
+    settings = ContainerSettings(
+        image=task.image,
+        gpus=list(gpu_ids) if gpu_ids else None,
+        extra_env={k: v for k, v in env.items() if k.startswith("SLURM")},
+        environ=env,
+    )
+    request_path = run_dir / REQUEST_FILE
+    request = HarnessRequest.read(request_path)
+    mounts = experiment_mounts(settings, request, run_dir)
+    spec = experiment_container_spec(settings, run_dir, request_path, _image_id(task.image), mounts)
+    argv, from_caller = docker_run_argv(spec)
+    return argv, {**env, **from_caller}
+
+
+def _image_id(image: str) -> str:
+    """The image's id on this node (``docker image inspect``), or a RunnerError naming the fix."""
+    from llenergymeasure.errors import RunnerError
+
+    try:
+        proc = subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{.Id}}", image],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RunnerError(f"docker is not usable on {socket.gethostname()}: {exc}") from None
+    if proc.returncode != 0:
+        raise RunnerError(
+            f"image {image} is not on node {socket.gethostname()} ({proc.stderr.strip()}): load it "
+            "on every node (docker load < images.tar.gz), or set slurm.container: none"
+        )
+    return proc.stdout.strip()
 
 
 def _stop(proc: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
@@ -161,7 +178,11 @@ def run_on_node(task: NodeTask) -> int:
     env = dict(os.environ)
     env.update(task.extra_env)
     env["CUDA_VISIBLE_DEVICES"] = binding.cuda_visible_devices
-    argv = harness_argv(task, binding.cuda_visible_devices, binding.docker_gpus_arg())
+    try:
+        argv, env = harness_argv(task, binding.node_gpu_ids, env)
+    except (RunnerError, OSError, ValueError) as exc:
+        _write_error(run_dir, "SlurmContainer", str(exc), None)
+        raise HarnessFailed(str(exc)) from None
     node["argv"] = argv
     node["harness_started_at"] = _now()
     _write_json(run_dir / NODE_FILE, node)
