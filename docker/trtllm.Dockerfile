@@ -5,13 +5,8 @@
 ARG BASE_IMAGE=nvcr.io/nvidia/tensorrt-llm/release:1.2.1
 FROM ${BASE_IMAGE}
 
-# The pyproject extras installed on top of the base image's TensorRT-LLM ("" = core only): the
-# backend's, and Zeus (pure Python; its dependencies have wheels for this base's Python 3.12 on
-# x86_64 and aarch64), so `energy_backend: zeus` measures in the container.
-ARG LLEM_EXTRA=tensorrt,zeus
-# CI only: requirements installed before the package, and distributions removed after it.
+# CI only: requirements installed before the package (declared here, used by the first RUN).
 ARG LLEM_PRE_INSTALL=""
-ARG LLEM_POST_UNINSTALL=""
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -22,6 +17,15 @@ ENV PYTHONUNBUFFERED=1 \
 # holds local wheels, e.g. the CPU torch used in CI.
 COPY docker/pre-install.sh docker/wheel[s] /opt/llenergymeasure/wheels/
 RUN LLEM_PRE_INSTALL="${LLEM_PRE_INSTALL}" sh /opt/llenergymeasure/wheels/pre-install.sh
+
+# Declared after the slow step above: a build argument invalidates Docker's cache from the first
+# RUN after its declaration, so changing the extras must not reinstall torch or the engine.
+# The pyproject extras installed on top of the base image's TensorRT-LLM ("" = core only): the
+# backend's, and Zeus (pure Python; its dependencies have wheels for this base's Python 3.12 on
+# x86_64 and aarch64), so `energy_backend: zeus` measures in the container.
+ARG LLEM_EXTRA=tensorrt,zeus
+# CI only: distributions removed after the dependencies are installed.
+ARG LLEM_POST_UNINSTALL=""
 
 # Dependencies next, keyed on pyproject.toml and the version only.
 COPY docker/install-llem.sh /opt/llenergymeasure/docker/
