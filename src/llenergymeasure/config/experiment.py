@@ -96,16 +96,27 @@ class DecodingConfig(_Strict):
 class WarmupConfig(_Strict):
     """Warmup before measuring; never inside the measured window.
 
-    ``mode: fixed`` runs ``runs`` batches. ``mode: cv`` runs at least ``runs`` and stops once the
-    coefficient of variation of the last ``window`` latencies is under ``cv_threshold``, or after
-    ``max_runs`` (recorded as not converged).
+    ``mode: cv`` (the default) runs at least ``runs`` batches and stops once the coefficient of
+    variation of the per-token latency of the last ``window`` batches is under ``cv_threshold``,
+    or after ``max_runs`` batches or ``max_s`` seconds (recorded as not converged). ``mode:
+    fixed`` runs exactly ``runs`` batches. ``runs`` given without ``mode`` means ``fixed``.
     """
 
-    mode: Literal["fixed", "cv"] = "fixed"
-    runs: int = Field(3, ge=0, le=10_000)
+    mode: Literal["fixed", "cv"] = "cv"
+    runs: int = Field(2, ge=0, le=10_000)
     max_runs: int = Field(20, ge=1, le=10_000)
-    cv_threshold: float = Field(0.05, gt=0.0, lt=1.0)
+    cv_threshold: float = Field(0.02, gt=0.0, lt=1.0)
     window: int = Field(3, ge=2, le=1000)
+    max_s: float = Field(
+        120.0, gt=0.0, le=86_400.0, description="cv mode: start no warmup batch after this long"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _runs_alone_means_fixed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "runs" in data and "mode" not in data:
+            return {**data, "mode": "fixed"}
+        return data
 
     @model_validator(mode="after")
     def _bounds(self) -> WarmupConfig:
@@ -115,6 +126,48 @@ class WarmupConfig(_Strict):
                 f"({self.window}) when mode is cv"
             )
         return self
+
+
+#: the measured window's default minimum length on a GPU (ML.ENERGY's steady-state rule: >= 30 s)
+GPU_MIN_WINDOW_S = 30.0
+
+
+class MeasurementConfig(_Strict):
+    """How long the measured window lasts: whole passes over the prompts, repeated by time.
+
+    The harness runs all ``n`` prompts once, then again, until the window has lasted at least
+    ``min_window_s``; it never starts a pass that would end after ``max_window_s`` (judged by the
+    passes so far). Tokens and energy count over every pass; the result records how many.
+    """
+
+    min_window_s: float | None = Field(
+        None,
+        ge=0.0,
+        le=86_400.0,
+        description="repeat passes until the window lasts this long; none: 30 s on a GPU, 0 on the CPU",
+    )
+    max_window_s: float | None = Field(
+        None, gt=0.0, le=86_400.0, description="start no pass that would end after this"
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> MeasurementConfig:
+        if (
+            self.min_window_s is not None
+            and self.max_window_s is not None
+            and self.max_window_s < self.min_window_s
+        ):
+            raise ValueError(
+                f"max_window_s ({self.max_window_s}) is below min_window_s ({self.min_window_s}); "
+                "raise max_window_s or lower min_window_s"
+            )
+        return self
+
+    def resolved_min_window_s(self, on_gpu: bool) -> float:
+        """``min_window_s``, or its default for where the experiment runs."""
+        if self.min_window_s is not None:
+            return self.min_window_s
+        return GPU_MIN_WINDOW_S if on_gpu else 0.0
 
 
 class BaselineConfig(_Strict):
@@ -201,6 +254,7 @@ class ExperimentConfig(_Strict):
     max_output_tokens: int = Field(128, ge=1, description="new tokens per prompt")
     decoding: DecodingConfig = Field(default_factory=DecodingConfig)
     warmup: WarmupConfig = Field(default_factory=WarmupConfig)
+    measurement: MeasurementConfig = Field(default_factory=MeasurementConfig)
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     seed: int = Field(42, ge=0)
     timeout_s: float | None = Field(

@@ -19,6 +19,15 @@ from llenergymeasure.energy.types import ValidityWarning
 SHORT_WINDOW_PERIODS = 10  # window shorter than this many sensor update periods
 SAMPLER_GAP_PERIODS = 3  # gap between samples longer than this many periods
 COUNTER_POWER_TOLERANCE = 0.05  # counter vs integrated power relative disagreement
+# host_bound: the GPU waits on the host for most of the window when, in more than
+# HOST_BOUND_SHARE of the samples, its utilisation is under HOST_BOUND_UTIL_PCT or its power is
+# within HOST_BOUND_POWER_SHARE of the headroom (power limit - idle) above idle.
+HOST_BOUND_SHARE = 0.5
+HOST_BOUND_UTIL_PCT = 50.0
+HOST_BOUND_POWER_SHARE = 0.10
+THROUGHPUT_DRIFT_TOLERANCE = 0.05  # first vs last third of the window, relative
+THERMAL_DRIFT_C = 2.0  # mean temperature of the last third minus the first third
+MIN_TREND_SAMPLES = 6  # fewer samples (or passes) than this: no trend warning either way
 
 CODES = (
     "short_window",
@@ -28,6 +37,9 @@ CODES = (
     "counter_reset",
     "counter_power_mismatch",
     "integrated_power_only",
+    "host_bound",
+    "throughput_drift",
+    "thermal_drift",
 )
 
 
@@ -214,4 +226,120 @@ def integrated_power_only(device: int) -> ValidityWarning:
             "sampled power, which misses changes faster than the sampling period"
         ),
         device=device,
+    )
+
+
+def _thirds(t: np.ndarray, v: np.ndarray, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray]:
+    """Values (NaN dropped) whose times fall in the first and the last third of [t0, t1]."""
+    ok = ~np.isnan(v) & (t >= t0) & (t <= t1)
+    t, v = t[ok], v[ok]
+    third = (t1 - t0) / 3.0
+    return v[t <= t0 + third], v[t >= t1 - third]
+
+
+def host_bound(
+    device: int,
+    util_pct: np.ndarray,
+    power_w: np.ndarray,
+    idle_w: float | None,
+    limit_w: float | None,
+) -> ValidityWarning | None:
+    """The GPU sat near idle for most of the window: the host (Python, the launch loop, the CPU
+    share of the engine) sets the speed, so the number moves with the host's load and says little
+    about the GPU. Utilisation is NVML's (share of time a kernel ran); power is judged against
+    the measured idle baseline and the power limit, only when both are known."""
+    util = util_pct[~np.isnan(util_pct)]
+    power = power_w[~np.isnan(power_w)]
+    reasons: list[str] = []
+    details: dict[str, float | int | None] = {"idle_w": idle_w, "power_limit_w": limit_w}
+    if util.size >= MIN_TREND_SAMPLES:
+        low = float(np.mean(util < HOST_BOUND_UTIL_PCT))
+        details.update(median_util_pct=float(np.median(util)), low_util_share=low)
+        if low > HOST_BOUND_SHARE:
+            reasons.append(
+                f"utilisation under {HOST_BOUND_UTIL_PCT:.0f} % in {low * 100:.0f} % of samples "
+                f"(median {np.median(util):.0f} %)"
+            )
+    if power.size >= MIN_TREND_SAMPLES and idle_w is not None and limit_w and limit_w > idle_w:
+        near = idle_w + HOST_BOUND_POWER_SHARE * (limit_w - idle_w)
+        low = float(np.mean(power < near))
+        med = float(np.median(power))
+        details.update(median_power_w=med, near_idle_w=near, near_idle_share=low)
+        if low > HOST_BOUND_SHARE:
+            reasons.append(
+                f"power under {near:.0f} W (idle {idle_w:.0f} W + "
+                f"{HOST_BOUND_POWER_SHARE * 100:.0f} % of the headroom to the {limit_w:.0f} W "
+                f"limit) in {low * 100:.0f} % of samples (median {med:.0f} W)"
+            )
+    if not reasons:
+        return None
+    return ValidityWarning(
+        code="host_bound",
+        message=(
+            f"GPU {device} was near idle for most of the window: {'; '.join(reasons)}. The host "
+            "sets this workload's speed, so its tokens/s and J/token move with the host's load; "
+            "a larger batch, a static cache with torch_compile, or another engine keeps the GPU busy"
+        ),
+        device=device,
+        details=details,
+    )
+
+
+def thermal_drift(
+    device: int, t: np.ndarray, temp_c: np.ndarray, t0: float, t1: float
+) -> ValidityWarning | None:
+    """The GPU was still warming up: mean temperature of the window's last third exceeds its
+    first third's by more than THERMAL_DRIFT_C (power and clocks change with temperature)."""
+    first, last = _thirds(t, temp_c, t0, t1)
+    if first.size < MIN_TREND_SAMPLES // 2 or last.size < MIN_TREND_SAMPLES // 2:
+        return None
+    rise = float(np.mean(last) - np.mean(first))
+    if rise <= THERMAL_DRIFT_C:
+        return None
+    return ValidityWarning(
+        code="thermal_drift",
+        message=(
+            f"GPU {device} warmed from {np.mean(first):.1f} to {np.mean(last):.1f} °C between the "
+            f"first and last third of the window (+{rise:.1f} °C, over {THERMAL_DRIFT_C:g} °C): "
+            "it had not reached a steady temperature; warm up longer or lengthen the window"
+        ),
+        device=device,
+        details={
+            "first_third_c": float(np.mean(first)),
+            "last_third_c": float(np.mean(last)),
+            "rise_c": rise,
+        },
+    )
+
+
+def throughput_drift(
+    t_mid_s: list[float], tokens_per_s: list[float], duration_s: float
+) -> ValidityWarning | None:
+    """Throughput changed inside the window: the mean tokens/s of the passes centred in its last
+    third differs from the first third's by more than THROUGHPUT_DRIFT_TOLERANCE."""
+    if len(tokens_per_s) < 3 or duration_s <= 0:
+        return None
+    t = np.asarray(t_mid_s, dtype=float)
+    r = np.asarray(tokens_per_s, dtype=float)
+    first, last = _thirds(t, r, 0.0, duration_s)
+    if first.size == 0 or last.size == 0 or float(np.mean(first)) <= 0:
+        return None
+    rel = float(np.mean(last) / np.mean(first) - 1.0)
+    if abs(rel) <= THROUGHPUT_DRIFT_TOLERANCE:
+        return None
+    return ValidityWarning(
+        code="throughput_drift",
+        message=(
+            f"throughput moved {rel * 100:+.1f} % between the first and last third of the window "
+            f"({np.mean(first):.1f} -> {np.mean(last):.1f} tokens/s, tolerance "
+            f"{THROUGHPUT_DRIFT_TOLERANCE * 100:.0f} %): the workload was not steady, so J/token "
+            "depends on when it was measured"
+        ),
+        details={
+            "first_third_tok_s": float(np.mean(first)),
+            "last_third_tok_s": float(np.mean(last)),
+            "relative": rel,
+            "n_first": int(first.size),
+            "n_last": int(last.size),
+        },
     )

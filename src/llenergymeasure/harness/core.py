@@ -26,7 +26,7 @@ from typing import Any
 
 from llenergymeasure._proc import descendant_pids
 from llenergymeasure._version import __version__
-from llenergymeasure.backends.base import Backend, Prompt
+from llenergymeasure.backends.base import Backend
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.energy.types import ValidityWarning
 from llenergymeasure.errors import ExperimentError
@@ -37,13 +37,12 @@ from llenergymeasure.harness.request import (
     HarnessRequest,
 )
 from llenergymeasure.harness.result import build_result
-from llenergymeasure.harness.stats import coefficient_of_variation
+from llenergymeasure.harness.window import merge_outputs, run_passes, run_warmup, trend_warnings
 from llenergymeasure.results.io import atomic_write_json, atomic_write_text
 from llenergymeasure.results.models import (
     SCHEMA_VERSION,
     ExperimentResult,
     LoadRecord,
-    WarmupRecord,
 )
 
 PROGRESS_FILE = "progress.json"
@@ -88,8 +87,13 @@ ENGINE_MODULES = {
 }
 
 
-def _import_engine(backend: str) -> float:
-    """Import the backend's engine; a failure is left for ``backend.load`` to report clearly."""
+def _import_engine(backend: str, model_path: str | None = None) -> float:
+    """Import the backend's engine; a failure is left for ``backend.load`` to report clearly.
+
+    For the pytorch backend this includes transformers' module of the model's architecture
+    (read from a local ``config.json``): transformers imports it lazily on first use, which on an
+    H200 machine took 10 s, and that is engine code, not the model's load.
+    """
     import importlib
 
     t0 = time.perf_counter()
@@ -97,8 +101,24 @@ def _import_engine(backend: str) -> float:
         try:
             importlib.import_module(name)
         except Exception:  # the backend's load() raises BackendUnavailableError with guidance
-            break
+            return time.perf_counter() - t0
+    if backend == "pytorch" and model_path:
+        model_type = _local_model_type(model_path)
+        if model_type:
+            with contextlib.suppress(Exception):  # unknown or remote-code types load later
+                importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
     return time.perf_counter() - t0
+
+
+def _local_model_type(model_path: str) -> str | None:
+    import json
+
+    try:
+        data = json.loads((Path(model_path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    value = data.get("model_type") if isinstance(data, dict) else None
+    return value.replace("-", "_") if isinstance(value, str) and value.isidentifier() else None
 
 
 def planned_cuda_devices(config: ExperimentConfig, visible: int) -> list[int]:
@@ -124,54 +144,6 @@ def _visible_gpu_count(snapshot_gpu_count: int | None) -> int:
             return 0
         return min(len(items), snapshot_gpu_count or len(items))
     return snapshot_gpu_count or 0
-
-
-def _rotated(prompt: Prompt) -> Prompt:
-    """The prompt's tokens rotated by one: the same length and shape, but no shared prefix.
-
-    Engines with prefix caching (vLLM, TensorRT-LLM block reuse) would otherwise skip the prefill
-    of measured prompts that warmup already saw, and the measured window would be too cheap.
-    """
-    ids = prompt.token_ids
-    rotated = ids[1:] + ids[:1] if len(ids) > 1 else list(ids)
-    return Prompt(token_ids=rotated, max_new_tokens=prompt.max_new_tokens, text=None)
-
-
-def _run_warmup(
-    backend: Backend, prompts: list[Prompt], config: ExperimentConfig, phases: _Phases
-) -> WarmupRecord:
-    from llenergymeasure.datasets import warmup_prompts
-
-    wcfg = config.warmup
-    batch = [_rotated(p) for p in warmup_prompts(prompts, config)]
-    latencies: list[float] = []
-    converged: bool | None = None
-    final_cv: float | None = None
-    limit = wcfg.runs if wcfg.mode == "fixed" else wcfg.max_runs
-    t_start = time.perf_counter()
-    for i in range(limit):
-        phases.enter("warmup", f"{i + 1}/{limit}")
-        t0 = time.perf_counter()
-        backend.generate(batch)
-        backend.synchronize()
-        latencies.append(time.perf_counter() - t0)
-        if wcfg.mode == "cv" and len(latencies) >= max(wcfg.runs, wcfg.window):
-            final_cv = coefficient_of_variation(latencies[-wcfg.window :])
-            if final_cv is not None and final_cv < wcfg.cv_threshold:
-                converged = True
-                break
-    if wcfg.mode == "cv" and converged is None:
-        converged = False
-        if len(latencies) >= 2:
-            final_cv = coefficient_of_variation(latencies[-wcfg.window :])
-    return WarmupRecord(
-        mode=wcfg.mode,
-        runs=len(latencies),
-        latencies_s=latencies,
-        converged=converged,
-        final_cv=final_cv,
-        duration_s=time.perf_counter() - t_start,
-    )
 
 
 def run_harness(
@@ -227,7 +199,7 @@ def run_harness(
         backend = create_backend(config, resolved.path, cache_dir)
 
         phases.enter("import")
-        import_s = _import_engine(config.backend)
+        import_s = _import_engine(config.backend, resolved.path)
 
         phases.enter("load")
         load_devices = planned_cuda_devices(config, _visible_gpu_count(snapshot.gpu_count))
@@ -249,14 +221,20 @@ def run_harness(
         )
 
         phases.enter("prompts")
-        from llenergymeasure.datasets import load_prompts
+        from llenergymeasure.datasets import load_prompts, warmup_prompts
 
         prompts = load_prompts(config, backend.tokenizer())
         if not prompts:
             raise ExperimentError("the dataset produced no prompts", phase="prompts")
 
         phases.enter("warmup")
-        warmup = _run_warmup(backend, prompts, config, phases)
+        warmup = run_warmup(
+            backend,
+            warmup_prompts(prompts, config),
+            config,
+            on_step=lambda detail: phases.enter("warmup", detail),
+            meter=meter,
+        )
 
         if sorted(load_info.cuda_devices) != sorted(load_devices):
             meter.close()
@@ -277,17 +255,28 @@ def run_harness(
                 meter, config.baseline.duration_s, baseline_cache, config.baseline.cache_ttl_s
             )
 
-        phases.enter("measure", f"{len(prompts)} prompts")
+        on_gpu = bool(load_info.cuda_devices)
+        min_window_s = config.measurement.resolved_min_window_s(on_gpu)
+        max_window_s = config.measurement.max_window_s
+        phases.enter("measure", f"{len(prompts)} prompts, window >= {min_window_s:g} s")
         rapl = RaplMeter()
         backend.synchronize()
         rapl.start()
         meter.start()
         t_start = time.perf_counter()
-        out = backend.generate(prompts)
+        passes = run_passes(
+            backend,
+            prompts,
+            min_window_s,
+            max_window_s,
+            t_start,
+            on_pass=lambda n: phases.enter("measure", f"pass {n} done"),
+        )
         backend.synchronize()
         duration_s = time.perf_counter() - t_start
         energy = meter.stop()
         cpu_energy = rapl.stop()
+        out = merge_outputs(passes.outputs)
 
         phases.enter("result")
         energy = apply_baseline(energy, baseline)
@@ -295,6 +284,19 @@ def run_harness(
         try:
             written = meter.write_timeseries(output_dir / TIMESERIES_FILE)
             timeseries_file = written.name if written else None
+            energy.warnings.extend(
+                trend_warnings(
+                    written,
+                    duration_s,
+                    passes,
+                    idle_w=dict(baseline.idle_power_w) if baseline and baseline.available else {},
+                    limit_w={
+                        g.nvml_index: g.power_limit_w
+                        for g in snapshot.gpus
+                        if g.power_limit_w is not None
+                    },
+                )
+            )
         except OSError as exc:
             energy.warnings.append(
                 ValidityWarning(
@@ -322,11 +324,12 @@ def run_harness(
                 region=settings.carbon_region,
             ),
             out=out,
-            prompts=prompts,
+            prompts=prompts * len(passes.outputs),
             duration_s=duration_s,
             peak_bytes=backend.peak_memory_bytes(),
             timeseries_file=timeseries_file,
             import_s=import_s,
+            window=passes.record(min_window_s, max_window_s),
         )
         atomic_write_text(output_dir / RESULT_FILE, result.model_dump_json(indent=2))
         phases.enter("done")

@@ -18,6 +18,7 @@ from llenergymeasure.results.models import (
     LoadRecord,
     ModelRecord,
     WarmupRecord,
+    WindowRecord,
 )
 
 
@@ -101,6 +102,7 @@ def build_result(
     peak_bytes: int | None,
     timeseries_file: str | None,
     import_s: float,
+    window: WindowRecord | None = None,
 ) -> ExperimentResult:
     config = request.config
     n_requests = len(out.requests)
@@ -155,6 +157,7 @@ def build_result(
         input_tokens=in_tokens,
         output_tokens=out_tokens,
         duration_s=duration_s,
+        window=window,
         output_tokens_per_s=out_tokens / duration_s if duration_s > 0 else 0.0,
         requests_per_s=n_requests / duration_s if duration_s > 0 else 0.0,
         total_energy_j=total,

@@ -26,7 +26,7 @@ from llenergymeasure.energy.types import (
 )
 from llenergymeasure.environment.snapshot import EnvironmentSnapshot
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: measurement window by time, warmup by convergence (issue 14)
 
 
 class _Record(BaseModel):
@@ -66,6 +66,21 @@ class WarmupRecord(_Record):
     )
     final_cv: float | None = None
     duration_s: float = 0.0
+    stopped_by: Literal["runs", "converged", "max_runs", "max_s"] | None = Field(
+        None, description="what ended warmup: the fixed count, convergence, or a cap"
+    )
+    energy_j: float | None = Field(None, description="GPU energy over the whole warmup")
+    meter: str | None = None
+
+
+class WindowRecord(_Record):
+    """How the measured window was filled: whole passes over the prompts, repeated by time."""
+
+    min_window_s: float = Field(..., description="the minimum that applied (resolved default)")
+    max_window_s: float | None = None
+    passes: int = Field(..., description="whole passes over the prompts inside the window")
+    pass_durations_s: list[float] = Field(default_factory=list)
+    pass_output_tokens: list[int] = Field(default_factory=list)
 
 
 class LatencyStats(_Record):
@@ -111,6 +126,7 @@ class ExperimentResult(_Record):
     input_tokens: int
     output_tokens: int
     duration_s: float = Field(..., description="measured window, synchronised at both ends")
+    window: WindowRecord | None = Field(None, description="passes that filled the window")
     # derived
     output_tokens_per_s: float
     requests_per_s: float
@@ -169,6 +185,9 @@ class ConfigSummary(_Record):
     n_failed: int
     run_ids: list[str] = Field(default_factory=list)
     metrics: dict[str, MetricStats] = Field(default_factory=dict)
+    warnings: list[ValidityWarning] = Field(
+        default_factory=list, description="e.g. cycles_disagree: J/token CV above the threshold"
+    )
 
 
 class StudyResult(_Record):
