@@ -363,6 +363,9 @@ def print_study_summary(console: Console, study_result: StudyResult) -> None:
             ci(m.get("itl_mean_ms")),
         )
     console.print(t)
+    for s in study_result.summaries:  # e.g. cycles_disagree: J/token CV across cycles too high
+        for w in s.warnings:
+            console.print(f"[yellow]{escape(w.code)}[/] {escape(s.label)}: {escape(w.message)}")
     for f in study_result.failures:
         first = f.message.splitlines()[0] if f.message else ""
         phase = f", phase {f.phase}" if f.phase else ""

@@ -5,7 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from llenergymeasure.energy.types import ValidityWarning
 from llenergymeasure.results.models import ConfigSummary, ExperimentResult, MetricStats, RunFailure
+
+#: a config's J/token varying across cycles by more than this CV is flagged in the summary
+CYCLE_CV_THRESHOLD = 0.05
+#: the 95 % CI half-width (relative to the mean) the flag says how many cycles would reach
+TARGET_CI_HALF_WIDTH = 0.02
+MAX_CYCLES_ADVISED = 1000
 
 # Two-sided 95 % quantiles of Student's t (t_{0.975, df}) for df = 1..30.
 _T975 = [
@@ -53,6 +60,59 @@ def describe(values: Sequence[float]) -> MetricStats:
         cv=sd / abs(mean) if mean != 0 else None,
         values=vals,
     )
+
+
+def cycles_for_half_width(sd: float, mean: float, target_rel: float) -> int | None:
+    """Fewest cycles n (>= 2) whose Student-t 95 % CI half-width, t(n-1) * sd / sqrt(n), is at
+    most ``target_rel`` x |mean|, if the spread stays ``sd``; None when over MAX_CYCLES_ADVISED."""
+    if mean == 0 or target_rel <= 0:
+        return None
+    goal = target_rel * abs(mean)
+    for n in range(2, MAX_CYCLES_ADVISED + 1):
+        if t_quantile_975(n - 1) * sd / math.sqrt(n) <= goal:
+            return n
+    return None
+
+
+def cycle_warnings(
+    stats: MetricStats,
+    metric: str = "energy_per_output_token_j",
+    threshold: float = CYCLE_CV_THRESHOLD,
+    target_rel: float = TARGET_CI_HALF_WIDTH,
+) -> list[ValidityWarning]:
+    """``cycles_disagree`` when the metric's CV across cycles exceeds ``threshold``, saying how
+    many more cycles would bring the 95 % CI half-width to ``target_rel`` of the mean."""
+    if stats.n < 2 or stats.cv is None or stats.cv <= threshold or stats.std is None:
+        return []
+    assert stats.mean is not None and stats.ci95_half_width is not None
+    needed = cycles_for_half_width(stats.std, stats.mean, target_rel)
+    half_rel = stats.ci95_half_width / abs(stats.mean)
+    if needed is None:
+        advice = f"more than {MAX_CYCLES_ADVISED} cycles would be needed at this spread"
+    else:
+        advice = (
+            f"about {needed} cycles in all ({needed - stats.n} more) would bring it to "
+            f"±{target_rel * 100:g} % if the spread stays the same"
+        )
+    return [
+        ValidityWarning(
+            code="cycles_disagree",
+            message=(
+                f"{metric} varies across {stats.n} cycles with CV {stats.cv * 100:.1f} % (threshold "
+                f"{threshold * 100:g} %): the 95 % CI is ±{half_rel * 100:.1f} % of the mean; "
+                f"{advice}. Check the runs' host_bound / throughput_drift warnings first"
+            ),
+            details={
+                "metric": metric,
+                "cv": stats.cv,
+                "n_cycles": stats.n,
+                "ci95_half_width_rel": half_rel,
+                "target_ci95_half_width_rel": target_rel,
+                "cycles_needed": needed,
+                "more_cycles": None if needed is None else needed - stats.n,
+            },
+        )
+    ]
 
 
 #: metric name -> how to read it from a result (None when absent)
@@ -103,6 +163,7 @@ def summarise(
                 n_failed=failed.get(h, 0),
                 run_ids=[r.experiment_id for r in rs],
                 metrics=metrics,
+                warnings=cycle_warnings(metrics["energy_per_output_token_j"]),
             )
         )
     return out
