@@ -20,11 +20,13 @@ app = typer.Typer(
     name="llem",
     help="Measure the energy and performance of LLM inference.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # llem --install-completion / --show-completion (bash, zsh, fish)
     pretty_exceptions_enable=False,
 )
 console = Console()
 err_console = Console(stderr=True)
+#: -q/--quiet or -v/--verbose of this invocation; None: the user config's ui.verbosity decides.
+VERBOSITY: str | None = None
 
 
 def _version_callback(value: bool) -> None:
@@ -44,8 +46,19 @@ def _root(
             help="Print the version and exit.",
         ),
     ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="failures and final results only (ui.verbosity)")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="also each run's folder and error files")
+    ] = False,
 ) -> None:
     """Measure the energy and performance of LLM inference."""
+    global VERBOSITY
+    if quiet and verbose:
+        err_console.print("[bold red]error:[/] give -q/--quiet or -v/--verbose, not both")
+        raise typer.Exit(2)
+    VERBOSITY = "quiet" if quiet else "verbose" if verbose else None
 
 
 def fail(exc: LLEMError) -> None:
@@ -91,6 +104,9 @@ def run(
             help="slurm runner: return once the jobs are submitted (follow with llem status DIR)",
         ),
     ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="summary as JSON on stdout (progress on stderr)")
+    ] = False,
 ) -> None:
     """Run an experiment or a study (told apart by the YAML's content)."""
     from llenergymeasure.cli.run_cmd import run_command
@@ -108,6 +124,8 @@ def run(
             console=console,
             assume_yes=yes,
             detach=detach,
+            verbosity=VERBOSITY,
+            as_json=as_json,
         )
     except LLEMError as exc:
         fail(exc)
@@ -120,12 +138,13 @@ def config(
     probe_gpus: Annotated[
         bool, typer.Option("--probe/--no-probe", help="query NVML for GPUs")
     ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print everything as JSON")] = False,
 ) -> None:
     """Show the user config, each backend's runner and its source, the environment and the energy meters."""
     from llenergymeasure.cli.config_cmd import config_command
 
     try:
-        config_command(console, probe_gpus=probe_gpus)
+        config_command(console, probe_gpus=probe_gpus, as_json=as_json)
     except LLEMError as exc:
         fail(exc)
 
@@ -164,6 +183,34 @@ def status(
 
     try:
         code = status_command(study_dir, console)
+    except LLEMError as exc:
+        fail(exc)
+        return
+    raise typer.Exit(code)
+
+
+from llenergymeasure.cli.results_cmd import results_app  # noqa: E402  (typer and rich only)
+
+app.add_typer(results_app, name="results")
+
+
+@app.command()
+def init(
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="write without asking (never over an existing file)")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="with --yes: replace an existing user config")
+    ] = False,
+    path: Annotated[
+        Path | None, typer.Option("--path", help="where to write (default: the user config path)")
+    ] = None,
+) -> None:
+    """Write a commented user config for this machine (GPUs, Docker, energy meters detected)."""
+    from llenergymeasure.cli.init_cmd import init_command
+
+    try:
+        code = init_command(console, assume_yes=yes, force=force, path=path)
     except LLEMError as exc:
         fail(exc)
         return

@@ -415,8 +415,13 @@ def run_command(
     console: Console,
     assume_yes: bool = False,
     detach: bool = False,
+    verbosity: str | None = None,
+    as_json: bool = False,
 ) -> int:
     from llenergymeasure.study.runner import StudyRunner
+
+    if as_json:  # stdout carries the JSON summary alone; progress and questions go to stderr
+        console = Console(stderr=True)
 
     if file is None and resume is None:
         raise ConfigError("give an experiment or study YAML file (llem run FILE), or --resume DIR")
@@ -458,7 +463,7 @@ def run_command(
         )
     if not fields and isinstance(progress, LiveProgress):
         progress.fields = _varying_fields(sr.study.expand())
-    progress.verbosity = sr.user_config.ui.verbosity
+    progress.verbosity = verbosity or sr.user_config.ui.verbosity  # -q/-v override ui.verbosity
     if not _confirmed(console, sr, assume_yes):
         console.print("nothing run")
         return 0
@@ -482,7 +487,17 @@ def run_command(
         folder = next(
             (p for p in path.iterdir() if p.is_dir() and (p / "result.json").exists()), None
         )
+        if as_json:
+            from llenergymeasure.cli.json_out import print_experiment_json
+
+            print_experiment_json(run, folder / "result.json" if folder else None)
+            return 0
         print_experiment_summary(console, run, folder / "result.json" if folder else None)
         return 0
-    print_study_summary(console, result)
+    if as_json:
+        from llenergymeasure.cli.json_out import print_study_json
+
+        print_study_json(result)
+    else:
+        print_study_summary(console, result)
     return 1 if result.failures else 0
