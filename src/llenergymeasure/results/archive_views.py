@@ -43,7 +43,6 @@ STUDIES_COLUMNS: dict[str, tuple[str, str]] = {
     "n_failed": ("BIGINT", "runs that failed, timed out or were interrupted"),
     "n_pending": ("BIGINT", "runs not run yet (an interrupted study)"),
     "backends": ("VARCHAR", "backends of its runs, comma-separated"),
-    "models": ("VARCHAR", "models of its runs, comma-separated"),
     "gpus": ("VARCHAR", "GPUs of its environment, e.g. 8x NVIDIA H200 (empty: none seen)"),
     "source": ("VARCHAR", "parquet, json (no or stale results.parquet), or skipped"),
     "note": ("VARCHAR", "why the study is read from JSON or skipped"),

@@ -1,0 +1,179 @@
+"""Time `llem results list` and a `configs` query over 1,000 synthetic study directories.
+
+Target: each under 2 s on the 2-core CI machine. Usage:
+
+    .venv/bin/python benchmarks/results_archive.py [--studies 1000] [--dir DIR] [--keep]
+
+The study directories are SYNTHETIC: every run is the result of ``tests/report/fixtures/study``
+(a real CPU run) with its identity, config (batch size 1/4/16), environment (1 or 8 H200 or A100
+GPUs) and figures (energy, throughput, latency) replaced by random values; each study has 3
+configs x 3 cycles = 9 runs, a manifest, every run's ``result.json`` and the package's own
+``results.parquet`` and ``summary.csv`` exports. The numbers inside mean nothing; only the sizes
+and the layout matter here.
+
+Each command runs as a fresh process (`llem ...`, interpreter start included), three times: the
+first with an empty cache (the schema cache, ``archive-schemas.json``, is then written), the rest
+with it. The files themselves are in the OS page cache in every run (they were just written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE = REPO / "tests" / "report" / "fixtures" / "study"
+GPUS = [("NVIDIA H200", 1), ("NVIDIA H200", 8), ("NVIDIA A100-SXM4-80GB", 1)]
+QUERY = (
+    'SELECT "config.model", "env.gpu_model", config_label, n_runs, '
+    "energy_per_output_token_j_mean, energy_per_output_token_j_ci95_half_width, "
+    "output_tokens_per_s_mean FROM configs ORDER BY energy_per_output_token_j_mean LIMIT 20"
+)
+
+
+def generate(root: Path, n_studies: int, seed: int = 1) -> None:
+    from llenergymeasure.config.experiment import ExperimentConfig
+    from llenergymeasure.results.export import write_exports
+    from llenergymeasure.results.models import ExperimentResult, StudyResult
+    from llenergymeasure.results.stats import summarise
+
+    rng = random.Random(seed)
+    template = ExperimentResult.model_validate_json(
+        sorted(FIXTURE.glob("*/result.json"))[0].read_text()
+    )
+    base_cfg = template.config.model_dump(mode="json")
+    configs = [ExperimentConfig.model_validate({**base_cfg, "batch_size": b}) for b in (1, 4, 16)]
+    energy = template.energy.model_dump(mode="json")
+    energy.update(available=True, meter="nvml", unavailable_reason=None, warnings=[])
+    for i in range(n_studies):
+        study_dir = root / f"study-{i:04d}_20261201-{i // 60 % 24:02d}{i % 60:02d}00"
+        study_dir.mkdir(parents=True)
+        gpu, count = GPUS[i % len(GPUS)]
+        env = template.environment.model_copy(
+            update={"gpu_model": gpu, "gpu_count": count, "driver_version": "580.95.05"}
+        )
+        runs, entries = [], []
+        index = 0
+        for cycle in (1, 2, 3):
+            for cfg in configs:
+                index += 1
+                run_id = f"{index:03d}_c{cycle}_pytorch_{cfg.config_hash[:8]}"
+                tput = rng.uniform(200, 4000) * (cfg.batch_size**0.5)
+                duration = rng.uniform(5, 60)
+                out_tokens = int(tput * duration)
+                total = rng.uniform(0.05, 0.5) * out_tokens
+                result = template.model_copy(
+                    update={
+                        "experiment_id": run_id,
+                        "config": cfg,
+                        "config_hash": cfg.config_hash,
+                        "environment": env,
+                        "energy": template.energy.model_validate(energy),
+                        "duration_s": duration,
+                        "output_tokens": out_tokens,
+                        "output_tokens_per_s": tput,
+                        "total_energy_j": total,
+                        "total_energy_adjusted_j": total * 0.8,
+                        "energy_per_output_token_j": total / out_tokens,
+                        "energy_per_output_token_adjusted_j": total * 0.8 / out_tokens,
+                        "energy_per_request_j": total / template.n_requests,
+                        "mean_power_w": total / duration,
+                        "warnings": [],
+                    }
+                )
+                (study_dir / run_id).mkdir()
+                (study_dir / run_id / "result.json").write_text(result.model_dump_json())
+                runs.append(result)
+                entries.append(
+                    {
+                        "run_id": run_id,
+                        "index": index,
+                        "config_hash": cfg.config_hash,
+                        "cycle": cycle,
+                        "backend": "pytorch",
+                        "status": "completed",
+                        "attempts": 1,
+                        "run_dir": run_id,
+                    }
+                )
+        manifest = {
+            "schema_version": "1.0",
+            "llenergymeasure_version": template.llenergymeasure_version,
+            "study_name": f"study-{i:04d}",
+            "study_design_hash": f"{i:064x}",
+            "created_at": f"2026-12-01T{i // 60 % 24:02d}:{i % 60:02d}:00+00:00",
+            "updated_at": f"2026-12-01T{i // 60 % 24:02d}:{i % 60:02d}:59+00:00",
+            "n_cycles": 3,
+            "runs": entries,
+        }
+        (study_dir / "manifest.json").write_text(json.dumps(manifest))
+        study = StudyResult(
+            llenergymeasure_version=template.llenergymeasure_version,
+            name=manifest["study_name"],
+            study_design_hash=manifest["study_design_hash"],
+            study_dir=str(study_dir),
+            started_at=manifest["created_at"],
+            ended_at=manifest["updated_at"],
+            environment=env,
+            runs=runs,
+            summaries=summarise(runs),
+        )
+        write_exports(study, study_dir)
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    elapsed = time.perf_counter() - start
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stderr}")
+    return elapsed, out.stdout
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--studies", type=int, default=1000)
+    ap.add_argument("--dir", type=Path, default=None, help="reuse or create the studies here")
+    ap.add_argument("--keep", action="store_true", help="keep the generated studies")
+    args = ap.parse_args()
+    root = args.dir or Path(tempfile.mkdtemp(prefix="llem-archive-bench-"))
+    if not any(root.glob("study-*")):
+        t0 = time.perf_counter()
+        generate(root, args.studies)
+        print(f"generated {args.studies} studies in {time.perf_counter() - t0:.0f} s under {root}")
+    n = len(list(root.glob("study-*")))
+    size_mb = sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) / 2**20
+    llem = str(Path(sys.executable).parent / "llem")
+    cache = Path(tempfile.mkdtemp(prefix="llem-archive-cache-"))
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "COLUMNS": "200"}
+    print(f"{n} studies, {size_mb:.0f} MiB; {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    commands = {
+        "llem results list": [llem, "results", "list", "--root", str(root)],
+        "llem results query <configs>": [llem, "results", "query", QUERY, "--root", str(root)],
+    }
+    for name, cmd in commands.items():
+        shutil.rmtree(cache, ignore_errors=True)
+        cold, _ = timed(cmd, env)
+        warm = [timed(cmd, env)[0] for _ in range(3)]
+        print(
+            f"{name}: cold {cold:.2f} s, warm median {statistics.median(warm):.2f} s "
+            f"(runs {', '.join(f'{w:.2f}' for w in warm)}); load {os.getloadavg()[0]:.1f}"
+        )
+    shutil.rmtree(cache, ignore_errors=True)
+    if not args.keep and args.dir is None:
+        shutil.rmtree(root)
+
+
+if __name__ == "__main__":
+    main()
