@@ -1,6 +1,8 @@
 """``llem``: a thin typer CLI over the library.
 
-Exit codes: 0 ok, 1 failure while running, 2 bad input, 130 interrupted.
+Exit codes: 0 ok, 1 failure while running, 2 bad input, 74 a file or directory could not be
+read or written (read-only or full disk, permissions), 130 interrupted (Ctrl-C), 143 stopped by
+SIGTERM.
 """
 
 from __future__ import annotations
@@ -218,8 +220,30 @@ def init(
 
 
 def main() -> None:
+    import signal
+
+    from llenergymeasure._signals import install_stop_handlers, last_stop_signal, stop_description
+    from llenergymeasure.errors import filesystem_error, is_filesystem_error
+
+    # Ctrl-C must stop llem even when it started with SIGINT ignored (a background job of a
+    # non-interactive shell); SIGTERM (SLURM, systemd, docker stop) stops it the same way.
+    install_stop_handlers()
     try:
         app()
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
+    except SystemExit as exc:
+        # typer ends any KeyboardInterrupt with 130; a SIGTERM outside a study ends with 143
+        if exc.code == 130 and last_stop_signal() == signal.SIGTERM:
+            sys.exit(143)
+        raise
+    except KeyboardInterrupt as exc:
+        how, code = stop_description(exc)
+        err_console.print(f"interrupted ({how})")
+        sys.exit(code)
+    except OSError as exc:
+        if not is_filesystem_error(exc):
+            raise
+        fail_exc = filesystem_error(exc, "read or write a file")
+        err_console.print(
+            "[bold red]error:[/] " + escape(str(fail_exc)), highlight=False, soft_wrap=True
+        )
+        sys.exit(fail_exc.exit_code)

@@ -478,7 +478,7 @@ def run_command(
     except StudyInterrupted as exc:
         progress.stop()
         console.print(escape(str(exc)), style="yellow")
-        return 130
+        return exc.exit_code  # 130 for Ctrl-C, 143 for SIGTERM
     finally:
         progress.stop()
     if is_experiment and len(result.runs) == 1 and not result.failures:

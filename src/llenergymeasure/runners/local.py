@@ -32,18 +32,44 @@ def _signal_name(code: int) -> str:
         return f"signal {code}"
 
 
+def _signal_tree(pid: int, sig: int) -> bool:
+    """Signal the child's process group; a child still starting (no ``setsid()`` yet, so no group
+    of its own) is signalled by pid. False when neither exists any more."""
+    try:
+        os.killpg(pid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        os.kill(pid, sig)
+        return _process_alive(pid)
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _process_alive(pid: int) -> bool:
+    """True while ``pid`` runs (an exited child waiting to be reaped does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+
+
 def _kill_group(pid: int, grace_s: float = KILL_GRACE_S) -> None:
     """SIGTERM the child's process group, then SIGKILL what is left after ``grace_s``."""
     for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 0.0)):
-        try:
-            os.killpg(pid, sig)
-        except (ProcessLookupError, PermissionError):
+        if not _signal_tree(pid, sig):
             return
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            try:
-                os.killpg(pid, 0)
-            except (ProcessLookupError, PermissionError):
+            if not _group_alive(pid) and not _process_alive(pid):
                 return
             time.sleep(0.1)
 
