@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,22 @@ from llenergymeasure.errors import ExperimentError
 from llenergymeasure.harness.core import run_harness
 from llenergymeasure.harness.request import HarnessRequest, HarnessSettings
 from tests.helpers import tiny_experiment, write
+
+
+class IdleThenLoad:
+    """A fake GPU's power: ``idle_w`` until ``load_from_s``, then ``load_w`` (exact integral)."""
+
+    def __init__(self, idle_w: float, load_w: float) -> None:
+        self.idle_w, self.load_w = idle_w, load_w
+        self.load_from_s = math.inf
+
+    def power_w(self, t: float) -> float:
+        return self.load_w if t >= self.load_from_s else self.idle_w
+
+    def energy_j(self, t: float) -> float:
+        t = max(t, 0.0)
+        idle_s = min(t, self.load_from_s)
+        return self.idle_w * idle_s + self.load_w * max(t - self.load_from_s, 0.0)
 
 
 def _request(cache: Path, **overrides: object) -> HarnessRequest:
@@ -40,11 +57,17 @@ def test_cpu_run_fills_every_field_or_says_why(tmp_path: Path, shared_model_cach
     assert result.ttft_ms is not None and result.ttft_ms.n == 5
     assert result.itl_ms is not None and result.itl_ms.n == 5 * 3
     assert result.timing_source
-    # no GPU here: energy is null with the reason, and a warning says so
-    if not result.energy.available:
-        assert result.energy.unavailable_reason
+    codes = {w.code for w in result.warnings}
+    if result.model.cuda_devices:  # a GPU host: the meter measured the devices the model used
+        assert result.energy.available and result.energy.meter in ("nvml", "zeus")
+        assert result.total_energy_j is not None and result.total_energy_j > 0
+        assert result.energy_per_output_token_j == pytest.approx(result.total_energy_j / 20)
+        assert "energy_unavailable" not in codes
+    else:  # the CPU: energy is null with the reason, and a warning says so
+        assert result.energy.meter == "null" and not result.energy.available
+        assert result.energy.unavailable_reason == "the experiment uses no GPU"
         assert result.total_energy_j is None and result.energy_per_output_token_j is None
-        assert "energy_unavailable" in {w.code for w in result.warnings}
+        assert "energy_unavailable" in codes
     assert result.co2.estimate is True
     assert result.co2.co2_g is None or result.co2.co2_g >= 0
     assert result.environment.python_version and result.environment.packages.get("torch")
@@ -112,14 +135,26 @@ def test_energy_path_through_the_harness_with_a_fake_nvml(
     tmp_path: Path, shared_model_cache: Path
 ) -> None:
     """The whole energy path (load window, baseline, measured window, derived figures, time series)
-    driven by a fake NVML whose GPU draws a constant 200 W and idles at 200 W too."""
+    driven by a fake NVML whose GPU idles at 70 W until the measured window opens and then draws
+    250 W, so the baseline-adjusted figures are far from zero: 180 W x the window."""
     from llenergymeasure.energy import select_meter
-    from tests.fakes.nvml import ConstantPower, FakeGpu, FakeNvml
+    from tests.fakes.nvml import FakeGpu, FakeNvml
 
-    fake = FakeNvml([FakeGpu(trace=ConstantPower(200.0))])
+    trace = IdleThenLoad(idle_w=70.0, load_w=250.0)
+    fake = FakeNvml([FakeGpu(trace=trace)])
 
     def factory(backend: str, devices: list[int]):  # the CPU run uses no GPU; measure fake GPU 0
-        return select_meter("nvml", [0], {}, nvml_module=fake, sample_period_s=0.02)
+        meter = select_meter("nvml", [0], {}, nvml_module=fake, sample_period_s=0.02)
+        real_start = meter.start
+
+        def start() -> None:  # the GPU gets busy when the measured window opens
+            progress = json.loads((out / "progress.json").read_text())
+            if progress["phase"] == "measure" and trace.load_from_s == math.inf:
+                trace.load_from_s = fake.now()
+            real_start()
+
+        meter.start = start  # type: ignore[method-assign]
+        return meter
 
     out = tmp_path / "run"
     req = _request(
@@ -129,18 +164,22 @@ def test_energy_path_through_the_harness_with_a_fake_nvml(
     e = result.energy
     assert e.available and e.meter == "nvml" and len(e.devices) == 1
     assert e.devices[0].method == "counter"
-    assert result.total_energy_j == pytest.approx(200.0 * result.duration_s, rel=0.05)
-    assert result.energy_per_output_token_j == pytest.approx(result.total_energy_j / 16)
-    assert result.energy_per_request_j == pytest.approx(result.total_energy_j / 4)
+    assert trace.load_from_s < math.inf  # the measured window opened in the measure phase
+    assert result.total_energy_j == pytest.approx(250.0 * e.duration_s, rel=0.05)
     assert result.baseline is not None and result.baseline.idle_power_w[0] == pytest.approx(
-        200.0, rel=0.02
+        70.0, rel=0.02
     )
-    # raw minus idle x duration: the whole draw was "idle", so the adjusted energy is ~0, never < 0
-    assert (
-        result.total_energy_adjusted_j is not None
-        and 0 <= result.total_energy_adjusted_j < 0.05 * result.total_energy_j
-    )
+    idle_w = result.baseline.idle_power_w[0]
+    adjusted = result.total_energy_adjusted_j
+    assert adjusted == pytest.approx(result.total_energy_j - idle_w * e.duration_s)
+    assert adjusted == pytest.approx(180.0 * e.duration_s, rel=0.07)
+    # 4 requests of 4 new tokens: 16 output tokens
+    assert result.energy_per_output_token_j == pytest.approx(result.total_energy_j / 16)
+    assert result.energy_per_output_token_adjusted_j == pytest.approx(adjusted / 16)
+    assert result.energy_per_request_j == pytest.approx(result.total_energy_j / 4)
+    assert result.energy_per_request_adjusted_j == pytest.approx(adjusted / 4)
     assert result.load.energy_j is not None and result.load.energy_j > 0
-    assert result.mean_power_w == pytest.approx(200.0, rel=0.05)
+    assert result.mean_power_w == pytest.approx(250.0, rel=0.05)
     assert result.timeseries_file == "timeseries.csv" and (out / "timeseries.csv").exists()
-    assert "short_window" in {w.code for w in result.warnings}  # a CPU toy window is well under 1 s
+    # short_window exactly when the window is under 10 sensor periods (10 x 0.1 s)
+    assert ("short_window" in {w.code for w in result.warnings}) == (e.duration_s < 1.0)
