@@ -264,3 +264,32 @@ def test_detach_returns_after_submission_and_resume_collects(
     assert after["status"] == "completed" and after["job_id"] == run["job_id"]
     assert after["attempts"] == 1
     assert (study_dir / "study_result.json").exists()
+
+
+@pytest.mark.docker
+def test_container_mode_runs_the_backend_image_on_the_node(
+    tmp_path: Path, shared_model_cache: Path, slurm_cluster: str
+) -> None:
+    """slurm.container: docker:<image>: the job runs the harness in the image, as the docker runner
+    does, and the result records the image and the SLURM job it ran in."""
+    image = os.environ.get("LLEM_CI_PYTORCH_IMAGE", "llenergymeasure:pytorch-ci")
+    found = subprocess.run(["docker", "image", "inspect", image], capture_output=True)
+    if found.returncode != 0:
+        reason = f"Docker image {image} is missing (make images-ci) or no daemon"
+        if os.environ.get("LLEM_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"LLEM_REQUIRE_DOCKER=1 but {reason}", pytrace=False)
+        pytest.skip(reason)
+    env = _env(tmp_path, shared_model_cache, slurm_cluster, container=f"docker:{image}")
+    study = _study(tmp_path, n_configs=1, n_cycles=1)
+    code, out = _llem(["run", str(study), "--runner", "slurm"], env)
+    assert code == 0, out
+    study_dir = next((tmp_path / "results").glob("*/manifest.json")).parent
+    run = _manifest(study_dir)["runs"][0]
+    assert run["status"] == "completed" and run["scheduler_state"] == "COMPLETED"
+    result = json.loads((study_dir / run["run_dir"] / "result.json").read_text())
+    snapshot = result["environment"]
+    assert snapshot["in_container"] and snapshot["container_image"] == image
+    assert snapshot["slurm"]["partition"] == slurm_cluster
+    assert result["runner"] == {"kind": "slurm", "image": image, "source": "cli:--runner"}
+    node = json.loads((study_dir / run["run_dir"] / "node.json").read_text())
+    assert node["argv"][:2] == ["docker", "run"] and image in node["argv"]

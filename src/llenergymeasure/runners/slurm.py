@@ -146,7 +146,8 @@ class SlurmStudyDriver:
         self.check = check
         self.runs: dict[str, Any] = {}  # run_id -> PlannedRun, for the live ones
         self.fs_checked = False
-        self.submitted_at: dict[str, float] = {}
+        #: when each live run's job was last seen in accounting (or submitted)
+        self.last_seen: dict[str, float] = {}
         self.outcomes: list[RunOutcome] = []
 
     # -- the study ---------------------------------------------------------------------------
@@ -187,9 +188,9 @@ class SlurmStudyDriver:
             job = states.get(entry.job_id) if entry.job_id else None
             if job is None:
                 if entry.job_id:
-                    # submitted but never seen by accounting: ask again while waiting
+                    # submitted but not (yet) in accounting: ask again while waiting
                     self.runs[run.run_id] = run
-                    self.submitted_at[run.run_id] = time.monotonic()
+                    self.last_seen[run.run_id] = time.monotonic()
                     continue
                 # the controller died between creating the folder and sbatch: nothing runs it
                 self.store.transition(
@@ -200,6 +201,7 @@ class SlurmStudyDriver:
                 self._finish(run, job)
             else:
                 self.runs[run.run_id] = run
+                self.last_seen[run.run_id] = time.monotonic()
                 self._update_live(run, job)
 
     # -- submission --------------------------------------------------------------------------
@@ -261,7 +263,7 @@ class SlurmStudyDriver:
                 submitted_at=_utc_now(),
             )
             self.runs[run.run_id] = run
-            self.submitted_at[run.run_id] = now
+            self.last_seen[run.run_id] = now
         self._status_view()
 
     # -- following ---------------------------------------------------------------------------
@@ -275,9 +277,14 @@ class SlurmStudyDriver:
                 run = self.runs[run_id]
                 job = states.get(job_id) if job_id else None
                 if job is None:
-                    if time.monotonic() - self.submitted_at.get(run_id, 0.0) > UNKNOWN_GRACE_S:
+                    # accounting lags behind slurmctld (a new job, an array element being split
+                    # off its pending range): only a long silence is an error
+                    if time.monotonic() - self.last_seen.setdefault(run_id, time.monotonic()) > (
+                        UNKNOWN_GRACE_S
+                    ):
                         self._finish_unknown(run)
                     continue
+                self.last_seen[run_id] = time.monotonic()
                 if job.terminal:
                     self._finish(run, job)
                 else:
@@ -359,8 +366,8 @@ class SlurmStudyDriver:
         self.store.transition(
             run.run_id,
             "failed",
-            message=f"job {entry.job_id} was never seen by SLURM accounting (sacct) within "
-            f"{UNKNOWN_GRACE_S:g} s of its submission",
+            message=f"job {entry.job_id} vanished from SLURM accounting (sacct) for "
+            f"{UNKNOWN_GRACE_S:g} s; check it with `sacct -j {entry.job_id}`",
             scheduler_state="UNKNOWN",
         )
         self.runs.pop(run.run_id, None)
