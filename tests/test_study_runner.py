@@ -182,9 +182,16 @@ def test_ctrl_c_marks_interrupted_prints_resume_and_exits_130(
         tmp_path / "results", lambda m: any(r["status"] == "running" for r in m["runs"])
     )
     time.sleep(delay_s)
-    assert proc.pid in _tagged_pids(tag)  # the scan below sees the controller's processes
-    started = {pid: _start_time(pid) for pid in descendant_pids(proc.pid)}
-    leaders = {pid for pid in started if _pgid(pid) == pid}  # the experiment leads its group
+    # mid-experiment: wait for the experiment to lead its group (its interpreter start and imports
+    # take seconds on a loaded 2-core CI machine)
+    deadline = time.monotonic() + (120 if delay_s > 0 else 0)
+    while True:
+        assert proc.pid in _tagged_pids(tag)  # the scan below sees the controller's processes
+        started = {pid: _start_time(pid) for pid in descendant_pids(proc.pid)}
+        leaders = {pid for pid in started if _pgid(pid) == pid}  # the experiment leads its group
+        if leaders or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
     if delay_s > 0:  # mid-experiment: the experiment process exists
         assert leaders, (
             f"no experiment process group under the controller: {_describe(set(started))}"
