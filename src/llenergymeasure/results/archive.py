@@ -233,17 +233,18 @@ def scan_study(path: Path) -> StudyInfo:
         info.source, info.note = "skipped", f"cannot be read: {exc}"
         return info
     completed = [r for r in info.runs if r.status == "completed" and r.run_dir]
-    for r in completed[:1]:
+    for done in completed[:1]:
         with contextlib.suppress(OSError, ValueError, AttributeError):
-            info.gpus = _gpus_of(_read_json(Path(str(r.run_dir)) / RESULT_FILE).get("environment"))
+            data = _read_json(Path(str(done.run_dir)) / RESULT_FILE)
+            info.gpus = _gpus_of(data.get("environment"))
     if info.parquet is None:
         if completed:
             info.source, info.note = "json", "no results.parquet: read from the runs' result.json"
     else:
         stamp = info.parquet.stat().st_mtime_ns
-        for r in completed:
+        for done in completed:
             with contextlib.suppress(OSError):
-                if (Path(str(r.run_dir)) / RESULT_FILE).stat().st_mtime_ns > stamp:
+                if (Path(str(done.run_dir)) / RESULT_FILE).stat().st_mtime_ns > stamp:
                     info.source = "json"
                     info.note = (
                         "results.parquet is older than its runs (`llem report DIR` rewrites it): "
