@@ -25,12 +25,20 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llenergymeasure.errors import LLEMError
+from llenergymeasure.results.archive_scan import (
+    ArchiveDependencyError,
+    ArchiveError,
+    StudyInfo,
+    find_study_dirs,
+    is_study_dir,
+    read_json,
+    require_duckdb,
+    scan_study,
+)
 from llenergymeasure.results.archive_views import (
     RUN_STATUS_COLUMNS,
     STUDIES_COLUMNS,
@@ -42,216 +50,20 @@ from llenergymeasure.results.archive_views import (
     run_column_types,
     t975_macro,
 )
-from llenergymeasure.results.export import RESULTS_PARQUET
-from llenergymeasure.results.loading import (
-    MANIFEST_FILE,
-    RESULT_FILE,
-    STUDY_RESULT_FILE,
-    StudyDirError,
-    load_study_dir,
-    run_folders,
-)
+from llenergymeasure.results.loading import StudyDirError, load_study_dir
 
 SCHEMA_CACHE_FILE = "archive-schemas.json"
-_FAILED = ("failed", "timeout", "interrupted")
 
-
-class ArchiveError(LLEMError):
-    """A results root cannot be read, or a query over the archive is not valid."""
-
-    exit_code = 2
-
-
-class ArchiveDependencyError(LLEMError):
-    """DuckDB (the ``[results]`` extra) is not installed."""
-
-    exit_code = 1
-
-
-def require_duckdb() -> Any:
-    try:
-        import duckdb
-    except ImportError as exc:
-        raise ArchiveDependencyError(
-            f"the results archive needs DuckDB, which is not installed ({exc}); install it with: "
-            "pip install 'llenergymeasure[results]'"
-        ) from exc
-    return duckdb
-
-
-@dataclass
-class RunStatus:
-    run_id: str
-    run_dir: str | None
-    config_hash: str
-    cycle: int | None
-    backend: str
-    status: str
-    phase: str | None = None
-    message: str | None = None
-
-
-@dataclass
-class StudyInfo:
-    """What the archive knows of one study directory without reading its runs' data."""
-
-    path: Path
-    name: str
-    design_hash: str = ""
-    started_at: str = ""
-    updated_at: str = ""
-    runs: list[RunStatus] = field(default_factory=list)
-    gpus: str = ""
-    parquet: Path | None = None
-    source: str = "parquet"  # parquet | json | skipped
-    note: str = ""
-
-    def count(self, *states: str) -> int:
-        return sum(1 for r in self.runs if r.status in states)
-
-    def row(self) -> dict[str, Any]:
-        backends = sorted({r.backend for r in self.runs if r.backend})
-        return {
-            "study_dir": str(self.path),
-            "name": self.name,
-            "design_hash": self.design_hash,
-            "started_at": self.started_at,
-            "updated_at": self.updated_at,
-            "n_planned": len(self.runs),
-            "n_completed": self.count("completed"),
-            "n_failed": self.count(*_FAILED),
-            "n_pending": self.count("pending", "running"),
-            "backends": ",".join(backends),
-            "gpus": self.gpus,
-            "source": self.source,
-            "note": self.note,
-        }
-
-
-def is_study_dir(path: Path) -> bool:
-    return any((path / f).exists() for f in (MANIFEST_FILE, STUDY_RESULT_FILE, RESULTS_PARQUET))
-
-
-def find_study_dirs(roots: Iterable[str | Path]) -> list[Path]:
-    """Study directories under the roots (a root may be a study directory itself), sorted."""
-    found: dict[Path, None] = {}
-    for root in roots:
-        path = Path(os.path.expanduser(str(root))).absolute()
-        if not path.exists():
-            raise ArchiveError(
-                f"results root {str(path)!r} does not exist; give a folder that holds study "
-                "directories (output.results_dir of the user config, e.g. ./results)"
-            )
-        if not path.is_dir():
-            raise ArchiveError(f"results root {str(path)!r} is a file, not a folder")
-        if is_study_dir(path):
-            found.setdefault(path, None)
-            continue
-        for child in sorted(path.iterdir()):
-            if child.is_dir() and is_study_dir(child):
-                found.setdefault(child, None)
-    return list(found)
-
-
-def _read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
-
-
-def _gpus_of(env: dict[str, Any] | None) -> str:
-    if not env:
-        return ""
-    count, model = env.get("gpu_count"), env.get("gpu_model")
-    if not count or not model:
-        return ""
-    return f"{count}x {model}"
-
-
-def _first_line(text: Any) -> str | None:
-    return str(text).splitlines()[0] if text else None
-
-
-def scan_study(path: Path) -> StudyInfo:
-    """A study's identity and run statuses, from its manifest (or study_result.json)."""
-    info = StudyInfo(path=path, name=path.name)
-    manifest_path = path / MANIFEST_FILE
-    parquet = path / RESULTS_PARQUET
-    info.parquet = parquet if parquet.exists() else None
-    try:
-        if manifest_path.exists():
-            manifest = _read_json(manifest_path)
-            info.name = str(manifest.get("study_name") or path.name)
-            info.design_hash = str(manifest.get("study_design_hash") or "")
-            info.started_at = str(manifest.get("created_at") or "")
-            info.updated_at = str(manifest.get("updated_at") or "")
-            for e in manifest.get("runs", []):
-                run_dir = e.get("run_dir")
-                info.runs.append(
-                    RunStatus(
-                        run_id=str(e["run_id"]),
-                        run_dir=str(path / str(run_dir)) if run_dir else None,
-                        config_hash=str(e.get("config_hash") or ""),
-                        cycle=e.get("cycle"),
-                        backend=str(e.get("backend") or ""),
-                        status=str(e.get("status") or "pending"),
-                        phase=e.get("phase"),
-                        message=_first_line(e.get("message")),
-                    )
-                )
-        else:
-            study = load_study_dir(path)
-            info.name, info.design_hash = study.name, study.study_design_hash
-            info.started_at, info.updated_at = study.started_at, study.ended_at
-            folders = run_folders(path)
-            for r in study.runs:
-                folder = folders.get(r.experiment_id)
-                info.runs.append(
-                    RunStatus(
-                        r.experiment_id,
-                        str(folder) if folder else None,
-                        r.config_hash,
-                        None,
-                        r.config.backend,
-                        "completed",
-                    )
-                )
-            for f in study.failures:
-                folder = folders.get(f.run_id)
-                info.runs.append(
-                    RunStatus(
-                        f.run_id,
-                        str(folder) if folder else None,
-                        f.config_hash,
-                        f.cycle,
-                        "",
-                        f.status,
-                        f.phase,
-                        _first_line(f.message),
-                    )
-                )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, LLEMError) as exc:
-        info.source, info.note = "skipped", f"cannot be read: {exc}"
-        return info
-    completed = [r for r in info.runs if r.status == "completed" and r.run_dir]
-    for done in completed[:1]:
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            data = _read_json(Path(str(done.run_dir)) / RESULT_FILE)
-            info.gpus = _gpus_of(data.get("environment"))
-    if info.parquet is None:
-        if completed:
-            info.source, info.note = "json", "no results.parquet: read from the runs' result.json"
-    else:
-        stamp = info.parquet.stat().st_mtime_ns
-        for done in completed:
-            with contextlib.suppress(OSError):
-                if (Path(str(done.run_dir)) / RESULT_FILE).stat().st_mtime_ns > stamp:
-                    info.source = "json"
-                    info.note = (
-                        "results.parquet is older than its runs (`llem report DIR` rewrites it): "
-                        "read from the runs' result.json"
-                    )
-                    break
-    return info
+__all__ = [
+    "Archive",
+    "ArchiveDependencyError",
+    "ArchiveError",
+    "StudyInfo",
+    "find_study_dirs",
+    "is_study_dir",
+    "open_archive",
+    "scan_study",
+]
 
 
 class _SchemaCache:
@@ -264,7 +76,7 @@ class _SchemaCache:
         self.dirty = False
         if self.path is not None and self.path.exists():
             with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
-                data = _read_json(self.path)
+                data = read_json(self.path)
                 self.files = dict(data["files"])
                 self.signatures = dict(data["signatures"])
 
