@@ -14,8 +14,12 @@ def test_public_names_are_exactly_the_six() -> None:
         "StudyConfig",
         "ExperimentResult",
         "StudyResult",
-        "__version__",
     }
+    assert len(llenergymeasure.__all__) == 6
+    # __version__ is an attribute, not an export: `from llenergymeasure import *` leaves it out
+    namespace: dict[str, object] = {}
+    exec("from llenergymeasure import *", namespace)
+    assert "__version__" not in namespace
     # each public name is the real object from its home module, not a stand-in
     from llenergymeasure import _version, api
     from llenergymeasure.config.experiment import ExperimentConfig
