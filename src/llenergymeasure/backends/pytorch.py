@@ -75,6 +75,7 @@ class PyTorchBackend:
         self._vocab_rows: int | None = None
         self._max_positions: int | None = None
         self._compile_checked = False
+        self._decoder: Any = None  # pytorch_decode.StaticDecoder on the static + compile path
         self.load_info: LoadInfo | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -146,6 +147,7 @@ class PyTorchBackend:
         self._vocab_rows = int(embeddings.num_embeddings)
         self._max_positions = getattr(model.config, "max_position_embeddings", None)
         self._cuda_devices = cuda_devices_of(torch, model)
+        self._decoder = self._static_decoder(torch, model)
         parameters = sum(p.numel() for p in model.parameters())
         extra.update(
             {
@@ -155,6 +157,7 @@ class PyTorchBackend:
                 "torch_compile": section.torch_compile,
                 "compile_mode": section.compile_mode if section.torch_compile else None,
                 "timing": TIMING_SOURCE,
+                "decode_loop": "llem-static" if self._decoder else "transformers-generate",
             }
         )
         if synthetic:
@@ -170,6 +173,31 @@ class PyTorchBackend:
             extra=extra,
         )
         return self.load_info
+
+    def _static_decoder(self, torch: Any, model: Any) -> Any:
+        """llem's lean decode loop when the config asks for a static cache and compilation on
+        one device (``pytorch_decode``); None means ``model.generate`` runs every batch."""
+        section = self.section
+        if not (section.static_cache and section.torch_compile) or section.device_map:
+            return None
+        from llenergymeasure.backends.pytorch_decode import DecodeSettings, StaticDecoder
+
+        decoding = self.config.decoding
+        settings = DecodeSettings(
+            greedy=decoding.greedy,
+            temperature=decoding.temperature,
+            top_k=decoding.top_k,
+            top_p=decoding.top_p,
+            fixed_output_length=decoding.fixed_output_length,
+            eos_ids=sorted(self._eos_ids),
+            pad_id=self._pad_id if self._pad_id is not None else 0,
+            compile_mode=section.compile_mode,
+            compile=True,
+        )
+        max_len = self.config.max_input_tokens + self.config.max_output_tokens
+        if self._max_positions:
+            max_len = min(max_len, int(self._max_positions))
+        return StaticDecoder(torch, model, settings, max_cache_len=max_len)
 
     def _prepare_generation_defaults(self, extra: dict[str, Any]) -> None:
         """Make the config the only source of decoding settings (see ``pytorch_args``)."""
@@ -265,6 +293,8 @@ class PyTorchBackend:
         ids, mask, width = left_padded(torch, chunk, pad)
         ids = ids.to(self._input_device)
         mask = mask.to(self._input_device)
+        if self._decoder is not None:
+            return self._generate_chunk_static(chunk, ids, mask, max_new)
         clock = StepClock(torch, self._logits_device)
         generation_config = self._generation_config(max_new)
         from transformers import LogitsProcessorList
@@ -313,6 +343,25 @@ class PyTorchBackend:
                 )
         return records, generated, problem
 
+    def _generate_chunk_static(
+        self, chunk: list[Prompt], ids: Any, mask: Any, max_new: int
+    ) -> tuple[list[RequestRecord], list[list[int]], str | None]:
+        """One batch through ``pytorch_decode.StaticDecoder``: same records, same counting."""
+        tokens, timing = self._decoder.generate(ids, mask, max_new)
+        new_tokens = tokens.tolist()
+        fixed = self.config.decoding.fixed_output_length
+        times = timing.step_offsets_s
+        records: list[RequestRecord] = []
+        generated: list[list[int]] = []
+        for row, prompt in enumerate(chunk):
+            row_tokens = new_tokens[row][: len(times)]
+            count = len(row_tokens) if fixed else count_until_eos(row_tokens, self._eos_ids)
+            generated.append(row_tokens[:count])
+            records.append(record_from_step_offsets(len(prompt.token_ids), count, times))
+        if self.load_info is not None:
+            self.load_info.extra["prefill"] = self._decoder.prefill_mode
+        return records, generated, None
+
     def _check_compiled(self) -> None:
         """Fail loudly when compilation was asked for but transformers skipped it.
 
@@ -322,6 +371,10 @@ class PyTorchBackend:
         if self._compile_checked or not self.section.torch_compile:
             return
         self._compile_checked = True
+        if self._decoder is not None:  # llem's loop compiled its step itself
+            if self.load_info is not None:
+                self.load_info.extra["compiled"] = True
+            return
         if getattr(self._model, "_compiled_call", None) is None:
             raise ExperimentError(
                 "torch_compile: true, but transformers did not compile the forward pass (its "

@@ -59,20 +59,34 @@ def load_model(
 ) -> Any:
     """The model: pretrained from ``model_path``, or seeded random weights for a synthetic one.
 
-    A synthetic directory has no weight files: the model is built with ``from_config`` right on
-    its device after ``torch.manual_seed(seed)``, so the same seed on the same device type gives
+    A synthetic directory has no weight files: on one device the model is built in ``dtype`` right
+    on it with every initialiser off and filled from a generator seeded with ``seed``
+    (``models.synthetic.build_random_model``); sharded with ``device_map`` it is built on the host
+    after ``torch.manual_seed(seed)`` and dispatched. The same seed on the same device type gives
     the same weights.
     """
     kwargs: dict[str, Any] = {"dtype": dtype}
     if section.attn_implementation is not None:
         kwargs["attn_implementation"] = section.attn_implementation
     if synthetic:
+        if section.device_map is None:
+            # Built straight in dtype on the device, initialisers off, one seeded fill pass.
+            from llenergymeasure.models.synthetic import build_random_model
+
+            model_kwargs = {k: v for k, v in kwargs.items() if k != "dtype"}
+            model, timings = build_random_model(
+                torch,
+                transformers,
+                model_path,
+                dtype=dtype,
+                device=device,
+                seed=seed,
+                model_kwargs=model_kwargs,
+            )
+            extra["synthetic_build_s"] = timings
+            return model
         config = transformers.AutoConfig.from_pretrained(model_path)
         torch.manual_seed(seed)
-        if section.device_map is None:
-            # Initialise straight on the target device: no host copy of the weights.
-            with torch.device(device):
-                return transformers.AutoModelForCausalLM.from_config(config, **kwargs)
         return synthetic_sharded(transformers, config, section, kwargs, extra)
     device_map = section.device_map if section.device_map is not None else device
     return transformers.AutoModelForCausalLM.from_pretrained(
