@@ -67,18 +67,21 @@ __all__ = [
 
 
 class _SchemaCache:
-    """Parquet path -> (size, mtime) and its column signature, kept between invocations."""
+    """Kept between invocations: Parquet path -> (size, mtime) and its column signature, and
+    study dir -> (manifest mtime, GPU label). Metadata only; the results stay where they are."""
 
     def __init__(self, cache_dir: Path | None):
         self.path = cache_dir / SCHEMA_CACHE_FILE if cache_dir is not None else None
         self.files: dict[str, list[Any]] = {}
         self.signatures: dict[str, list[list[str]]] = {}
+        self.gpus: dict[str, list[Any]] = {}
         self.dirty = False
         if self.path is not None and self.path.exists():
-            with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+            with contextlib.suppress(OSError, ValueError, AttributeError, TypeError, KeyError):
                 data = read_json(self.path)
                 self.files = dict(data["files"])
                 self.signatures = dict(data["signatures"])
+                self.gpus = dict(data.get("gpus", {}))
 
     @staticmethod
     def stamp(path: Path) -> list[int]:
@@ -105,7 +108,8 @@ class _SchemaCache:
 
         with contextlib.suppress(OSError):
             atomic_write_text(
-                self.path, json.dumps({"files": self.files, "signatures": self.signatures})
+                self.path,
+                json.dumps({"files": self.files, "signatures": self.signatures, "gpus": self.gpus}),
             )
 
 
@@ -121,8 +125,15 @@ class Archive:
         self, roots: Sequence[str | Path], cache_dir: Path | None = None, *, cache: bool = True
     ):
         self.roots = [Path(os.path.expanduser(str(r))).absolute() for r in roots]
-        self.studies: list[StudyInfo] = [scan_study(p) for p in find_study_dirs(self.roots)]
         self._cache_dir = (cache_dir or default_cache_dir()) if cache else None
+        cached = _SchemaCache(self._cache_dir)
+        before = dict(cached.gpus)
+        self.studies: list[StudyInfo] = [
+            scan_study(p, cached.gpus) for p in find_study_dirs(self.roots)
+        ]
+        if cached.gpus != before:
+            cached.dirty = True
+            cached.save()
         self._con: Any = None
         self._runs_ready = False
 

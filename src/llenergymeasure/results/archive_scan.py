@@ -101,8 +101,12 @@ class StudyInfo:
         }
 
 
-def is_study_dir(path: Path) -> bool:
-    return any((path / f).exists() for f in (MANIFEST_FILE, STUDY_RESULT_FILE, RESULTS_PARQUET))
+def is_study_dir(path: str | Path) -> bool:
+    base = str(path)
+    return any(
+        os.path.exists(os.path.join(base, f))
+        for f in (MANIFEST_FILE, STUDY_RESULT_FILE, RESULTS_PARQUET)
+    )
 
 
 def find_study_dirs(roots: Iterable[str | Path]) -> list[Path]:
@@ -120,9 +124,11 @@ def find_study_dirs(roots: Iterable[str | Path]) -> list[Path]:
         if is_study_dir(path):
             found.setdefault(path, None)
             continue
-        for child in sorted(path.iterdir()):
-            if child.is_dir() and is_study_dir(child):
-                found.setdefault(child, None)
+        with os.scandir(path) as entries:
+            children = sorted(e.path for e in entries if e.is_dir())
+        for child in children:
+            if is_study_dir(child):
+                found.setdefault(Path(child), None)
     return list(found)
 
 
@@ -144,14 +150,27 @@ def _first_line(text: Any) -> str | None:
     return str(text).splitlines()[0] if text else None
 
 
-def scan_study(path: Path) -> StudyInfo:
-    """A study's identity and run statuses, from its manifest (or study_result.json)."""
-    info = StudyInfo(path=path, name=path.name)
-    manifest_path = path / MANIFEST_FILE
-    parquet = path / RESULTS_PARQUET
-    info.parquet = parquet if parquet.exists() else None
+def _mtime_ns(path: str) -> int | None:
     try:
-        if manifest_path.exists():
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def scan_study(path: Path, known_gpus: dict[str, list[Any]] | None = None) -> StudyInfo:
+    """A study's identity and run statuses, from its manifest (or study_result.json).
+
+    ``known_gpus`` (study dir -> [manifest mtime, gpus]) spares reading a run's ``result.json``
+    for the GPU label when the manifest has not changed since; it is updated in place.
+    """
+    info = StudyInfo(path=path, name=path.name)
+    base = str(path)
+    manifest_path = path / MANIFEST_FILE
+    parquet_mtime = _mtime_ns(os.path.join(base, RESULTS_PARQUET))
+    manifest_mtime = _mtime_ns(os.path.join(base, MANIFEST_FILE))
+    info.parquet = path / RESULTS_PARQUET if parquet_mtime is not None else None
+    try:
+        if manifest_mtime is not None:
             manifest = read_json(manifest_path)
             info.name = str(manifest.get("study_name") or path.name)
             info.design_hash = str(manifest.get("study_design_hash") or "")
@@ -162,7 +181,7 @@ def scan_study(path: Path) -> StudyInfo:
                 info.runs.append(
                     RunStatus(
                         run_id=str(e["run_id"]),
-                        run_dir=str(path / str(run_dir)) if run_dir else None,
+                        run_dir=os.path.join(base, str(run_dir)) if run_dir else None,
                         config_hash=str(e.get("config_hash") or ""),
                         cycle=e.get("cycle"),
                         backend=str(e.get("backend") or ""),
@@ -206,22 +225,29 @@ def scan_study(path: Path) -> StudyInfo:
         info.source, info.note = "skipped", f"cannot be read: {exc}"
         return info
     completed = [r for r in info.runs if r.status == "completed" and r.run_dir]
-    for done in completed[:1]:
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            data = read_json(Path(str(done.run_dir)) / RESULT_FILE)
-            info.gpus = _gpus_of(data.get("environment"))
-    if info.parquet is None:
+    cached = (known_gpus or {}).get(base)
+    if cached is not None and cached[0] == manifest_mtime and manifest_mtime is not None:
+        info.gpus = str(cached[1])
+    else:
+        for done in completed[:1]:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                data = read_json(Path(os.path.join(str(done.run_dir), RESULT_FILE)))
+                info.gpus = _gpus_of(data.get("environment"))
+        if known_gpus is not None and manifest_mtime is not None:
+            known_gpus[base] = [manifest_mtime, info.gpus]
+    if parquet_mtime is None:
         if completed:
             info.source, info.note = "json", "no results.parquet: read from the runs' result.json"
-    else:
-        stamp = info.parquet.stat().st_mtime_ns
+    elif manifest_mtime is None or manifest_mtime > parquet_mtime:
+        # the study runner writes results.parquet last: a manifest changed since may mean runs
+        # completed since (a resume that stopped before its exports); look at the runs themselves
         for done in completed:
-            with contextlib.suppress(OSError):
-                if (Path(str(done.run_dir)) / RESULT_FILE).stat().st_mtime_ns > stamp:
-                    info.source = "json"
-                    info.note = (
-                        "results.parquet is older than its runs (`llem report DIR` rewrites it): "
-                        "read from the runs' result.json"
-                    )
-                    break
+            stamp = _mtime_ns(os.path.join(str(done.run_dir), RESULT_FILE))
+            if stamp is not None and stamp > parquet_mtime:
+                info.source = "json"
+                info.note = (
+                    "results.parquet is older than its runs (`llem report DIR` rewrites it): "
+                    "read from the runs' result.json"
+                )
+                break
     return info
