@@ -24,7 +24,7 @@ from llenergymeasure.environment.snapshot import EnvironmentSnapshot
 from llenergymeasure.harness.request import HarnessRequest, HarnessSettings
 from llenergymeasure.harness.result import build_result
 from llenergymeasure.harness.stats import coefficient_of_variation, latency_stats_ms, percentile
-from llenergymeasure.results.models import ExperimentResult, LoadRecord, WarmupRecord
+from llenergymeasure.results.models import ExperimentResult, LoadRecord, RunnerRecord, WarmupRecord
 
 # -- percentiles (harness/stats.py) ------------------------------------------------------------
 
@@ -41,7 +41,7 @@ def test_percentile_interpolates_from_the_lower_neighbour() -> None:
     assert percentile(v, 30) == pytest.approx(24.0)  # pos 1.2: 20 + 20 * 0.2
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == pytest.approx(2.5)  # pos 1.5
     assert percentile([7.0], 99) == 7.0
-    with pytest.raises(ValueError, match="no values"):
+    with pytest.raises(ValueError, match=r"^percentile of no values$"):
         percentile([], 50)
 
 
@@ -109,31 +109,144 @@ def test_apply_baseline_subtracts_idle_power_times_duration() -> None:
     assert unchanged.total_energy_adjusted_j is None
 
 
-def _build(energy: EnergyMeasurement, tokens: list[int]) -> ExperimentResult:
+def test_apply_baseline_edge_cases() -> None:
+    lost = BaselineRecord(available=False, unavailable_reason="idle window failed")
+    assert apply_baseline(_measurement(), lost).total_energy_adjusted_j is None
+    null = EnergyMeasurement(meter="null", available=False, duration_s=2.0)
+    assert (
+        apply_baseline(null, BaselineRecord(idle_power_w={0: IDLE_W})).total_energy_adjusted_j
+        is None
+    )
+    two = EnergyMeasurement(
+        meter="nvml",
+        duration_s=2.0,
+        total_energy_j=700.0,
+        devices=[
+            DeviceEnergy(nvml_index=0, energy_j=500.0),
+            DeviceEnergy(nvml_index=1, energy_j=200.0),
+        ],
+    )
+    # GPU 0 has no baseline value: it stays unadjusted, GPU 1 is still adjusted, no total
+    out = apply_baseline(two, BaselineRecord(idle_power_w={1: 40.0}))
+    assert out.devices[0].energy_adjusted_j is None and out.devices[0].idle_power_w is None
+    assert out.devices[1].energy_adjusted_j == pytest.approx(120.0)  # 200 - 40 x 2
+    assert out.total_energy_adjusted_j is None
+    # both: 500 - 70 x 2 = 360; 200 - 120 x 2 < 0 is clamped to 0; total 360
+    both = apply_baseline(two, BaselineRecord(idle_power_w={0: 70.0, 1: 120.0}))
+    assert [d.energy_adjusted_j for d in both.devices] == [pytest.approx(360.0), 0.0]
+    assert both.total_energy_adjusted_j == pytest.approx(360.0)
+    assert two.total_energy_adjusted_j is None  # the input is not modified
+
+
+def _build(
+    energy: EnergyMeasurement,
+    tokens: list[int],
+    *,
+    ttft_s: float | None = 0.01,
+    timing_reason: str | None = None,
+    parameters: int | None = 1000,
+    run_id: str | None = "worked",
+    weights: str = "random",
+) -> ExperimentResult:
     config = ExperimentConfig(model="synthetic/tiny-llama", n=len(tokens))
     requests = [
-        RequestRecord(input_tokens=8, output_tokens=t, latency_s=0.1 * (k + 1), ttft_s=0.01)
+        RequestRecord(
+            input_tokens=8,
+            output_tokens=t,
+            latency_s=0.1 * (k + 1),
+            ttft_s=ttft_s,
+            itl_s=[0.02, 0.04] if ttft_s is not None else [],
+        )
         for k, t in enumerate(tokens)
     ]
     return build_result(
-        request=HarnessRequest(config=config, settings=HarnessSettings(run_id="worked")),
-        snapshot=EnvironmentSnapshot(),
+        request=HarnessRequest(
+            config=config,
+            runner=RunnerRecord(kind="docker", image="img:1", source="cli"),
+            settings=HarnessSettings(run_id=run_id),
+        ),
+        snapshot=EnvironmentSnapshot(hostname="h1"),
         started_at="2026-01-01T00:00:00+00:00",
-        resolved=SimpleNamespace(path="/models/tiny", weights="random"),
-        load_info=LoadInfo(parameters=1000, weights="random"),
+        resolved=SimpleNamespace(path="/models/tiny", weights="pretrained"),
+        load_info=LoadInfo(
+            parameters=parameters,
+            weights=weights,
+            dtype="float32",
+            device="cuda:0",
+            cuda_devices=[0],
+            extra={"engine": "x"},
+        ),
         load=LoadRecord(duration_s=1.0),
         warmup=WarmupRecord(mode="fixed", runs=1),
         baseline=BaselineRecord(idle_power_w={0: IDLE_W}),
         energy=energy,
-        cpu_energy=CpuEnergy(),
-        co2=CarbonEstimate(),
-        out=GenerationOutput(requests=requests, duration_s=WINDOW_S),
+        cpu_energy=CpuEnergy(available=True, package_j=12.0),
+        co2=CarbonEstimate(co2_g=1.5),
+        out=GenerationOutput(
+            requests=requests,
+            duration_s=WINDOW_S,
+            timing_source="streamer" if ttft_s is not None else None,
+            timing_unavailable_reason=timing_reason,
+        ),
         prompts=[Prompt(token_ids=[1] * 8, max_new_tokens=t) for t in tokens],
         duration_s=WINDOW_S,
         peak_bytes=3 * 2**20,
-        timeseries_file=None,
+        timeseries_file="timeseries.csv",
         import_s=0.5,
     )
+
+
+def test_the_result_records_what_it_was_given() -> None:
+    energy = apply_baseline(_measurement(), BaselineRecord(idle_power_w={0: IDLE_W}))
+    r = _build(energy, tokens=[4, 4])
+    assert r.experiment_id == "worked"
+    assert r.runner == RunnerRecord(kind="docker", image="img:1", source="cli")
+    assert r.environment.hostname == "h1"
+    assert r.config_hash == r.config.config_hash
+    assert (r.model.id, r.model.path, r.model.weights) == (
+        "synthetic/tiny-llama",
+        "/models/tiny",
+        "random",
+    )
+    assert (r.model.parameters, r.model.dtype, r.model.device) == (1000, "float32", "cuda:0")
+    assert r.model.cuda_devices == [0]
+    assert r.baseline == BaselineRecord(idle_power_w={0: IDLE_W})
+    assert r.cpu_energy.package_j == 12.0 and r.co2.co2_g == 1.5
+    assert r.timeseries_file == "timeseries.csv"
+    assert r.extra == {"engine": "x", "engine_import_s": 0.5}
+    assert r.timing_source == "streamer" and r.timing_unavailable_reason is None
+    assert r.ttft_ms is not None and (r.ttft_ms.n, r.ttft_ms.p50_ms) == (2, pytest.approx(10.0))
+    assert r.itl_ms is not None and r.itl_ms.n == 4 and r.itl_ms.mean_ms == pytest.approx(30.0)
+    assert r.flops.unavailable_reason is None
+    # a backend that does not say which weights it loaded: the model resolution decides
+    assert _build(energy, tokens=[4], weights="unknown").model.weights == "pretrained"
+    # no run id: a fresh random one
+    ids = {_build(energy, tokens=[4], run_id=None).experiment_id for _ in range(2)}
+    assert len(ids) == 2 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+def test_missing_timings_and_parameters_say_why() -> None:
+    energy = apply_baseline(_measurement(), BaselineRecord(idle_power_w={0: IDLE_W}))
+    r = _build(energy, tokens=[4, 4], ttft_s=None, parameters=None)
+    assert r.ttft_ms is None and r.itl_ms is None
+    assert r.timing_unavailable_reason == "the backend reported no per-request timings"
+    assert r.flops.flops is None
+    assert r.flops.unavailable_reason == "the backend did not report a parameter count"
+    r = _build(energy, tokens=[4], ttft_s=None, timing_reason="engine metrics off")
+    assert r.timing_unavailable_reason == "engine metrics off"  # the backend's own reason wins
+    r = _build(energy, tokens=[4], timing_reason="engine metrics off")
+    assert r.timing_unavailable_reason is None  # timings were there after all
+
+
+def test_per_unit_figures_at_the_edges() -> None:
+    energy = apply_baseline(_measurement(), BaselineRecord(idle_power_w={0: IDLE_W}))
+    one = _build(energy, tokens=[1])  # one request, one token: per-unit = the total
+    assert one.energy_per_output_token_j == pytest.approx(500.0)
+    assert one.energy_per_request_adjusted_j == pytest.approx(360.0)
+    none = _build(energy, tokens=[0])  # no output token: no per-token figure, not a division
+    assert none.energy_per_output_token_j is None
+    assert none.energy_per_output_token_adjusted_j is None
+    assert none.energy_per_request_j == pytest.approx(500.0)
 
 
 def test_adjusted_energy_per_output_token_and_per_request() -> None:

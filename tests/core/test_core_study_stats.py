@@ -1,0 +1,103 @@
+"""Statistics across cycles (results/stats.py) with hand-computed values: what is dropped, the
+sample SD, the Student-t interval, the CV, and the grouping of runs into config summaries."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from llenergymeasure.config.experiment import ExperimentConfig
+from llenergymeasure.energy.types import EnergyMeasurement
+from llenergymeasure.environment.snapshot import EnvironmentSnapshot
+from llenergymeasure.results.models import (
+    ExperimentResult,
+    LatencyStats,
+    LoadRecord,
+    ModelRecord,
+    RunFailure,
+    WarmupRecord,
+)
+from llenergymeasure.results.stats import METRICS, describe, summarise, t_quantile_975
+
+
+def test_describe_drops_missing_values_and_keeps_the_rest() -> None:
+    s = describe([1.0, float("nan"), 3.0, None])  # type: ignore[list-item]
+    assert s.n == 2 and s.values == [1.0, 3.0]
+    # mean 2, sample sd sqrt(2), half width 12.706205 x sqrt(2) / sqrt(2) = 12.706205
+    assert s.mean == 2.0 and s.std == pytest.approx(math.sqrt(2))
+    assert s.ci95_half_width == pytest.approx(12.706204736)
+    assert (s.ci95_low, s.ci95_high) == pytest.approx((2 - 12.706204736, 2 + 12.706204736))
+    assert s.cv == pytest.approx(math.sqrt(2) / 2)
+    one = describe([4.0, float("nan")])
+    assert (one.n, one.mean, one.values, one.std, one.cv) == (1, 4.0, [4.0], None, None)
+    assert describe([float("nan")]).n == 0
+
+
+def test_describe_cv_edges() -> None:
+    assert describe([-1.0, 1.0]).cv is None  # zero mean: no CV
+    s = describe([0.5, 1.5])  # mean exactly 1: CV = sd = sqrt(0.5)
+    assert s.cv == pytest.approx(math.sqrt(0.5))
+    neg = describe([-2.0, -4.0])  # negative mean: CV over |mean| = sqrt(2) / 3
+    assert neg.cv == pytest.approx(math.sqrt(2) / 3)
+
+
+def test_t_quantiles_at_the_table_edge_and_beyond() -> None:
+    assert t_quantile_975(30) == pytest.approx(2.042272456)  # last table entry
+    assert t_quantile_975(31) == pytest.approx(2.039513, abs=2e-5)  # Cornish-Fisher
+    assert t_quantile_975(2) == pytest.approx(4.302652730)
+    with pytest.raises(ValueError, match="at least 1"):
+        t_quantile_975(0)
+
+
+def _result(config: ExperimentConfig, run_id: str, j_per_token: float | None) -> ExperimentResult:
+    return ExperimentResult(
+        llenergymeasure_version="0",
+        experiment_id=run_id,
+        config=config,
+        config_hash=config.config_hash,
+        environment=EnvironmentSnapshot(),
+        started_at="s",
+        ended_at="e",
+        model=ModelRecord(id=config.model),
+        load=LoadRecord(duration_s=1.0),
+        warmup=WarmupRecord(mode="fixed", runs=1),
+        energy=EnergyMeasurement(meter="nvml"),
+        n_requests=2,
+        input_tokens=8,
+        output_tokens=10,
+        duration_s=2.0,
+        output_tokens_per_s=5.0,
+        requests_per_s=1.0,
+        energy_per_output_token_j=j_per_token,
+        ttft_ms=LatencyStats(
+            n=1, mean_ms=7.0, p50_ms=7.0, p90_ms=7.0, p99_ms=8.0, min_ms=7.0, max_ms=8.0
+        ),
+    )
+
+
+def test_summarise_groups_runs_by_config_in_first_seen_order() -> None:
+    a = ExperimentConfig(model="m", batch_size=1)
+    b = ExperimentConfig(model="m", batch_size=2, name="bs2")
+    runs = [
+        _result(a, "r1", 1.0),
+        _result(b, "r2", 5.0),
+        _result(a, "r3", 2.0),
+        _result(a, "r4", None),  # energy unavailable in this run: not counted in that metric
+    ]
+    failures = [RunFailure(run_id="r5", config_hash=b.config_hash, cycle=2, message="x")]
+    out = summarise(runs, failures)
+    assert [s.config_hash for s in out] == [a.config_hash, b.config_hash]
+    sa, sb = out
+    assert (sa.n_completed, sa.n_failed, sa.run_ids) == (3, 0, ["r1", "r3", "r4"])
+    assert (sb.n_completed, sb.n_failed, sb.run_ids) == (1, 1, ["r2"])
+    assert (sa.label, sb.label) == ("m/pytorch/bs1", "bs2")
+    assert (sa.backend, sa.model, sa.config) == ("pytorch", "m", a)
+    e = sa.metrics["energy_per_output_token_j"]
+    assert e.n == 2 and e.mean == pytest.approx(1.5) and e.values == [1.0, 2.0]
+    assert sa.metrics["output_tokens_per_s"].n == 3
+    assert sa.metrics["ttft_p99_ms"].mean == pytest.approx(8.0)
+    assert sa.metrics["ttft_p50_ms"].mean == pytest.approx(7.0)
+    assert sa.metrics["itl_mean_ms"].n == 0  # no ITL recorded
+    assert set(sa.metrics) == set(METRICS)
+    assert summarise([]) == []
