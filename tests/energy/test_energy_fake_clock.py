@@ -229,3 +229,19 @@ def test_zeus_energy_without_reset_is_the_counter_difference() -> None:
     assert d.mean_power_w == pytest.approx(255.0)
     assert not {"counter_reset", "counter_power_mismatch"} & codes(m)  # 2 % is within 5 %
     meter.close()
+
+
+def test_a_counter_that_has_not_moved_yet_is_not_a_reset() -> None:
+    """Sampling every 62.5 ms (exact in binary) a counter that updates every 100 ms reads the same
+    value twice in a row now and then: a flat step is zero energy, not a reset."""
+    t = np.array([0.0, 1.0, 2.0, 3.0])
+    flat = np.array([5_000.0, 5_000.0, 6_000.0, 6_000.0])
+    assert counter_energy(t, flat, None) == (pytest.approx(1.0), 0, 0.0)
+    clock = ManualClock()
+    gpu = FakeGpu(trace=ConstantPower(300.0), update_period_s=0.1)
+    meter, _ = make([gpu], clock, counter_every=1, sample_period_s=0.0625)
+    m = window(meter, clock, 1.0, step=0.0625)
+    d = m.devices[0]
+    assert d.counter_resets == 0 and "counter_reset" not in codes(m)
+    assert d.energy_j == pytest.approx(300.0)  # the counter at 0.0 s and at 1.0 s
+    meter.close()
