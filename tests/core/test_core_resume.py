@@ -12,6 +12,7 @@ from llenergymeasure import StudyConfig
 from llenergymeasure.config.user import UserConfig
 from llenergymeasure.energy.types import EnergyMeasurement
 from llenergymeasure.environment.snapshot import EnvironmentSnapshot
+from llenergymeasure.errors import ConfigError
 from llenergymeasure.results.models import ExperimentResult, LoadRecord, ModelRecord, WarmupRecord
 from llenergymeasure.study.manifest import Manifest, ManifestRun, ManifestStore
 from llenergymeasure.study.planning import PlannedRun
@@ -124,3 +125,41 @@ def test_completed_entry_without_a_run_dir_is_rerun(setup) -> None:
     runner, store, plan = setup
     store.transition(plan[4].run_id, "completed")  # no run_dir recorded
     assert runner._already_done(store, plan[4]) is False
+
+
+def _save_study(tmp_path: Path, study: StudyConfig, n_cycles: int) -> Path:
+    import yaml
+
+    d = tmp_path / "study"
+    d.mkdir()
+    (d / "study.yaml").write_text(yaml.safe_dump(study.model_dump(mode="json")))
+    (d / "manifest.json").write_text(
+        Manifest(
+            study_name=study.name, study_design_hash=study.study_design_hash, n_cycles=n_cycles
+        ).model_dump_json()
+    )
+    return d
+
+
+def test_resume_reads_the_study_and_cycles_from_the_directory(tmp_path: Path) -> None:
+    d = _save_study(tmp_path, _study(), n_cycles=4)  # the study file says 2; the manifest 4
+    runner = StudyRunner(None, resume_dir=d, user_config=UserConfig(), no_gaps=True)
+    assert runner.study.study_design_hash == _study().study_design_hash
+    plan = runner.plan()
+    assert len(plan) == 3 * 4 and max(r.cycle for r in plan) == 4
+
+
+def test_resume_refuses_a_directory_without_a_manifest(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no manifest\.json there"):
+        StudyRunner(None, resume_dir=tmp_path, user_config=UserConfig())
+
+
+def test_resume_refuses_a_study_whose_experiments_changed(tmp_path: Path) -> None:
+    d = _save_study(tmp_path, _study(), n_cycles=2)
+    changed = StudyConfig(
+        name="r", base={"model": "synthetic/tiny-llama"}, sweep={"batch_size": [1, 2]}
+    )
+    with pytest.raises(ConfigError, match="no longer matches this study") as err:
+        StudyRunner(changed, resume_dir=d, user_config=UserConfig())
+    assert _study().study_design_hash[:12] in str(err.value)
+    assert changed.study_design_hash[:12] in str(err.value)
