@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from llenergymeasure.config.loading import LoadedYaml, read_yaml_file
 from llenergymeasure.config.parsing import STUDY_KEYS, is_study_data, parse_model
+from llenergymeasure.config.paths import resolve_experiment_paths
+from llenergymeasure.config.workload import SERVING_BACKENDS, LoadConfig, SLOConfig, WorkloadKind
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.models.presets import (
     SYNTHETIC_PREFIX,
@@ -263,6 +265,11 @@ class ExperimentConfig(_Strict):
     pytorch: PyTorchConfig | None = None
     vllm: VLLMConfig | None = None
     tensorrt: TensorRTConfig | None = None
+    workload: WorkloadKind = Field(
+        "offline", description="offline: all prompts at once; serving: requests under a load"
+    )
+    load: LoadConfig | None = Field(None, description="workload: serving: request arrivals")
+    slo: SLOConfig | None = Field(None, description="latency target for goodput (serving)")
 
     # -- validators --------------------------------------------------------------------------
 
@@ -308,12 +315,38 @@ class ExperimentConfig(_Strict):
                     f"a `{section}:` section is given but backend is {self.backend!r}; remove the "
                     f"section or set `backend: {section}`"
                 )
+        self._check_workload()
         if self.dataset.kind == "synthetic" and self.dataset.input_tokens > self.max_input_tokens:
             raise ValueError(
                 f"dataset.input_tokens ({self.dataset.input_tokens}) exceeds max_input_tokens "
                 f"({self.max_input_tokens}); raise max_input_tokens or shorten the prompts"
             )
         return self
+
+    def _check_workload(self) -> None:
+        if self.workload == "offline":
+            for key in ("load", "slo"):
+                if getattr(self, key) is not None:
+                    raise ValueError(
+                        f"a `{key}:` section is given but workload is 'offline'; set "
+                        "`workload: serving` or remove the section"
+                    )
+            return
+        if self.load is None:
+            raise ValueError(
+                "workload: serving needs a `load:` section, e.g. load: {rate_rps: 4, "
+                "n_requests: 200} (open loop) or load: {concurrency: 8, duration_s: 60}"
+            )
+        if self.backend not in SERVING_BACKENDS:
+            raise ValueError(
+                f"workload: serving is not available for backend {self.backend!r}; use one of "
+                f"{', '.join(SERVING_BACKENDS)}"
+            )
+        if self.load.lengths == "dataset" and self.dataset.kind == "synthetic":
+            raise ValueError(
+                "load.lengths: dataset needs a JSONL or Hugging Face dataset.source (synthetic "
+                "prompts have no reference outputs); use lengths: fixed"
+            )
 
     # -- derived -----------------------------------------------------------------------------
 
@@ -329,6 +362,9 @@ class ExperimentConfig(_Strict):
     def hashable_dict(self) -> dict[str, Any]:
         """The resolved config as canonical data: defaults filled in, the label removed."""
         data = self.model_dump(mode="json", exclude={"name"})
+        if self.workload == "offline":  # keeps every offline hash what it was before serving
+            for key in ("workload", "load", "slo"):
+                data.pop(key, None)
         data[self.backend] = self.backend_section().model_dump(mode="json")
         return data
 
@@ -362,13 +398,26 @@ class ExperimentConfig(_Strict):
                 f"{', '.join(sorted(STUDY_KEYS & set(loaded.data)))}); "
                 "load it with StudyConfig.from_yaml or run it with `llem run`"
             )
-        return cls.from_dict(loaded.data, source=str(path), loaded=loaded)
+        return cls.from_dict(
+            loaded.data, source=str(path), loaded=loaded, base_dir=Path(path).parent
+        )
 
     @classmethod
     def from_dict(
-        cls, data: dict[str, Any], source: str = "<dict>", loaded: LoadedYaml | None = None
+        cls,
+        data: dict[str, Any],
+        source: str = "<dict>",
+        loaded: LoadedYaml | None = None,
+        base_dir: Path | None = None,
     ) -> ExperimentConfig:
-        """Validate a mapping with the same guards and messages as ``from_yaml``."""
+        """Validate a mapping with the same guards and messages as ``from_yaml``.
+
+        ``base_dir``: the directory relative local paths (``model``, ``dataset.source``) are
+        resolved against, that of the file they came from (``config/paths.py``); without it they
+        stay relative to the current directory.
+        """
+        if base_dir is not None:
+            data = resolve_experiment_paths(data, base_dir)
         return parse_model(cls, data, what="experiment config", source=source, loaded=loaded)
 
 
