@@ -188,8 +188,12 @@ def main() -> None:
     ap.add_argument("--poll", type=float, default=0.5, help="slurm.poll_interval_s")
     ap.add_argument("--study-runs", type=int, default=50, help="0 skips the big study")
     ap.add_argument("--out", type=Path)
+    ap.add_argument(
+        "--workdir", type=Path, default=Path.cwd(), help="on a filesystem the nodes share"
+    )
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="llem-slurm-bench-", dir=os.getcwd()) as tmp:
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="llem-slurm-bench-", dir=args.workdir) as tmp:
         work = Path(tmp)
         dispatch = dispatch_latency(args.partition, max(args.repeats, 5), work)
         runs = per_run(args.partition, args.repeats, args.poll, work)
