@@ -36,7 +36,10 @@ def main() -> None:
     sweep["seed"] = list(range(10))
     t0 = time.perf_counter()
     study = StudyConfig(
-        name="bench", base={"model": "synthetic/llama-1b", "backend": "pytorch"}, sweep=sweep
+        name="bench",
+        base={"model": "synthetic/llama-1b", "backend": "pytorch"},
+        sweep=sweep,
+        execution={"n_cycles": 1},  # 10,000 runs: within the default execution.max_runs
     )
     exps = study.expand()
     hashes = [e.config_hash for e in exps]

@@ -65,11 +65,47 @@ def _walk(
             _walk(item, item_path, lines, problems, source)
 
 
+#: a study or experiment file is a few kilobytes; refuse anything past this before parsing it
+MAX_FILE_BYTES = 4 * 1024 * 1024
+#: nodes of the document once every alias is expanded (a "billion laughs" document has ~10^9)
+MAX_EXPANDED_NODES = 1_000_000
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Nodes of ``node`` with every alias expanded, in time linear in the distinct nodes."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = 1  # a recursive alias counts once (safe_load refuses to build it anyway)
+    size = 1
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            size += _expanded_size(k, memo) + _expanded_size(v, memo)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            size += _expanded_size(item, memo)
+    memo[key] = size
+    return size
+
+
 def parse_yaml_text(text: str, source: str = "<string>") -> LoadedYaml:
-    """Parse YAML text, raising ``ConfigError`` with the line of any syntax error."""
+    """Parse YAML text, raising ``ConfigError`` with the line of any syntax error.
+
+    A document that grows past ``MAX_EXPANDED_NODES`` through anchors and aliases is refused
+    before it is built.
+    """
     try:
-        data = yaml.safe_load(text)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            size = _expanded_size(node, {})
+            if size > MAX_EXPANDED_NODES:
+                raise ConfigError(
+                    f"{source}: the YAML expands to {size:,} values through its anchors and "
+                    f"aliases (more than {MAX_EXPANDED_NODES:,}); write the values out, or use "
+                    "`sweep:` for combinations",
+                    source=source,
+                )
+        data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -92,6 +128,16 @@ def read_yaml_file(path: str | Path) -> LoadedYaml:
         raise ConfigError(f"{p}: no such file; give the path of an experiment or study YAML file")
     if p.is_dir():
         raise ConfigError(f"{p}: is a directory; give the path of a YAML file")
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot be read: {exc}") from None
+    if size > MAX_FILE_BYTES:
+        raise ConfigError(
+            f"{p}: {size:,} bytes is too large for an experiment or study file (at most "
+            f"{MAX_FILE_BYTES:,}); is it the right file? Large prompt sets belong in a JSONL "
+            "dataset (dataset.source), many experiments in a `sweep:`"
+        )
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -151,9 +197,26 @@ def _inner_model(annotation: Any) -> Any:
     return None
 
 
+#: names other tools use for our fields; spelling similarity alone picks the wrong one for these
+#: (``max_new_tokens`` is closest in letters to ``max_input_tokens``)
+FIELD_SYNONYMS = {
+    "max_new_tokens": "max_output_tokens",
+    "max_tokens": "max_output_tokens",
+    "output_tokens": "max_output_tokens",
+    "num_prompts": "n",
+    "num_samples": "n",
+    "dtype": "precision",
+    "torch_dtype": "precision",
+}
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean `x`?)`` or an empty string."""
-    matches = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    choices = list(choices)
+    synonym = FIELD_SYNONYMS.get(str(word))
+    if synonym is not None and synonym in choices:
+        return f" (did you mean `{synonym}`?)"
+    matches = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
     return f" (did you mean `{matches[0]}`?)" if matches else ""
 
 
@@ -173,7 +236,12 @@ def validation_problems(
         etype = err["type"]
         if etype == "extra_forbidden":
             accepted = model_fields_at(model, loc[:-1]) or []
-            hint = did_you_mean(str(loc[-1]), accepted)
+            # a model may know where a field given in the wrong place belongs (a study's
+            # top-level `model:` belongs under `base:`)
+            misplaced = getattr(model, "misplaced_field_hint", None)
+            hint = (misplaced(loc) if callable(misplaced) else None) or did_you_mean(
+                str(loc[-1]), accepted
+            )
             acc = f"; accepted fields here: {', '.join(sorted(set(accepted)))}" if accepted else ""
             problems.append(f"{where}{field_path}: unknown field{hint}{acc}")
             continue

@@ -55,7 +55,9 @@ def _resolve_experiment_mapping(data: dict[str, Any], base_dir: Path) -> dict[st
     out = dict(data)
     if "model" in out:
         out["model"] = _resolve(out["model"], base_dir, "model")
-    if isinstance(out.get("dataset"), dict) and "source" in out["dataset"]:
+    if isinstance(out.get("dataset"), str):  # the shorthand for dataset.source
+        out["dataset"] = _resolve(out["dataset"], base_dir, "dataset")
+    elif isinstance(out.get("dataset"), dict) and "source" in out["dataset"]:
         out["dataset"] = {
             **out["dataset"],
             "source": _resolve(out["dataset"]["source"], base_dir, "dataset"),
@@ -80,7 +82,7 @@ def _resolve_axis(key: Any, values: Any, base_dir: Path) -> Any:
         return [
             {**v, "source": _resolve(v["source"], base_dir, "dataset")}
             if isinstance(v, dict) and "source" in v
-            else v
+            else _resolve(v, base_dir, "dataset")
             for v in values
         ]
     return values

@@ -49,6 +49,7 @@ from llenergymeasure.config.loading import (
     validation_problems,
 )
 from llenergymeasure.config.parsing import is_study_data, parse_model
+from llenergymeasure.config.paths import resolve_study_paths
 
 SECTION_NAMES = {"pytorch", "vllm", "tensorrt", *BACKEND_ALIASES}
 
@@ -65,6 +66,12 @@ class ExecutionConfig(BaseModel):
     )
     config_gap_seconds: float | None = Field(None, ge=0, le=86_400)
     cycle_gap_seconds: float | None = Field(None, ge=0, le=86_400)
+    max_runs: int = Field(
+        10_000,
+        ge=1,
+        description="refuse a study of more runs (sweep points x cycles) than this, before "
+        "expanding it",
+    )
 
 
 @dataclass
@@ -85,6 +92,12 @@ class SweepExpansion:
     experiments: list[ExperimentConfig] = field(default_factory=list)
     invalid: list[InvalidPoint] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
+    #: explicit ``experiments:`` items none of whose points is valid: index -> problems
+    invalid_items: dict[int, list[str]] = field(default_factory=dict)
+    #: sweep axes of a backend section that applied to no experiment
+    unused_axes: list[str] = field(default_factory=list)
+    #: the backends of the experiments (before any ``backend`` sweep axis)
+    entry_backends: list[str] = field(default_factory=list)
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -169,7 +182,29 @@ class StudyConfig(BaseModel):
     def _non_empty(self) -> StudyConfig:
         if not self.experiments and not self.sweep and not self.base:
             raise ValueError("a study needs `experiments:`, `sweep:` or `base:`")
+        self._check_size()  # before expanding: a million-point sweep is refused at once
         expansion = self.expand_report()
+        problems = [
+            f"experiments[{i}]: " + "; ".join(p) for i, p in expansion.invalid_items.items()
+        ]
+        for axis in expansion.unused_axes:
+            present = ", ".join(expansion.entry_backends)
+            hint = (
+                "; a `backend` sweep axis does not carry backend-section axes: list one "
+                "experiment per backend under `experiments:` instead"
+                if "backend" in self.sweep
+                else ""
+            )
+            problems.append(
+                f"sweep.{axis}: applies to no experiment: it sets the "
+                f"{normalise_backend(axis.split('.')[0])} section, and the experiments' backends "
+                f"are {present}{hint}"
+            )
+        if problems:
+            raise ValueError(
+                "the study cannot run as written (an experiment you list runs as given or not "
+                "at all):\n" + "\n".join("    " + p for p in problems)
+            )
         if not expansion.experiments:
             raise ValueError(
                 "no valid experiment results from this study:\n"
@@ -177,18 +212,25 @@ class StudyConfig(BaseModel):
             )
         return self
 
+    @classmethod
+    def misplaced_field_hint(cls, loc: tuple[Any, ...]) -> str | None:
+        """For an unknown top-level key that is an experiment field: where it belongs."""
+        if len(loc) == 1 and isinstance(loc[0], str):
+            head = loc[0].split(".")[0]
+            if head in ExperimentConfig.model_fields:
+                return (
+                    f" (`{loc[0]}` is an experiment field: a study takes it under `base:`, "
+                    "shared by every experiment, or in each item of `experiments:`)"
+                )
+        return None
+
     # -- expansion ---------------------------------------------------------------------------
 
-    def expand_report(self) -> SweepExpansion:
-        """Every concrete experiment, plus the sweep points that failed and why."""
-        if self._expansion is not None:
-            return self._expansion
+    def _entries(self) -> list[tuple[dict[str, Any], list[tuple[str, list[Any]]]]]:
+        """Each experiment (``base`` merged with an ``experiments`` item) with its sweep axes."""
         base = _expand_dotted(self.base)
-        entries = [_expand_dotted(e) for e in self.experiments] or [{}]
-        out = SweepExpansion()
-        seen: dict[str, int] = {}
-        index = 0
-        for entry in entries:
+        out = []
+        for entry in [_expand_dotted(e) for e in self.experiments] or [{}]:
             merged = deep_merge(base, entry)
             backend = normalise_backend(merged.get("backend", "pytorch"))
             axes = []
@@ -197,6 +239,45 @@ class StudyConfig(BaseModel):
                 if "." in key and head in SECTION_NAMES and normalise_backend(head) != backend:
                     continue
                 axes.append((key, values))
+            out.append((entry, axes))
+        return out
+
+    def _check_size(self) -> None:
+        """Refuse more than ``execution.max_runs`` runs, counted without expanding anything."""
+        points = 0
+        shapes = []
+        for _, axes in self._entries():
+            n = 1
+            for _, values in axes:
+                n *= len(values)
+            points += n
+            shapes.append(" x ".join(f"{k} ({len(v)})" for k, v in axes) or "(no sweep)")
+        runs = points * self.execution.n_cycles
+        if runs > self.execution.max_runs:
+            axes_text = "; ".join(dict.fromkeys(shapes))
+            raise ValueError(
+                f"this study would make {runs:,} runs ({points:,} sweep points x "
+                f"{self.execution.n_cycles} cycles; axes: {axes_text}), more than "
+                f"execution.max_runs = {self.execution.max_runs:,}. Sweep fewer values, or raise "
+                "execution.max_runs if you mean it"
+            )
+
+    def expand_report(self) -> SweepExpansion:
+        """Every concrete experiment, plus the sweep points that failed and why."""
+        if self._expansion is not None:
+            return self._expansion
+        base = _expand_dotted(self.base)
+        out = SweepExpansion()
+        seen: dict[str, int] = {}
+        index = 0
+        used_axes: set[str] = set()
+        backends: dict[str, None] = {}
+        for item, (entry, axes) in enumerate(self._entries()):
+            merged = deep_merge(base, entry)
+            backends[str(normalise_backend(merged.get("backend", "pytorch")))] = None
+            used_axes.update(k for k, _ in axes)
+            n_valid_before = len(out.experiments) + len(out.duplicates)
+            n_invalid_before = len(out.invalid)
             keys = [k for k, _ in axes]
             for combo in itertools.product(*[vals for _, vals in axes]):
                 overrides = dict(zip(keys, combo, strict=True))
@@ -230,6 +311,13 @@ class StudyConfig(BaseModel):
                     seen[h] = index
                     out.experiments.append(cfg)
                 index += 1
+            if self.experiments and len(out.experiments) + len(out.duplicates) == n_valid_before:
+                # an explicit item none of whose points is valid: the user's intent, not a
+                # sweep combination that happens not to work
+                problems = [p for point in out.invalid[n_invalid_before:] for p in point.problems]
+                out.invalid_items[item] = list(dict.fromkeys(problems))[:10]
+        out.unused_axes = [k for k in self.sweep if k not in used_axes]
+        out.entry_backends = list(backends)
         self._expansion = out
         return out
 
@@ -267,15 +355,29 @@ class StudyConfig(BaseModel):
         """
         loaded = read_yaml_file(path)
         if not is_study_data(loaded.data):
-            cfg = ExperimentConfig.from_dict(loaded.data, source=str(path), loaded=loaded)
+            cfg = ExperimentConfig.from_dict(
+                loaded.data, source=str(path), loaded=loaded, base_dir=Path(path).parent
+            )
             return cls.from_experiment(cfg)
-        return cls.from_dict(loaded.data, source=str(path), loaded=loaded)
+        return cls.from_dict(
+            loaded.data, source=str(path), loaded=loaded, base_dir=Path(path).parent
+        )
 
     @classmethod
     def from_dict(
-        cls, data: dict[str, Any], source: str = "<dict>", loaded: LoadedYaml | None = None
+        cls,
+        data: dict[str, Any],
+        source: str = "<dict>",
+        loaded: LoadedYaml | None = None,
+        base_dir: Path | None = None,
     ) -> StudyConfig:
-        """Validate a study mapping with the same guards and messages as ``from_yaml``."""
+        """Validate a study mapping with the same guards and messages as ``from_yaml``.
+
+        ``base_dir`` as in ``ExperimentConfig.from_dict``: relative local paths in ``base``,
+        ``experiments`` and the ``model``/``dataset`` sweep axes resolve against it.
+        """
+        if base_dir is not None:
+            data = resolve_study_paths(data, base_dir)
         return parse_model(cls, data, what="study config", source=source, loaded=loaded)
 
 

@@ -19,6 +19,12 @@ from llenergymeasure.config.study import StudyConfig
 def load_config_file(path: str | Path) -> ExperimentConfig | StudyConfig:
     """Load an experiment or a study, telling them apart by the YAML's content."""
     loaded = read_yaml_file(path)
+    # relative local paths (model directory, JSONL dataset) mean paths next to the file
+    base_dir = Path(path).parent
     if is_study_data(loaded.data):
-        return StudyConfig.from_dict(loaded.data, source=str(path), loaded=loaded)
-    return ExperimentConfig.from_dict(loaded.data, source=str(path), loaded=loaded)
+        return StudyConfig.from_dict(
+            loaded.data, source=str(path), loaded=loaded, base_dir=base_dir
+        )
+    return ExperimentConfig.from_dict(
+        loaded.data, source=str(path), loaded=loaded, base_dir=base_dir
+    )

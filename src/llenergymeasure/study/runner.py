@@ -29,6 +29,7 @@ import yaml
 
 from llenergymeasure._signals import stop_description
 from llenergymeasure._version import __version__
+from llenergymeasure.config.paths import has_relative_paths, missing_local_inputs
 from llenergymeasure.config.study import StudyConfig
 from llenergymeasure.config.user import UserConfig, load_user_config
 from llenergymeasure.environment.snapshot import capture_environment, context_from_user_config
@@ -150,8 +151,17 @@ class StudyRunner:
         if study is None:
             raise ConfigError("no study given; pass a StudyConfig or resume_dir")
         self.study = study
+        missing = missing_local_inputs(study.expand())
+        if missing:
+            raise ConfigError("the study names local inputs that do not exist", missing)
         if n_cycles is not None and n_cycles < 1:
             raise ConfigError(f"--cycles must be at least 1, got {n_cycles}")
+        if n_cycles is not None and len(study.expand()) * n_cycles > study.execution.max_runs:
+            raise ConfigError(
+                f"--cycles {n_cycles}: {len(study.expand()):,} experiments x {n_cycles} cycles "
+                f"= {len(study.expand()) * n_cycles:,} runs, more than execution.max_runs = "
+                f"{study.execution.max_runs:,}; use fewer cycles, or raise execution.max_runs"
+            )
         self.n_cycles = n_cycles
         self.gaps: Gaps = resolve_gaps(study, self.user_config, no_gaps)
         self.study_dir: Path | None = None
@@ -239,10 +249,23 @@ class StudyRunner:
         return path
 
     def _study_yaml_text(self) -> str:
+        """The study file as given; when it names relative local paths (which mean paths next to
+        the original file, not next to this copy), the study with those paths made absolute."""
+        header = ""
         if self.source_path is not None and self.source_path.exists():
-            return self.source_path.read_text(encoding="utf-8")
+            text = self.source_path.read_text(encoding="utf-8")
+            try:
+                relative = has_relative_paths(yaml.safe_load(text), self.source_path.parent)
+            except yaml.YAMLError:
+                relative = False
+            if not relative:
+                return text
+            header = (
+                f"# {self.source_path}, with its relative paths made absolute "
+                f"(they are relative to {self.source_path.parent.absolute()})\n"
+            )
         data = self.study.model_dump(mode="json", exclude_defaults=False)
-        return yaml.safe_dump(data, sort_keys=False)
+        return header + yaml.safe_dump(data, sort_keys=False)
 
     def _settings(self, run: PlannedRun) -> HarnessSettings:
         ctx = context_from_user_config(self.user_config, self.environ)
