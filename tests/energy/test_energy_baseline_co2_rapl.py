@@ -44,13 +44,16 @@ class Clock:
 
 
 def test_baseline_measures_mean_idle_power_and_caches_it(tmp_path: Path) -> None:
-    gpu = FakeGpu(trace=ConstantPower(80.0), uuid="GPU-idle-1")
+    gpu = FakeGpu(trace=ConstantPower(80.0), uuid="GPU-idle-1", gpu_util_pct=0)
     meter = meter_for([gpu])
     clock = Clock()
     first = measure_idle_baseline(meter, 0.3, tmp_path, ttl_s=60, clock=clock)
     assert first.available and not first.from_cache
     assert first.idle_power_w[0] == pytest.approx(80.0, rel=0.03)
-    assert first.cache_key == "GPU-idle-1|700000mW" and first.n_samples > 5
+    assert first.cache_key == (
+        "GPU-idle-1|driver 580.00.00|700000mW|persistence ?|app_sm ?|app_mem ?|cold"
+    )
+    assert first.n_samples > 5
     assert (tmp_path / "idle_baseline.json").exists()
 
     gpu.trace = ConstantPower(500.0)  # a cache hit does not measure
@@ -65,12 +68,14 @@ def test_baseline_measures_mean_idle_power_and_caches_it(tmp_path: Path) -> None
 
 
 def test_cache_key_includes_the_power_limit(tmp_path: Path) -> None:
-    gpu = FakeGpu(trace=ConstantPower(80.0), uuid="GPU-x")
+    gpu = FakeGpu(trace=ConstantPower(80.0), uuid="GPU-x", gpu_util_pct=0)
     meter = meter_for([gpu])
     measure_idle_baseline(meter, 0.2, tmp_path, ttl_s=3600)
     gpu.power_limit_mw = 400_000
     rec = measure_idle_baseline(meter, 0.2, tmp_path, ttl_s=3600)
-    assert not rec.from_cache and rec.cache_key == "GPU-x|400000mW"
+    assert not rec.from_cache and rec.cache_key == (
+        "GPU-x|driver 580.00.00|400000mW|persistence ?|app_sm ?|app_mem ?|cold"
+    )
     meter.close()
 
 
@@ -106,12 +111,13 @@ def measurement(*energies: float, duration: float = 10.0) -> EnergyMeasurement:
     )
 
 
-def test_apply_baseline_arithmetic_and_clamp() -> None:
+def test_apply_baseline_arithmetic_without_clamp() -> None:
     m = measurement(1000.0, 500.0)
     out = apply_baseline(m, BaselineRecord(idle_power_w={0: 80.0, 1: 60.0}))
-    assert [d.energy_adjusted_j for d in out.devices] == [200.0, 0.0]  # 500 - 600 clamps to 0
+    # 1000 - 80 * 10 = 200; 500 - 60 * 10 = -100 (not clamped: a negative value is information)
+    assert [d.energy_above_idle_j for d in out.devices] == [200.0, -100.0]
     assert [d.idle_power_w for d in out.devices] == [80.0, 60.0]
-    assert out.total_energy_adjusted_j == 200.0 and out.total_energy_j == 1500.0
+    assert out.total_energy_above_idle_j == 100.0 and out.total_energy_j == 1500.0
     assert m.devices[0].energy_adjusted_j is None  # the input is not changed
 
 

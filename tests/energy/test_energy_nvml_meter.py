@@ -71,7 +71,14 @@ def test_constant_power_counter_and_integral_agree() -> None:
     assert d.peak_power_w == pytest.approx(200.0)
     assert d.n_samples >= 10 and d.power_source == "instant"
     assert m.total_energy_j == d.energy_j
-    assert not codes(m) & {"short_window", "counter_reset", "counter_power_mismatch", "throttling"}
+    assert not codes(m) & {
+        "short_window",
+        "counter_reset",
+        "counter_power_mismatch",
+        "power_capped",
+        "thermal_slowdown",
+        "hw_slowdown",
+    }
     meter.close()
     assert fake.init_depth == 0  # NVML released
 
@@ -160,21 +167,22 @@ def test_short_window_warning() -> None:
     meter.close()
 
 
-def test_throttling_from_clock_event_reasons_and_violation_counters() -> None:
+def test_clock_events_split_power_cap_from_thermal_slowdown() -> None:
     meter, _ = make_meter([FakeGpu(clock_event_reasons=CLOCK_EVENT_SW_POWER_CAP)])
     m = run_window(meter, 0.6)
-    w = [w for w in m.warnings if w.code == "throttling"]
-    assert w and w[0].details["reasons"] == ["sw_power_cap"]
+    w = [w for w in m.warnings if w.code == "power_capped"]
+    assert w and w[0].severity == "info" and w[0].details["sample_share"] == 1.0
+    assert not codes(m) & {"thermal_slowdown", "hw_slowdown"}
     meter.close()
 
     meter, _ = make_meter([FakeGpu(violation_ns_per_s={NVML_PERF_POLICY_THERMAL: 5e8})])
     m = run_window(meter, 0.6)
-    w = [w for w in m.warnings if w.code == "throttling"]
-    assert w and w[0].details["violation_ns"]["thermal"] > 0
+    w = [w for w in m.warnings if w.code == "thermal_slowdown"]
+    assert w and w[0].details["violation_s"] > 0
     meter.close()
 
     meter, _ = make_meter([FakeGpu()])
-    assert "throttling" not in codes(run_window(meter, 0.6))
+    assert not codes(run_window(meter, 0.6)) & {"power_capped", "thermal_slowdown", "hw_slowdown"}
     meter.close()
 
 

@@ -1,11 +1,27 @@
-"""Idle-power baseline and baseline-adjusted energy.
+"""Idle-power baselines and energy above idle.
 
-A GPU draws power doing nothing (77-81 W on the H200 we measured); over a long window that idle
-draw is a large share of the raw energy. The baseline is the mean power of each measured GPU
-over an idle window, cached on disk per GPU (keyed by UUID and enforced power limit, which both
-change idle power) for a TTL so a study does not pay the window for every experiment.
+A GPU draws power doing nothing; over a long window that idle draw is a large share of the raw
+energy, and how much depends on the GPU's state: the same H200 idled at 77-81 W with no context
+and at 124-126 W right after warmup with a model resident. So two baselines are kept apart
+(``docs/methodology.md``):
 
-Adjusted energy = max(0, raw - idle_power * duration). Raw is always kept beside it.
+- **cold idle**: before the engine starts (no CUDA context of ours), cached on disk per GPU,
+  keyed by what changes idle power (UUID, driver, enforced power limit, persistence mode,
+  application clocks; ``gpu_state.baseline_identity``).
+- **resident idle**: this experiment's process, model loaded, after warmup, once the power has
+  settled (two successive ~1 s means within ``baseline_settle_tolerance``); cached only under a
+  key that adds the experiment's config hash, so one engine's or model's resident idle is never
+  reused for another.
+
+Each idle window is a series of ~1 s sub-windows: the mean is their energy over their time, its
+standard error is the sub-window means' standard deviation / sqrt(n), and the drift is the last
+half's mean over the first half's, minus one. A window whose GPU utilisation exceeds
+``baseline_max_util_pct`` or whose drift exceeds ``baseline_max_drift`` is rejected (recorded,
+not applied, not cached).
+
+Energy above resident idle = raw - idle_power_w * duration_s, **not clamped**: a negative value
+says the baseline was higher than the window's own draw, which is information. Its standard error
+is duration_s * SE(idle W) per GPU, root-sum-square over GPUs. Raw energy stays the headline.
 """
 
 from __future__ import annotations
@@ -14,18 +30,22 @@ import contextlib
 import json
 import math
 import os
+import statistics
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from llenergymeasure.config.validity import ValiditySettings
 from llenergymeasure.energy.meters import EnergyMeter
-from llenergymeasure.energy.types import BaselineRecord, EnergyMeasurement
+from llenergymeasure.energy.types import BaselineRecord, EnergyMeasurement, ValidityWarning
 
 CACHE_FILE = "idle_baseline.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: cold/resident kinds, SE, state (issue 19); version-1 entries are ignored
+SUB_WINDOW_S = 1.0  # length of the idle sub-windows (10 sensor periods on an H200)
 # Warnings from the idle window that do not make it less valid as an idle reading.
-_IGNORED_IN_BASELINE = {"short_window"}
+_IGNORED_IN_BASELINE = {"short_window", "power_capped"}
 
 
 def _load_cache(path: Path) -> dict[str, Any]:
@@ -48,22 +68,107 @@ def _save_cache(path: Path, entries: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def idle_statistics(
+    sub_windows: list[tuple[float, dict[int, float]]],
+) -> tuple[dict[int, float], dict[int, float], dict[int, float]]:
+    """(mean W, SE of the mean W, drift) per GPU from ``[(duration_s, {gpu: energy_j})]``.
+
+    mean = sum(energy) / sum(duration); SE = stdev(sub-window mean W) / sqrt(n) (0 for n = 1);
+    drift = mean W of the last half of the sub-windows / the first half's - 1 (0 for n < 2; with
+    an odd n the middle one is in neither half)."""
+    means: dict[int, float] = {}
+    ses: dict[int, float] = {}
+    drifts: dict[int, float] = {}
+    total_s = sum(d for d, _ in sub_windows)
+    gpus = sorted(set().union(*(e.keys() for _, e in sub_windows))) if sub_windows else []
+    for g in gpus:
+        if total_s <= 0 or any(g not in e for _, e in sub_windows):
+            continue
+        means[g] = sum(e[g] for _, e in sub_windows) / total_s
+        powers = [e[g] / d for d, e in sub_windows if d > 0]
+        n = len(powers)
+        ses[g] = statistics.stdev(powers) / math.sqrt(n) if n >= 2 else 0.0
+        half = n // 2
+        if half >= 1:
+            first = statistics.fmean(powers[:half])
+            last = statistics.fmean(powers[n - half :])
+            drifts[g] = last / first - 1.0 if first > 0 else 0.0
+        else:
+            drifts[g] = 0.0
+    return means, ses, drifts
+
+
+def _window(
+    meter: EnergyMeter, seconds: float, sleep: Callable[[float], None]
+) -> EnergyMeasurement:
+    meter.start()
+    try:
+        sleep(seconds)
+    finally:
+        m = meter.stop()
+    return m
+
+
+def _state(meter: EnergyMeter) -> dict[int, dict[str, Any]]:
+    nvml = getattr(meter, "nvml", None)
+    if nvml is None:
+        return {}
+    from llenergymeasure.energy.gpu_state import idle_state
+
+    return {i: idle_state(nvml, i) for i in meter.nvml_indices}
+
+
+def settle(
+    meter: EnergyMeter,
+    tolerance: float,
+    max_s: float,
+    *,
+    step_s: float = SUB_WINDOW_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> float:
+    """Wait until every GPU's mean power over two successive ``step_s`` windows differs by less
+    than ``tolerance`` (relative), or ``max_s`` has passed. Returns the seconds spent."""
+    spent = 0.0
+    previous: dict[int, float] | None = None
+    while spent < max_s:
+        m = _window(meter, step_s, sleep)
+        spent += m.duration_s if m.duration_s > 0 else step_s
+        if m.duration_s <= 0 or not m.devices:
+            return spent
+        now = {d.nvml_index: d.energy_j / m.duration_s for d in m.devices}
+        if previous is not None and all(
+            previous.get(i, 0.0) > 0 and abs(p / previous[i] - 1.0) < tolerance
+            for i, p in now.items()
+        ):
+            return spent
+        previous = now
+    return spent
+
+
 def measure_idle_baseline(
     meter: EnergyMeter,
     duration_s: float,
     cache_dir: Path | None,
     ttl_s: float,
     *,
+    kind: Literal["cold", "resident"] = "cold",
+    key_extra: str | None = None,
+    thresholds: ValiditySettings | None = None,
     clock: Any = time.time,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> BaselineRecord:
-    """Mean idle power per GPU over ``duration_s`` seconds, or from the cache when every measured
-    GPU has an entry younger than ``ttl_s`` (0 disables the cache; so does ``cache_dir=None``).
+    """Mean idle power per GPU over ``duration_s`` seconds (in ~1 s sub-windows), or from the
+    cache when every measured GPU has an entry of this ``kind`` (and ``key_extra``, e.g. the
+    config hash for resident idle) younger than ``ttl_s`` (0 or ``cache_dir=None``: no cache).
 
-    The caller makes sure the GPUs are idle (no work queued) before calling.
+    ``kind="resident"`` waits for the power to settle first. The caller makes sure the GPUs are
+    idle (no work queued) before calling.
     """
+    th = thresholds or ValiditySettings()
     if not meter.available:
         return BaselineRecord(
             available=False,
+            kind=kind,
             unavailable_reason=meter.unavailable_reason or "no energy meter is available",
         )
     if not (isinstance(duration_s, (int, float)) and duration_s > 0 and math.isfinite(duration_s)):
@@ -71,64 +176,83 @@ def measure_idle_baseline(
             f"baseline duration_s must be a positive number of seconds, got {duration_s!r}"
         )
     identity = meter.cache_identity() or {}
-    use_cache = cache_dir is not None and ttl_s > 0 and bool(identity)
+    suffix = f"|{kind}" + (f"|{key_extra}" if key_extra else "")
+    keys = {i: ident + suffix for i, ident in identity.items()}
+    use_cache = cache_dir is not None and ttl_s > 0 and bool(keys)
     cache_path = Path(cache_dir) / CACHE_FILE if cache_dir is not None else None
-    cache_key = ",".join(identity[i] for i in sorted(identity)) or None
+    cache_key = ",".join(keys[i] for i in sorted(keys)) or None
 
     if use_cache and cache_path is not None:
-        entries = _load_cache(cache_path)
-        now = clock()
-        hits: dict[int, dict[str, Any]] = {}
-        for i, key in identity.items():
-            e = entries.get(key)
-            try:
-                fresh = isinstance(e, dict) and 0 <= now - float(e["measured_at_epoch"]) <= ttl_s
-            except (KeyError, TypeError, ValueError):
-                fresh = False
-            if fresh:
-                hits[i] = e  # type: ignore[assignment]
-        if len(hits) == len(identity):
-            oldest = min(hits.values(), key=lambda e: float(e["measured_at_epoch"]))
-            return BaselineRecord(
-                idle_power_w={i: float(e["idle_power_w"]) for i, e in hits.items()},
-                duration_s=float(oldest.get("duration_s", 0.0)),
-                measured_at=str(oldest.get("measured_at")),
-                from_cache=True,
-                cache_key=cache_key,
-                n_samples=sum(int(e.get("n_samples", 0)) for e in hits.values()),
-            )
+        cached = _from_cache(_load_cache(cache_path), keys, clock(), ttl_s, kind, cache_key)
+        if cached is not None:
+            return cached
 
-    meter.start()
-    try:
-        time.sleep(duration_s)
-    finally:
-        m = meter.stop()
-    if m.duration_s <= 0 or not m.devices:
-        return BaselineRecord(
-            available=False, unavailable_reason="the idle window measured nothing"
-        )
-    idle = {d.nvml_index: d.energy_j / m.duration_s for d in m.devices}
-    measured_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    settle_s = (
+        settle(meter, th.baseline_settle_tolerance, th.baseline_settle_max_s, sleep=sleep)
+        if kind == "resident"
+        else None
+    )
+    n = max(2, round(duration_s / SUB_WINDOW_S))
+    step = duration_s / n
+    subs: list[tuple[float, dict[int, float]]] = []
+    warnings: dict[tuple[str, int | None], ValidityWarning] = {}
+    n_samples: dict[int, int] = {}
+    max_util: dict[int, float] = {}
+    state: dict[int, dict[str, Any]] = _state(meter)
+    for _ in range(n):
+        m = _window(meter, step, sleep)
+        if m.duration_s <= 0 or not m.devices:
+            return BaselineRecord(
+                available=False, kind=kind, unavailable_reason="the idle window measured nothing"
+            )
+        subs.append((m.duration_s, {d.nvml_index: d.energy_j for d in m.devices}))
+        for d in m.devices:
+            n_samples[d.nvml_index] = n_samples.get(d.nvml_index, 0) + d.n_samples
+        for w in m.warnings:
+            if w.code not in _IGNORED_IN_BASELINE:
+                warnings.setdefault((w.code, w.device), w)
+        for i, st in _state(meter).items():
+            if "util_pct" in st:
+                max_util[i] = max(max_util.get(i, 0.0), float(st["util_pct"]))
+    end_state = _state(meter)
+    for i, st in end_state.items():
+        st["start"] = state.get(i, {})
+        if i in max_util:
+            st["max_util_pct"] = max_util[i]
+    means, ses, drifts = idle_statistics(subs)
+    rejected = _rejection(max_util, drifts, th)
     record = BaselineRecord(
-        idle_power_w=idle,
-        duration_s=m.duration_s,
-        measured_at=measured_at,
+        kind=kind,
+        idle_power_w=means,
+        idle_power_se_w=ses,
+        drift=drifts,
+        n_windows=n,
+        settle_s=settle_s,
+        state=end_state,
+        accepted=rejected is None,
+        rejected_reason=rejected,
+        duration_s=sum(d for d, _ in subs),
+        measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         from_cache=False,
         cache_key=cache_key,
-        n_samples=sum(d.n_samples for d in m.devices),
-        warnings=[w for w in m.warnings if w.code not in _IGNORED_IN_BASELINE],
+        n_samples=sum(n_samples.values()),
+        warnings=list(warnings.values()),
     )
-    # An idle window that saw other processes or throttling is not cached: it is not idle.
-    if use_cache and cache_path is not None and not record.warnings:
+    # A window that saw other processes, throttling, load or drift is not cached: it is not idle.
+    if use_cache and cache_path is not None and not record.warnings and record.accepted:
         entries = _load_cache(cache_path)
         now = clock()
-        for i, key in identity.items():
+        for i, key in keys.items():
             entries[key] = {
-                "idle_power_w": idle[i],
+                "idle_power_w": means[i],
+                "idle_power_se_w": ses.get(i, 0.0),
+                "drift": drifts.get(i, 0.0),
+                "state": end_state.get(i, {}),
                 "measured_at_epoch": now,
-                "measured_at": measured_at,
-                "duration_s": m.duration_s,
-                "n_samples": next((d.n_samples for d in m.devices if d.nvml_index == i), 0),
+                "measured_at": record.measured_at,
+                "duration_s": record.duration_s,
+                "n_windows": n,
+                "n_samples": n_samples.get(i, 0),
             }
         # a read-only cache directory costs the next run a re-measure, nothing more
         with contextlib.suppress(OSError):
@@ -136,24 +260,82 @@ def measure_idle_baseline(
     return record
 
 
+def _rejection(
+    max_util: dict[int, float], drifts: dict[int, float], th: ValiditySettings
+) -> str | None:
+    reasons = [
+        f"GPU {i} utilisation reached {u:g} % (limit {th.baseline_max_util_pct:g} %)"
+        for i, u in sorted(max_util.items())
+        if u > th.baseline_max_util_pct
+    ]
+    reasons += [
+        f"GPU {i} idle power drifted {d * 100:+.1f} % between the halves of the window "
+        f"(limit {th.baseline_max_drift * 100:g} %)"
+        for i, d in sorted(drifts.items())
+        if abs(d) > th.baseline_max_drift
+    ]
+    return "; ".join(reasons) or None
+
+
+def _from_cache(
+    entries: dict[str, Any],
+    keys: dict[int, str],
+    now: float,
+    ttl_s: float,
+    kind: Literal["cold", "resident"],
+    cache_key: str | None,
+) -> BaselineRecord | None:
+    hits: dict[int, dict[str, Any]] = {}
+    for i, key in keys.items():
+        e = entries.get(key)
+        try:
+            fresh = isinstance(e, dict) and 0 <= now - float(e["measured_at_epoch"]) <= ttl_s
+        except (KeyError, TypeError, ValueError):
+            fresh = False
+        if fresh:
+            hits[i] = e  # type: ignore[assignment]
+    if len(hits) != len(keys):
+        return None
+    oldest = min(hits.values(), key=lambda e: float(e["measured_at_epoch"]))
+    return BaselineRecord(
+        kind=kind,
+        idle_power_w={i: float(e["idle_power_w"]) for i, e in hits.items()},
+        idle_power_se_w={i: float(e.get("idle_power_se_w", 0.0)) for i, e in hits.items()},
+        drift={i: float(e.get("drift", 0.0)) for i, e in hits.items()},
+        state={i: dict(e.get("state") or {}) for i, e in hits.items()},
+        n_windows=int(oldest.get("n_windows", 0)),
+        duration_s=float(oldest.get("duration_s", 0.0)),
+        measured_at=str(oldest.get("measured_at")),
+        from_cache=True,
+        cache_key=cache_key,
+        n_samples=sum(int(e.get("n_samples", 0)) for e in hits.values()),
+    )
+
+
 def apply_baseline(
     measurement: EnergyMeasurement, baseline: BaselineRecord | None
 ) -> EnergyMeasurement:
-    """A copy of ``measurement`` with ``energy_adjusted_j = max(0, raw - idle_w * duration_s)``
-    per device and their total. Devices without a baseline value stay unadjusted (None), and
-    then so does the total."""
+    """A copy of ``measurement`` with, per device, ``energy_above_idle_j = raw - idle_w *
+    duration_s`` (not clamped) and ``energy_above_idle_se_j = duration_s * SE(idle_w)``, and
+    their total (sum; SE root-sum-square). Devices without a baseline value stay None, and then
+    so does the total; a rejected baseline (``accepted: false``) is not applied."""
     out = measurement.model_copy(deep=True)
-    if baseline is None or not baseline.available or not out.available:
+    if baseline is None or not baseline.available or not baseline.accepted or not out.available:
         return out
-    adjusted_total = 0.0
+    total = 0.0
+    var = 0.0
     complete = bool(out.devices)
     for d in out.devices:
         idle = baseline.idle_power_w.get(d.nvml_index)
         if idle is None or math.isnan(d.energy_j):
             complete = False
             continue
+        se_w = baseline.idle_power_se_w.get(d.nvml_index, 0.0)
         d.idle_power_w = idle
-        d.energy_adjusted_j = max(0.0, d.energy_j - idle * out.duration_s)
-        adjusted_total += d.energy_adjusted_j
-    out.total_energy_adjusted_j = adjusted_total if complete else None
+        d.energy_above_idle_j = d.energy_j - idle * out.duration_s
+        d.energy_above_idle_se_j = out.duration_s * se_w
+        total += d.energy_above_idle_j
+        var += d.energy_above_idle_se_j**2
+    out.total_energy_above_idle_j = total if complete else None
+    out.total_energy_above_idle_se_j = math.sqrt(var) if complete else None
     return out

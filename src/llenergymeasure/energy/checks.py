@@ -13,7 +13,14 @@ from typing import Literal
 
 import numpy as np
 
-from llenergymeasure.energy.nvml import throttle_reason_names
+from llenergymeasure.energy.nvml import (
+    CLOCK_EVENT_HW_POWER_BRAKE,
+    CLOCK_EVENT_HW_SLOWDOWN,
+    CLOCK_EVENT_HW_THERMAL,
+    CLOCK_EVENT_SW_POWER_CAP,
+    CLOCK_EVENT_SW_THERMAL,
+    throttle_reason_names,
+)
 from llenergymeasure.energy.types import ValidityWarning
 
 SHORT_WINDOW_PERIODS = 10  # window shorter than this many sensor update periods
@@ -31,7 +38,9 @@ MIN_TREND_SAMPLES = 6  # fewer samples (or passes) than this: no trend warning e
 
 CODES = (
     "short_window",
-    "throttling",
+    "power_capped",
+    "thermal_slowdown",
+    "hw_slowdown",
     "foreign_process",
     "sampler_gap",
     "counter_reset",
@@ -62,29 +71,96 @@ def short_window(duration_s: float, sensor_period_s: float | None) -> ValidityWa
     )
 
 
-def throttling(
-    device: int, reasons_mask: int, violation_delta_ns: dict[str, int] | None = None
-) -> ValidityWarning | None:
-    """Power or thermal limits slowed the clocks during the window (clock-event reasons seen in
-    samples, or NVML's violation counters advanced)."""
-    names = throttle_reason_names(reasons_mask)
-    violations = {k: v for k, v in (violation_delta_ns or {}).items() if v > 0}
-    if not names and not violations:
-        return None
-    parts = []
-    if names:
-        parts.append("clock-event reasons " + ", ".join(names))
-    if violations:
-        parts.append(
-            "violation time "
-            + ", ".join(f"{k} {v / 1e9:.3f} s" for k, v in sorted(violations.items()))
+def _share(bits: int, reasons: np.ndarray) -> tuple[int, float]:
+    """(samples with any of ``bits`` set, their share of the samples that read the reasons)."""
+    read = reasons[~np.isnan(reasons)].astype(np.int64)
+    if read.size == 0:
+        return 0, 0.0
+    hit = int(np.count_nonzero(read & bits))
+    return hit, hit / read.size
+
+
+def clock_events(
+    device: int,
+    reasons: np.ndarray,
+    violation_delta_ns: dict[str, int] | None,
+    duration_s: float,
+) -> list[ValidityWarning]:
+    """Clock-event reasons over the window, split by what they mean (``docs/methodology.md``):
+
+    - ``power_capped`` (info): the board held its power limit (sw_power_cap samples, NVML's power
+      violation counter). Normal for a busy GPU at TDP; the energy is what it is, so no gate.
+    - ``thermal_slowdown`` (sw/hw thermal bits, thermal violation counter) and ``hw_slowdown``
+      (hw_slowdown, hw_power_brake bits): the clocks were pulled down by heat or a hardware
+      signal, so the run is not representative. ``details`` carry the number of samples and their
+      share, which the validity gates judge (one 100 ms sample never fails a gate).
+
+    ``reasons`` holds the window's per-sample reason masks (NaN where not read)."""
+    reasons = np.asarray(reasons, dtype=float)
+    viol = {k: v for k, v in (violation_delta_ns or {}).items() if v > 0}
+    out: list[ValidityWarning] = []
+
+    def share_of(ns: int) -> float | None:
+        return ns / 1e9 / duration_s if duration_s > 0 else None
+
+    n, share = _share(CLOCK_EVENT_SW_POWER_CAP, reasons)
+    if n or "power" in viol:
+        vshare = share_of(viol.get("power", 0))
+        time_share = vshare if "power" in viol else share
+        out.append(
+            ValidityWarning(
+                code="power_capped",
+                severity="info",
+                message=(
+                    f"GPU {device} held its power limit for {(time_share or 0) * 100:.0f} % of the "
+                    "window (normal at TDP; the clocks followed the power cap)"
+                ),
+                device=device,
+                details={
+                    "n_samples": n,
+                    "sample_share": share,
+                    "violation_s": viol.get("power", 0) / 1e9,
+                    "violation_share": vshare if "power" in viol else None,
+                },
+            )
         )
-    return ValidityWarning(
-        code="throttling",
-        message=f"GPU {device} was held back by power or thermal limits: {'; '.join(parts)}",
-        device=device,
-        details={"reasons": names, "reasons_mask": reasons_mask, "violation_ns": violations},
-    )
+    for code, bits, policy, what in (
+        ("thermal_slowdown", CLOCK_EVENT_SW_THERMAL | CLOCK_EVENT_HW_THERMAL, "thermal", "heat"),
+        (
+            "hw_slowdown",
+            CLOCK_EVENT_HW_SLOWDOWN | CLOCK_EVENT_HW_POWER_BRAKE,
+            None,
+            "a hardware slowdown signal (HW slowdown or power brake)",
+        ),
+    ):
+        n, share = _share(bits, reasons)
+        vns = viol.get(policy, 0) if policy else 0
+        if not n and not vns:
+            continue
+        names = sorted(
+            {nm for r in reasons[~np.isnan(reasons)] for nm in throttle_reason_names(int(r) & bits)}
+        )
+        vshare = share_of(vns) if vns else None
+        out.append(
+            ValidityWarning(
+                code=code,
+                message=(
+                    f"GPU {device}: clocks pulled down by {what} in {n} sample(s) "
+                    f"({share * 100:.1f} % of the samples"
+                    + (f"; {vns / 1e9:.3f} s of thermal violation time" if vns else "")
+                    + f"){': ' + ', '.join(names) if names else ''}"
+                ),
+                device=device,
+                details={
+                    "reasons": names,
+                    "n_samples": n,
+                    "sample_share": share,
+                    "violation_s": vns / 1e9,
+                    "violation_share": vshare,
+                },
+            )
+        )
+    return out
 
 
 def own_process_tree(extra: Iterable[int] = ()) -> set[int]:

@@ -22,7 +22,7 @@ import numpy as np
 
 from llenergymeasure.energy import checks
 from llenergymeasure.energy.devices import DeviceMapping, DeviceTarget
-from llenergymeasure.energy.errors import EnergyMeterError, NvmlError, NvmlNotSupportedError
+from llenergymeasure.energy.errors import EnergyMeterError, NvmlError
 from llenergymeasure.energy.nvml import NVML_PERF_POLICY_POWER, NVML_PERF_POLICY_THERMAL, Nvml
 from llenergymeasure.energy.sampler import (
     COLUMNS,
@@ -340,15 +340,10 @@ class NvmlMeter(MeterBase):
                 w = checks.sampler_gap(i, edge_t, max(sensor_period, self.sample_period_s))
                 if w is not None:
                     warnings.append(w)
-                reasons = values[:, d, REASONS]
-                mask = 0
-                for r in np.unique(reasons[~np.isnan(reasons)]):
-                    mask |= int(r)
+                reasons = values[inside, d, REASONS]
             else:
-                mask = 0
-            w = checks.throttling(i, mask, violation_deltas.get(i))
-            if w is not None:
-                warnings.append(w)
+                reasons = np.empty(0)
+            warnings.extend(checks.clock_events(i, reasons, violation_deltas.get(i), duration))
             devices.append(
                 DeviceEnergy(
                     nvml_index=i,
@@ -401,15 +396,11 @@ class NvmlMeter(MeterBase):
 
 
 def identity(nvml: Nvml, targets: list[DeviceTarget]) -> dict[int, str]:
-    """Per-device cache identity: GPU UUID and enforced power limit (idle power depends on both)."""
-    out: dict[int, str] = {}
-    for t in targets:
-        try:
-            limit: int | str = nvml.power_limit_mw(t.nvml_index)
-        except NvmlNotSupportedError:
-            limit = "unknown"
-        out[t.nvml_index] = f"{t.uuid or f'nvml{t.nvml_index}'}|{limit}mW"
-    return out
+    """Per-device idle-baseline cache identity: UUID, driver, enforced power limit, persistence
+    mode and application clocks (idle power depends on each; ``gpu_state.baseline_identity``)."""
+    from llenergymeasure.energy.gpu_state import baseline_identity
+
+    return {t.nvml_index: baseline_identity(nvml, t.nvml_index, t.uuid) for t in targets}
 
 
 def write_timeseries_csv(

@@ -8,7 +8,27 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+#: field names before results schema 1.2 (issue 19) -> their names now; old results still load
+RENAMED_FIELDS = {
+    "energy_adjusted_j": "energy_above_idle_j",
+    "total_energy_adjusted_j": "total_energy_above_idle_j",
+    "energy_per_output_token_adjusted_j": "energy_per_output_token_above_idle_j",
+    "energy_per_request_adjusted_j": "energy_per_request_above_idle_j",
+}
+
+
+def rename_old_fields(data: Any) -> Any:
+    """A copy of a record's input dict with pre-1.2 field names mapped to the current ones."""
+    if not isinstance(data, dict) or not any(k in data for k in RENAMED_FIELDS):
+        return data
+    out = dict(data)
+    for old, new in RENAMED_FIELDS.items():
+        if old in out:
+            value = out.pop(old)
+            out.setdefault(new, value)
+    return out
 
 
 class _Record(BaseModel):
@@ -35,8 +55,13 @@ class DeviceEnergy(_Record):
     uuid: str | None = None
     name: str | None = None
     energy_j: float = Field(..., description="raw energy over the window")
-    energy_adjusted_j: float | None = Field(
-        None, description="max(0, raw - idle_power_w * duration_s)"
+    energy_above_idle_j: float | None = Field(
+        None,
+        description="raw - resident idle_power_w * duration_s, not clamped (negative is information)",
+    )
+    energy_above_idle_se_j: float | None = Field(
+        None,
+        description="standard error of energy_above_idle_j from the baseline's: duration_s * SE(idle W)",
     )
     idle_power_w: float | None = None
     method: Literal["counter", "integrated_power", "zeus"] = "counter"
@@ -54,6 +79,16 @@ class DeviceEnergy(_Record):
         0, description="backward steps of the energy counter inside the window"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return rename_old_fields(data)
+
+    @property
+    def energy_adjusted_j(self) -> float | None:
+        """Pre-1.2 name of ``energy_above_idle_j``."""
+        return self.energy_above_idle_j
+
 
 class EnergyMeasurement(_Record):
     """The result of one meter window over a set of GPUs."""
@@ -67,13 +102,26 @@ class EnergyMeasurement(_Record):
     )
     sample_period_s: float | None = Field(None, description="sampler's polling period")
     total_energy_j: float | None = None
-    total_energy_adjusted_j: float | None = None
+    total_energy_above_idle_j: float | None = None
+    total_energy_above_idle_se_j: float | None = Field(
+        None, description="root-sum-square of the devices' energy_above_idle_se_j"
+    )
     devices: list[DeviceEnergy] = Field(default_factory=list)
     warnings: list[ValidityWarning] = Field(default_factory=list)
     started_at: str | None = Field(None, description="UTC ISO time the window opened")
     timeseries_source: str | None = Field(
         None, description="where the power time series came from: nvml_sampler, zeus_power_monitor"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return rename_old_fields(data)
+
+    @property
+    def total_energy_adjusted_j(self) -> float | None:
+        """Pre-1.2 name of ``total_energy_above_idle_j``."""
+        return self.total_energy_above_idle_j
 
 
 class BaselineRecord(_Record):
@@ -94,6 +142,26 @@ class BaselineRecord(_Record):
         default_factory=list,
         description="validity warnings of the idle window (e.g. foreign_process)",
     )
+    kind: Literal["cold", "resident"] | None = Field(
+        None,
+        description="cold: before the engine starts; resident: this process, model loaded, settled",
+    )
+    idle_power_se_w: dict[int, float] = Field(
+        default_factory=dict, description="standard error of idle_power_w over its sub-windows"
+    )
+    n_windows: int = Field(0, description="sub-windows (about 1 s each) the idle mean is over")
+    settle_s: float | None = Field(None, description="time waited for power to settle first")
+    drift: dict[int, float] = Field(
+        default_factory=dict, description="last half's mean idle W / first half's - 1"
+    )
+    state: dict[int, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per GPU at the window: pstate, sm/mem clock MHz, temperature C, util %",
+    )
+    accepted: bool = Field(
+        True, description="false: utilisation above the limit or drifting power; not applied"
+    )
+    rejected_reason: str | None = None
 
 
 class CpuEnergy(_Record):

@@ -211,9 +211,7 @@ class ZeusMeter(MeterBase):
                 w = checks.counter_power_mismatch(i, energy, integrated)
                 if w is not None:
                     warnings.append(w)
-            w = checks.throttling(i, 0, violation_deltas.get(i))
-            if w is not None:
-                warnings.append(w)
+            warnings.extend(checks.clock_events(i, np.empty(0), violation_deltas.get(i), duration))
             devices.append(
                 DeviceEnergy(
                     nvml_index=i,
