@@ -38,3 +38,29 @@ def user_config_file(
         f"measurement:\n  energy_backend: {energy_backend}\n"
         "execution:\n  config_gap_seconds: 0\n  cycle_gap_seconds: 0\n" + extra,
     )
+
+
+def within(seconds: float, what: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` in a daemon thread, waited for at most ``seconds``: its result, or
+    its exception re-raised; a hang fails the test naming ``what`` instead of blocking the suite.
+
+    A bounded wait, not a speed target: the bound is generous, and timing targets live in
+    benchmarks/."""
+    import threading
+
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True, name=f"within:{what}")
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        raise AssertionError(f"{what} did not return within {seconds:g} s (hung?)")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")

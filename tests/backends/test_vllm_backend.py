@@ -25,6 +25,7 @@ from llenergymeasure.backends.vllm_args import engine_cuda_devices, engine_kwarg
 from llenergymeasure.backends.vllm_platform import cpu_head_size_problem
 from llenergymeasure.config.experiment import ExperimentConfig, VLLMConfig
 from llenergymeasure.errors import BackendUnavailableError, ExperimentError
+from tests.helpers import within
 
 #: A non-default value for every VLLMConfig field (each becomes the vllm.LLM keyword of that name).
 NON_DEFAULT: dict[str, Any] = {
@@ -263,10 +264,8 @@ def test_close_stops_engine_processes_that_ignore_shutdown(monkeypatch: pytest.M
         backend = VLLMBackend(_config(), "/m")
         assert stubborn.pid in descendant_pids(os.getpid())
         backend._engine_pids = {stubborn.pid}
-        t0 = time.perf_counter()
-        backend.close()
+        within(30, "VLLMBackend.close() with an engine worker that ignores SIGTERM", backend.close)
         assert stubborn.wait(timeout=10) == -9  # SIGTERM ignored, so SIGKILL
-        assert time.perf_counter() - t0 < 3
         assert unrelated.poll() is None, "close() must not touch processes the engine did not start"
         backend.close()  # idempotent
     finally:

