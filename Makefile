@@ -46,7 +46,7 @@ MUTATION_SAMPLE := 'llenergymeasure.harness.stats.*' 'llenergymeasure.results.st
 	'llenergymeasure.study.runner.xǁStudyRunnerǁ_already_done*'
 mutation-sample: install
 	$(VENV)/bin/mutmut run --max-children $(MUTATION_JOBS) $(MUTATION_SAMPLE)
-	$(PY) scripts/mutation_score.py --min 100 $(MUTATION_SAMPLE)
+	$(PY) scripts/mutation_score.py --min 90 $(MUTATION_SAMPLE)
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
