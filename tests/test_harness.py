@@ -141,7 +141,7 @@ def test_energy_path_through_the_harness_with_a_fake_nvml(
     from tests.fakes.nvml import FakeGpu, FakeNvml
 
     trace = IdleThenLoad(idle_w=70.0, load_w=250.0)
-    fake = FakeNvml([FakeGpu(trace=trace)])
+    fake = FakeNvml([FakeGpu(trace=trace, gpu_util_pct=0)])  # idle: no kernel running
 
     def factory(backend: str, devices: list[int]):  # the CPU run uses no GPU; measure fake GPU 0
         meter = select_meter("nvml", [0], {}, nvml_module=fake, sample_period_s=0.02)

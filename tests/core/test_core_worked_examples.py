@@ -131,10 +131,10 @@ def test_apply_baseline_edge_cases() -> None:
     assert out.devices[0].energy_adjusted_j is None and out.devices[0].idle_power_w is None
     assert out.devices[1].energy_adjusted_j == pytest.approx(120.0)  # 200 - 40 x 2
     assert out.total_energy_adjusted_j is None
-    # both: 500 - 70 x 2 = 360; 200 - 120 x 2 < 0 is clamped to 0; total 360
+    # both: 500 - 70 x 2 = 360; 200 - 120 x 2 = -40 (not clamped since schema 1.2); total 320
     both = apply_baseline(two, BaselineRecord(idle_power_w={0: 70.0, 1: 120.0}))
-    assert [d.energy_adjusted_j for d in both.devices] == [pytest.approx(360.0), 0.0]
-    assert both.total_energy_adjusted_j == pytest.approx(360.0)
+    assert [d.energy_adjusted_j for d in both.devices] == [pytest.approx(360.0), -40.0]
+    assert both.total_energy_adjusted_j == pytest.approx(320.0)
     assert two.total_energy_adjusted_j is None  # the input is not modified
 
 

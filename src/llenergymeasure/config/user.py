@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from llenergymeasure.config.experiment import BACKENDS, normalise_backend
 from llenergymeasure.config.guards import find_credentials
 from llenergymeasure.config.loading import read_yaml_file, validation_problems
+from llenergymeasure.config.validity import ValiditySettings
 from llenergymeasure.errors import ConfigError
 
 DEFAULT_CONFIG_GAP_S = 60.0
@@ -173,6 +174,7 @@ class UserConfig(_Strict):
     ui: UISettings = Field(default_factory=UISettings)
     execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
+    validity: ValiditySettings = Field(default_factory=ValiditySettings)
 
     #: where it was loaded from (None: defaults, no file)
     source_path: str | None = Field(None, exclude=True)

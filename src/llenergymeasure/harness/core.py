@@ -6,9 +6,10 @@ The order is the measurement protocol's (docs/methodology.md):
 2. model load, timed, with its energy measured apart from inference
 3. prompts prepared (outside any window)
 4. warmup: a fixed count, or until latencies settle (bounded); never measured
-5. idle baseline (cached)
+5. idle baselines: cold idle before the load (cached per GPU state), resident idle after warmup
+   once the power has settled
 6. measured window: synchronise -> meters start -> all prompts -> synchronise -> meters stop
-7. result: raw and baseline-adjusted energy, derived figures, validity warnings
+7. result: raw energy and energy above resident idle, derived figures, warnings, validity gates
 
 The harness does not know whether it runs in a container, except to record it.
 """
@@ -37,6 +38,7 @@ from llenergymeasure.harness.request import (
     HarnessRequest,
 )
 from llenergymeasure.harness.result import build_result
+from llenergymeasure.harness.validity import edge_powers, energy_split, first_token_s
 from llenergymeasure.harness.window import merge_outputs, run_passes, run_warmup, trend_warnings
 from llenergymeasure.results.io import atomic_write_json, atomic_write_text
 from llenergymeasure.results.models import (
@@ -208,6 +210,23 @@ def run_harness(
         meter = make_meter(settings.energy_backend, load_devices)
         meters.append(meter)
         meter.ignore_pids.add(os.getpid())
+        baseline_cache = (
+            Path(settings.baseline_cache_dir)
+            if settings.baseline_cache_dir
+            else cache_dir / "baseline"
+        )
+        cold_baseline = None
+        if config.baseline.enabled and load_devices:
+            phases.enter("baseline", f"cold idle, {config.baseline.duration_s:g} s")
+            cold_baseline = measure_idle_baseline(
+                meter,
+                config.baseline.duration_s,
+                baseline_cache,
+                config.baseline.cache_ttl_s,
+                kind="cold",
+                thresholds=settings.validity,
+            )
+            phases.enter("load")
         t0 = time.perf_counter()
         meter.start()
         load_info = backend.load()
@@ -245,14 +264,15 @@ def run_harness(
 
         baseline = None
         if config.baseline.enabled:
-            phases.enter("baseline", f"{config.baseline.duration_s:g} s")
-            baseline_cache = (
-                Path(settings.baseline_cache_dir)
-                if settings.baseline_cache_dir
-                else cache_dir / "baseline"
-            )
+            phases.enter("baseline", f"resident idle, {config.baseline.duration_s:g} s")
             baseline = measure_idle_baseline(
-                meter, config.baseline.duration_s, baseline_cache, config.baseline.cache_ttl_s
+                meter,
+                config.baseline.duration_s,
+                baseline_cache,
+                config.baseline.cache_ttl_s,
+                kind="resident",
+                key_extra=config.config_hash,
+                thresholds=settings.validity,
             )
 
         on_gpu = bool(load_info.cuda_devices)
@@ -281,6 +301,7 @@ def run_harness(
         phases.enter("result")
         energy = apply_baseline(energy, baseline)
         timeseries_file = None
+        written = None
         try:
             written = meter.write_timeseries(output_dir / TIMESERIES_FILE)
             timeseries_file = written.name if written else None
@@ -330,6 +351,18 @@ def run_harness(
             timeseries_file=timeseries_file,
             import_s=import_s,
             window=passes.record(min_window_s, max_window_s),
+            cold_baseline=cold_baseline,
+            thresholds=settings.validity,
+            edges=edge_powers(written, duration_s),
+            split=energy_split(
+                written,
+                energy,
+                passes.starts_s,
+                passes.durations_s,
+                [first_token_s(o) for o in passes.outputs],
+                out.input_tokens,
+                out.output_tokens,
+            ),
         )
         atomic_write_text(output_dir / RESULT_FILE, result.model_dump_json(indent=2))
         phases.enter("done")

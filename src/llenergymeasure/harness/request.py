@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from llenergymeasure.config.experiment import ExperimentConfig
+from llenergymeasure.config.validity import ValiditySettings
 from llenergymeasure.results.models import RunnerRecord
 
 
@@ -32,6 +33,8 @@ class HarnessSettings(BaseModel):
     carbon_region: str | None = None
     run_id: str | None = None
     cycle: int | None = None
+    #: validity-gate and idle-baseline thresholds (user config ``validity:``)
+    validity: ValiditySettings = Field(default_factory=ValiditySettings)
 
 
 class HarnessRequest(BaseModel):

@@ -9,10 +9,13 @@ from typing import Any
 from llenergymeasure._version import __version__
 from llenergymeasure.backends.base import GenerationOutput, Prompt
 from llenergymeasure.config.experiment import ExperimentConfig
-from llenergymeasure.energy.types import EnergyMeasurement, ValidityWarning
+from llenergymeasure.config.validity import ValiditySettings
+from llenergymeasure.energy.types import BaselineRecord, EnergyMeasurement, ValidityWarning
 from llenergymeasure.harness.request import HarnessRequest
 from llenergymeasure.harness.stats import latency_stats_ms
+from llenergymeasure.harness.validity import energy_boundary, evaluate_gates, quantisation_bound
 from llenergymeasure.results.models import (
+    EnergySplit,
     ExperimentResult,
     FlopsEstimate,
     LoadRecord,
@@ -83,6 +86,38 @@ def harness_warnings(
     return warnings
 
 
+def baseline_warnings(*baselines: BaselineRecord | None) -> list[ValidityWarning]:
+    """An idle window's own warnings, renamed ``baseline_<code>`` (info: they concern the
+    baseline, not the measured window), and ``baseline_rejected`` when one was not accepted."""
+    out: list[ValidityWarning] = []
+    for b in baselines:
+        if b is None or not b.available:
+            continue
+        label = f"{b.kind or 'idle'} idle baseline"
+        for w in b.warnings:
+            out.append(
+                w.model_copy(
+                    update={
+                        "code": f"baseline_{w.code}",
+                        "severity": "info",
+                        "message": f"{label}: {w.message}",
+                    }
+                )
+            )
+        if not b.accepted:
+            out.append(
+                ValidityWarning(
+                    code="baseline_rejected",
+                    message=(
+                        f"{label} rejected ({b.rejected_reason}); energy above idle is not "
+                        "computed against it"
+                    ),
+                    details={"kind": b.kind},
+                )
+            )
+    return out
+
+
 def build_result(
     *,
     request: HarnessRequest,
@@ -103,13 +138,20 @@ def build_result(
     timeseries_file: str | None,
     import_s: float,
     window: WindowRecord | None = None,
+    cold_baseline: BaselineRecord | None = None,
+    thresholds: ValiditySettings | None = None,
+    edges: dict[int, tuple[float, float]] | None = None,
+    split: EnergySplit | None = None,
 ) -> ExperimentResult:
     config = request.config
     n_requests = len(out.requests)
     out_tokens = out.output_tokens
     in_tokens = out.input_tokens
     total = energy.total_energy_j
-    adjusted = energy.total_energy_adjusted_j
+    above = energy.total_energy_above_idle_j
+    above_se = energy.total_energy_above_idle_se_j
+    gates = evaluate_gates(energy, duration_s, thresholds or ValiditySettings())
+    bound_j, bound_rel = quantisation_bound(energy, edges or {})
 
     def per(value: float | None, denom: int) -> float | None:
         return value / denom if value is not None and denom > 0 else None
@@ -123,7 +165,11 @@ def build_result(
         if params
         else FlopsEstimate(unavailable_reason="the backend did not report a parameter count")
     )
-    warnings = list(energy.warnings) + harness_warnings(config, out, prompts, warmup, energy)
+    warnings = (
+        list(energy.warnings)
+        + harness_warnings(config, out, prompts, warmup, energy)
+        + baseline_warnings(cold_baseline, baseline)
+    )
     timing_reason = out.timing_unavailable_reason
     if not ttfts and timing_reason is None:
         timing_reason = "the backend reported no per-request timings"
@@ -150,6 +196,7 @@ def build_result(
         load=load,
         warmup=warmup,
         baseline=baseline,
+        cold_baseline=cold_baseline,
         energy=energy,
         cpu_energy=cpu_energy,
         co2=co2,
@@ -161,12 +208,22 @@ def build_result(
         output_tokens_per_s=out_tokens / duration_s if duration_s > 0 else 0.0,
         requests_per_s=n_requests / duration_s if duration_s > 0 else 0.0,
         total_energy_j=total,
-        total_energy_adjusted_j=adjusted,
+        total_energy_above_idle_j=above,
+        total_energy_above_idle_se_j=above_se,
         energy_per_output_token_j=per(total, out_tokens),
-        energy_per_output_token_adjusted_j=per(adjusted, out_tokens),
+        energy_per_total_token_j=per(total, in_tokens + out_tokens),
+        energy_per_output_token_above_idle_j=per(above, out_tokens),
+        energy_per_output_token_above_idle_se_j=per(above_se, out_tokens),
         energy_per_request_j=per(total, n_requests),
-        energy_per_request_adjusted_j=per(adjusted, n_requests),
+        energy_per_request_above_idle_j=per(above, n_requests),
         mean_power_w=total / duration_s if total is not None and duration_s > 0 else None,
+        energy_quantisation_bound_j=bound_j,
+        energy_quantisation_bound_rel=bound_rel,
+        energy_split=split,
+        boundary=energy_boundary(energy, cpu_energy) if energy.available else None,
+        valid=all(g.passed for g in gates),
+        failed_gates=[g.name for g in gates if not g.passed],
+        gates=gates,
         ttft_ms=latency_stats_ms(ttfts),
         itl_ms=latency_stats_ms(itls),
         request_latency_ms=latency_stats_ms(lats),

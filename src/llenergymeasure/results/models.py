@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.energy.types import (
@@ -23,10 +23,15 @@ from llenergymeasure.energy.types import (
     CpuEnergy,
     EnergyMeasurement,
     ValidityWarning,
+    rename_old_fields,
 )
 from llenergymeasure.environment.snapshot import EnvironmentSnapshot
 
-SCHEMA_VERSION = "1.1"  # 1.1: measurement window by time, warmup by convergence (issue 14)
+# 1.1: measurement window by time, warmup by convergence (issue 14)
+# 1.2: *_adjusted_j renamed *_above_idle_j (unclamped, with SE); cold/resident baselines, validity
+#      gates, quantisation bound, J per total token, prefill/decode estimate, boundary (issue 19).
+#      Older results load: the old names are read into the new fields.
+SCHEMA_VERSION = "1.2"
 
 
 class _Record(BaseModel):
@@ -102,6 +107,41 @@ class FlopsEstimate(_Record):
     unavailable_reason: str | None = None
 
 
+class GateResult(_Record):
+    """One validity gate of a run: what was measured against which threshold."""
+
+    name: str
+    passed: bool
+    value: float | None = None
+    threshold: float | None = None
+    detail: str | None = None
+
+
+class EnergySplit(_Record):
+    """Prefill/decode energy, an estimate: per pass, prefill runs from the pass's start to its last
+    first token; the integrated power's shares scale the counter's energy."""
+
+    estimate: Literal[True] = True
+    method: str = "power integrated over [pass start, last first token] vs the rest of the pass"
+    prefill_energy_j: float | None = None
+    decode_energy_j: float | None = None
+    prefill_share: float | None = None
+    prefill_s: float | None = None
+    energy_per_input_token_prefill_j: float | None = None
+    energy_per_output_token_decode_j: float | None = None
+    unavailable_reason: str | None = None
+
+
+class EnergyBoundary(_Record):
+    """What the energy figures cover. CO2 covers only this boundary (times PUE)."""
+
+    gpu_boards: list[str] = Field(default_factory=list, description="the GPU boards measured")
+    cpu: Literal["rapl", "not measured"] = "not measured"
+    dram: Literal["rapl", "not measured"] = "not measured"
+    headline: str = "GPU boards only; CPU and DRAM (RAPL) are reported apart, never added"
+    pue: str = "applied only in the CO2 estimate, never to energy"
+
+
 class ExperimentResult(_Record):
     """A complete, self-describing record of one experiment run."""
 
@@ -117,7 +157,12 @@ class ExperimentResult(_Record):
     model: ModelRecord
     load: LoadRecord
     warmup: WarmupRecord
-    baseline: BaselineRecord | None = None
+    baseline: BaselineRecord | None = Field(
+        None, description="resident idle: the one energy above idle is taken against"
+    )
+    cold_baseline: BaselineRecord | None = Field(
+        None, description="cold idle: the GPUs before the engine started (reported, not applied)"
+    )
     energy: EnergyMeasurement
     cpu_energy: CpuEnergy = Field(default_factory=CpuEnergy)
     co2: CarbonEstimate = Field(default_factory=CarbonEstimate)
@@ -131,12 +176,28 @@ class ExperimentResult(_Record):
     output_tokens_per_s: float
     requests_per_s: float
     total_energy_j: float | None = None
-    total_energy_adjusted_j: float | None = None
+    total_energy_above_idle_j: float | None = None
+    total_energy_above_idle_se_j: float | None = None
     energy_per_output_token_j: float | None = None
-    energy_per_output_token_adjusted_j: float | None = None
+    energy_per_total_token_j: float | None = Field(
+        None, description="total energy / (input + output tokens)"
+    )
+    energy_per_output_token_above_idle_j: float | None = None
+    energy_per_output_token_above_idle_se_j: float | None = None
     energy_per_request_j: float | None = None
-    energy_per_request_adjusted_j: float | None = None
+    energy_per_request_above_idle_j: float | None = None
     mean_power_w: float | None = None
+    energy_quantisation_bound_j: float | None = Field(
+        None, description="sensor period x (power at the window's start + at its end), over GPUs"
+    )
+    energy_quantisation_bound_rel: float | None = Field(
+        None, description="energy_quantisation_bound_j / total_energy_j"
+    )
+    energy_split: EnergySplit | None = None
+    boundary: EnergyBoundary | None = None
+    valid: bool = Field(True, description="every validity gate passed")
+    failed_gates: list[str] = Field(default_factory=list)
+    gates: list[GateResult] = Field(default_factory=list)
     ttft_ms: LatencyStats | None = None
     itl_ms: LatencyStats | None = None
     request_latency_ms: LatencyStats | None = None
@@ -147,6 +208,26 @@ class ExperimentResult(_Record):
     warnings: list[ValidityWarning] = Field(default_factory=list)
     timeseries_file: str | None = Field(None, description="power time series beside result.json")
     extra: dict[str, Any] = Field(default_factory=dict, description="backend-specific facts")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return rename_old_fields(data)
+
+    @property
+    def total_energy_adjusted_j(self) -> float | None:
+        """Pre-1.2 name of ``total_energy_above_idle_j``."""
+        return self.total_energy_above_idle_j
+
+    @property
+    def energy_per_output_token_adjusted_j(self) -> float | None:
+        """Pre-1.2 name of ``energy_per_output_token_above_idle_j``."""
+        return self.energy_per_output_token_above_idle_j
+
+    @property
+    def energy_per_request_adjusted_j(self) -> float | None:
+        """Pre-1.2 name of ``energy_per_request_above_idle_j``."""
+        return self.energy_per_request_above_idle_j
 
 
 class RunFailure(_Record):
@@ -184,6 +265,10 @@ class ConfigSummary(_Record):
     n_completed: int
     n_failed: int
     run_ids: list[str] = Field(default_factory=list)
+    n_invalid: int = Field(0, description="completed runs that failed a validity gate")
+    invalid_run_ids: list[str] = Field(
+        default_factory=list, description="those runs: listed, left out of metrics"
+    )
     metrics: dict[str, MetricStats] = Field(default_factory=dict)
     warnings: list[ValidityWarning] = Field(
         default_factory=list, description="e.g. cycles_disagree: J/token CV above the threshold"
@@ -213,6 +298,10 @@ class StudyResult(_Record):
     summaries: list[ConfigSummary] = Field(default_factory=list)
     failures: list[RunFailure] = Field(default_factory=list)
     invalid_points: list[str] = Field(default_factory=list)
+    invalid_runs: list[str] = Field(
+        default_factory=list,
+        description="runs that failed a validity gate: kept in runs, left out of summaries",
+    )
     interrupted: bool = False
 
     @property

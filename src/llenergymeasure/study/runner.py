@@ -278,6 +278,7 @@ class StudyRunner:
             baseline_cache_dir=str(cache / "baseline"),
             run_id=run.run_id,
             cycle=run.cycle,
+            validity=self.user_config.validity,
             **ctx,
         )
 

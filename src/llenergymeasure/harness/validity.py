@@ -1,0 +1,261 @@
+"""Validity gates, stated uncertainty and the window's estimates, for ``build_result``.
+
+- **Gates** (``evaluate_gates``): each run is ``valid`` or names the gates it failed; thresholds
+  come from the user config's ``validity:`` section (``config/validity.py``).
+- **Quantisation bound** (``quantisation_bound``): the counter and the power sensor update every
+  ``sensor_period_s``; each end of the window can miss up to one period at the power it had
+  there, so the bound is period * (P_start + P_end) / E, summed over GPUs.
+- **Prefill/decode split** (``energy_split``): an estimate from each pass's first-token time and
+  the sampled power: the energy integrated from a pass's start to its last first token is
+  prefill, the rest decode; the shares scale the counter's energy.
+- **Boundary** (``energy_boundary``): what the energy covers.
+
+``docs/methodology.md`` states each formula; the tests check them with hand-computed values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llenergymeasure.config.validity import ValiditySettings
+from llenergymeasure.energy.types import CpuEnergy, EnergyMeasurement
+from llenergymeasure.results.models import EnergyBoundary, EnergySplit, GateResult
+
+GATES = (
+    "short_window",
+    "foreign_process",
+    "counter_reset",
+    "counter_power_mismatch",
+    "sampler_gap",
+    "thermal_slowdown",
+    "hw_slowdown",
+)
+
+
+def _slowdown_share(details: dict[str, Any], th: ValiditySettings, period_s: float) -> float:
+    """The share a slowdown warning counts for: its sample share only when at least
+    ``min_slowdown_samples`` samples saw it, its violation-time share only when that time is at
+    least as long as that many sensor periods; the larger of the two."""
+    share = 0.0
+    if int(details.get("n_samples") or 0) >= th.min_slowdown_samples:
+        share = float(details.get("sample_share") or 0.0)
+    v_s = float(details.get("violation_s") or 0.0)
+    if details.get("violation_share") is not None and v_s >= th.min_slowdown_samples * period_s:
+        share = max(share, float(details["violation_share"]))
+    return share
+
+
+def evaluate_gates(
+    energy: EnergyMeasurement, duration_s: float, th: ValiditySettings
+) -> list[GateResult]:
+    """One ``GateResult`` per gate. With no energy measured (no GPU, null meter) there is no
+    energy figure to invalidate: no gate applies and the list is empty."""
+    if not energy.available:
+        return []
+    period = float(energy.sensor_period_s or 0.1)
+    gates: list[GateResult] = [
+        GateResult(
+            name="short_window",
+            passed=duration_s >= th.min_window_s,
+            value=duration_s,
+            threshold=th.min_window_s,
+            detail=f"window {duration_s:.3f} s, minimum {th.min_window_s:g} s",
+        )
+    ]
+    foreign = [
+        w for w in energy.warnings if w.code == "foreign_process" and w.severity == "warning"
+    ]
+    gates.append(
+        GateResult(
+            name="foreign_process",
+            passed=not (foreign and th.fail_on_foreign_process),
+            value=float(len(foreign)),
+            threshold=0.0,
+            detail="; ".join(w.message for w in foreign) or "no other process on a measured GPU",
+        )
+    )
+    resets = sum(d.counter_resets for d in energy.devices)
+    gates.append(
+        GateResult(
+            name="counter_reset",
+            passed=resets == 0,
+            value=float(resets),
+            threshold=0.0,
+            detail=f"{resets} backward step(s) of the energy counter",
+        )
+    )
+    worst = 0.0
+    for d in energy.devices:
+        if d.method == "counter" and d.integrated_energy_j is not None and d.energy_j > 0:
+            worst = max(worst, abs(d.integrated_energy_j - d.energy_j) / d.energy_j)
+    gates.append(
+        GateResult(
+            name="counter_power_mismatch",
+            passed=worst <= th.max_counter_mismatch,
+            value=worst,
+            threshold=th.max_counter_mismatch,
+            detail=f"largest |integrated - counter| / counter {worst * 100:.2f} %",
+        )
+    )
+    gap = max(
+        (
+            float(w.details.get("max_gap_s", 0.0))
+            for w in energy.warnings
+            if w.code == "sampler_gap"
+        ),
+        default=0.0,
+    )
+    gates.append(
+        GateResult(
+            name="sampler_gap",
+            passed=gap <= th.max_sampler_gap_s,
+            value=gap,
+            threshold=th.max_sampler_gap_s,
+            detail=f"longest gap between power samples {gap:.3f} s",
+        )
+    )
+    for code in ("thermal_slowdown", "hw_slowdown"):
+        share = max(
+            (_slowdown_share(w.details, th, period) for w in energy.warnings if w.code == code),
+            default=0.0,
+        )
+        gates.append(
+            GateResult(
+                name=code,
+                passed=share <= th.max_slowdown_share,
+                value=share,
+                threshold=th.max_slowdown_share,
+                detail=f"{code.replace('_', ' ')} in {share * 100:.1f} % of the window "
+                f"(counted from {th.min_slowdown_samples} samples on)",
+            )
+        )
+    return gates
+
+
+def edge_powers(timeseries: Path | None, duration_s: float) -> dict[int, tuple[float, float]]:
+    """Per GPU, the first and last sampled power inside [0, duration_s] of the time series."""
+    from llenergymeasure.harness.window import read_timeseries
+
+    out: dict[int, tuple[float, float]] = {}
+    if timeseries is None or not Path(timeseries).is_file():
+        return out
+    for index, cols in read_timeseries(timeseries).items():
+        t, p = cols["t_s"], cols.get("power_w")
+        if p is None:
+            continue
+        ok = (t >= 0.0) & (t <= duration_s) & ~np.isnan(p)
+        if ok.any():
+            out[index] = (float(p[ok][0]), float(p[ok][-1]))
+    return out
+
+
+def quantisation_bound(
+    energy: EnergyMeasurement, edges: dict[int, tuple[float, float]]
+) -> tuple[float | None, float | None]:
+    """(bound in J, bound / total energy): sensor_period_s * (P_start + P_end), summed over
+    GPUs; a GPU without sampled edges counts its mean power at both ends."""
+    total = energy.total_energy_j
+    period = energy.sensor_period_s
+    if not energy.available or total is None or not period or not energy.devices:
+        return None, None
+    bound = 0.0
+    for d in energy.devices:
+        if d.nvml_index in edges:
+            p0, p1 = edges[d.nvml_index]
+        elif d.mean_power_w is not None:
+            p0 = p1 = d.mean_power_w
+        else:
+            return None, None
+        bound += period * (p0 + p1)
+    return bound, (bound / total if total > 0 else None)
+
+
+def _integral(t: np.ndarray, p: np.ndarray, a: float, b: float) -> float:
+    """Trapezoidal integral of p(t) over [a, b], with p interpolated at the ends."""
+    if b <= a or t.size < 2:
+        return 0.0
+    inside = (t > a) & (t < b)
+    tt = np.concatenate(([a], t[inside], [b]))
+    pp = np.concatenate(([np.interp(a, t, p)], p[inside], [np.interp(b, t, p)]))
+    return float(np.sum((tt[1:] - tt[:-1]) * (pp[1:] + pp[:-1]) / 2.0))
+
+
+def energy_split(
+    timeseries: Path | None,
+    energy: EnergyMeasurement,
+    pass_starts_s: list[float],
+    pass_durations_s: list[float],
+    pass_first_token_s: list[float | None],
+    input_tokens: int,
+    output_tokens: int,
+) -> EnergySplit:
+    """Prefill/decode estimate: per pass, prefill is [start, start + last first-token time] and
+    decode the rest of the pass; their integrated power (summed over GPUs) gives the prefill
+    share, which scales the counter's total."""
+    from llenergymeasure.harness.window import read_timeseries
+
+    def none(reason: str) -> EnergySplit:
+        return EnergySplit(unavailable_reason=reason)
+
+    total = energy.total_energy_j
+    if not energy.available or total is None:
+        return none("no energy was measured")
+    if not pass_first_token_s or any(f is None for f in pass_first_token_s):
+        return none("the backend reported no first-token time for every pass")
+    if timeseries is None or not Path(timeseries).is_file():
+        return none("no power time series")
+    series = read_timeseries(timeseries)
+    prefill = decode = 0.0
+    prefill_s = 0.0
+    for cols in series.values():
+        t, p = cols["t_s"], cols.get("power_w")
+        if p is None:
+            continue
+        ok = ~np.isnan(p)
+        t, p = t[ok], p[ok]
+        for s0, dur, ft in zip(pass_starts_s, pass_durations_s, pass_first_token_s, strict=True):
+            cut = s0 + min(float(ft or 0.0), dur)
+            prefill += _integral(t, p, s0, cut)
+            decode += _integral(t, p, cut, s0 + dur)
+    prefill_s = sum(
+        min(float(ft or 0.0), d) for d, ft in zip(pass_durations_s, pass_first_token_s, strict=True)
+    )
+    if prefill + decode <= 0:
+        return none("the power time series does not cover the passes")
+    share = prefill / (prefill + decode)
+    e_pre, e_dec = share * total, (1.0 - share) * total
+    return EnergySplit(
+        prefill_energy_j=e_pre,
+        decode_energy_j=e_dec,
+        prefill_share=share,
+        prefill_s=prefill_s,
+        energy_per_input_token_prefill_j=e_pre / input_tokens if input_tokens > 0 else None,
+        energy_per_output_token_decode_j=e_dec / output_tokens if output_tokens > 0 else None,
+    )
+
+
+def energy_boundary(energy: EnergyMeasurement, cpu: CpuEnergy | None) -> EnergyBoundary:
+    """What the energy figures cover: the GPU boards measured, CPU and DRAM via RAPL or not."""
+    gpus = [
+        f"GPU {d.nvml_index}" + (f" {d.name}" if d.name else "") + (f" {d.uuid}" if d.uuid else "")
+        for d in energy.devices
+    ]
+    cpu_ok = cpu is not None and cpu.available and cpu.package_j is not None
+    dram_ok = cpu is not None and cpu.available and cpu.dram_j is not None
+    return EnergyBoundary(
+        gpu_boards=gpus,
+        cpu="rapl" if cpu_ok else "not measured",
+        dram="rapl" if dram_ok else "not measured",
+    )
+
+
+def first_token_s(output: Any) -> float | None:
+    """A pass's last first-token time (its requests' largest TTFT): when the whole batch had
+    left prefill. None when any request lacks a TTFT."""
+    ttfts = [r.ttft_s for r in output.requests]
+    if not ttfts or any(t is None for t in ttfts):
+        return None
+    return float(max(ttfts))
