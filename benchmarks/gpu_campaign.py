@@ -429,10 +429,146 @@ def part_study(args: argparse.Namespace, work: Path, cache: Path) -> None:
     for r in runs:
         print({k: r[k] for k in r if k != "warning_text"}, flush=True)
     if args.bare and res["runs"]:
-        from benchmarks_bare import bare_loop  # type: ignore[import-not-found]
-
-        OUT["bare"] = bare_loop(study["base"], cache, seconds=10 if not smoke else 2)
+        llem_tok_s = statistics.mean(r["tok_s"] for r in runs)
+        OUT["bare"] = bare_loop(study["base"], cache, seconds=20.0 if not smoke else 2.0)
+        OUT["bare"]["llem_tok_s_mean"] = llem_tok_s
+        OUT["bare"]["llem_vs_bare_pct"] = 100.0 * (llem_tok_s / OUT["bare"]["tok_s"] - 1.0)
         save()
+        print("bare", json.dumps(OUT["bare"]), flush=True)
+
+
+def bare_loop(base: dict[str, Any], cache: Path, seconds: float) -> dict[str, Any]:
+    """The same model, prompts and batching without llem's harness: no meter, no sampler, no
+    subprocess. Dynamic cache: plain ``model.generate``; static + compile: the backend's
+    ``generate`` alone (llem's decode loop, so this isolates the harness's cost)."""
+    import torch
+
+    from llenergymeasure import ExperimentConfig
+    from llenergymeasure.backends import create_backend
+    from llenergymeasure.datasets import load_prompts
+    from llenergymeasure.models.synthetic import resolve_model
+
+    cfg = ExperimentConfig.from_dict(base)
+    resolved = resolve_model(cfg.model, cache)
+    backend = create_backend(cfg, resolved.path, cache)
+    backend.load()
+    prompts = load_prompts(cfg, backend.tokenizer())
+    cuda = torch.cuda.is_available()
+    static = bool(cfg.pytorch and cfg.pytorch.static_cache)
+    model = backend._model
+    tok = backend.tokenizer()
+
+    def one_pass() -> int:
+        if static:
+            return backend.generate(prompts).output_tokens
+        n = 0
+        for i in range(0, len(prompts), cfg.batch_size):
+            batch = prompts[i : i + cfg.batch_size]
+            ids = torch.tensor([p.token_ids for p in batch], device=model.device)
+            with torch.inference_mode():
+                out = model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    do_sample=False,
+                    max_new_tokens=cfg.max_output_tokens,
+                    min_new_tokens=cfg.max_output_tokens,
+                    pad_token_id=tok.pad_token_id,
+                )
+            n += (out.shape[1] - ids.shape[1]) * ids.shape[0]
+        if cuda:
+            torch.cuda.synchronize()
+        return n
+
+    t_warm = time.perf_counter()
+    lat: list[float] = []
+    while len(lat) < 20:  # warm up like llem's default: per-call CV of the last 3 under 2 %
+        t0 = time.perf_counter()
+        one_pass()
+        lat.append(time.perf_counter() - t0)
+        if len(lat) >= 3:
+            w = lat[-3:]
+            if statistics.stdev(w) / statistics.mean(w) < 0.02:
+                break
+    warm_s = time.perf_counter() - t_warm
+    t0 = time.perf_counter()
+    n = 0
+    passes = 0
+    while time.perf_counter() - t0 < seconds:
+        n += one_pass()
+        passes += 1
+    dt = time.perf_counter() - t0
+    backend.close()
+    return {
+        "tok_s": n / dt,
+        "window_s": dt,
+        "passes": passes,
+        "warmup_s": warm_s,
+        "loop": "backend.generate (llem decode loop)" if static else "model.generate",
+    }
+
+
+def part_sampler(args: argparse.Namespace, cache: Path) -> None:
+    """Sampler on vs off (NVML meter with and without its thread), alternating windows of the
+    same GPU-bound loop (static + compile, bs 8): the throughput difference is its cost."""
+    import torch
+
+    from llenergymeasure import ExperimentConfig
+    from llenergymeasure.backends import create_backend
+    from llenergymeasure.datasets import load_prompts
+    from llenergymeasure.energy import select_meter
+    from llenergymeasure.models.synthetic import resolve_model
+
+    smoke = args.cpu_smoke
+    base = {
+        "model": "synthetic/tiny-llama" if smoke else "synthetic/llama-1b",
+        "precision": "fp32" if smoke else "bf16",
+        "batch_size": 8,
+        "n": 8,
+        "dataset": {"source": "synthetic", "input_tokens": 16 if smoke else 128},
+        "max_output_tokens": 8 if smoke else 256,
+        "pytorch": {"static_cache": True, "torch_compile": not smoke},
+    }
+    cfg = ExperimentConfig.from_dict(base)
+    backend = create_backend(cfg, resolve_model(cfg.model, cache).path, cache)
+    backend.load()
+    prompts = load_prompts(cfg, backend.tokenizer())
+    for _ in range(4):
+        backend.generate(prompts)
+    cuda = torch.cuda.is_available()
+    rates: dict[str, list[float]] = {"on": [], "off": []}
+    powers: dict[str, list[float]] = {"on": [], "off": []}
+    window = 1.0 if smoke else args.sampler_window_s
+    for k in range(2 * args.sampler_pairs):
+        mode = "on" if k % 2 == 0 else "off"
+        meter = None
+        if cuda:
+            meter = select_meter("nvml", [0], {})
+            if mode == "off":  # the counter alone: no sampler thread (NvmlMeter allows None)
+                meter.sampler = None  # type: ignore[attr-defined]
+            meter.start()
+        t0 = time.perf_counter()
+        n = 0
+        while time.perf_counter() - t0 < window:
+            n += backend.generate(prompts).output_tokens
+        dt = time.perf_counter() - t0
+        if meter is not None:
+            m = meter.stop()
+            powers[mode].append(m.total_energy_j / dt if m.total_energy_j else float("nan"))
+            meter.close()
+        rates[mode].append(n / dt)
+    backend.close()
+    on, off = statistics.mean(rates["on"]), statistics.mean(rates["off"])
+    OUT["sampler"] = {
+        "tok_s_on": rates["on"],
+        "tok_s_off": rates["off"],
+        "mean_w_on": powers["on"],
+        "mean_w_off": powers["off"],
+        "cost_pct": 100.0 * (off / on - 1.0),
+        "window_s": window,
+        "spread_off_pct": 100.0 * statistics.pstdev(rates["off"]) / off,
+    }
+    save()
+    print("sampler", json.dumps(OUT["sampler"]), flush=True)
 
 
 def _iso_s(text: str) -> float:
@@ -447,7 +583,10 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--part", choices=("probe", "study", "sampler"), required=True)
-    ap.add_argument("--config", choices=tuple(CONFIGS), default="sc1")
+    ap.add_argument("--config", default="sc1", help="comma-separated: " + ", ".join(CONFIGS))
+    ap.add_argument("--sampler", action="store_true", help="also run the sampler part last")
+    ap.add_argument("--sampler-pairs", type=int, default=4)
+    ap.add_argument("--sampler-window-s", type=float, default=5.0)
     ap.add_argument("--cycles", type=int, default=3)
     ap.add_argument("--min-window-s", type=float, default=30.0)
     ap.add_argument("--bare", action=argparse.BooleanOptionalAction, default=True)
@@ -459,8 +598,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
     cache = args.work / "cache"
-    suffix = args.config if args.part == "study" else ""
-    SAVE_PATH = args.out / f"campaign_{args.part}{('_' + suffix) if suffix else ''}.json"
+    SAVE_PATH = args.out / f"campaign_{args.part}.json"
     smoke = args.cpu_smoke
     model = "synthetic/tiny-llama" if smoke else "synthetic/llama-1b"
     precision = "fp32" if smoke else "bf16"
@@ -491,7 +629,20 @@ def main() -> int:
         save()
         probe_decode(model, precision, cache, args.out, smoke, args.budget_s)
     elif args.part == "study":
-        part_study(args, args.work, cache)
+        for name in args.config.split(","):
+            args_one = argparse.Namespace(**{**vars(args), "config": name})
+            OUT.clear()
+            OUT.update({"part": "study", "config": name, "argv": sys.argv})
+            SAVE_PATH = args.out / f"campaign_study_{name}.json"
+            part_study(args_one, args.work, cache)
+            save()
+            if left(args.budget_s) < 60:
+                print("stopping: out of time", flush=True)
+                break
+    if args.part == "sampler" or args.sampler:
+        if args.part != "sampler":
+            SAVE_PATH = args.out / "campaign_sampler.json"
+        part_sampler(args, cache)
     save()
     print(f"part {args.part} done in {OUT['wall_s']:.0f} s", flush=True)
     return 0
