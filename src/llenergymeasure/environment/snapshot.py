@@ -32,6 +32,10 @@ KEY_PACKAGES = (
     "zeus",
     "codecarbon",
     "nvidia-ml-py",
+    "nvidia-cudnn-cu12",
+    "nvidia-cudnn-cu13",
+    "nvidia-nccl-cu12",
+    "nvidia-nccl-cu13",
     "pydantic",
     "numpy",
 )
@@ -48,6 +52,21 @@ class GpuInfo(BaseModel):
     default_power_limit_w: float | None = None
     mig_mode: bool | None = None
     pci_bus_id: str | None = None
+    # what a reproduction needs besides the model (issue 19); None with probe_errors where unread
+    enforced_power_limit_w: float | None = None
+    persistence_mode: bool | None = None
+    ecc_enabled: bool | None = None
+    compute_mode: str | None = None
+    pstate: str | None = Field(None, description="P-state when the snapshot was taken")
+    temperature_c: float | None = Field(None, description="when the snapshot was taken")
+    app_sm_clock_mhz: int | None = Field(None, description="application (target) SM clock")
+    app_mem_clock_mhz: int | None = None
+    max_sm_clock_mhz: int | None = None
+    vbios_version: str | None = None
+    pcie_link_gen: int | None = None
+    pcie_link_gen_max: int | None = None
+    pcie_link_width: int | None = None
+    nvlink_active_links: int | None = Field(None, description="links reporting active; 0: none")
 
 
 class EnvironmentSnapshot(BaseModel):
@@ -71,6 +90,9 @@ class EnvironmentSnapshot(BaseModel):
     driver_version: str | None = None
     cuda_driver_version: str | None = None
     cuda_visible_devices: str | None = None
+    cpu_governor: str | None = Field(None, description="cpufreq scaling governor of cpu0")
+    cudnn_version: str | None = Field(None, description="as the engine's torch reports it")
+    nccl_version: str | None = Field(None, description="as the engine's torch reports it")
     packages: dict[str, str | None] = Field(default_factory=dict)
     in_container: bool = False
     container_image: str | None = None
@@ -203,6 +225,7 @@ def _probe_gpus(snap: EnvironmentSnapshot) -> None:
                 ),
                 ("mig_mode", lambda h=h: bool(pynvml.nvmlDeviceGetMigMode(h)[0])),
                 ("pci_bus_id", lambda h=h: _s(pynvml.nvmlDeviceGetPciInfo(h).busId)),
+                *_reproduction_probes(pynvml, h),
             ):
                 try:
                     setattr(info, attr, fn())
@@ -218,6 +241,75 @@ def _probe_gpus(snap: EnvironmentSnapshot) -> None:
     finally:
         with contextlib.suppress(Exception):
             pynvml.nvmlShutdown()
+
+
+_COMPUTE_MODES = {0: "default", 1: "exclusive_thread", 2: "prohibited", 3: "exclusive_process"}
+_CLOCK_SM, _CLOCK_MEM = 1, 2
+
+
+def _nvlinks(pynvml: Any, h: Any) -> int:
+    """Active NVLink links; a GPU without NVLink answers NOT_SUPPORTED on link 0 (-> 0)."""
+    active = 0
+    for link in range(int(getattr(pynvml, "NVML_NVLINK_MAX_LINKS", 18))):
+        try:
+            active += int(pynvml.nvmlDeviceGetNvLinkState(h, link) == 1)
+        except Exception:
+            break
+    return active
+
+
+def _reproduction_probes(pynvml: Any, h: Any) -> list[tuple[str, Any]]:
+    """(GpuInfo field, probe) for the per-GPU state a reproduction needs."""
+    return [
+        ("enforced_power_limit_w", lambda: pynvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0),
+        ("persistence_mode", lambda: pynvml.nvmlDeviceGetPersistenceMode(h) == 1),
+        ("ecc_enabled", lambda: bool(pynvml.nvmlDeviceGetEccMode(h)[0])),
+        (
+            "compute_mode",
+            lambda: _COMPUTE_MODES.get(
+                int(pynvml.nvmlDeviceGetComputeMode(h)), str(pynvml.nvmlDeviceGetComputeMode(h))
+            ),
+        ),
+        ("pstate", lambda: f"P{int(pynvml.nvmlDeviceGetPerformanceState(h))}"),
+        ("temperature_c", lambda: float(pynvml.nvmlDeviceGetTemperature(h, 0))),
+        ("app_sm_clock_mhz", lambda: int(pynvml.nvmlDeviceGetApplicationsClock(h, _CLOCK_SM))),
+        ("app_mem_clock_mhz", lambda: int(pynvml.nvmlDeviceGetApplicationsClock(h, _CLOCK_MEM))),
+        ("max_sm_clock_mhz", lambda: int(pynvml.nvmlDeviceGetMaxClockInfo(h, _CLOCK_SM))),
+        ("vbios_version", lambda: _s(pynvml.nvmlDeviceGetVbiosVersion(h))),
+        ("pcie_link_gen", lambda: int(pynvml.nvmlDeviceGetCurrPcieLinkGeneration(h))),
+        ("pcie_link_gen_max", lambda: int(pynvml.nvmlDeviceGetMaxPcieLinkGeneration(h))),
+        ("pcie_link_width", lambda: int(pynvml.nvmlDeviceGetCurrPcieLinkWidth(h))),
+        ("nvlink_active_links", lambda: _nvlinks(pynvml, h)),
+    ]
+
+
+def _cpu_governor() -> str | None:
+    try:
+        return Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").read_text().strip()
+    except OSError:
+        return None
+
+
+def record_engine_libraries(snap: EnvironmentSnapshot) -> None:
+    """cuDNN and NCCL versions as the engine's torch reports them, once the engine has loaded
+    (torch is never imported here: only read if the engine already imported it)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    try:
+        v = torch.backends.cudnn.version()
+        snap.cudnn_version = str(v) if v else None
+    except Exception as exc:
+        snap.probe_errors["cudnn_version"] = str(exc) or type(exc).__name__
+    try:
+        n = torch.cuda.nccl.version() if torch.cuda.is_available() else None
+        snap.nccl_version = (
+            ".".join(map(str, n)) if isinstance(n, tuple) else (str(n) if n else None)
+        )
+    except Exception as exc:
+        snap.probe_errors["nccl_version"] = str(exc) or type(exc).__name__
 
 
 def _s(value: Any) -> str:
@@ -243,6 +335,7 @@ def capture_environment(
         ("cpu_cores_logical", os.cpu_count),
         ("cpu_cores_physical", _physical_cores),
         ("ram_total_gb", _ram_gb),
+        ("cpu_governor", _cpu_governor),
         ("packages", package_versions),
     ):
         try:

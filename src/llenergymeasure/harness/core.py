@@ -38,7 +38,7 @@ from llenergymeasure.harness.request import (
     HarnessRequest,
 )
 from llenergymeasure.harness.result import build_result
-from llenergymeasure.harness.validity import edge_powers, energy_split, first_token_s
+from llenergymeasure.harness.validity import energy_split, first_token_s, window_edges
 from llenergymeasure.harness.window import merge_outputs, run_passes, run_warmup, trend_warnings
 from llenergymeasure.results.io import atomic_write_json, atomic_write_text
 from llenergymeasure.results.models import (
@@ -177,7 +177,10 @@ def run_harness(
             measure_idle_baseline,
             select_meter,
         )
-        from llenergymeasure.environment.snapshot import capture_environment
+        from llenergymeasure.environment.snapshot import (
+            capture_environment,
+            record_engine_libraries,
+        )
 
         make_meter = meter_factory or select_meter
         snapshot = capture_environment(
@@ -232,6 +235,7 @@ def run_harness(
         load_info = backend.load()
         backend.synchronize()
         load_measure = meter.stop()
+        record_engine_libraries(snapshot)
         load_s = time.perf_counter() - t0
         load = LoadRecord(
             duration_s=load_s,
@@ -353,7 +357,7 @@ def run_harness(
             window=passes.record(min_window_s, max_window_s),
             cold_baseline=cold_baseline,
             thresholds=settings.validity,
-            edges=edge_powers(written, duration_s),
+            edges=window_edges(written, duration_s),
             split=energy_split(
                 written,
                 energy,

@@ -13,7 +13,12 @@ from llenergymeasure.config.validity import ValiditySettings
 from llenergymeasure.energy.types import BaselineRecord, EnergyMeasurement, ValidityWarning
 from llenergymeasure.harness.request import HarnessRequest
 from llenergymeasure.harness.stats import latency_stats_ms
-from llenergymeasure.harness.validity import energy_boundary, evaluate_gates, quantisation_bound
+from llenergymeasure.harness.validity import (
+    edge_powers,
+    energy_boundary,
+    evaluate_gates,
+    quantisation_bound,
+)
 from llenergymeasure.results.models import (
     EnergySplit,
     ExperimentResult,
@@ -140,7 +145,7 @@ def build_result(
     window: WindowRecord | None = None,
     cold_baseline: BaselineRecord | None = None,
     thresholds: ValiditySettings | None = None,
-    edges: dict[int, tuple[float, float]] | None = None,
+    edges: dict[int, dict[str, float]] | None = None,
     split: EnergySplit | None = None,
 ) -> ExperimentResult:
     config = request.config
@@ -151,7 +156,7 @@ def build_result(
     above = energy.total_energy_above_idle_j
     above_se = energy.total_energy_above_idle_se_j
     gates = evaluate_gates(energy, duration_s, thresholds or ValiditySettings())
-    bound_j, bound_rel = quantisation_bound(energy, edges or {})
+    bound_j, bound_rel = quantisation_bound(energy, edge_powers(edges or {}))
 
     def per(value: float | None, denom: int) -> float | None:
         return value / denom if value is not None and denom > 0 else None
@@ -220,6 +225,7 @@ def build_result(
         energy_quantisation_bound_j=bound_j,
         energy_quantisation_bound_rel=bound_rel,
         energy_split=split,
+        window_gpu_state=edges or {},
         boundary=energy_boundary(energy, cpu_energy) if energy.available else None,
         valid=all(g.passed for g in gates),
         failed_gates=[g.name for g in gates if not g.passed],

@@ -135,21 +135,37 @@ def evaluate_gates(
     return gates
 
 
-def edge_powers(timeseries: Path | None, duration_s: float) -> dict[int, tuple[float, float]]:
-    """Per GPU, the first and last sampled power inside [0, duration_s] of the time series."""
+def window_edges(timeseries: Path | None, duration_s: float) -> dict[int, dict[str, float]]:
+    """Per GPU, the first and last sampled power, temperature and SM clock inside
+    [0, duration_s] of the time series: ``{start,end}_{power_w,temperature_c,sm_clock_mhz}``."""
     from llenergymeasure.harness.window import read_timeseries
 
-    out: dict[int, tuple[float, float]] = {}
+    out: dict[int, dict[str, float]] = {}
     if timeseries is None or not Path(timeseries).is_file():
         return out
     for index, cols in read_timeseries(timeseries).items():
-        t, p = cols["t_s"], cols.get("power_w")
-        if p is None:
-            continue
-        ok = (t >= 0.0) & (t <= duration_s) & ~np.isnan(p)
-        if ok.any():
-            out[index] = (float(p[ok][0]), float(p[ok][-1]))
+        t = cols["t_s"]
+        edges: dict[str, float] = {}
+        for col in ("power_w", "temperature_c", "sm_clock_mhz"):
+            v = cols.get(col)
+            if v is None:
+                continue
+            ok = (t >= 0.0) & (t <= duration_s) & ~np.isnan(v)
+            if ok.any():
+                edges[f"start_{col}"] = float(v[ok][0])
+                edges[f"end_{col}"] = float(v[ok][-1])
+        if edges:
+            out[index] = edges
     return out
+
+
+def edge_powers(edges: dict[int, dict[str, float]]) -> dict[int, tuple[float, float]]:
+    """(power at the window's start, at its end) per GPU from ``window_edges``."""
+    return {
+        i: (e["start_power_w"], e["end_power_w"])
+        for i, e in edges.items()
+        if "start_power_w" in e and "end_power_w" in e
+    }
 
 
 def quantisation_bound(

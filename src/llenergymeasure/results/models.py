@@ -194,6 +194,10 @@ class ExperimentResult(_Record):
         None, description="energy_quantisation_bound_j / total_energy_j"
     )
     energy_split: EnergySplit | None = None
+    window_gpu_state: dict[int, dict[str, float]] = Field(
+        default_factory=dict,
+        description="per GPU: start/end power W, temperature C, SM clock MHz of the window's samples",
+    )
     boundary: EnergyBoundary | None = None
     valid: bool = Field(True, description="every validity gate passed")
     failed_gates: list[str] = Field(default_factory=list)
