@@ -30,6 +30,7 @@ DATA_MODULES = [
     "llenergymeasure.config.experiment",
     "llenergymeasure.config.study",
     "llenergymeasure.results.models",
+    "llenergymeasure.results.serving_models",
     "llenergymeasure.energy.types",
     "llenergymeasure.environment.snapshot",
     "llenergymeasure.harness.request",
@@ -51,7 +52,11 @@ BEHAVIOUR_PREFIXES = [
 ]
 # ... except these, which are data themselves (or, for harness.request, the data a runner hands
 # the harness: it may use the result records).
-DATA_EXCEPTIONS = {"llenergymeasure.results.models", "llenergymeasure.results.io"}
+DATA_EXCEPTIONS = {
+    "llenergymeasure.results.models",
+    "llenergymeasure.results.serving_models",
+    "llenergymeasure.results.io",
+}
 # Model-agnostic helpers the config models build their ``from_yaml``/``from_dict`` on: they take
 # the model class as a parameter and must never import a model (or anything above one).
 GENERIC_MODULES = [

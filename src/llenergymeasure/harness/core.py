@@ -201,7 +201,12 @@ def run_harness(
             else OutputSettings().resolved_model_cache_dir()
         )
         resolved = resolve_model(config.model, cache_dir)
-        backend = create_backend(config, resolved.path, cache_dir)
+        if config.workload == "serving":  # harness/serving.py: the load driver and its record
+            from llenergymeasure.harness.serving import create_serving_backend
+
+            backend = create_serving_backend(config, resolved.path)
+        else:
+            backend = create_backend(config, resolved.path, cache_dir)
 
         phases.enter("import")
         import_s = _import_engine(config.backend, resolved.path)
@@ -249,6 +254,11 @@ def run_harness(
         prompts = load_prompts(config, backend.tokenizer())
         if not prompts:
             raise ExperimentError("the dataset produced no prompts", phase="prompts")
+        serving = None
+        if config.workload == "serving":
+            from llenergymeasure.harness.serving import run_serving, serving_prompts
+
+            prompts = serving_prompts(config, prompts, backend.tokenizer())
 
         phases.enter("warmup")
         warmup = run_warmup(
@@ -286,16 +296,21 @@ def run_harness(
         rapl = RaplMeter()
         backend.synchronize()
         rapl.start()
+        t_meter = time.perf_counter()
         meter.start()
         t_start = time.perf_counter()
-        passes = run_passes(
-            backend,
-            prompts,
-            min_window_s,
-            max_window_s,
-            t_start,
-            on_pass=lambda n: phases.enter("measure", f"pass {n} done"),
-        )
+        if config.workload == "serving":
+            serving = run_serving(backend, prompts, config, t_start)
+            passes, prompts = serving.passes, serving.prompts
+        else:
+            passes = run_passes(
+                backend,
+                prompts,
+                min_window_s,
+                max_window_s,
+                t_start,
+                on_pass=lambda n: phases.enter("measure", f"pass {n} done"),
+            )
         backend.synchronize()
         duration_s = time.perf_counter() - t_start
         energy = meter.stop()
@@ -368,6 +383,11 @@ def run_harness(
                 out.output_tokens,
             ),
         )
+        if serving is not None:
+            idle = baseline.idle_power_w if baseline and baseline.available else None
+            result = serving.attach(
+                result, written, t_meter, sum(idle.values()) if idle else None
+            )
         atomic_write_text(output_dir / RESULT_FILE, result.model_dump_json(indent=2))
         phases.enter("done")
         return result

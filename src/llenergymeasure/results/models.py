@@ -26,6 +26,7 @@ from llenergymeasure.energy.types import (
     rename_old_fields,
 )
 from llenergymeasure.environment.snapshot import EnvironmentSnapshot
+from llenergymeasure.results.serving_models import ServingRecord
 
 # 1.1: measurement window by time, warmup by convergence (issue 14)
 # 1.2: *_adjusted_j renamed *_above_idle_j (unclamped, with SE); cold/resident baselines, validity
@@ -212,6 +213,9 @@ class ExperimentResult(_Record):
     warnings: list[ValidityWarning] = Field(default_factory=list)
     timeseries_file: str | None = Field(None, description="power time series beside result.json")
     extra: dict[str, Any] = Field(default_factory=dict, description="backend-specific facts")
+    serving: ServingRecord | None = Field(
+        None, description="workload: serving only: windows, goodput, per-request energy"
+    )
 
     @model_validator(mode="before")
     @classmethod

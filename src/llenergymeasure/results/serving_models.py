@@ -1,0 +1,110 @@
+"""Result records of a serving experiment (``ExperimentResult.serving``); data only.
+
+Times named ``*_s`` inside a window record are seconds from the start of the measured window.
+What every field means is in docs/results.md ("Serving results"); how the numbers are made, in
+docs/methodology.md ("Serving mode", "Energy per request").
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LatencyStats(_Record):
+    """Distribution of a latency in milliseconds (the same shape as ``models.LatencyStats``)."""
+
+    n: int
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    min_ms: float
+    max_ms: float
+
+
+class EnergyStats(_Record):
+    """Distribution of an energy over requests, in joules."""
+
+    n: int
+    mean_j: float
+    p50_j: float
+    p90_j: float
+    p99_j: float
+
+
+class ServingWindow(_Record):
+    """Serving metrics over one window (the whole run, or its steady state)."""
+
+    start_s: float
+    end_s: float
+    duration_s: float
+    n_requests: int = Field(..., description="requests sent inside the window")
+    n_good_requests: int | None = Field(None, description="of those, the ones meeting the SLO")
+    output_tokens: int = Field(..., description="output tokens produced inside the window")
+    requests_per_s: float = Field(..., description="requests finished inside the window per s")
+    output_tokens_per_s: float
+    goodput_rps: float | None = Field(None, description="good requests per second of the window")
+    slo_attainment: float | None = Field(None, description="good requests / requests")
+    ttft_ms: LatencyStats | None = None
+    itl_ms: LatencyStats | None = None
+    e2e_ms: LatencyStats | None = None
+    queue_ms: LatencyStats | None = None
+    energy_j: float | None = None
+    energy_above_idle_j: float | None = None
+    energy_per_output_token_j: float | None = None
+    energy_per_output_token_above_idle_j: float | None = None
+    energy_per_good_request_j: float | None = None
+    energy_per_good_request_above_idle_j: float | None = None
+    request_energy_j: EnergyStats | None = Field(None, description="J per request")
+    request_energy_above_idle_j: EnergyStats | None = None
+    request_energy_per_output_token_j: EnergyStats | None = Field(
+        None, description="each request's J / its output tokens"
+    )
+    request_energy_per_output_token_above_idle_j: EnergyStats | None = None
+
+
+class ServingRequest(_Record):
+    """One request of a serving run."""
+
+    index: int
+    scheduled_s: float
+    injected_s: float
+    injection_lag_ms: float
+    queue_ms: float | None = None
+    ttft_ms: float | None = None
+    mean_itl_ms: float | None = None
+    e2e_ms: float | None = None
+    input_tokens: int
+    output_tokens: int
+    met_slo: bool | None = None
+    in_steady_window: bool
+    energy_j: float | None = None
+    energy_above_idle_j: float | None = None
+
+
+class ServingRecord(_Record):
+    """What a ``workload: serving`` experiment measured beyond the offline fields."""
+
+    mode: Literal["open", "closed"]
+    load: str = Field(..., description="e.g. poisson@4rps, closed@8")
+    rate_rps: float | None = None
+    concurrency: int | None = None
+    n_requests: int
+    timing_source: str
+    injection_lag_ms: LatencyStats | None = Field(
+        None, description="actual minus scheduled send time of every request"
+    )
+    steady_rule: str
+    full: ServingWindow
+    steady: ServingWindow | None = Field(
+        None, description="None when the run had no steady state by the rule"
+    )
+    attribution_unavailable_reason: str | None = None
+    attribution_intervals: dict[str, int] = Field(default_factory=dict)
+    requests: list[ServingRequest] = Field(default_factory=list)
