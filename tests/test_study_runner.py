@@ -74,18 +74,17 @@ def test_study_layout_manifest_and_statistics(tmp_path: Path, shared_model_cache
 def test_failures_are_isolated_and_listed(tmp_path: Path, shared_model_cache: Path) -> None:
     uc = user_config_file(tmp_path, shared_model_cache)
     good = write(tmp_path / "p.jsonl", '{"prompt": "hello there"}\n')
-    f = _study_file(
-        tmp_path, {"dataset.source": [str(good), str(tmp_path / "missing.jsonl")]}, n_cycles=1
-    )
+    # a file llem cannot check before running (a missing one is refused up front): its lines
+    # lack the prompt key, found only when the experiment reads its prompts
+    bad = write(tmp_path / "bad.jsonl", '{"text": "no prompt key"}\n')
+    f = _study_file(tmp_path, {"dataset.source": [str(good), str(bad)]}, n_cycles=1)
     res = run_study(f, user_config_path=uc)
     assert len(res.runs) == 1 and len(res.failures) == 1
     fail = res.failures[0]
     assert fail.phase == "prompts" and fail.error_file and Path(fail.error_file).exists()
-    assert "missing.jsonl" in fail.message
+    assert "bad.jsonl" in fail.message
     res2 = run_study(
-        _study_file(
-            tmp_path, {"dataset.source": [str(tmp_path / "missing.jsonl"), str(good)]}, n_cycles=1
-        ),
+        _study_file(tmp_path, {"dataset.source": [str(bad), str(good)]}, n_cycles=1),
         user_config_path=uc,
         fail_fast=True,
     )

@@ -37,6 +37,7 @@ from llenergymeasure.runners.experiment_container import (
     container_environment,
     experiment_container_spec,
     experiment_mounts,
+    relative_inputs_dir,
     write_container_request,
 )
 from llenergymeasure.runners.outcome import outcome_from_dir
@@ -104,7 +105,14 @@ class DockerRunner:
         timings: dict[str, object] = {}
         try:
             image = get_image(client, self.image)
-            spec = experiment_container_spec(self.settings, run_dir, request_path, image.id, mounts)
+            spec = experiment_container_spec(
+                self.settings,
+                run_dir,
+                request_path,
+                image.id,
+                mounts,
+                working_dir=relative_inputs_dir(request),
+            )
             t0 = time.monotonic()
             container = create_container(client, spec)
             start_container(container)

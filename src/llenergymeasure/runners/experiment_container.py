@@ -249,6 +249,22 @@ def experiment_mounts(
     return mounts.mounts()
 
 
+def relative_inputs_dir(request: HarnessRequest) -> Path | None:
+    """The caller's current directory when the config names a local input by a relative path.
+
+    Files load relative paths against the YAML file (they arrive here absolute); a config built
+    in Python may still say ``data/prompts.jsonl``, meaning the current directory. The input is
+    mounted at its absolute path, and the container starts in this directory, so the relative
+    path reaches the same file inside.
+    """
+    config = request.config
+    for candidate in (config.model, config.dataset.source):
+        relative = candidate and not os.path.isabs(candidate) and not candidate.startswith("~")
+        if relative and candidate != "synthetic" and Path(candidate).exists():
+            return Path.cwd()
+    return None
+
+
 def container_name(run_dir: Path) -> str:
     """A unique container name that says which run it belongs to."""
     stem = re.sub(r"[^a-zA-Z0-9_.-]+", "-", run_dir.name).strip("-.")[:60] or "run"
@@ -261,11 +277,13 @@ def experiment_container_spec(
     request_path: Path,
     image_id: str,
     mounts: tuple[BindMount, ...],
+    working_dir: Path | None = None,
 ) -> ContainerSpec:
     """The container running the harness on ``request_path`` with ``run_dir`` as its output.
 
     ``run_dir`` absolute; ``request_path`` and ``mounts`` from ``write_container_request`` and
-    ``experiment_mounts``; ``image_id``: the id of ``settings.image`` on the host that runs it.
+    ``experiment_mounts``; ``image_id``: the id of ``settings.image`` on the host that runs it;
+    ``working_dir``: where the harness starts (``run_dir`` by default; ``relative_inputs_dir``).
     """
     environment, from_caller = container_environment(settings, image_id)
     return ContainerSpec(
@@ -276,7 +294,7 @@ def experiment_container_spec(
         environment=environment,
         caller_env=from_caller,
         mounts=mounts,
-        working_dir=str(run_dir),
+        working_dir=str(working_dir or run_dir),
         network_mode=settings.network_mode,
         ipc_mode=settings.ipc_mode,
         shm_size=None if settings.ipc_mode else settings.shm_size,
