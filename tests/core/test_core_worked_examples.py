@@ -275,3 +275,45 @@ def test_no_energy_means_no_per_token_figures() -> None:
     assert r.total_energy_j is None and r.energy_per_output_token_j is None
     assert r.energy_per_request_adjusted_j is None and r.mean_power_w is None
     assert "energy_unavailable" in {w.code for w in r.warnings}
+
+
+# -- the harness's own validity warnings -------------------------------------------------------
+
+
+def _warnings(config: ExperimentConfig, tokens: list[int], sent: int, warmup: WarmupRecord):
+    from llenergymeasure.harness.result import harness_warnings
+
+    out = GenerationOutput(
+        requests=[RequestRecord(input_tokens=8, output_tokens=t) for t in tokens], duration_s=1.0
+    )
+    prompts = [Prompt(token_ids=[1] * 8, max_new_tokens=4) for _ in range(sent)]
+    energy = EnergyMeasurement(meter="nvml", duration_s=1.0, total_energy_j=1.0)
+    return {w.code: w for w in harness_warnings(config, out, prompts, warmup, energy)}
+
+
+def test_harness_warnings_each_with_its_numbers() -> None:
+    fixed = ExperimentConfig(model="m", warmup={"mode": "fixed", "runs": 1})
+    ok = WarmupRecord(mode="fixed", runs=1)
+    assert _warnings(fixed, [4, 4], 2, ok) == {}  # all as asked: no warning
+    w = _warnings(fixed, [4, 3], 2, ok)  # fixed length asked: 8 tokens expected, 7 came
+    assert set(w) == {"output_length_mismatch"}
+    assert w["output_length_mismatch"].details == {"expected": 8, "actual": 7}
+    assert "7 output tokens were generated instead of 8" in w["output_length_mismatch"].message
+    w = _warnings(fixed, [4], 2, ok)  # two prompts sent, one result back
+    assert w["request_count_mismatch"].message == "2 prompts were sent but 1 results came back"
+    loose = ExperimentConfig(
+        model="m", warmup={"mode": "fixed", "runs": 1}, decoding={"fixed_output_length": False}
+    )
+    assert "output_length_mismatch" not in _warnings(loose, [4, 3], 2, ok)
+    none = ExperimentConfig(model="m", warmup={"mode": "fixed", "runs": 0})
+    assert "first-call effects" in _warnings(none, [4], 1, ok)["no_warmup"].message
+    cv = ExperimentConfig(model="m", warmup={"mode": "cv", "runs": 3, "cv_threshold": 0.05})
+    assert _warnings(cv, [4], 1, WarmupRecord(mode="cv", runs=3, converged=True)) == {}
+    stuck = WarmupRecord(mode="cv", runs=20, converged=False, final_cv=0.1234)
+    msg = _warnings(cv, [4], 1, stuck)["warmup_not_converged"].message
+    assert msg == "warmup stopped after 20 runs with latency CV 0.123 above the threshold 0.05"
+    bare = WarmupRecord(mode="cv", runs=1, converged=False)
+    assert _warnings(cv, [4], 1, bare)["warmup_not_converged"].message == (
+        "warmup stopped after 1 runs without converging"
+    )
+    assert _warnings(cv, [4], 1, bare)["warmup_not_converged"].severity == "warning"
