@@ -109,6 +109,10 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="summary as JSON on stdout (progress on stderr)")
     ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="fail the study (exit 1) when any run fails a validity gate"),
+    ] = False,
 ) -> None:
     """Run an experiment or a study (told apart by the YAML's content)."""
     from llenergymeasure.cli.run_cmd import run_command
@@ -128,6 +132,7 @@ def run(
             detach=detach,
             verbosity=VERBOSITY,
             as_json=as_json,
+            strict=strict,
         )
     except LLEMError as exc:
         fail(exc)

@@ -17,9 +17,14 @@ if TYPE_CHECKING:
 #: headline per-run figures (each an ``ExperimentResult`` field of the same name).
 RUN_FIGURES = (
     "total_energy_j",
-    "total_energy_adjusted_j",
+    "total_energy_above_idle_j",
+    "total_energy_above_idle_se_j",
     "energy_per_output_token_j",
-    "energy_per_output_token_adjusted_j",
+    "energy_per_total_token_j",
+    "energy_per_output_token_above_idle_j",
+    "energy_quantisation_bound_rel",
+    "valid",
+    "failed_gates",
     "energy_per_request_j",
     "output_tokens_per_s",
     "requests_per_s",
@@ -71,7 +76,9 @@ def study_data(study: StudyResult) -> dict[str, Any]:
                 "model": s.model,
                 "n_completed": s.n_completed,
                 "n_failed": s.n_failed,
+                "n_invalid": s.n_invalid,
                 "run_ids": s.run_ids,
+                "invalid_run_ids": s.invalid_run_ids,
                 "metrics": {
                     name: m.model_dump(exclude={"values"}) for name, m in s.metrics.items()
                 },

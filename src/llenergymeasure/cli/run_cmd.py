@@ -287,8 +287,18 @@ def print_experiment_summary(
         if e.available
         else escape(f"— ({e.unavailable_reason})"),
     )
-    t.add_row("energy (idle-adjusted)", _fmt(result.total_energy_adjusted_j, unit=" J"))
+    above = _fmt(result.total_energy_above_idle_j, unit=" J")
+    if result.total_energy_above_idle_se_j is not None:
+        above += f" ± {_fmt(result.total_energy_above_idle_se_j, unit=' J')} (SE)"
+    t.add_row("energy above resident idle", above)
     t.add_row("energy per output token", _fmt(result.energy_per_output_token_j, unit=" J"))
+    t.add_row("energy per token (in + out)", _fmt(result.energy_per_total_token_j, unit=" J"))
+    if result.energy_quantisation_bound_rel is not None:
+        t.add_row("quantisation bound", f"± {result.energy_quantisation_bound_rel * 100:.2f} %")
+    t.add_row(
+        "valid",
+        "yes" if result.valid else escape(f"no: {', '.join(result.failed_gates)}"),
+    )
     t.add_row("energy per request", _fmt(result.energy_per_request_j, unit=" J"))
     t.add_row("output tokens/s", _fmt(result.output_tokens_per_s))
     t.add_row("tokens in / out", f"{result.input_tokens:,} / {result.output_tokens:,}")
@@ -334,7 +344,7 @@ def print_study_summary(console: Console, study_result: StudyResult) -> None:
         "backend",
         "n",
         "J/out-token",
-        "J/out-token (adj.)",
+        "J/out-token above idle",
         "tok/s",
         "TTFT ms",
         "ITL ms",
@@ -355,9 +365,11 @@ def print_study_summary(console: Console, study_result: StudyResult) -> None:
         t.add_row(
             escape(_distinguish(s.config, fields)),
             s.backend,
-            f"{s.n_completed}" + (f" (+{s.n_failed} failed)" if s.n_failed else ""),
+            f"{s.n_completed - s.n_invalid}"
+            + (f" (+{s.n_invalid} invalid)" if s.n_invalid else "")
+            + (f" (+{s.n_failed} failed)" if s.n_failed else ""),
             ci(m.get("energy_per_output_token_j")),
-            ci(m.get("energy_per_output_token_adjusted_j")),
+            ci(m.get("energy_per_output_token_above_idle_j")),
             ci(m.get("output_tokens_per_s")),
             ci(m.get("ttft_mean_ms")),
             ci(m.get("itl_mean_ms")),
@@ -417,6 +429,7 @@ def run_command(
     detach: bool = False,
     verbosity: str | None = None,
     as_json: bool = False,
+    strict: bool = False,
 ) -> int:
     from llenergymeasure.study.runner import StudyRunner
 
@@ -481,6 +494,13 @@ def run_command(
         return exc.exit_code  # 130 for Ctrl-C, 143 for SIGTERM
     finally:
         progress.stop()
+    invalid = [r for r in result.runs if not r.valid]
+    strict_code = 1 if strict and invalid else 0
+    if strict_code:
+        console.print(
+            f"[red]--strict: {len(invalid)} run(s) failed a validity gate[/] "
+            + escape("; ".join(f"{r.experiment_id} ({', '.join(r.failed_gates)})" for r in invalid))
+        )
     if is_experiment and len(result.runs) == 1 and not result.failures:
         run = result.runs[0]
         path = Path(result.study_dir or ".")
@@ -491,13 +511,13 @@ def run_command(
             from llenergymeasure.cli.json_out import print_experiment_json
 
             print_experiment_json(run, folder / "result.json" if folder else None)
-            return 0
+            return strict_code
         print_experiment_summary(console, run, folder / "result.json" if folder else None)
-        return 0
+        return strict_code
     if as_json:
         from llenergymeasure.cli.json_out import print_study_json
 
         print_study_json(result)
     else:
         print_study_summary(console, result)
-    return 1 if result.failures else 0
+    return 1 if result.failures else strict_code

@@ -30,9 +30,10 @@ RUN_METRICS: dict[str, Any] = {
 #: human names with units, for table headers and axis labels.
 METRIC_LABELS: dict[str, str] = {
     "energy_per_output_token_j": "energy / output token (J)",
-    "energy_per_output_token_adjusted_j": "energy / output token, idle-adjusted (J)",
+    "energy_per_total_token_j": "energy / token, input + output (J)",
+    "energy_per_output_token_above_idle_j": "energy / output token above resident idle (J)",
     "total_energy_j": "total energy (J)",
-    "total_energy_adjusted_j": "total energy, idle-adjusted (J)",
+    "total_energy_above_idle_j": "total energy above resident idle (J)",
     "energy_per_request_j": "energy / request (J)",
     "mean_power_w": "mean power (W)",
     "output_tokens_per_s": "output tokens / s",
@@ -64,6 +65,8 @@ class ConfigPoint:
     summary: ConfigSummary | None
     runs: list[ExperimentResult] = field(default_factory=list)
     n_failed: int = 0
+    #: runs that failed a validity gate: listed, never in the statistics, points or fronts
+    invalid: list[ExperimentResult] = field(default_factory=list)
 
     def stats(self, metric: str) -> MetricStats:
         """The metric across this config's runs: the stored summary's where it has the metric,
@@ -104,7 +107,7 @@ def config_points(study: StudyResult) -> list[ConfigPoint]:
             )
             by_hash[r.config_hash] = point
             order.append(r.config_hash)
-        point.runs.append(r)
+        (point.runs if r.valid else point.invalid).append(r)
     for f in study.failures:
         point = by_hash.get(f.config_hash)
         if point is not None and point.summary is None:
@@ -176,6 +179,39 @@ def pareto_front(points: Sequence[tuple[float, float]], maximise_x: bool) -> lis
         if not dominated:
             front.append(i)
     return sorted(front, key=lambda i: points[i][0])
+
+
+def ci_overlap(a: MetricStats, b: MetricStats) -> bool:
+    """The two 95 % intervals overlap (a config with one run counts as its mean alone)."""
+    if a.mean is None or b.mean is None:
+        return False
+    a_lo = a.ci95_low if a.ci95_low is not None else a.mean
+    a_hi = a.ci95_high if a.ci95_high is not None else a.mean
+    b_lo = b.ci95_low if b.ci95_low is not None else b.mean
+    b_hi = b.ci95_high if b.ci95_high is not None else b.mean
+    return a_lo <= b_hi and b_lo <= a_hi
+
+
+def overlapping_pairs(
+    points: Sequence[ConfigPoint], x_metric: str, front_keys: Sequence[str]
+) -> list[tuple[str, str]]:
+    """Pairs (front config, other config) whose 95 % CIs overlap on both energy per output token
+    and ``x_metric``: the data do not tell them apart, so the front's order between them is not
+    established."""
+    by_key = {p.key: p for p in points}
+    pairs: list[tuple[str, str]] = []
+    for k in front_keys:
+        f = by_key.get(k)
+        if f is None:
+            continue
+        for p in points:
+            if p.key == k or (p.key in front_keys and (p.key, k) in pairs):
+                continue
+            if ci_overlap(f.stats(ENERGY_METRIC), p.stats(ENERGY_METRIC)) and ci_overlap(
+                f.stats(x_metric), p.stats(x_metric)
+            ):
+                pairs.append((k, p.key))
+    return pairs
 
 
 def latency_metric(points: Sequence[ConfigPoint]) -> str | None:

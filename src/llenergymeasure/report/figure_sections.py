@@ -56,6 +56,19 @@ def axes_section(
     return "\n".join(parts)
 
 
+def _overlap_note(points: Sequence[ConfigPoint], x_metric: str, keys: Sequence[str]) -> str:
+    from llenergymeasure.report.data import overlapping_pairs
+
+    pairs = overlapping_pairs(points, x_metric, keys)
+    if not pairs:
+        return ""
+    return (
+        " CIs overlap on both axes (not told apart at 95 %): "
+        + esc(", ".join(f"{a} ≈ {b}" for a, b in pairs))
+        + "."
+    )
+
+
 def pareto_section(
     points: Sequence[ConfigPoint], figs: EmbeddedFigures, energy_note: str | None
 ) -> str:
@@ -70,7 +83,9 @@ def pareto_section(
         return "\n".join(parts)
     parts.append(
         "<p>Configs that no other config beats on both energy per output token and the other "
-        "measure are on the front (bold keys, dashed line). Means over cycles, 95 % CIs as bars.</p>"
+        "measure are on the front (bold keys, dashed line). Means over the valid cycles, 95 % CIs "
+        "as bars; invalid runs are left out. A front config marked ≈ has a 95 % CI overlapping "
+        "another config's on both axes: the data do not tell the two apart.</p>"
     )
     png, keys = pareto_figure(points, THROUGHPUT_METRIC, maximise_x=True)
     parts.append(
@@ -80,7 +95,8 @@ def pareto_section(
             alt="Pareto front of energy per token against throughput",
             caption="Energy per output token against throughput. Front: "
             + esc(", ".join(keys))
-            + ".",
+            + "."
+            + _overlap_note(points, THROUGHPUT_METRIC, keys),
         )
     )
     lat = latency_metric(points)
@@ -97,7 +113,8 @@ def pareto_section(
                 alt=f"Pareto front of energy per token against {lat}",
                 caption=f"Energy per output token against {esc(METRIC_LABELS.get(lat, lat))}. Front: "
                 + esc(", ".join(keys))
-                + ".",
+                + "."
+                + _overlap_note(points, lat, keys),
             )
         )
     return "\n".join(parts)

@@ -23,6 +23,7 @@ from llenergymeasure.report.data import (
     axis_value,
     finite,
     is_numeric_axis,
+    overlapping_pairs,
     pareto_front,
     short_value,
 )
@@ -239,6 +240,11 @@ def _pareto_panel(
         for p in usable
     ]
     front = pareto_front(coords, maximise_x=maximise_x)
+    overlap = {
+        k
+        for pair in overlapping_pairs(usable, x_metric, [usable[i].key for i in front])
+        for k in pair
+    }
     seen_backends: set[str] = set()
     for i, p in enumerate(usable):
         xs, ys = p.stats(x_metric), p.stats(ENERGY_METRIC)
@@ -267,7 +273,7 @@ def _pareto_panel(
         )
         seen_backends.add(p.backend)
         ax.annotate(
-            p.key,
+            p.key + (" ≈" if p.key in overlap else ""),
             (x, y),
             textcoords="offset points",
             xytext=(5, 4),

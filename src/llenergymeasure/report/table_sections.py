@@ -19,7 +19,8 @@ from llenergymeasure.results.models import StudyResult
 #: metrics of the summary table, in order; a column is shown when any config has a value.
 SUMMARY_TABLE_METRICS = (
     "energy_per_output_token_j",
-    "energy_per_output_token_adjusted_j",
+    "energy_per_total_token_j",
+    "energy_per_output_token_above_idle_j",
     "total_energy_j",
     "mean_power_w",
     "output_tokens_per_s",
@@ -48,6 +49,18 @@ def header_section(study: StudyResult, study_dir: Path, points: Sequence[ConfigP
         parts.append(
             f'<div class="banner warn">{n_warn} validity warning(s) in {sum(1 for r in study.runs if run_warnings(r))} '
             'run(s): see <a href="#warnings">validity warnings</a> before using these numbers.</div>'
+        )
+    invalid = [r for r in study.runs if not r.valid]
+    if invalid:
+        parts.append(
+            f'<div class="banner bad">{len(invalid)} run(s) failed a validity gate and are left '
+            "out of the summary, the figures and the Pareto fronts (listed in "
+            '<a href="#runs">runs</a>): '
+            + "; ".join(
+                f"<code>{esc(run_identity(r)[0])}</code> ({esc(', '.join(r.failed_gates))})"
+                for r in invalid
+            )
+            + "</div>"
         )
     reasons = energy_unavailable_reasons(study)
     if reasons:
@@ -90,7 +103,7 @@ def header_section(study: StudyResult, study_dir: Path, points: Sequence[ConfigP
 def summary_section(points: Sequence[ConfigPoint], axes: Sequence[str]) -> str:
     metrics = [m for m in SUMMARY_TABLE_METRICS if any(p.stats(m).n > 0 for p in points)]
     axes = [a for a in axes if a != "backend"]  # already a column of its own
-    headers = ["key", "config", "backend", *axes, "runs ok", "failed"]
+    headers = ["key", "config", "backend", *axes, "runs ok", "invalid", "failed"]
     headers += [METRIC_LABELS.get(m, m) for m in metrics]
     rows = []
     for p in points:
@@ -100,12 +113,17 @@ def summary_section(points: Sequence[ConfigPoint], axes: Sequence[str]) -> str:
                 row.append(esc(axis_value(p.config, axis)))
             except KeyError:
                 row.append('<span class="muted">n/a</span>')
-        row += [f'<td class="num">{len(p.runs)}</td>', f'<td class="num">{p.n_failed}</td>']
+        row += [
+            f'<td class="num">{len(p.runs)}</td>',
+            f'<td class="num">{len(p.invalid)}</td>',
+            f'<td class="num">{p.n_failed}</td>',
+        ]
         row += [stat_cell(p.stats(m)) for m in metrics]
         rows.append(row)
     note = (
-        '<p class="muted">Mean over cycles ± half-width of the Student-t 95 % confidence interval '
-        "(hover a cell for the interval, SD and CV). A single run has no interval. Config hashes: "
+        '<p class="muted">Mean over the valid cycles ± half-width of the Student-t 95 % confidence '
+        "interval (hover a cell for the interval, SD and CV). A single run has no interval. The "
+        "cycles are repeats on one machine and day, not independent replicates. Config hashes: "
         + ", ".join(f"{esc(p.key)} = <code>{esc(p.config_hash[:12])}</code>" for p in points)
         + "</p>"
     )
@@ -130,6 +148,9 @@ def runs_section(study: StudyResult, points: Sequence[ConfigPoint]) -> str:
                 f'<td class="num">{num(r.output_tokens_per_s)}</td>',
                 f'<td class="num">{num(r.total_energy_j)}</td>',
                 f'<td class="num">{num(r.energy_per_output_token_j)}</td>',
+                f'<td class="num">{num(_pct(r.energy_quantisation_bound_rel))}</td>',
+                f'<td class="num">{num(r.energy_per_output_token_above_idle_j)}</td>',
+                "yes" if r.valid else f"<b>no</b>: {esc(', '.join(r.failed_gates))}",
                 esc(r.energy.meter),
                 esc(", ".join(sorted({w.code for w in warns}))) if warns else "",
             )
@@ -144,11 +165,18 @@ def runs_section(study: StudyResult, points: Sequence[ConfigPoint]) -> str:
             "tokens / s",
             "energy (J)",
             "energy / token (J)",
+            "± quantisation (%)",
+            "above idle / token (J)",
+            "valid",
             "meter",
             "warnings",
         ],
         rows,
     )
+
+
+def _pct(value: float | None) -> float | None:
+    return value * 100.0 if value is not None else None
 
 
 def warnings_section(study: StudyResult, points: Sequence[ConfigPoint]) -> str:

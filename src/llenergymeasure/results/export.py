@@ -29,6 +29,7 @@ from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.energy.types import ValidityWarning
 from llenergymeasure.environment.snapshot import KEY_PACKAGES, EnvironmentSnapshot
 from llenergymeasure.errors import LLEMError
+from llenergymeasure.results.export_validity import VALIDITY_COLUMNS, validity_values
 from llenergymeasure.results.models import (
     ConfigSummary,
     ExperimentResult,
@@ -147,11 +148,11 @@ RUN_COLUMNS: dict[str, str] = {
     "energy.integrated_energy_j": "sum over GPUs of the integrated sampled power (cross-check)",
     "energy.peak_power_w": "highest sampled power of any measured GPU",
     "total_energy_j": "raw GPU energy over the measured window, all measured GPUs",
-    "total_energy_adjusted_j": "total_energy_j minus idle power x duration (never below 0)",
+    "total_energy_adjusted_j": "pre-1.2 name of total_energy_above_idle_j (same value, kept for old queries)",
     "energy_per_output_token_j": "total_energy_j / output_tokens",
-    "energy_per_output_token_adjusted_j": "total_energy_adjusted_j / output_tokens",
+    "energy_per_output_token_adjusted_j": "pre-1.2 name of energy_per_output_token_above_idle_j",
     "energy_per_request_j": "total_energy_j / n_requests",
-    "energy_per_request_adjusted_j": "total_energy_adjusted_j / n_requests",
+    "energy_per_request_adjusted_j": "pre-1.2 name of energy_per_request_above_idle_j",
     "mean_power_w": "total_energy_j / duration_s",
     **{
         f"{lat}_{stat}_ms": f"{lat.replace('_', ' ')} {stat} over the requests (ms)"
@@ -189,6 +190,7 @@ RUN_COLUMNS: dict[str, str] = {
     "env.container_image": "container image name",
     "env.container_image_id": "container image id",
     **{f"env.pkg.{name}": f"installed version of {name}" for name in KEY_PACKAGES},
+    **VALIDITY_COLUMNS,
 }
 
 
@@ -207,6 +209,8 @@ SUMMARY_ID_COLUMNS: dict[str, str] = {
     "n_completed": "runs of this config that produced a result",
     "n_failed": "runs of this config that failed",
     "run_ids": "the completed runs, semicolon-separated",
+    "n_invalid": "completed runs that failed a validity gate (left out of the statistics)",
+    "invalid_run_ids": "those runs, semicolon-separated",
 }
 
 
@@ -275,7 +279,7 @@ def _latency(prefix: str, stats: LatencyStats | None) -> dict[str, Any]:
 
 def environment_values(env: EnvironmentSnapshot | None) -> dict[str, Any]:
     """The key environment fields as ``env.*`` columns."""
-    cols = [c for c in RUN_COLUMNS if c.startswith("env.")]
+    cols = [c for c in RUN_COLUMNS if c.startswith("env.") and c not in VALIDITY_COLUMNS]
     out: dict[str, Any] = dict.fromkeys(cols)
     if env is None:
         return out
@@ -373,6 +377,7 @@ def run_record(result: ExperimentResult) -> dict[str, Any]:
         "warning_codes": ",".join(sorted({w.code for w in warnings})) or None,
         "timeseries_file": result.timeseries_file,
         **environment_values(result.environment),
+        **validity_values(result),
     }
     return {col: rec.get(col) for col in run_columns()}
 
@@ -405,6 +410,8 @@ def summary_records(study: StudyResult) -> list[dict[str, Any]]:
             "n_completed": s.n_completed,
             "n_failed": s.n_failed,
             "run_ids": ";".join(s.run_ids),
+            "n_invalid": s.n_invalid,
+            "invalid_run_ids": ";".join(s.invalid_run_ids),
         }
         for metric in metrics:
             stats = s.metrics.get(metric)

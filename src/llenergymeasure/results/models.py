@@ -220,7 +220,22 @@ class ExperimentResult(_Record):
     @model_validator(mode="before")
     @classmethod
     def _renamed(cls, data: Any) -> Any:
-        return rename_old_fields(data)
+        data = rename_old_fields(data)
+        if isinstance(data, dict) and "energy_per_total_token_j" not in data:
+            # results before 1.2: the figure is exactly derivable from what they stored
+            total, tin, tout = (
+                data.get("total_energy_j"),
+                data.get("input_tokens"),
+                data.get("output_tokens"),
+            )
+            if (
+                isinstance(total, (int, float))
+                and isinstance(tin, int)
+                and isinstance(tout, int)
+                and tin + tout > 0
+            ):
+                data = {**data, "energy_per_total_token_j": total / (tin + tout)}
+        return data
 
     @property
     def total_energy_adjusted_j(self) -> float | None:
@@ -281,6 +296,14 @@ class ConfigSummary(_Record):
     warnings: list[ValidityWarning] = Field(
         default_factory=list, description="e.g. cycles_disagree: J/token CV above the threshold"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_metrics(cls, data: Any) -> Any:
+        """Summaries before 1.2 named their metrics ``*_adjusted_j``: read them under the new names."""
+        if isinstance(data, dict) and isinstance(data.get("metrics"), dict):
+            data = {**data, "metrics": rename_old_fields(data["metrics"])}
+        return data
 
 
 class StudyResult(_Record):

@@ -1,4 +1,10 @@
-"""Statistics across the cycles of one config: mean, sample SD, Student-t 95 % CI, CV."""
+"""Statistics across the cycles of one config: mean, sample SD, Student-t 95 % CI, CV.
+
+Only valid runs (every validity gate passed) enter the statistics; a config's invalid runs are
+listed beside them (``n_invalid``, ``invalid_run_ids``). The cycles are repeats under one machine,
+day and software stack, not independent replicates: the CI says how well the mean of *this* setup
+is known, not how another machine would measure (``docs/methodology.md``).
+"""
 
 from __future__ import annotations
 
@@ -115,12 +121,32 @@ def cycle_warnings(
     ]
 
 
+def invalid_warnings(invalid: Sequence[ExperimentResult]) -> list[ValidityWarning]:
+    """``invalid_runs`` naming the config's runs left out of its statistics, and their gates."""
+    if not invalid:
+        return []
+    listed = "; ".join(f"{r.experiment_id} ({', '.join(r.failed_gates)})" for r in invalid)
+    return [
+        ValidityWarning(
+            code="invalid_runs",
+            message=(
+                f"{len(invalid)} run(s) failed a validity gate and are left out of the "
+                f"statistics: {listed}"
+            ),
+            details={
+                "runs": {r.experiment_id: list(r.failed_gates) for r in invalid},
+            },
+        )
+    ]
+
+
 #: metric name -> how to read it from a result (None when absent)
 METRICS: dict[str, Callable[[ExperimentResult], float | None]] = {
     "total_energy_j": lambda r: r.total_energy_j,
-    "total_energy_adjusted_j": lambda r: r.total_energy_adjusted_j,
+    "total_energy_above_idle_j": lambda r: r.total_energy_above_idle_j,
     "energy_per_output_token_j": lambda r: r.energy_per_output_token_j,
-    "energy_per_output_token_adjusted_j": lambda r: r.energy_per_output_token_adjusted_j,
+    "energy_per_total_token_j": lambda r: r.energy_per_total_token_j,
+    "energy_per_output_token_above_idle_j": lambda r: r.energy_per_output_token_above_idle_j,
     "energy_per_request_j": lambda r: r.energy_per_request_j,
     "output_tokens_per_s": lambda r: r.output_tokens_per_s,
     "requests_per_s": lambda r: r.requests_per_s,
@@ -146,8 +172,10 @@ def summarise(
     for f in failures:
         failed[f.config_hash] = failed.get(f.config_hash, 0) + 1
     out = []
-    for h, rs in groups.items():
-        cfg = rs[0].config
+    for h, all_rs in groups.items():
+        cfg = all_rs[0].config
+        rs = [r for r in all_rs if r.valid]
+        invalid = [r for r in all_rs if not r.valid]
         metrics = {}
         for name, get in METRICS.items():
             vals = [v for v in (get(r) for r in rs) if v is not None]
@@ -159,11 +187,14 @@ def summarise(
                 backend=cfg.backend,
                 model=cfg.model,
                 config=cfg,
-                n_completed=len(rs),
+                n_completed=len(all_rs),
                 n_failed=failed.get(h, 0),
-                run_ids=[r.experiment_id for r in rs],
+                run_ids=[r.experiment_id for r in all_rs],
+                n_invalid=len(invalid),
+                invalid_run_ids=[r.experiment_id for r in invalid],
                 metrics=metrics,
-                warnings=cycle_warnings(metrics["energy_per_output_token_j"]),
+                warnings=cycle_warnings(metrics["energy_per_output_token_j"])
+                + invalid_warnings(invalid),
             )
         )
     return out
