@@ -95,7 +95,8 @@ def test_multi_backend_study_each_backend_in_its_image(
             tiny_experiment(
                 backend="vllm",
                 model=str(vllm_cpu_model),
-                vllm={"gpu_memory_utilization": 0.2, "enforce_eager": True, "max_model_len": 256},
+                # vLLM's defaults: on the CPU the backend sizes the KV cache from free memory
+                vllm={"enforce_eager": True, "max_model_len": 256},
             ),
         ],
         "execution": {"n_cycles": 1, "cycle_order": "sequential"},
@@ -108,6 +109,7 @@ def test_multi_backend_study_each_backend_in_its_image(
     assert by_backend["vllm"].environment.container_image == vllm_image
     assert by_backend["vllm"].runner.source.startswith("user_config:")
     assert by_backend["vllm"].output_tokens == 4 * 8
+    assert by_backend["vllm"].extra["cpu_kv_cache_source"].startswith("auto: 25% of the ")
 
 
 def _kill_first_container(

@@ -49,6 +49,24 @@ def root_cause(lines: list[str], limit: int = 3) -> list[str]:
     return found
 
 
+def failure_report(exc: BaseException, lines: list[str], tail: int = 15) -> tuple[str, str]:
+    """(cause, details) of an engine that failed: the engine processes' root-cause exception (or
+    the caller's exception when they printed none), and a block with the caller's exception, the
+    other exceptions and the last lines of the processes' output, for the failure's record."""
+    causes = root_cause(lines)
+    caller = f"{exc.__class__.__name__}: {exc}"
+    cause = causes[0] if causes else caller
+    details = []
+    if causes:
+        details.append(f"The engine raised {caller}")
+        details += [f"then: {c}" for c in causes[1:]]
+    last = [strip_prefix(line) for line in lines if line.strip()][-tail:]
+    if last:
+        details.append("Last lines of the engine processes' output:")
+        details += [f"  {line}" for line in last]
+    return cause, "\n".join(details)
+
+
 class OutputTail:
     """Tee stdout and stderr (file descriptors 1 and 2) and keep their last ``max_lines`` lines.
 

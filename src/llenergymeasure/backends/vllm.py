@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from llenergymeasure._proc import descendant_pids
 from llenergymeasure.backends.base import GenerationOutput, LoadInfo, Prompt
+from llenergymeasure.backends.engine_output import OutputTail, failure_report
 from llenergymeasure.backends.engine_processes import stop_engine_processes
 from llenergymeasure.backends.request_timing import RequestTrace
 from llenergymeasure.backends.vllm_args import (
@@ -52,6 +53,7 @@ from llenergymeasure.backends.vllm_args import (
     engine_kwargs,
     sampling_kwargs,
 )
+from llenergymeasure.backends.vllm_cpu_memory import choose_cpu_kv_cache, cpu_memory
 from llenergymeasure.backends.vllm_platform import (
     cpu_head_size_problem_of,
     platform_device_type,
@@ -146,24 +148,39 @@ class VLLMBackend:
         synthetic = marker is not None
         kwargs = engine_kwargs(self.config, self.model_path, synthetic)
         self._cuda = platform_is_cuda()
+        cpu_kv = None
         if platform_device_type() == "cpu":
             problem = cpu_head_size_problem_of(self.model_path)
             if problem:
                 raise ExperimentError(f"{self.model_path}: {problem}", phase="load")
+            # the GPU default of gpu_memory_utilization fails on a CPU host: size the KV cache
+            cpu_kv = choose_cpu_kv_cache(
+                self.section.gpu_memory_utilization, cpu_memory(), os.environ
+            )
+            if cpu_kv.kv_cache_memory_bytes is not None:
+                kwargs["kv_cache_memory_bytes"] = cpu_kv.kv_cache_memory_bytes
         self._children_before = descendant_pids(os.getpid())
         self._closed = False
+        # The engine's own processes print the root cause of a failed start: keep their output.
+        output = OutputTail()
+        output.start()
         try:
             self._llm = vllm.LLM(**kwargs)
         except Exception as exc:
+            output.restore()
             self._engine_pids = descendant_pids(os.getpid()) - self._children_before
             self._reap_engine_processes()
+            cause, details = failure_report(exc, output.lines(wait_s=5.0))
             raise ExperimentError(
-                f"vLLM could not start the engine for {self.model_path!r}: "
-                f"{exc.__class__.__name__}: {exc}. Engine arguments: {_printable(kwargs)}. "
+                f"vLLM could not start the engine for {self.model_path!r}: {cause}\n"
+                f"Engine arguments: {_printable(kwargs)}. "
                 "If memory ran out, lower vllm.gpu_memory_utilization or vllm.max_model_len; "
-                "without the model hub use a local model directory or synthetic/<preset>",
+                "without the model hub use a local model directory or synthetic/<preset>\n"
+                + details,
                 phase="load",
             ) from exc
+        finally:
+            output.restore()
         self._engine_pids = descendant_pids(os.getpid()) - self._children_before
 
         vllm_config = self._llm.llm_engine.vllm_config
@@ -187,6 +204,7 @@ class VLLMBackend:
             "parameters_source": parameters_source,
             "timing": TIMING_SOURCE,
             "batching": "all prompts submitted at once; the engine schedules (max_num_seqs)",
+            **(cpu_kv.record() if cpu_kv is not None else {}),
         }
         if synthetic:
             extra["synthetic_preset"] = marker.get("preset") if marker else None
