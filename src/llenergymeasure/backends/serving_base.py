@@ -9,10 +9,11 @@ time series of the meter, which uses the same clock.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from llenergymeasure.backends.base import Prompt
+from llenergymeasure.backends.base import GenerationOutput, Prompt, RequestRecord
 
 
 @dataclass
@@ -70,3 +71,38 @@ class ServingEngine(Protocol):
     async def submit(self, index: int, prompt: Prompt, timeline: RequestTimeline) -> None:
         """Send one request now, fill ``timeline`` as tokens arrive, return when it finished."""
         ...
+
+
+def generate_through(engine: ServingEngine, loop: Any, prompts: list[Prompt]) -> GenerationOutput:
+    """All ``prompts`` sent at once through ``engine.submit`` on ``loop`` (a serving backend's
+    ``generate``, used for warmup); TTFT and latency from the send time."""
+    import asyncio
+
+    timelines = [
+        RequestTimeline(index=i, input_tokens=len(p.token_ids)) for i, p in enumerate(prompts)
+    ]
+
+    async def run_all() -> None:
+        for t in timelines:
+            t.injected_s = time.perf_counter()
+        await asyncio.gather(
+            *(engine.submit(t.index, p, t) for t, p in zip(timelines, prompts, strict=True))
+        )
+
+    t0 = time.perf_counter()
+    loop.run_until_complete(run_all())
+    duration = time.perf_counter() - t0
+    records = []
+    for t in timelines:
+        first, last = t.first_token_s, t.last_token_s
+        records.append(
+            RequestRecord(
+                input_tokens=t.input_tokens,
+                output_tokens=t.output_tokens,
+                latency_s=last - t.injected_s if last is not None else None,
+                ttft_s=first - t.injected_s if first is not None else None,
+            )
+        )
+    return GenerationOutput(
+        requests=records, duration_s=duration, timing_source=engine.clock_note()
+    )

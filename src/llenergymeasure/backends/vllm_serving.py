@@ -33,9 +33,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from llenergymeasure._proc import descendant_pids
-from llenergymeasure.backends.base import GenerationOutput, LoadInfo, Prompt, RequestRecord
+from llenergymeasure.backends.base import GenerationOutput, LoadInfo, Prompt
 from llenergymeasure.backends.engine_processes import stop_engine_processes
-from llenergymeasure.backends.serving_base import RequestTimeline
+from llenergymeasure.backends.serving_base import RequestTimeline, generate_through
 from llenergymeasure.backends.vllm_args import engine_cuda_devices, engine_kwargs, sampling_kwargs
 from llenergymeasure.backends.vllm_cpu_memory import choose_cpu_kv_cache, cpu_memory
 from llenergymeasure.backends.vllm_platform import (
@@ -234,32 +234,7 @@ class VLLMServingBackend:
 
     def generate(self, prompts: list[Prompt]) -> GenerationOutput:
         """All prompts at once through the async engine (warmup); per-request records."""
-        timelines = [
-            RequestTimeline(index=i, input_tokens=len(p.token_ids)) for i, p in enumerate(prompts)
-        ]
-
-        async def run_all() -> None:
-            for t in timelines:
-                t.injected_s = time.perf_counter()
-            await asyncio.gather(
-                *(self.submit(t.index, p, t) for t, p in zip(timelines, prompts, strict=True))
-            )
-
-        t0 = time.perf_counter()
-        self.loop.run_until_complete(run_all())
-        duration = time.perf_counter() - t0
-        records = []
-        for t in timelines:
-            first = t.first_token_s
-            records.append(
-                RequestRecord(
-                    input_tokens=t.input_tokens,
-                    output_tokens=t.output_tokens,
-                    latency_s=(t.end_s - t.injected_s),
-                    ttft_s=(first - t.injected_s) if first is not None else None,
-                )
-            )
-        return GenerationOutput(requests=records, duration_s=duration, timing_source=TIMING_SOURCE)
+        return generate_through(self, self.loop, prompts)
 
 
 def _count_parameters(model_path: str) -> int | None:
