@@ -338,9 +338,11 @@ class SlurmStudyDriver:
                 outcome = RunOutcome(
                     status="failed",
                     run_dir=run_dir,
-                    message=f"result.json could not be read back: {exc}",
+                    message=f"result.json could not be read back (is llenergymeasure on the "
+                    f"nodes the controller's version?): {exc}",
                     phase="result",
                     error_type=type(exc).__name__,
+                    extra=outcome.extra,
                 )
         node = _read_json(run_dir / NODE_FILE)
         harness_code = node.get("harness_exit_code")
