@@ -140,7 +140,7 @@ def test_serving_config_errors_name_the_field() -> None:
 
     for overrides, needle in bad:
         data = {**tiny_experiment(), **overrides}
-        with pytest.raises(ConfigError, match=".*") as info:
+        with pytest.raises(ConfigError) as info:
             ExperimentConfig.from_dict(data)
         assert needle in str(info.value), (overrides, str(info.value))
 
