@@ -66,6 +66,11 @@ class ExecutionConfig(BaseModel):
     )
     config_gap_seconds: float | None = Field(None, ge=0, le=86_400)
     cycle_gap_seconds: float | None = Field(None, ge=0, le=86_400)
+    vary_prompt_seed: bool = Field(
+        True,
+        description="cycle k draws its synthetic prompts with seed + k - 1 (recorded in each "
+        "result's prompt_seed); false: every cycle sends the same prompts",
+    )
     max_runs: int = Field(
         10_000,
         ge=1,

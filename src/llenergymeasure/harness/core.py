@@ -251,7 +251,8 @@ def run_harness(
         phases.enter("prompts")
         from llenergymeasure.datasets import load_prompts, warmup_prompts
 
-        prompts = load_prompts(config, backend.tokenizer())
+        prompt_seed = settings.prompt_seed if settings.prompt_seed is not None else config.seed
+        prompts = load_prompts(config.model_copy(update={"seed": prompt_seed}), backend.tokenizer())
         if not prompts:
             raise ExperimentError("the dataset produced no prompts", phase="prompts")
         serving = None
@@ -385,9 +386,7 @@ def run_harness(
         )
         if serving is not None:
             idle = baseline.idle_power_w if baseline and baseline.available else None
-            result = serving.attach(
-                result, written, t_meter, sum(idle.values()) if idle else None
-            )
+            result = serving.attach(result, written, t_meter, sum(idle.values()) if idle else None)
         atomic_write_text(output_dir / RESULT_FILE, result.model_dump_json(indent=2))
         phases.enter("done")
         return result

@@ -33,6 +33,9 @@ class HarnessSettings(BaseModel):
     carbon_region: str | None = None
     run_id: str | None = None
     cycle: int | None = None
+    #: the prompts' seed for this run (config.seed + cycle - 1 under execution.vary_prompt_seed);
+    #: None: config.seed
+    prompt_seed: int | None = None
     #: validity-gate and idle-baseline thresholds (user config ``validity:``)
     validity: ValiditySettings = Field(default_factory=ValiditySettings)
 

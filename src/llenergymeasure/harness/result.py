@@ -226,6 +226,11 @@ def build_result(
         energy_quantisation_bound_rel=bound_rel,
         energy_split=split,
         window_gpu_state=edges or {},
+        prompt_seed=(
+            request.settings.prompt_seed
+            if request.settings.prompt_seed is not None
+            else config.seed
+        ),
         boundary=energy_boundary(energy, cpu_energy) if energy.available else None,
         valid=all(g.passed for g in gates),
         failed_gates=[g.name for g in gates if not g.passed],

@@ -200,6 +200,9 @@ class ExperimentResult(_Record):
         description="per GPU: start/end power W, temperature C, SM clock MHz of the window's samples",
     )
     boundary: EnergyBoundary | None = None
+    prompt_seed: int | None = Field(
+        None, description="seed the prompts were drawn with (config.seed + cycle - 1 by default)"
+    )
     valid: bool = Field(True, description="every validity gate passed")
     failed_gates: list[str] = Field(default_factory=list)
     gates: list[GateResult] = Field(default_factory=list)

@@ -120,6 +120,7 @@ def measurement_protocol(study: StudyConfig, gaps: Gaps, n_cycles: int) -> dict[
         "shuffle_seed": study.execution.shuffle_seed
         if study.execution.cycle_order == "shuffled"
         else None,
+        "vary_prompt_seed": study.execution.vary_prompt_seed,
         "config_gap_seconds": gaps.config_gap_s,
         "config_gap_source": gaps.config_gap_source,
         "cycle_gap_seconds": gaps.cycle_gap_s,

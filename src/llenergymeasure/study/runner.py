@@ -279,6 +279,11 @@ class StudyRunner:
             run_id=run.run_id,
             cycle=run.cycle,
             validity=self.user_config.validity,
+            prompt_seed=(
+                run.config.seed + run.cycle - 1
+                if self.study.execution.vary_prompt_seed
+                else run.config.seed
+            ),
             **ctx,
         )
 
