@@ -27,6 +27,7 @@ from llenergymeasure.config.user import (
     UISettings,
     UserConfig,
 )
+from llenergymeasure.config.workload import LoadConfig, SLOConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,6 +65,8 @@ REFERENCE: list[tuple[type[BaseModel], str, str]] = [
     (WarmupConfig, "### `warmup`", ""),
     (MeasurementConfig, "### `measurement`", ""),
     (BaselineConfig, "### `baseline`", ""),
+    (LoadConfig, "### `load`", ""),
+    (SLOConfig, "### `slo`", ""),
     (PyTorchConfig, "### `pytorch:` section", ""),
     (VLLMConfig, "### `vllm:` section", ""),
     (TensorRTConfig, "### `tensorrt:` section", ""),

@@ -86,7 +86,9 @@ class LoadConfig(_Strict):
                 "another arrival"
             )
         if self.arrival == "trace" and not self.trace_file:
-            raise ValueError("load.arrival: trace needs load.trace_file (arrival times, one a line)")
+            raise ValueError(
+                "load.arrival: trace needs load.trace_file (arrival times, one a line)"
+            )
         if self.trace_file and self.arrival != "trace":
             raise ValueError(
                 f"load.trace_file is given but load.arrival is {self.arrival!r}; set arrival: trace"

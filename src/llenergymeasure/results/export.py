@@ -29,6 +29,7 @@ from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.energy.types import ValidityWarning
 from llenergymeasure.environment.snapshot import KEY_PACKAGES, EnvironmentSnapshot
 from llenergymeasure.errors import LLEMError
+from llenergymeasure.results.export_serving import SERVING_COLUMNS, serving_values
 from llenergymeasure.results.export_validity import VALIDITY_COLUMNS, validity_values
 from llenergymeasure.results.models import (
     ConfigSummary,
@@ -191,6 +192,7 @@ RUN_COLUMNS: dict[str, str] = {
     "env.container_image_id": "container image id",
     **{f"env.pkg.{name}": f"installed version of {name}" for name in KEY_PACKAGES},
     **VALIDITY_COLUMNS,
+    **SERVING_COLUMNS,
 }
 
 
@@ -378,6 +380,7 @@ def run_record(result: ExperimentResult) -> dict[str, Any]:
         "timeseries_file": result.timeseries_file,
         **environment_values(result.environment),
         **validity_values(result),
+        **serving_values(result),
     }
     return {col: rec.get(col) for col in run_columns()}
 
