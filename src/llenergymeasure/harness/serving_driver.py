@@ -26,6 +26,10 @@ from llenergymeasure.backends.serving_base import RequestTimeline, ServingEngine
 from llenergymeasure.errors import ExperimentError
 
 
+#: the injector wakes this long before a send time and yields to the loop until it comes
+EARLY_WAKE_S = 0.002
+
+
 @dataclass
 class DriveResult:
     """What the driver did: every request's timeline and the span of the run (perf_counter s)."""
@@ -81,11 +85,12 @@ async def drive_open_loop(
     try:
         for timeline, prompt in zip(timelines, prompts, strict=True):
             delay = timeline.scheduled_s - clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
-                # asyncio may wake a little early (its clock rounds); never send before the time
-                while clock() < timeline.scheduled_s:
-                    await asyncio.sleep(0)
+            if delay > EARLY_WAKE_S:
+                await asyncio.sleep(delay - EARLY_WAKE_S)
+            # the last stretch yielding to the loop in a tight loop (asyncio's timers round to
+            # about a millisecond and fire late under load); never send before the time
+            while clock() < timeline.scheduled_s:
+                await asyncio.sleep(0)
             tasks.append(asyncio.ensure_future(_run_one(engine, timeline, prompt)))
             await asyncio.sleep(0)  # let the task reach the engine now, not after the next sleep
         await asyncio.gather(*tasks)
