@@ -5,7 +5,7 @@ Run on a GPU machine from the repository root:
     PYTHONUNBUFFERED=1 PYTHONPATH=src python3 benchmarks/gpu_baseline_gates.py --out $OUT
 
 Two experiments on synthetic/llama-1b (random bf16 weights, PyTorch on cuda:0, batch 8, 32
-prompts of 128 tokens, 64 new tokens, a window of at least 10 s (20 s for B), baselines of 8 s,
+prompts of 128 tokens, 64 new tokens, a window of at least 8 s (15 s for B), baselines of 6 s,
 no cache):
 
   A. undisturbed: its cold idle (before the engine starts), resident idle (model loaded, after
@@ -62,7 +62,7 @@ def experiment(cpu: bool, cache: Path, min_window_s: float) -> Any:
         "dataset": {"source": "synthetic", "input_tokens": 8 if cpu else 128},
         "max_output_tokens": 4 if cpu else 64,
         "warmup": {"mode": "fixed", "runs": 1 if cpu else 2},
-        "baseline": {"enabled": True, "duration_s": 2.0 if cpu else 8.0, "cache_ttl_s": 0},
+        "baseline": {"enabled": True, "duration_s": 2.0 if cpu else 6.0, "cache_ttl_s": 0},
         "measurement": {"min_window_s": min_window_s},
     }
     return HarnessRequest(
@@ -173,7 +173,7 @@ def run_one(cpu: bool, cache: Path, out: Path, foreign: bool) -> dict[str, Any]:
     try:
         # B's window is longer: the foreign process needs a few seconds to import torch and
         # reach the GPU after it is started at the window's opening
-        window = (2.5 if foreign else 1.2) if cpu else (20.0 if foreign else 10.0)
+        window = (2.5 if foreign else 1.2) if cpu else (15.0 if foreign else 8.0)
         result = run_harness(experiment(cpu, cache, window), run_dir, meter_factory=factory)
     finally:
         for pid in procs:
