@@ -11,9 +11,11 @@ configs x 3 cycles = 9 runs, a manifest, every run's ``result.json`` and the pac
 ``results.parquet`` and ``summary.csv`` exports. The numbers inside mean nothing; only the sizes
 and the layout matter here.
 
-Each command runs as a fresh process (`llem ...`, interpreter start included), three times: the
-first with an empty cache (the schema cache, ``archive-schemas.json``, is then written), the rest
-with it. The files themselves are in the OS page cache in every run (they were just written).
+Each command runs as a fresh process (`llem ...`, interpreter start included): once with an empty
+cache (``archive-schemas.json``: each Parquet file's column types, each study's GPU label), then
+three times with it. The files are in the OS page cache in every run (they were just written).
+Wall time depends on what else the machine runs; the CPU time (user + system of the process and
+DuckDB's threads) is printed beside it and the load average after each command.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -131,13 +134,17 @@ def generate(root: Path, n_studies: int, seed: int = 1) -> None:
         write_exports(study, study_dir)
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds user + system) of one run of ``cmd``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stderr}")
-    return elapsed, out.stdout
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu
 
 
 def main() -> None:
@@ -164,11 +171,14 @@ def main() -> None:
     }
     for name, cmd in commands.items():
         shutil.rmtree(cache, ignore_errors=True)
-        cold, _ = timed(cmd, env)
-        warm = [timed(cmd, env)[0] for _ in range(3)]
+        cold, cold_cpu = timed(cmd, env)
+        warm = [timed(cmd, env) for _ in range(3)]
+        wall = statistics.median(w for w, _ in warm)
+        cpu = statistics.median(c for _, c in warm)
         print(
-            f"{name}: cold {cold:.2f} s, warm median {statistics.median(warm):.2f} s "
-            f"(runs {', '.join(f'{w:.2f}' for w in warm)}); load {os.getloadavg()[0]:.1f}"
+            f"{name}: cold {cold:.2f} s wall ({cold_cpu:.2f} s CPU); warm median {wall:.2f} s wall "
+            f"({cpu:.2f} s CPU), runs {', '.join(f'{w:.2f}' for w, _ in warm)} s; "
+            f"load {os.getloadavg()[0]:.1f}"
         )
     shutil.rmtree(cache, ignore_errors=True)
     if not args.keep and args.dir is None:

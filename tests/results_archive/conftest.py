@@ -128,6 +128,5 @@ def vllm_env_root(
     shared_model_cache: Path,
     vllm_python: Path,  # noqa: F811
 ) -> Path:
-    return run_study(
-        vllm_python, tmp_path_factory.mktemp("venv-vllm"), "cpu-study", shared_model_cache
-    )
+    tmp = tmp_path_factory.mktemp("venv-vllm")
+    return run_study(vllm_python, tmp, "cpu-study", shared_model_cache, parquet=False)

@@ -181,9 +181,9 @@ class Archive:
         )
         self._con.unregister(src)
 
-    def _signatures(self, files: list[Path]) -> list[tuple[set[str], list[Path]]]:
-        """Parquet files grouped by identical schema, with their column names (cached; the
-        schemas of files not in the cache are read once)."""
+    def _signatures(self, files: list[Path]) -> list[tuple[dict[str, str | None], list[Path]]]:
+        """Parquet files grouped by identical schema, with their columns' SQL types (None: a
+        column empty in every run of the file) (cached; schemas not in the cache are read once)."""
         cache = _SchemaCache(self._cache_dir)
         groups: dict[str, list[Path]] = {}
         missing = []
@@ -206,7 +206,10 @@ class Archive:
                 sig = cache.store(f, by_file.get(str(f), []))
                 groups.setdefault(sig, []).append(f)
         cache.save()
-        return [({c[0] for c in cache.signatures[sig]}, fs) for sig, fs in groups.items()]
+        return [
+            ({c[0]: _parquet_sql_type(c[1], c[2]) for c in cache.signatures[sig]}, fs)
+            for sig, fs in groups.items()
+        ]
 
     def _json_rows(self) -> list[dict[str, Any]]:
         from llenergymeasure.results.export import run_records
@@ -225,18 +228,19 @@ class Archive:
         return rows
 
     def _build_runs(self) -> None:
-        types_ = run_column_types()
         parquet = [s for s in self.studies if s.source == "parquet" and s.parquet is not None]
         file_to_study = {str(s.parquet): str(s.path) for s in parquet}
         parts: list[str] = []
         groups = self._signatures([Path(str(s.parquet)) for s in parquet]) if parquet else []
-        for names, files in groups:
+        json_rows = self._json_rows()
+        types_ = _column_types(groups, json_rows)
+        for columns, files in groups:
+            names = set(columns)
             listed = ", ".join(literal(str(f)) for f in files)
             parts.append(
                 f"SELECT filename AS _file, {cast_select(names, types_)} "
                 f"FROM read_parquet([{listed}], filename=true)"
             )
-        json_rows = self._json_rows()
         if json_rows:
             cols = ["_study", *types_]
             data_src = {c: [r.get(c) for r in json_rows] for c in cols}
@@ -320,6 +324,65 @@ class Archive:
             self._con.close()
             self._con = None
             self._runs_ready = False
+
+
+_PARQUET_TYPES = {
+    "INT64": "BIGINT",
+    "INT32": "BIGINT",
+    "DOUBLE": "DOUBLE",
+    "FLOAT": "DOUBLE",
+    "BOOLEAN": "BOOLEAN",
+    "BYTE_ARRAY": "VARCHAR",
+}
+
+
+def _parquet_sql_type(physical: str, logical: str) -> str | None:
+    """The SQL type of a Parquet leaf column; None for a column empty in every row."""
+    if "Null" in logical:
+        return None
+    return _PARQUET_TYPES.get(physical, "VARCHAR")
+
+
+def _python_sql_type(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "BOOLEAN"
+    if isinstance(value, int):
+        return "BIGINT"
+    if isinstance(value, float):
+        return "DOUBLE"
+    return "VARCHAR"
+
+
+def _column_types(
+    groups: list[tuple[dict[str, str | None], list[Path]]], json_rows: list[dict[str, Any]]
+) -> dict[str, str]:
+    """One SQL type per ``results.parquet`` column, from what the files and rows actually hold:
+    integers and floats widen to DOUBLE, anything else mixed to VARCHAR (never a lossy cast); a
+    column empty everywhere takes the type the result models give it."""
+    seen: dict[str, set[str]] = {}
+    for columns, _ in groups:
+        for name, typ in columns.items():
+            if typ is not None:
+                seen.setdefault(name, set()).add(typ)
+    for row in json_rows:
+        for name, value in row.items():
+            typ = _python_sql_type(value)
+            if typ is not None:
+                seen.setdefault(name, set()).add(typ)
+    out: dict[str, str] = {}
+    for col, fallback in run_column_types().items():
+        kinds = seen.get(col, set())
+        if not kinds:
+            out[col] = fallback
+        elif len(kinds) == 1:
+            out[col] = next(iter(kinds))
+        elif kinds == {"BIGINT", "DOUBLE"}:
+            out[col] = "DOUBLE"
+        else:
+            out[col] = "VARCHAR"
+    return out
 
 
 def _needs_runs(sql: str) -> bool:
