@@ -1,9 +1,9 @@
 """The SQL of the results archive: column types and the ``runs``, ``configs`` and ``studies`` views.
 
-Every column of ``results.parquet`` (``llenergymeasure.results.export.run_columns``) gets one
-DuckDB type here, derived from the result models, so that studies whose Parquet files stored a
-column as ``NULL`` (empty in every run, e.g. energy on a CPU) or as integers (pandas turns 0.0 into
-0) read as one table. Nothing here touches a file; ``llenergymeasure.results.archive`` runs it.
+``run_column_types`` gives every column of ``results.parquet`` a DuckDB type derived from the
+result models; the archive uses it only for columns that are empty in every study it reads (the
+files' own types decide the others). Nothing here touches a file; ``llenergymeasure.results.archive``
+runs it.
 """
 
 from __future__ import annotations
