@@ -245,3 +245,84 @@ def test_a_counter_that_has_not_moved_yet_is_not_a_reset() -> None:
     assert d.counter_resets == 0 and "counter_reset" not in codes(m)
     assert d.energy_j == pytest.approx(300.0)  # the counter at 0.0 s and at 1.0 s
     meter.close()
+
+
+def test_every_sampled_column_holds_the_gpu_reading() -> None:
+    from llenergymeasure.energy.nvml import CLOCK_EVENT_SW_POWER_CAP
+    from llenergymeasure.energy.sampler import COLUMNS
+
+    clock = ManualClock()
+    gpu = FakeGpu(
+        trace=ConstantPower(150.0),
+        temperature_c=61,
+        sm_clock_mhz=1755,
+        gpu_util_pct=87,
+        clock_event_reasons=CLOCK_EVENT_SW_POWER_CAP,
+    )
+    meter, _ = make([gpu], clock, counter_every=1)
+    window(meter, clock, 1.0)
+    assert meter.sampler is not None
+    assert meter.sampler.columns_read == [set(COLUMNS)]
+    _, values = meter.sampler.buffer.view()
+    col = {name: values[:, 0, k] for k, name in enumerate(COLUMNS)}
+    assert set(col["power_w"]) == {150.0}
+    assert set(col["temperature_c"]) == {61.0}
+    assert set(col["sm_clock_mhz"]) == {1755.0}
+    assert set(col["gpu_util_pct"]) == {87.0}
+    assert set(col["throttle_reasons"]) == {float(CLOCK_EVENT_SW_POWER_CAP)}
+    # the counter, read at every sample here: 5,000,000 mJ + 150 W x t, every 0.1 s
+    assert list(col["energy_counter_mj"]) == [5_000_000 + 15_000 * k for k in range(11)]
+    meter.close()
+
+
+def test_power_usage_reading_is_in_watts_and_a_failed_instant_read_is_a_gap() -> None:
+    clock = ManualClock()
+    old = FakeGpu(trace=ConstantPower(120.0), has_instant_power=False)
+    meter, _ = make([old], clock)
+    m = window(meter, clock, 1.0)
+    assert m.devices[0].power_source == "power_usage"
+    assert m.devices[0].peak_power_w == 120.0  # mW from nvmlDeviceGetPowerUsage / 1000
+    assert m.devices[0].integrated_energy_j == pytest.approx(120.0)
+    meter.close()
+
+    gpu = FakeGpu(trace=ConstantPower(200.0))
+    meter, _ = make([gpu], clock)
+    meter.start()
+    assert meter.sampler is not None
+    for k in range(9):
+        clock.advance(0.1)
+        gpu.has_instant_power = k < 4  # the field read fails from 0.5 s on
+        meter.sampler.sample()
+    clock.advance(0.1)
+    m = meter.stop()
+    _, values = meter.sampler.buffer.view()
+    assert np.isnan(values[5:, 0, 0]).all() and not np.isnan(values[:5, 0, 0]).any()
+    assert m.devices[0].n_samples == 4  # the valid samples inside the window
+    meter.close()
+
+
+def test_a_reading_the_gpu_lacks_is_left_out_not_failed() -> None:
+    """A GPU whose temperature query is not supported: that column stays empty, the rest work."""
+
+    class NoTemperature(FakeNvml):
+        def nvmlDeviceGetTemperature(self, handle, sensor):  # type: ignore[no-untyped-def]
+            raise self.NVMLError(3)
+
+    clock = ManualClock()
+    fake = NoTemperature([FakeGpu(trace=ConstantPower(100.0))], clock=clock)
+    nvml = Nvml(fake)
+    nvml.init()
+    meter = NvmlMeter(
+        nvml,
+        resolve_devices([0], nvml, {}),
+        clock=clock,
+        background_sampling=False,
+        check_processes=False,
+    )
+    m = window(meter, clock, 1.0)
+    assert meter.sampler is not None
+    assert "temperature_c" not in meter.sampler.columns_read[0]
+    assert {"power_w", "sm_clock_mhz", "energy_counter_mj"} <= meter.sampler.columns_read[0]
+    assert meter.sampler.read_errors == 0
+    assert m.devices[0].energy_j == pytest.approx(100.0)
+    meter.close()

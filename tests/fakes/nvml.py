@@ -293,11 +293,17 @@ class FakeNvml:
 
     def nvmlDeviceGetTemperature(self, handle: _Handle, sensor: int) -> int:
         self._count("nvmlDeviceGetTemperature")
-        return self._gpu(handle).temperature_c
+        gpu = self._gpu(handle)
+        if sensor != self.NVML_TEMPERATURE_GPU:  # the only sensor NVML defines
+            raise FakeNVMLError(2)
+        return gpu.temperature_c
 
     def nvmlDeviceGetClockInfo(self, handle: _Handle, clock: int) -> int:
         self._count("nvmlDeviceGetClockInfo")
-        return self._gpu(handle).sm_clock_mhz
+        gpu = self._gpu(handle)
+        if clock != self.NVML_CLOCK_SM:  # graphics/memory/video clocks are not faked
+            raise FakeNVMLError(2)
+        return gpu.sm_clock_mhz
 
     def nvmlDeviceGetUtilizationRates(self, handle: _Handle) -> Any:
         self._count("nvmlDeviceGetUtilizationRates")
