@@ -1,7 +1,8 @@
 """Benchmark: expanding and hashing a 10,000-point sweep (target: < 2 s and < 300 MB on CI).
 
 Run: .venv/bin/python benchmarks/sweep_expansion.py
-Prints wall time for validation + expansion + hashing and the process's peak RSS.
+Prints wall time for validation + expansion + hashing and the process's peak RSS, and the time to
+refuse a 1,000,000-point sweep (counted against execution.max_runs before anything is expanded).
 """
 
 from __future__ import annotations
@@ -50,6 +51,25 @@ def main() -> None:
     print(f"points: {len(exps)}  design hash: {design[:12]}")
     print(f"validate + expand + hash: {elapsed:.2f} s")
     print(f"peak RSS: {rss / 1024:.0f} MB (at start {rss0 / 1024:.0f} MB)")
+    refuse_million()
+
+
+def refuse_million() -> None:
+    """A 1,000,000-point sweep is refused (execution.max_runs) without expanding it."""
+    from pydantic import ValidationError
+
+    from llenergymeasure import StudyConfig
+
+    axes = ["batch_size", "max_output_tokens", "max_input_tokens", "n", "dataset.input_tokens"]
+    sweep: dict[str, list[int]] = {k: list(range(1, 11)) for k in axes}
+    sweep["seed"] = list(range(10))
+    t0 = time.perf_counter()
+    try:
+        StudyConfig(name="big", base={"model": "synthetic/tiny-llama"}, sweep=sweep)
+    except ValidationError:
+        print(f"refuse a 1,000,000-point sweep: {time.perf_counter() - t0:.4f} s")
+    else:
+        raise AssertionError("a 1,000,000-point sweep was accepted")
 
 
 if __name__ == "__main__":
