@@ -89,7 +89,7 @@ ENGINE_MODULES = {
 }
 
 
-def _import_engine(backend: str, model_path: str | None = None) -> float:
+def _import_engine(backend: str, model_path: str | None = None, compiles: bool = False) -> float:
     """Import the backend's engine; a failure is left for ``backend.load`` to report clearly.
 
     For the pytorch backend this includes transformers' module of the model's architecture
@@ -104,6 +104,9 @@ def _import_engine(backend: str, model_path: str | None = None) -> float:
             importlib.import_module(name)
         except Exception:  # the backend's load() raises BackendUnavailableError with guidance
             return time.perf_counter() - t0
+    if backend == "pytorch" and compiles:
+        with contextlib.suppress(Exception):  # torch.compile imports its compiler on first use
+            importlib.import_module("torch._dynamo")
     if backend == "pytorch" and model_path:
         model_type = _local_model_type(model_path)
         if model_type:
@@ -209,7 +212,11 @@ def run_harness(
             backend = create_backend(config, resolved.path, cache_dir)
 
         phases.enter("import")
-        import_s = _import_engine(config.backend, resolved.path)
+        import_s = _import_engine(
+            config.backend,
+            resolved.path,
+            compiles=bool(getattr(config.backend_section(), "torch_compile", False)),
+        )
 
         phases.enter("load")
         load_devices = planned_cuda_devices(config, _visible_gpu_count(snapshot.gpu_count))
