@@ -370,65 +370,60 @@ def part_study(args: argparse.Namespace, work: Path, cache: Path) -> None:
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(study))
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "llenergymeasure", "run", str(path), "--no-gaps", "--yes"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    log = work / f"{name}.log"
+    # Popen and a poll loop, not run(): every finished run is parsed and saved as it appears, so
+    # a call cut short at its limit still returns the runs it completed.
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llenergymeasure", "run", str(path), "--no-gaps", "--yes"],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        seen: dict[str, dict[str, Any]] = {}
+        deadline = t0 + max(60.0, left(args.budget_s) - 30.0)
+        while True:
+            done = proc.poll() is not None
+            for f in sorted((work / "results").glob(f"{name}_*/*/result.json")):
+                if f.parent.name not in seen:
+                    try:
+                        seen[f.parent.name] = _run_row(json.loads(f.read_text()))
+                    except (OSError, ValueError, KeyError):
+                        continue  # being written; next poll
+                    OUT["runs"] = list(seen.values())
+                    save()
+                    print(
+                        {k: v for k, v in seen[f.parent.name].items() if k != "warning_text"},
+                        flush=True,
+                    )
+            if done:
+                break
+            if time.perf_counter() > deadline:
+                os.killpg(proc.pid, 15)
+                proc.wait(timeout=30)
+                OUT["stopped"] = "out of time: the study was stopped, its finished runs are above"
+                break
+            time.sleep(5.0)
     OUT["llem_exit"] = proc.returncode
     OUT["llem_wall_s"] = time.perf_counter() - t0
-    OUT["llem_stdout_tail"] = proc.stdout[-3000:]
-    OUT["llem_stderr_tail"] = proc.stderr[-3000:]
-    print(proc.stdout[-2500:], proc.stderr[-2500:], flush=True)
-    save()
-    dirs = sorted((work / "results").glob(f"{name}_*"))
-    res = json.loads((dirs[-1] / "study_result.json").read_text())
-    runs = []
-    for r in res["runs"]:
-        started = r["started_at"]
-        ended = r["ended_at"]
-        wall = _iso_s(ended) - _iso_s(started)
-        runs.append(
-            {
-                "run": r["experiment_id"],
-                "wall_s": wall,
-                "window_s": r["duration_s"],
-                "window_share": r["duration_s"] / wall if wall > 0 else None,
-                "passes": (r.get("window") or {}).get("passes"),
-                "import_s": r["extra"].get("engine_import_s"),
-                "load_s": r["load"]["duration_s"],
-                "warmup_s": r["warmup"]["duration_s"],
-                "warmup_runs": r["warmup"]["runs"],
-                "warmup_energy_j": r["warmup"].get("energy_j"),
-                "j_per_tok": r["energy_per_output_token_j"],
-                "tok_s": r["output_tokens_per_s"],
-                "mean_w": r["mean_power_w"],
-                "ttft_ms": (r.get("ttft_ms") or {}).get("mean_ms"),
-                "itl_ms": (r.get("itl_ms") or {}).get("mean_ms"),
-                "warnings": sorted({w["code"] for w in r["warnings"]}),
-                "warning_text": [w["message"] for w in r["warnings"]][:6],
-            }
-        )
+    OUT["llem_log_tail"] = log.read_text()[-3000:]
+    print(OUT["llem_log_tail"][-2500:], flush=True)
+    runs = list(seen.values())
     OUT["runs"] = runs
-    OUT["summaries"] = [
-        {
-            "label": s["label"],
-            "metrics": {
-                k: s["metrics"].get(k)
-                for k in ("energy_per_output_token_j", "output_tokens_per_s", "mean_power_w")
-            },
-            "warnings": s.get("warnings"),
-        }
-        for s in res["summaries"]
-    ]
-    OUT["failures"] = res["failures"]
-    env_snap = res["runs"][0]["environment"] if res["runs"] else {}
-    OUT["gpu"] = env_snap.get("gpu_model")
     save()
-    for r in runs:
-        print({k: r[k] for k in r if k != "warning_text"}, flush=True)
-    if args.bare and res["runs"]:
+    from llenergymeasure.results.stats import cycle_warnings, describe
+
+    OUT["summary"] = {
+        key: describe([r[key] for r in runs if r.get(key) is not None]).model_dump()
+        for key in ("j_per_tok", "tok_s", "mean_w", "ttft_ms", "itl_ms", "window_share")
+    }
+    OUT["cycle_warnings"] = [
+        w.message
+        for w in cycle_warnings(describe([r["j_per_tok"] for r in runs if r["j_per_tok"]]))
+    ]
+    save()
+    if args.bare and runs and left(args.budget_s) > 90:
         llem_tok_s = statistics.mean(r["tok_s"] for r in runs)
         OUT["bare"] = bare_loop(study["base"], cache, seconds=20.0 if not smoke else 2.0)
         OUT["bare"]["llem_tok_s_mean"] = llem_tok_s
@@ -569,6 +564,33 @@ def part_sampler(args: argparse.Namespace, cache: Path) -> None:
     }
     save()
     print("sampler", json.dumps(OUT["sampler"]), flush=True)
+
+
+def _run_row(r: dict[str, Any]) -> dict[str, Any]:
+    """One run's figures for the campaign table, from its result.json."""
+    wall = _iso_s(r["ended_at"]) - _iso_s(r["started_at"])
+    return {
+        "run": r["experiment_id"],
+        "wall_s": wall,
+        "window_s": r["duration_s"],
+        "window_share": r["duration_s"] / wall if wall > 0 else None,
+        "passes": (r.get("window") or {}).get("passes"),
+        "import_s": r["extra"].get("engine_import_s"),
+        "load_s": r["load"]["duration_s"],
+        "warmup_s": r["warmup"]["duration_s"],
+        "warmup_runs": r["warmup"]["runs"],
+        "warmup_stopped_by": r["warmup"].get("stopped_by"),
+        "warmup_energy_j": r["warmup"].get("energy_j"),
+        "j_per_tok": r["energy_per_output_token_j"],
+        "tok_s": r["output_tokens_per_s"],
+        "mean_w": r["mean_power_w"],
+        "ttft_ms": (r.get("ttft_ms") or {}).get("mean_ms"),
+        "itl_ms": (r.get("itl_ms") or {}).get("mean_ms"),
+        "decode_loop": r["extra"].get("decode_loop"),
+        "prefill": r["extra"].get("prefill"),
+        "warnings": sorted({w["code"] for w in r["warnings"]}),
+        "warning_text": [w["message"] for w in r["warnings"]][:6],
+    }
 
 
 def _iso_s(text: str) -> float:
