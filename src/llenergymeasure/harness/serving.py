@@ -26,7 +26,7 @@ from llenergymeasure.harness.serving_metrics import (
     e2e_s,
     latency_ms,
     request_records,
-    steady_bounds,
+    steady_window,
     ttft_s,
     window_record,
 )
@@ -113,7 +113,7 @@ class ServingRun:
         timelines = drive.timelines
         origin = meter_t0_s
         full = (origin, origin + result.duration_s)
-        steady = steady_bounds(timelines)
+        steady, steady_reason = steady_window(timelines)
         attribution, steady_energy, reason = None, None, None
         total = result.energy.total_energy_j if result.energy.available else None
         series = _power_series(timeseries)
@@ -171,6 +171,7 @@ class ServingRun:
             steady_rule=STEADY_RULE,
             full=full_rec,
             steady=steady_rec,
+            steady_unavailable_reason=steady_reason,
             attribution_unavailable_reason=reason,
             attribution_intervals=(
                 {

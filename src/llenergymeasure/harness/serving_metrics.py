@@ -6,8 +6,9 @@ records report them in seconds from ``origin_s`` (the start of the measured wind
 **Steady-state window** (docs/methodology.md, "Serving mode"): from the moment the first request
 finished (before it, the engine was filling up: ramp-up) to the moment the last request was sent
 (after it, the load falls away: drain). Requests *sent* inside it are its requests; tokens and
-energy count when they fall inside it. A run whose first completion comes after its last send has
-no steady state (``None``; the full window is still reported).
+energy count when they fall inside it. A run whose first completion comes after its last send, or
+whose window holds fewer than half of the requests sent, has no steady state (``None``, with the
+reason; the full window is still reported).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from llenergymeasure.results.serving_models import (
 
 STEADY_RULE = (
     "from the first request's completion (end of ramp-up) to the last request's send time "
-    "(start of drain); requests sent inside it, tokens and energy falling inside it"
+    "(start of drain), when at least half of the requests were sent inside it; requests sent "
+    "inside it, tokens and energy falling inside it"
 )
 
 
@@ -132,13 +134,32 @@ def activity(t: RequestTimeline) -> RequestActivity:
 # -- windows ---------------------------------------------------------------------------------------
 
 
+#: a steady window must hold at least this fraction of the requests sent, else there is none
+MIN_STEADY_FRACTION = 0.5
+
+
 def steady_bounds(timelines: Sequence[RequestTimeline]) -> tuple[float, float] | None:
     """(start, end) of the steady-state window by the module's rule, or None."""
+    return steady_window(timelines)[0]
+
+
+def steady_window(
+    timelines: Sequence[RequestTimeline],
+) -> tuple[tuple[float, float] | None, str | None]:
+    """The steady-state window and, when there is none, why."""
     if not timelines:
-        return None
+        return None, "no requests"
     start = min(t.end_s for t in timelines)
     end = max(t.injected_s for t in timelines)
-    return (start, end) if end > start else None
+    if end <= start:
+        return None, "the first request finished after the last one was sent (no steady state)"
+    inside = sum(1 for t in timelines if start <= t.injected_s <= end)
+    if inside < MIN_STEADY_FRACTION * len(timelines):
+        return None, (
+            f"only {inside} of {len(timelines)} requests were sent between the first completion "
+            f"and the last send (fewer than {MIN_STEADY_FRACTION:.0%}); send more requests"
+        )
+    return (start, end), None
 
 
 def window_record(

@@ -105,6 +105,9 @@ class ServingRecord(_Record):
     steady: ServingWindow | None = Field(
         None, description="None when the run had no steady state by the rule"
     )
+    steady_unavailable_reason: str | None = Field(
+        None, description="why the run had no steady-state window"
+    )
     attribution_unavailable_reason: str | None = None
     attribution_intervals: dict[str, int] = Field(default_factory=dict)
     requests: list[ServingRequest] = Field(default_factory=list)
