@@ -25,7 +25,6 @@ from llenergymeasure.backends.base import Prompt
 from llenergymeasure.backends.serving_base import RequestTimeline, ServingEngine
 from llenergymeasure.errors import ExperimentError
 
-
 #: the injector wakes this long before a send time and yields to the loop until it comes
 EARLY_WAKE_S = 0.002
 
