@@ -369,3 +369,32 @@ def test_baseline_warnings_reach_the_result_as_info() -> None:
     [w] = baseline_warnings(b, None)
     assert w.code == "baseline_foreign_process" and w.severity == "info"
     assert w.message.startswith("cold idle baseline: ")
+
+
+def test_idle_cross_check_is_judged_over_the_whole_window(tmp_path: Path) -> None:
+    # sub-windows whose integrated power is 10 % off each (a 1 s window's ends), +10 % then -10 %:
+    # no warning per sub-window; over the whole window 200 J counter vs 200 J integrated agree
+    class Skewed(ScriptedMeter):
+        def stop(self) -> EnergyMeasurement:
+            m = super().stop()
+            skew = 1.1 if self.calls % 2 else 0.9
+            d = m.devices[0].model_copy(
+                update={"integrated_energy_j": m.devices[0].energy_j * skew}
+            )
+            return m.model_copy(
+                update={"devices": [d], "warnings": [_warn("counter_power_mismatch")]}
+            )
+
+    rec = measure_idle_baseline(Skewed([100.0, 100.0]), 2.0, tmp_path, 3600, sleep=no_sleep)
+    assert rec.warnings == [] and (tmp_path / "idle_baseline.json").exists()
+
+    # all +10 %: 220 J integrated vs 200 J counter over the window -> the warning is kept
+    class High(ScriptedMeter):
+        def stop(self) -> EnergyMeasurement:
+            m = super().stop()
+            d = m.devices[0].model_copy(update={"integrated_energy_j": m.devices[0].energy_j * 1.1})
+            return m.model_copy(update={"devices": [d]})
+
+    rec = measure_idle_baseline(High([100.0, 100.0]), 2.0, None, 0, sleep=no_sleep)
+    [w] = rec.warnings
+    assert w.code == "counter_power_mismatch" and w.details["relative"] == pytest.approx(0.1)
