@@ -122,3 +122,38 @@ def test_a_failed_request_fails_the_run_with_its_cause() -> None:
     offsets = [0.0] * 4
     with pytest.raises(ExperimentError, match=r"1 of 4 serving requests failed.*request 2.*no"):
         asyncio.run(asyncio.wait_for(drive_open_loop(engine, _prompts(4), offsets), 30))
+
+
+class WordTokenizer:
+    """One token per whitespace-separated word (enough to count reference output lengths)."""
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+        return {"input_ids": list(range(len(text.split())))}
+
+
+def test_dataset_output_lengths_come_from_the_reference_outputs(tmp_path: Path) -> None:
+    from llenergymeasure.config.experiment import ExperimentConfig
+    from llenergymeasure.harness.serving_schedule import (
+        dataset_output_lengths,
+        with_output_lengths,
+    )
+
+    data = tmp_path / "chat.jsonl"
+    data.write_text(
+        '{"prompt": "a b", "completion": "one two three"}\n'
+        '{"prompt": "c", "completion": "' + " ".join(["w"] * 50) + '"}\n'
+    )
+    cfg = ExperimentConfig(
+        model="synthetic/tiny-llama",
+        dataset={"source": str(data)},
+        max_output_tokens=20,
+        workload="serving",
+        load={"concurrency": 1, "n_requests": 3, "lengths": "dataset"},
+    )
+    lengths = dataset_output_lengths(cfg, WordTokenizer())
+    assert lengths == [3, 20]  # the second is capped at max_output_tokens
+    prompts = with_output_lengths(_prompts(3), lengths)
+    assert [p.max_new_tokens for p in prompts] == [3, 20, 3]
+    bad = cfg.model_copy(update={"load": cfg.load.model_copy(update={"output_field": "answer"})})
+    with pytest.raises(ConfigError, match=r"load\.output_field"):
+        dataset_output_lengths(bad, WordTokenizer())
