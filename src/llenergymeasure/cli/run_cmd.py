@@ -490,7 +490,8 @@ def run_command(
         return 0
     except StudyInterrupted as exc:
         progress.stop()
-        console.print(escape(str(exc)), style="yellow")
+        # soft_wrap: the resume command stays one line, whatever the terminal width
+        console.print(escape(str(exc)), style="yellow", soft_wrap=True)
         return exc.exit_code  # 130 for Ctrl-C, 143 for SIGTERM
     finally:
         progress.stop()

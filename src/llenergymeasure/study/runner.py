@@ -478,7 +478,7 @@ class StudyRunner:
         store.save()
         cmd = f"llem run --resume {shlex.quote(str(store.study_dir))}"
         stopped = StudyInterrupted(
-            f"study interrupted ({how}); completed results are kept in {store.study_dir}. "
+            f"study interrupted ({how}); completed results are kept in {store.study_dir}.\n"
             f"Resume with: {cmd}"
         )
         stopped.exit_code = exit_code  # 130 for Ctrl-C, 143 for SIGTERM
