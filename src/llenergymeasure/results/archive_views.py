@@ -86,6 +86,9 @@ _BOOLEAN = {
     "baseline.available",
     "baseline.from_cache",
     "env.in_container",
+    "valid",
+    "baseline.accepted",
+    "cold_baseline.from_cache",
 }
 _BIGINT = {
     "cycle",
@@ -103,7 +106,12 @@ _BIGINT = {
     "env.gpu_count",
 }
 _DOUBLE_SUFFIXES = ("_j", "_w", "_s", "_ms", "_mb", "_gb", "_g", "_kwh", "_cv")
-_DOUBLE = {"flops_estimate", "co2.datacenter_pue"}
+_DOUBLE = {
+    "flops_estimate",
+    "co2.datacenter_pue",
+    "energy_quantisation_bound_rel",
+    "energy_split.prefill_share",
+}
 
 
 def _sql_type(annotation: Any) -> str:
@@ -212,12 +220,15 @@ def configs_view_sql() -> str:
         "string_agg(run_id, ';' ORDER BY run_id) AS run_ids",
         "string_agg(run_dir, ';' ORDER BY run_id) AS run_dirs",
     ]
+    # statistics over valid runs only, as the study's own summaries (results before schema 1.2
+    # have no validity: NULL counts as valid)
+    valid = "FILTER (WHERE valid IS NOT FALSE)"
     for m in CONFIG_METRICS:
         q = quote(m)
         inner += [
-            f"avg({q}) AS {quote(m + '_mean')}",
-            f"stddev_samp({q}) AS {quote(m + '_std')}",
-            f"count({q}) AS {quote(m + '_n')}",
+            f"avg({q}) {valid} AS {quote(m + '_mean')}",
+            f"stddev_samp({q}) {valid} AS {quote(m + '_std')}",
+            f"count({q}) {valid} AS {quote(m + '_n')}",
         ]
     outer = [quote(c) for c in CONFIG_ID_COLUMNS]
     outer += ["n_runs", "coalesce(n_failed, 0) AS n_failed", "run_ids", "run_dirs"]
@@ -257,7 +268,7 @@ def configs_view_columns() -> dict[str, str]:
     out["run_dirs"] = "their folders, semicolon-separated"
     for m in CONFIG_METRICS:
         for stat in CONFIG_STATS:
-            out[f"{m}_{stat}"] = f"{stat} of {m} over the runs"
+            out[f"{m}_{stat}"] = f"{stat} of {m} over the valid runs"
     for col in run_column_types():
         if col.startswith("config."):
             out[col] = "the config, as in runs"
