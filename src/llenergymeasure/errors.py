@@ -77,10 +77,10 @@ class FileSystemError(LLEMError):
 
 
 _FS_ADVICE = {
-    "EROFS": "the filesystem is mounted read-only: choose a writable results directory "
-    "(--results-dir, or output.results_dir in the user config)",
-    "ENOSPC": "the disk is full: free space on it (`df -h` shows how much is left) or choose "
-    "another results directory (--results-dir)",
+    "EROFS": "the filesystem is mounted read-only: use a writable directory (for `llem run`, "
+    "--results-dir or output.results_dir in the user config)",
+    "ENOSPC": "the disk is full: free space on it (`df -h` shows how much is left) or use "
+    "another disk (for `llem run`, --results-dir)",
     "EDQUOT": "your disk quota is used up: free space or choose another results directory",
     "EACCES": "you have no permission there: fix the permissions or choose another directory",
     "EPERM": "the operation is not permitted there: fix the permissions or choose another directory",
