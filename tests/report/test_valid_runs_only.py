@@ -129,3 +129,20 @@ def test_export_columns_of_validity_and_per_gpu_metadata() -> None:
     assert rec["energy_per_total_token_j"] == 0.5
     assert json.loads(rec["env.gpus.persistence_mode"]) == [True, False]
     assert json.loads(rec["env.gpus.pstate"]) == ["P0", "P8"]
+
+
+def test_strict_names_the_invalid_runs_and_their_gates() -> None:
+    from typer.testing import CliRunner
+
+    from llenergymeasure.cli import app
+    from llenergymeasure.cli.run_cmd import invalid_runs_line
+
+    runs = _runs()
+    study = StudyResult(
+        llenergymeasure_version="x", name="s", study_design_hash="h", started_at="t0",
+        ended_at="t1", runs=runs,
+    )  # fmt: skip
+    assert invalid_runs_line(study) == "1 run(s) failed a validity gate: 003_c3 (foreign_process)"
+    assert invalid_runs_line(study.model_copy(update={"runs": runs[:2]})) is None
+    help_text = CliRunner().invoke(app, ["run", "--help"]).output
+    assert "--strict" in help_text

@@ -399,6 +399,15 @@ def print_study_summary(console: Console, study_result: StudyResult) -> None:
             console.print(f"report: [bold]{escape(str(report))}[/]")
 
 
+def invalid_runs_line(study_result: StudyResult) -> str | None:
+    """What ``--strict`` fails the study on: the runs that failed a validity gate, or None."""
+    invalid = [r for r in study_result.runs if not r.valid]
+    if not invalid:
+        return None
+    listed = "; ".join(f"{r.experiment_id} ({', '.join(r.failed_gates)})" for r in invalid)
+    return f"{len(invalid)} run(s) failed a validity gate: {listed}"
+
+
 def _confirmed(console: Console, sr: Any, assume_yes: bool) -> bool:
     """ui.prompt: ask before a study of several runs, when a person is at the terminal."""
     at_terminal = sys.stdin.isatty() and sys.stdout.isatty()
@@ -495,13 +504,10 @@ def run_command(
         return exc.exit_code  # 130 for Ctrl-C, 143 for SIGTERM
     finally:
         progress.stop()
-    invalid = [r for r in result.runs if not r.valid]
-    strict_code = 1 if strict and invalid else 0
-    if strict_code:
-        console.print(
-            f"[red]--strict: {len(invalid)} run(s) failed a validity gate[/] "
-            + escape("; ".join(f"{r.experiment_id} ({', '.join(r.failed_gates)})" for r in invalid))
-        )
+    strict_failure = invalid_runs_line(result) if strict else None
+    strict_code = 1 if strict_failure else 0
+    if strict_failure:
+        console.print(f"[red]--strict:[/] {escape(strict_failure)}")
     if is_experiment and len(result.runs) == 1 and not result.failures:
         run = result.runs[0]
         path = Path(result.study_dir or ".")
