@@ -111,8 +111,7 @@ def list_cmd(
     if not rows:
         console.print("no studies under " + ", ".join(str(r) for r in archive.roots))
         return
-    t = Table(title=f"{len(rows)} stud{'y' if len(rows) == 1 else 'ies'}")
-    for c in (
+    headers = (
         "date",
         "name",
         "design",
@@ -122,21 +121,37 @@ def list_cmd(
         "backends",
         "read from",
         "directory",
-    ):
-        t.add_column(c, overflow="fold")
-    for started, name, design, done, failed, pending, gpus, backends, source, path in rows:
-        t.add_row(
-            escape(str(started)[:16].replace("T", " ")),
-            escape(name),
+    )
+    lines = [
+        (
+            str(started)[:16].replace("T", " "),
+            name,
             design[:12] or "—",
             f"{done}" + (f" (+{pending} pending)" if pending else ""),
-            f"[red]{failed}[/]" if failed else "0",
-            escape(gpus or "—"),
-            escape(backends or "—"),
+            str(failed),
+            gpus or "—",
+            backends or "—",
             source,
-            escape(path),
+            path,
         )
-    console.print(t)
+        for started, name, design, done, failed, pending, gpus, backends, source, path in rows
+    ]
+    # plain aligned text: a rich table of a thousand studies takes seconds to lay out
+    sys.stdout.write(plain_table(headers, lines))
+    sys.stdout.write(f"{len(rows)} stud{'y' if len(rows) == 1 else 'ies'}\n")
+
+
+def plain_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """Columns padded to their widest cell (the last one not padded), one line per row."""
+    widths = [max([len(h)] + [len(r[k]) for r in rows]) for k, h in enumerate(headers)]
+    out = []
+    for cells in (headers, *rows):
+        out.append(
+            "  ".join(c.ljust(w) for c, w in zip(cells[:-1], widths, strict=False))
+            + "  "
+            + cells[-1]
+        )
+    return "\n".join(out) + "\n"
 
 
 @results_app.command()
