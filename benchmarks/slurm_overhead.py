@@ -16,7 +16,10 @@ Measured:
   unpickling, llem's node code), harness end -> controller recorded the end
   (``end_to_record_s``: the ``sacct`` poll period, here ``poll_interval_s``);
 * ``added_wall_s``: wall time of ``llem run`` for a 1-run study through slurm minus through the
-  local runner, and ``added_beyond_dispatch_s``: that minus ``dispatch_s``.
+  local runner, and ``added_beyond_dispatch_s``: that minus ``dispatch_s``;
+* ``*_around_s``: each wall time minus the experiment itself (the local run / the harness on the
+  node), so a noisy machine's run-to-run variation of the experiment cancels, and
+  ``added_around_median_s``: what the slurm runner adds around one experiment (dispatch included).
 """
 
 from __future__ import annotations
@@ -140,18 +143,29 @@ def per_run(partition: str, repeats: int, poll_s: float, work: Path) -> dict[str
     study = _study(work, "one", [1], 1)
     _run(["run", str(study), "--runner", "local"], env)  # builds the synthetic model once
     local, slurm, submit_start, job_harness, end_record = [], [], [], [], []
+    local_run, slurm_harness = [], []
     for _ in range(repeats):
         local.append(_run(["run", str(study), "--runner", "local"], env)[0])
+        d = _latest_study(work / "results")
+        run = json.loads((d / "manifest.json").read_text())["runs"][0]
+        local_run.append(_ts(run["ended_at"]) - _ts(run["started_at"]))
         slurm.append(_run(["run", str(study), "--runner", "slurm"], env)[0])
         d = _latest_study(work / "results")
         run = json.loads((d / "manifest.json").read_text())["runs"][0]
         node = json.loads((d / run["run_dir"] / "node.json").read_text())
+        slurm_harness.append(_ts(node["ended_at"]) - _ts(node["harness_started_at"]))
         submit_start.append(_ts(node["started_at"]) - _ts(run["submitted_at"]))
         job_harness.append(_ts(node["harness_started_at"]) - _ts(node["started_at"]))
         end_record.append(_ts(run["ended_at"]) - _ts(node["ended_at"]))
     return {
         "local_wall_s": local,
         "slurm_wall_s": slurm,
+        # the experiment itself: the local runner's run (spawn to end) / the harness on the node
+        "local_run_s": local_run,
+        "slurm_harness_s": slurm_harness,
+        # llem's wall time around the experiment, per runner (the experiment's own noise removed)
+        "local_around_s": [w - r for w, r in zip(local, local_run, strict=True)],
+        "slurm_around_s": [w - h for w, h in zip(slurm, slurm_harness, strict=True)],
         "submit_to_start_s": submit_start,
         "job_to_harness_s": job_harness,
         "end_to_record_s": end_record,
@@ -205,6 +219,7 @@ def main() -> None:
             **runs,
             "added_wall_median_s": added,
             "added_beyond_dispatch_median_s": added - med(dispatch),
+            "added_around_median_s": med(runs["slurm_around_s"]) - med(runs["local_around_s"]),  # type: ignore[arg-type]
             "poll_interval_s": args.poll,
         }
         if args.study_runs:
