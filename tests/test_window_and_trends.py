@@ -201,3 +201,20 @@ def test_cycles_needed_for_a_target_half_width() -> None:
     (w,) = cycle_warnings(stats)
     assert w.code == "cycles_disagree" and w.details["more_cycles"] == 96
     assert cycle_warnings(describe([1.0, 1.01, 0.99])) == []  # CV 1 %: no flag
+
+
+def test_warmup_energy_is_metered(clock: FakeClock) -> None:
+    """The meter spans the whole warmup: 200 W x (5 + 1 + 1 + 1) s of fake time = 1600 J."""
+    from llenergymeasure.energy import select_meter
+    from tests.fakes.nvml import ConstantPower, FakeGpu, FakeNvml
+
+    fake = FakeNvml([FakeGpu(trace=ConstantPower(200.0))], clock=clock)
+    meter = select_meter("nvml", [0], {}, nvml_module=fake, sample_period_s=0.05)
+    try:
+        backend = ScriptedBackend(clock, [5.0, 1.0, 1.0, 1.0, 1.0])
+        cfg = _config(mode="cv", runs=2, window=3)
+        rec = win.run_warmup(backend, _prompts(1), cfg, meter=meter)  # type: ignore[arg-type]
+    finally:
+        meter.close()
+    assert rec.runs == 4 and rec.meter == "nvml"
+    assert rec.energy_j == pytest.approx(1600.0)
