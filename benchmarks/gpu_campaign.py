@@ -8,14 +8,18 @@ what it printed. Parts:
             context creation disturb an idle-power reading, and the decode paths profiled
             (transformers' generate with static cache + compile against llem's static decode
             loop): TTFT, decode tok/s, recompiles across prompt lengths, torch profiler tables
-    study   `llem run` of one configuration (--config dyn8 | sc1 | sc8) for --cycles cycles with
+    study   `llem run` of each configuration in --config (comma-separated: dyn8 = dynamic cache
+            bs 8, sc1 / sc8 = static cache + torch_compile bs 1 / 8) for --cycles cycles with
             measurement.min_window_s 30: wall per run, window share, load and warmup seconds,
-            J/token mean, CI and CV, warnings; then a bare loop on the same model and prompts
+            J/token mean, CI and CV, warnings (each run saved as its result.json appears); then
+            a bare loop on the same model and prompts
     sampler the NVML sampler's cost on a GPU-bound workload (static+compile decode, sampler on
             and off, alternating)
 
     PYTHONUNBUFFERED=1 PYTHONPATH=src python3 benchmarks/gpu_campaign.py --part probe --out $OUT
     PYTHONUNBUFFERED=1 PYTHONPATH=src python3 benchmarks/gpu_campaign.py --part study --config sc1 --out $OUT
+    PYTHONUNBUFFERED=1 PYTHONPATH=src python3 benchmarks/gpu_campaign.py --part study --config dyn8 --out $OUT
+    PYTHONUNBUFFERED=1 PYTHONPATH=src python3 benchmarks/gpu_campaign.py --part study --config sc8 --sampler --out $OUT
 
 ``--cpu-smoke`` runs the same code on the CPU with synthetic/tiny-llama and no energy meter, to
 check the script before spending device time; its numbers mean nothing.

@@ -5,10 +5,11 @@ The order is the measurement protocol's (docs/methodology.md):
 1. environment snapshot (never blocks the run)
 2. model load, timed, with its energy measured apart from inference
 3. prompts prepared (outside any window)
-4. warmup: a fixed count, or until latencies settle (bounded); never measured
+4. warmup: until per-token latency settles (default), or a fixed count; bounded, metered apart
 5. idle baselines: cold idle before the load (cached per GPU state), resident idle after warmup
    once the power has settled
-6. measured window: synchronise -> meters start -> all prompts -> synchronise -> meters stop
+6. measured window: synchronise -> meters start -> whole passes over all prompts until
+   ``measurement.min_window_s`` -> synchronise -> meters stop
 7. result: raw energy and energy above resident idle, derived figures, warnings, validity gates
 
 The harness does not know whether it runs in a container, except to record it.
