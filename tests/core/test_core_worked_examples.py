@@ -311,9 +311,15 @@ def test_harness_warnings_each_with_its_numbers() -> None:
     assert _warnings(cv, [4], 1, WarmupRecord(mode="cv", runs=3, converged=True)) == {}
     stuck = WarmupRecord(mode="cv", runs=20, converged=False, final_cv=0.1234)
     msg = _warnings(cv, [4], 1, stuck)["warmup_not_converged"].message
-    assert msg == "warmup stopped after 20 runs with latency CV 0.123 above the threshold 0.05"
+    assert msg == (
+        "warmup stopped at its cap (max_runs) after 20 batches and 0.0 s with per-token latency "
+        "CV 0.123 above the threshold 0.05; raise warmup.max_runs / warmup.max_s, or see the "
+        "window's throughput_drift and host_bound warnings"
+    )
     bare = WarmupRecord(mode="cv", runs=1, converged=False)
     assert _warnings(cv, [4], 1, bare)["warmup_not_converged"].message == (
-        "warmup stopped after 1 runs without converging"
+        "warmup stopped at its cap (max_runs) after 1 batches and 0.0 s without converging; raise "
+        "warmup.max_runs / warmup.max_s, or see the window's throughput_drift and host_bound "
+        "warnings"
     )
     assert _warnings(cv, [4], 1, bare)["warmup_not_converged"].severity == "warning"

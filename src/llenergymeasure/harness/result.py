@@ -55,11 +55,18 @@ def harness_warnings(
             ValidityWarning(
                 code="warmup_not_converged",
                 message=(
-                    f"warmup stopped after {warmup.runs} runs with latency CV {warmup.final_cv:.3f} "
-                    f"above the threshold {config.warmup.cv_threshold}"
-                    if warmup.final_cv is not None
-                    else f"warmup stopped after {warmup.runs} runs without converging"
+                    f"warmup stopped at its cap ({warmup.stopped_by or 'max_runs'}) after "
+                    f"{warmup.runs} batches and {warmup.duration_s:.1f} s"
+                    + (
+                        f" with per-token latency CV {warmup.final_cv:.3f} above the threshold "
+                        f"{config.warmup.cv_threshold}"
+                        if warmup.final_cv is not None
+                        else " without converging"
+                    )
+                    + "; raise warmup.max_runs / warmup.max_s, or see the window's "
+                    "throughput_drift and host_bound warnings"
                 ),
+                details={"stopped_by": warmup.stopped_by, "final_cv": warmup.final_cv},
             )
         )
     if config.warmup.mode == "fixed" and config.warmup.runs == 0:
