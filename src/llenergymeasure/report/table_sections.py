@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from llenergymeasure.energy.types import BaselineRecord
 from llenergymeasure.environment.snapshot import EnvironmentSnapshot
 from llenergymeasure.report.data import (
     METRIC_LABELS,
@@ -150,6 +151,7 @@ def runs_section(study: StudyResult, points: Sequence[ConfigPoint]) -> str:
                 f'<td class="num">{num(r.energy_per_output_token_j)}</td>',
                 f'<td class="num">{num(_pct(r.energy_quantisation_bound_rel))}</td>',
                 f'<td class="num">{num(r.energy_per_output_token_above_idle_j)}</td>',
+                f'<td class="num">{_idle(r.cold_baseline)} / {_idle(r.baseline)}</td>',
                 "yes" if r.valid else f"<b>no</b>: {esc(', '.join(r.failed_gates))}",
                 esc(r.energy.meter),
                 esc(", ".join(sorted({w.code for w in warns}))) if warns else "",
@@ -167,12 +169,21 @@ def runs_section(study: StudyResult, points: Sequence[ConfigPoint]) -> str:
             "energy / token (J)",
             "± quantisation (%)",
             "above idle / token (J)",
+            "idle W: cold / resident",
             "valid",
             "meter",
             "warnings",
         ],
         rows,
     )
+
+
+def _idle(b: BaselineRecord | None) -> str:
+    """Idle power summed over GPUs, '—' when none; '(rejected)' when not accepted."""
+    if b is None or not b.available or not b.idle_power_w:
+        return "—"
+    text = f"{sum(b.idle_power_w.values()):.1f}"
+    return text if b.accepted else f"{text} (rejected)"
 
 
 def _pct(value: float | None) -> float | None:
