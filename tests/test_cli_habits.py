@@ -95,9 +95,10 @@ def test_shell_completion_is_offered_and_completes_subcommands() -> None:
     out = llem("--help")
     assert "--install-completion" in out.stdout
     env = {**os.environ, "SHELL": "/bin/bash"}
-    # typer finds the shell from the process tree (shellingham): start llem from bash
+    # typer finds the shell from the process tree (shellingham): start llem from bash (a second
+    # command keeps bash from exec-ing llem in its place)
     out = subprocess.run(
-        ["bash", "-c", f"'{llem_exe}' --show-completion"],
+        ["bash", "-c", f"'{llem_exe}' --show-completion; exit $?"],
         capture_output=True,
         text=True,
         timeout=120,
