@@ -122,17 +122,17 @@ def list_cmd(
         "read from",
         "directory",
     )
-    lines = [
+    lines: list[tuple[str, ...]] = [
         (
             str(started)[:16].replace("T", " "),
-            name,
-            design[:12] or "—",
+            str(name),
+            str(design)[:12] or "—",
             f"{done}" + (f" (+{pending} pending)" if pending else ""),
             str(failed),
-            gpus or "—",
-            backends or "—",
-            source,
-            path,
+            str(gpus or "—"),
+            str(backends or "—"),
+            str(source),
+            str(path),
         )
         for started, name, design, done, failed, pending, gpus, backends, source, path in rows
     ]
