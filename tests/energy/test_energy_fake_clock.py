@@ -326,3 +326,68 @@ def test_a_reading_the_gpu_lacks_is_left_out_not_failed() -> None:
     assert meter.sampler.read_errors == 0
     assert m.devices[0].energy_j == pytest.approx(100.0)
     meter.close()
+
+
+def test_integrate_power_edges_by_hand() -> None:
+    from llenergymeasure.energy.sampler import integrate_power
+
+    one = np.array([5.0]), np.array([80.0])
+    assert integrate_power(*one, 2.0, 4.5) == pytest.approx(200.0)  # a lone sample held: 80 x 2.5
+    assert integrate_power(*one, 2.0, 2.0) is None  # an empty window
+    t = np.array([0.0, 1.0, 2.0])
+    p = np.array([100.0, 200.0, 100.0])
+    # samples exactly on the edges are the edges: 150 + 150 over [0, 2]
+    assert integrate_power(t, p, 0.0, 2.0) == pytest.approx(300.0)
+    # [1, 2]: the sample at 1 s is the left edge, not counted twice: (200 + 100) / 2
+    assert integrate_power(t, p, 1.0, 2.0) == pytest.approx(150.0)
+    two = np.array([0.0, 2.0]), np.array([100.0, 300.0])
+    assert integrate_power(*two, 0.0, 2.0) == pytest.approx(400.0)  # a two-sample trapezoid
+
+
+def test_sampler_arguments_are_checked_and_defaults_read_every_counter() -> None:
+    from llenergymeasure.energy.sampler import Sampler
+
+    clock = ManualClock()
+    fake = FakeNvml([FakeGpu(), FakeGpu(has_counter=False)], clock=clock)
+    nvml = Nvml(fake)
+    nvml.init()
+    with pytest.raises(ValueError, match=r"period_s must be > 0 seconds, got 0"):
+        Sampler(nvml, [0], 0)
+    with pytest.raises(ValueError, match=r"counter_every must be >= 1 sample, got 0"):
+        Sampler(nvml, [0], 0.1, counter_every=0)
+    s = Sampler(nvml, [0], 0.1, clock=clock, background=False)
+    assert s.counter_every == 10 and s.read_errors == 0 and not s.running
+    assert "energy_counter_mj" in s.columns_read[0]  # read_counter defaults to every device
+    off = Sampler(nvml, [0], 0.1, read_counter=[False], clock=clock, background=False)
+    assert "energy_counter_mj" not in off.columns_read[0]
+    s.begin(clock())
+    for _ in range(11):
+        clock.advance(0.1)
+        s.sample()
+    s.end()
+    _, values = s.buffer.view()
+    counter = values[:, 0, 5]
+    # begin's row, 11 samples and end's row = 13 rows (ticks 0-12); the slow counter read
+    # happens on every 10th tick only, ticks 0 and 10
+    assert [k for k in range(13) if not np.isnan(counter[k])] == [0, 10]
+    assert s.buffer.t[0] == pytest.approx(1000.0) and s.buffer.n == 13
+
+
+def test_read_errors_are_counted_and_leave_gaps() -> None:
+    from llenergymeasure.energy.sampler import Sampler
+
+    clock = ManualClock()
+    gpu = FakeGpu(has_instant_power=False)
+    fake = FakeNvml([gpu], clock=clock)
+    nvml = Nvml(fake)
+    nvml.init()
+    s = Sampler(nvml, [0], 0.1, clock=clock, background=False, counter_every=1)
+    s.begin(clock())
+    fake.init_depth = 0  # NVML shut down under the sampler: every read raises
+    clock.advance(0.1)
+    s.sample()
+    fake.init_depth = 1
+    s.end()
+    _, values = s.buffer.view()
+    assert np.isnan(values[1, 0, :]).all() and not np.isnan(values[0, 0, 0])
+    assert s.read_errors == len(s.columns_read[0])  # one per column read in that row
