@@ -158,6 +158,18 @@ def test_study_through_slurm_with_one_job_scancelled(
     assert sorted(jobs) == sorted(r["job_id"] for r in _manifest(study_dir)["runs"])
     assert jobs[victim["job_id"]].startswith("CANCELLED")
 
+    # --resume reruns the cancelled run only: a new job, in a new attempt folder
+    code, out = _llem(["run", "--resume", str(study_dir)], env)
+    assert code == 0, out
+    after = {r["run_id"]: r for r in _manifest(study_dir)["runs"]}
+    rerun = after[victim["run_id"]]
+    assert rerun["status"] == "completed" and rerun["attempts"] == 2
+    assert rerun["job_id"] != victim["job_id"] and rerun["run_dir"].endswith("_a2")
+    assert (study_dir / cancelled["run_dir"] / "error.json").exists()  # the first attempt kept
+    for run_id, r in runs.items():
+        assert after[run_id]["job_id"] == r["job_id"] and after[run_id]["attempts"] == 1
+    assert len(_sacct_jobs(study_dir)) == 5
+
 
 def test_controller_killed_then_resume_reattaches_without_resubmitting(
     tmp_path: Path, shared_model_cache: Path, slurm_cluster: str
