@@ -104,7 +104,9 @@ def resolve_runners(
     }
     kinds = {r.kind for r in resolved.values()}
     if "slurm" in kinds and len(kinds) > 1:
-        detail = ", ".join(f"{r.backend}={r.describe()} (from {r.source})" for r in resolved.values())
+        detail = ", ".join(
+            f"{r.backend}={r.describe()} (from {r.source})" for r in resolved.values()
+        )
         raise RunnerError(
             f"one study runs either on the SLURM cluster or on this machine, not both: {detail}. "
             "Give every backend the same runner (e.g. `--runner slurm` and no other setting), or "
