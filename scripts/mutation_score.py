@@ -28,6 +28,12 @@ CAUGHT = {1, 3, 36, 24, -24, 152, 255, 37, -11, -9}  # killed, pytest error, tim
 # Files of which only some functions are the measurement core: the study runner's resume decision
 # is; the rest of it (spawning runs, collecting results) is tested end to end on the CPU instead.
 SCOPE = {
+    # config/experiment.py is in the core for the config hash; its validators are config checks
+    "src/llenergymeasure/config/experiment.py": [
+        "*.x_canonical_*",
+        "*ǁExperimentConfigǁhashable_dict__mutmut_*",
+        "*ǁExperimentConfigǁbackend_section__mutmut_*",
+    ],
     "src/llenergymeasure/study/runner.py": [
         "*ǁStudyRunnerǁ_already_done__mutmut_*",
         "*ǁStudyRunnerǁ_study_for_resume__mutmut_*",

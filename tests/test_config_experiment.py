@@ -223,3 +223,17 @@ def test_examples_load() -> None:
     assert isinstance(exp, ExperimentConfig) and exp.model == "synthetic/tiny-llama"
     study = load_config_file(root / "study.yaml")
     assert len(study.expand()) == 6  # type: ignore[union-attr]
+
+
+def test_each_backend_hashes_its_section_with_defaults_filled_in() -> None:
+    """The chosen backend's section enters the hash with every default, given or not."""
+    for backend in ("pytorch", "vllm", "tensorrt"):
+        bare = ExperimentConfig(model="m", backend=backend)
+        explicit = ExperimentConfig.from_dict({"model": "m", "backend": backend, backend: {}})
+        assert bare.config_hash == explicit.config_hash, backend
+        data = bare.hashable_dict()
+        assert data[backend] == type(bare.backend_section())().model_dump(mode="json")
+        assert "name" not in data
+    assert (
+        len({ExperimentConfig(model="m", backend=b).config_hash for b in ("pytorch", "vllm")}) == 2
+    )
