@@ -23,12 +23,11 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import yaml
 
 from llenergymeasure._signals import stop_description
-from llenergymeasure._version import __version__
 from llenergymeasure.config.paths import has_relative_paths, missing_local_inputs
 from llenergymeasure.config.study import StudyConfig
 from llenergymeasure.config.user import UserConfig, load_user_config
@@ -42,24 +41,22 @@ from llenergymeasure.errors import (
 )
 from llenergymeasure.harness.request import RESULT_FILE, HarnessRequest, HarnessSettings
 from llenergymeasure.results.io import atomic_write_text
-from llenergymeasure.results.models import ExperimentResult, RunFailure, RunnerRecord
-from llenergymeasure.results.stats import summarise
+from llenergymeasure.results.models import ExperimentResult, RunnerRecord
 from llenergymeasure.results.study_result import StudyResult
 from llenergymeasure.runners.base import RunOutcome
 from llenergymeasure.runners.resolution import ResolvedRunner, resolve_runners
+from llenergymeasure.study.aggregate import collect_study_result
+from llenergymeasure.study.execution import executor_for, run_attempt
 from llenergymeasure.study.manifest import MANIFEST_FILE, Manifest, ManifestRun, ManifestStore
 from llenergymeasure.study.planning import (
     Gaps,
     PlannedRun,
-    measurement_protocol,
     plan_study,
     resolve_gaps,
 )
 from llenergymeasure.study.recovery import adopt_finished_results, refuse_if_still_running
 
 STUDY_FILE = "study.yaml"
-STUDY_RESULT_FILE = "study_result.json"
-SUMMARY_FILE = "summary.csv"
 LOCK_FILE = ".llem.lock"
 
 
@@ -214,18 +211,6 @@ class StudyRunner:
             cycles = self._resume_manifest.n_cycles
         return plan_study(self.study, self.gaps, cycles)
 
-    def _executor(self, resolved: ResolvedRunner) -> Any:
-        if resolved.kind == "docker":
-            from llenergymeasure.runners.docker_runner import DockerRunner
-
-            return DockerRunner(
-                resolved.image or "",
-                model_cache_dir=self.user_config.output.resolved_model_cache_dir(),
-            )
-        from llenergymeasure.runners.local import LocalRunner
-
-        return LocalRunner()
-
     def _preflight(self, runners: dict[str, ResolvedRunner]) -> None:
         docker_images = sorted(
             {r.image for r in runners.values() if r.kind == "docker" and r.image}
@@ -338,7 +323,9 @@ class StudyRunner:
             )
             if any(r.kind == "slurm" for r in runners.values()):
                 self._run_on_slurm(store, to_run, runners)
-                return self._collect(store, started_at, runners, env_snapshot)
+                return collect_study_result(
+                    store, self.study, self.gaps, started_at, runners, env_snapshot
+                )
             current: PlannedRun | None = None
             try:
                 for position, run in enumerate(to_run, start=1):
@@ -356,7 +343,9 @@ class StudyRunner:
                 # Wherever Ctrl-C or SIGTERM lands (a gap, a spawn, a run, reading a result), the
                 # executor has already stopped its process; record the run and tell how to resume.
                 self._interrupted(store, current, exc)
-            result = self._collect(store, started_at, runners, env_snapshot)
+            result = collect_study_result(
+                store, self.study, self.gaps, started_at, runners, env_snapshot
+            )
         return result
 
     def _start_manifest(self, study_dir: Path, plan: list[PlannedRun]) -> ManifestStore:
@@ -430,44 +419,25 @@ class StudyRunner:
         position: int,
         total: int,
     ) -> RunOutcome:
-        entry = store.get(run.run_id)
-        attempt = entry.attempts + 1
-        folder = run.run_id if attempt == 1 else f"{run.run_id}_a{attempt}"
-        run_dir = store.study_dir / folder
-        k = attempt
-        while run_dir.exists():  # a folder from a controller that died mid-write: never reuse it
-            k += 1
-            folder = f"{run.run_id}_a{k}"
-            run_dir = store.study_dir / folder
-        run_dir.mkdir(parents=True)
-        store.transition(run.run_id, "running", run_dir=folder)
-        request = HarnessRequest(
-            config=run.config,
-            runner=RunnerRecord(kind=resolved.kind, image=resolved.image, source=resolved.source),
-            settings=self._settings(run),
+        def make_request() -> HarnessRequest:
+            return HarnessRequest(
+                config=run.config,
+                runner=RunnerRecord(
+                    kind=resolved.kind, image=resolved.image, source=resolved.source
+                ),
+                settings=self._settings(run),
+            )
+
+        cache = self.user_config.output.resolved_model_cache_dir()
+        return run_attempt(
+            store,
+            run,
+            make_request,
+            lambda: executor_for(resolved, cache),
+            self.observer,
+            position,
+            total,
         )
-        self.observer.on_run_start(run, position, total, run_dir)
-        outcome = self._executor(resolved).run(request, run_dir, run.config.timeout_s)
-        result = None
-        if outcome.status == "completed" and outcome.result_path is not None:
-            try:
-                result = ExperimentResult.model_validate_json(outcome.result_path.read_text())
-            except (OSError, ValueError) as exc:
-                outcome = RunOutcome(
-                    status="failed",
-                    run_dir=run_dir,
-                    message=f"result.json could not be read back: {exc}",
-                    phase="result",
-                    error_type=type(exc).__name__,
-                )
-        store.transition(
-            run.run_id,
-            outcome.status,
-            message=None if outcome.status == "completed" else (outcome.message or "")[:4000],
-            phase=outcome.phase,
-        )
-        self.observer.on_run_end(run, outcome, result)
-        return outcome
 
     def _interrupted(
         self, store: ManifestStore, run: PlannedRun | None, exc: BaseException | None = None
@@ -483,91 +453,3 @@ class StudyRunner:
         )
         stopped.exit_code = exit_code  # 130 for Ctrl-C, 143 for SIGTERM
         raise stopped
-
-    # -- aggregation ---------------------------------------------------------------------------
-
-    def _collect(
-        self,
-        store: ManifestStore,
-        started_at: str,
-        runners: dict[str, ResolvedRunner],
-        env_snapshot: Any,
-    ) -> StudyResult:
-        results: list[ExperimentResult] = []
-        failures: list[RunFailure] = []
-        for entry in store.manifest.runs:
-            run_dir = store.study_dir / entry.run_dir if entry.run_dir else None
-            if entry.status == "completed" and run_dir is not None:
-                try:
-                    results.append(
-                        ExperimentResult.model_validate_json((run_dir / RESULT_FILE).read_text())
-                    )
-                    continue
-                except (OSError, ValueError) as exc:
-                    failures.append(
-                        RunFailure(
-                            run_id=entry.run_id,
-                            config_hash=entry.config_hash,
-                            cycle=entry.cycle,
-                            phase="result",
-                            message=f"result.json unreadable: {exc}",
-                        )
-                    )
-                    continue
-            if entry.status in ("failed", "timeout", "interrupted"):
-                err = run_dir / "error.json" if run_dir is not None else None
-                failures.append(
-                    RunFailure(
-                        run_id=entry.run_id,
-                        config_hash=entry.config_hash,
-                        cycle=entry.cycle,
-                        status=entry.status if entry.status != "timeout" else "timeout",
-                        phase=entry.phase,
-                        message=entry.message or entry.status,
-                        error_file=str(err) if err is not None and err.exists() else None,
-                    )
-                )
-        expansion = self.study.expand_report()
-        n_cycles = store.manifest.n_cycles
-        study_result = StudyResult(
-            llenergymeasure_version=__version__,
-            name=self.study.name,
-            study_design_hash=self.study.study_design_hash,
-            study_dir=str(store.study_dir),
-            started_at=started_at,
-            ended_at=_now(),
-            measurement_protocol=measurement_protocol(self.study, self.gaps, n_cycles),
-            environment=env_snapshot,
-            runners={b: r.model_dump() for b, r in runners.items()},
-            runs=results,
-            summaries=summarise(results, failures),
-            failures=failures,
-            invalid_points=[p.describe() for p in expansion.invalid] + list(expansion.duplicates),
-            interrupted=False,
-        )
-        atomic_write_text(
-            store.study_dir / STUDY_RESULT_FILE, study_result.model_dump_json(indent=2)
-        )
-        write_summary_csv(study_result, store.study_dir / SUMMARY_FILE)
-        _write_extras(study_result, store.study_dir)
-        return study_result
-
-
-def write_summary_csv(study_result: StudyResult, path: Path) -> Path:
-    """``summary.csv`` with the standard library only, so it exists even without the report extra."""
-    from llenergymeasure.results.export import summary_csv_text
-
-    return atomic_write_text(path, summary_csv_text(study_result))
-
-
-def _write_extras(study_result: StudyResult, study_dir: Path) -> None:
-    """Parquet export and the HTML report, when the ``[report]`` extra is installed."""
-    try:
-        from llenergymeasure.report import generate_study_artifacts
-
-        generate_study_artifacts(study_result, study_dir)
-    except Exception as exc:  # the report must never cost the results (all already on disk)
-        print(
-            f"[llem] note: report/exports not written ({type(exc).__name__}: {exc}); "
-            f"`llem report {study_dir}` regenerates them once the [report] extra is installed"
-        )

@@ -1,0 +1,88 @@
+"""One run of a study: its attempt folder, its executor, its outcome read back and recorded.
+
+The study loop (``study/runner.py``) decides what runs when; this module runs one planned run in
+a new attempt folder (never reusing one), reads its ``result.json`` back and records the outcome
+in the manifest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llenergymeasure.harness.request import HarnessRequest
+from llenergymeasure.results.models import ExperimentResult
+from llenergymeasure.runners.base import RunOutcome
+from llenergymeasure.runners.resolution import ResolvedRunner
+from llenergymeasure.study.manifest import ManifestStore
+from llenergymeasure.study.planning import PlannedRun
+
+if TYPE_CHECKING:
+    from llenergymeasure.study.runner import StudyObserver
+
+
+def executor_for(resolved: ResolvedRunner, model_cache_dir: Path) -> Any:
+    """The runner object that executes a request: Docker or the local subprocess runner."""
+    if resolved.kind == "docker":
+        from llenergymeasure.runners.docker_runner import DockerRunner
+
+        return DockerRunner(resolved.image or "", model_cache_dir=model_cache_dir)
+    from llenergymeasure.runners.local import LocalRunner
+
+    return LocalRunner()
+
+
+def new_attempt_dir(store: ManifestStore, run_id: str) -> tuple[str, Path]:
+    """A fresh folder for the next attempt of a run (``_a2`` etc. for reruns), created."""
+    entry = store.get(run_id)
+    attempt = entry.attempts + 1
+    folder = run_id if attempt == 1 else f"{run_id}_a{attempt}"
+    run_dir = store.study_dir / folder
+    k = attempt
+    while run_dir.exists():  # a folder from a controller that died mid-write: never reuse it
+        k += 1
+        folder = f"{run_id}_a{k}"
+        run_dir = store.study_dir / folder
+    run_dir.mkdir(parents=True)
+    return folder, run_dir
+
+
+def run_attempt(
+    store: ManifestStore,
+    run: PlannedRun,
+    make_request: Callable[[], HarnessRequest],
+    make_executor: Callable[[], Any],
+    observer: StudyObserver,
+    position: int,
+    total: int,
+) -> RunOutcome:
+    """Run one planned run in a new attempt folder and record its outcome in the manifest.
+
+    The request and the executor are built once the run is marked running (as callables, so an
+    error building them leaves the run marked running, to be rerun on resume)."""
+    folder, run_dir = new_attempt_dir(store, run.run_id)
+    store.transition(run.run_id, "running", run_dir=folder)
+    request = make_request()
+    observer.on_run_start(run, position, total, run_dir)
+    outcome: RunOutcome = make_executor().run(request, run_dir, run.config.timeout_s)
+    result = None
+    if outcome.status == "completed" and outcome.result_path is not None:
+        try:
+            result = ExperimentResult.model_validate_json(outcome.result_path.read_text())
+        except (OSError, ValueError) as exc:
+            outcome = RunOutcome(
+                status="failed",
+                run_dir=run_dir,
+                message=f"result.json could not be read back: {exc}",
+                phase="result",
+                error_type=type(exc).__name__,
+            )
+    store.transition(
+        run.run_id,
+        outcome.status,
+        message=None if outcome.status == "completed" else (outcome.message or "")[:4000],
+        phase=outcome.phase,
+    )
+    observer.on_run_end(run, outcome, result)
+    return outcome
