@@ -7,7 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from llenergymeasure.cli import app
-from llenergymeasure.cli.run_cmd import _distinguish, _varying_fields
+from llenergymeasure.cli.run_fields import _distinguish, _varying_fields
 from llenergymeasure.config.study import StudyConfig
 from tests.helpers import write
 

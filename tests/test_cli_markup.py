@@ -16,7 +16,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from llenergymeasure.cli import app
-from llenergymeasure.cli.run_cmd import print_experiment_summary, print_study_summary
+from llenergymeasure.cli.run_summary import print_experiment_summary, print_study_summary
 from tests.helpers import write
 
 runner = CliRunner()

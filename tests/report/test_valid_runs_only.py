@@ -135,7 +135,7 @@ def test_strict_names_the_invalid_runs_and_their_gates() -> None:
     from typer.testing import CliRunner
 
     from llenergymeasure.cli import app
-    from llenergymeasure.cli.run_cmd import invalid_runs_line
+    from llenergymeasure.cli.run_summary import invalid_runs_line
 
     runs = _runs()
     study = StudyResult(

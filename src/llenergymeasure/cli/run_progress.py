@@ -1,0 +1,132 @@
+"""The live progress view of ``llem run`` (the study observer behind it)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from llenergymeasure.cli.run_fields import _distinguish, _fmt
+from llenergymeasure.results.models import ExperimentResult
+from llenergymeasure.runners.base import RunOutcome
+from llenergymeasure.study.planning import PlannedRun
+
+
+class LiveProgress:
+    """The study observer behind the CLI's live view (run k of N, phase, elapsed, ETA)."""
+
+    def __init__(self, console: Console, fields: list[str], verbosity: str = "normal"):
+        self.console = console
+        self.fields = fields
+        #: ui.verbosity: quiet = failures and the final table only; verbose = also each run's folder
+        self.verbosity = verbosity
+        self.live: Live | None = None
+        self.total = 0
+        self.position = 0
+        self.run: PlannedRun | None = None
+        self.run_dir: Path | None = None
+        self.run_started = 0.0
+        self.study_started = time.monotonic()
+        self.durations: list[float] = []
+        self.gap_until: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # observer hooks
+    def on_start(self, study_dir: Path, plan: list[PlannedRun], to_run: list[PlannedRun]) -> None:
+        self.total = len(to_run)
+        skipped = len(plan) - len(to_run)
+        self.console.print(f"study directory: [bold]{escape(str(study_dir))}[/]")
+        if skipped:
+            self.console.print(f"resuming: {skipped} completed run(s) kept, {len(to_run)} to run")
+        if self.verbosity == "quiet":
+            return
+        self.live = Live(self._render(), console=self.console, refresh_per_second=2, transient=True)
+        self.live.start()
+        self._thread = threading.Thread(target=self._refresh, daemon=True)
+        self._thread.start()
+
+    def on_gap(self, seconds: float, kind: str) -> None:
+        self.gap_until = time.monotonic() + seconds
+        self.gap_kind = kind
+
+    def on_run_start(self, run: PlannedRun, position: int, total: int, run_dir: Path) -> None:
+        self.gap_until = None
+        self.run, self.position, self.total, self.run_dir = run, position, total, run_dir
+        self.run_started = time.monotonic()
+        if self.verbosity == "verbose":
+            self.console.print(
+                f"→ run {position}/{total} cycle {run.cycle}: "
+                + escape(f"{_distinguish(run.config, self.fields)}  [{run_dir}]")
+            )
+
+    def on_run_end(
+        self, run: PlannedRun, outcome: RunOutcome, result: ExperimentResult | None
+    ) -> None:
+        self.durations.append(time.monotonic() - self.run_started)
+        if outcome.status == "completed" and result is not None:
+            if self.verbosity == "quiet":
+                return
+            self.console.print(
+                f"[green]✓[/] {run.run_id}  {escape(_distinguish(run.config, self.fields))}  "
+                f"{_fmt(result.energy_per_output_token_j, unit=' J/tok')}  "
+                f"{_fmt(result.output_tokens_per_s, unit=' tok/s')}"
+            )
+        else:
+            first = (outcome.message or "").splitlines()[0] if outcome.message else ""
+            where = f" in {outcome.phase}" if outcome.phase else ""
+            self.console.print(
+                "[red]✗[/] " + escape(f"{run.run_id}  {outcome.status}{where}: {first}")
+            )
+            if self.verbosity == "verbose" and outcome.error_path is not None:
+                self.console.print(escape(f"   details: {outcome.error_path}"))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.live is not None:
+            self.live.stop()
+
+    def _phase(self) -> str:
+        if self.run_dir is None:
+            return "starting"
+        try:
+            data = json.loads((self.run_dir / "progress.json").read_text())
+            return data.get("phase", "?") + (f" {data['detail']}" if data.get("detail") else "")
+        except (OSError, ValueError):
+            return "starting"
+
+    def _render(self) -> Table:
+        t = Table.grid(padding=(0, 2))
+        now = time.monotonic()
+        if self.gap_until is not None and now < self.gap_until:
+            t.add_row(
+                f"thermal gap ({getattr(self, 'gap_kind', '')}): {self.gap_until - now:.0f} s left"
+            )
+            return t
+        if self.run is None:
+            t.add_row("preparing…")
+            return t
+        elapsed = now - self.run_started
+        eta = ""
+        if self.durations:
+            mean = sum(self.durations) / len(self.durations)
+            eta = f"  ETA ~{mean * (self.total - self.position + 1) - elapsed:.0f} s"
+        t.add_row(
+            f"run {self.position}/{self.total}",
+            f"cycle {self.run.cycle}",
+            escape(_distinguish(self.run.config, self.fields)),
+            f"[cyan]{escape(self._phase())}[/]",
+            f"{elapsed:.0f} s{eta}",
+        )
+        return t
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(0.5):
+            if self.live is not None:
+                self.live.update(self._render())

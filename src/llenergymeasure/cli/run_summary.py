@@ -1,0 +1,149 @@
+"""What ``llem run`` prints at the end: one experiment's metrics, a study's table, ``--strict``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from llenergymeasure.cli.run_fields import _distinguish, _fmt, _varying_fields
+from llenergymeasure.results.models import ExperimentResult, StudyResult
+
+
+def print_experiment_summary(
+    console: Console, result: ExperimentResult, result_path: Path | None
+) -> None:
+    t = Table(
+        title=escape(f"{result.config.label()}  ({result.config_hash[:8]})"), show_header=False
+    )
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    e = result.energy
+    t.add_row(
+        "energy (raw)",
+        _fmt(result.total_energy_j, unit=" J")
+        if e.available
+        else escape(f"— ({e.unavailable_reason})"),
+    )
+    above = _fmt(result.total_energy_above_idle_j, unit=" J")
+    if result.total_energy_above_idle_se_j is not None:
+        above += f" ± {_fmt(result.total_energy_above_idle_se_j, unit=' J')} (SE)"
+    t.add_row("energy above resident idle", above)
+    t.add_row("energy per output token", _fmt(result.energy_per_output_token_j, unit=" J"))
+    t.add_row("energy per token (in + out)", _fmt(result.energy_per_total_token_j, unit=" J"))
+    if result.energy_quantisation_bound_rel is not None:
+        t.add_row("quantisation bound", f"± {result.energy_quantisation_bound_rel * 100:.2f} %")
+    t.add_row(
+        "valid",
+        "yes" if result.valid else escape(f"no: {', '.join(result.failed_gates)}"),
+    )
+    t.add_row("energy per request", _fmt(result.energy_per_request_j, unit=" J"))
+    t.add_row("output tokens/s", _fmt(result.output_tokens_per_s))
+    t.add_row("tokens in / out", f"{result.input_tokens:,} / {result.output_tokens:,}")
+    t.add_row(
+        "TTFT mean / p99",
+        f"{_fmt(result.ttft_ms.mean_ms if result.ttft_ms else None, unit=' ms')} / {_fmt(result.ttft_ms.p99_ms if result.ttft_ms else None, unit=' ms')}",
+    )
+    t.add_row(
+        "ITL mean / p99",
+        f"{_fmt(result.itl_ms.mean_ms if result.itl_ms else None, unit=' ms')} / {_fmt(result.itl_ms.p99_ms if result.itl_ms else None, unit=' ms')}",
+    )
+    t.add_row("measured window", _fmt(result.duration_s, unit=" s"))
+    t.add_row("model load", _fmt(result.load.duration_s, unit=" s"))
+    t.add_row(
+        "meter",
+        escape(
+            f"{e.meter}"
+            + (f" (sensor period {e.sensor_period_s * 1000:.0f} ms)" if e.sensor_period_s else "")
+        ),
+    )
+    t.add_row(
+        "runner",
+        escape(
+            f"{result.runner.kind}"
+            + (f":{result.runner.image}" if result.runner.image else "")
+            + f" ({result.runner.source})"
+        ),
+    )
+    console.print(t)
+    for w in result.warnings:
+        console.print(f"[yellow]warning[/] {escape(f'[{w.code}] {w.message}')}")
+    if result_path is not None:
+        console.print(f"result: [bold]{escape(str(result_path))}[/]")
+        report = result_path.parent.parent / "report.html"
+        if report.exists():
+            console.print(f"report: [bold]{escape(str(report))}[/]")
+
+
+def print_study_summary(console: Console, study_result: StudyResult) -> None:
+    t = Table(title=escape(f"study {study_result.name!r}: mean ± 95 % CI over cycles"))
+    for col in (
+        "config",
+        "backend",
+        "n",
+        "J/out-token",
+        "J/out-token above idle",
+        "tok/s",
+        "TTFT ms",
+        "ITL ms",
+    ):
+        t.add_column(col)
+
+    def ci(s: Any) -> str:
+        if s is None or s.mean is None:
+            return "—"
+        return _fmt(s.mean) + (
+            f" ± {_fmt(s.ci95_half_width)}" if s.ci95_half_width is not None else ""
+        )
+
+    configs = [s.config for s in study_result.summaries]
+    fields = _varying_fields(configs)
+    for s in study_result.summaries:
+        m = s.metrics
+        t.add_row(
+            escape(_distinguish(s.config, fields)),
+            s.backend,
+            f"{s.n_completed - s.n_invalid}"
+            + (f" (+{s.n_invalid} invalid)" if s.n_invalid else "")
+            + (f" (+{s.n_failed} failed)" if s.n_failed else ""),
+            ci(m.get("energy_per_output_token_j")),
+            ci(m.get("energy_per_output_token_above_idle_j")),
+            ci(m.get("output_tokens_per_s")),
+            ci(m.get("ttft_mean_ms")),
+            ci(m.get("itl_mean_ms")),
+        )
+    console.print(t)
+    for s in study_result.summaries:  # e.g. cycles_disagree: J/token CV across cycles too high
+        for w in s.warnings:
+            console.print(f"[yellow]{escape(w.code)}[/] {escape(s.label)}: {escape(w.message)}")
+    for f in study_result.failures:
+        first = f.message.splitlines()[0] if f.message else ""
+        phase = f", phase {f.phase}" if f.phase else ""
+        details = f"\n   details: {f.error_file}" if f.error_file else ""
+        console.print(
+            "[red]failed[/] " + escape(f"{f.run_id} ({f.status}{phase}): {first}{details}")
+        )
+    for p in study_result.invalid_points:
+        console.print(f"[yellow]not run[/] {escape(p)}")
+    warned = sum(1 for r in study_result.runs if r.warnings)
+    if warned:
+        console.print(
+            f"[yellow]{warned} run(s) carry validity warnings[/] (see each result.json / the report)"
+        )
+    if study_result.study_dir:
+        console.print(f"study directory: [bold]{escape(str(study_result.study_dir))}[/]")
+        report = Path(study_result.study_dir) / "report.html"
+        if report.exists():
+            console.print(f"report: [bold]{escape(str(report))}[/]")
+
+
+def invalid_runs_line(study_result: StudyResult) -> str | None:
+    """What ``--strict`` fails the study on: the runs that failed a validity gate, or None."""
+    invalid = [r for r in study_result.runs if not r.valid]
+    if not invalid:
+        return None
+    listed = "; ".join(f"{r.experiment_id} ({', '.join(r.failed_gates)})" for r in invalid)
+    return f"{len(invalid)} run(s) failed a validity gate: {listed}"
