@@ -11,17 +11,16 @@ from pathlib import Path
 import pytest
 
 from llenergymeasure import StudyResult
-from llenergymeasure.results.export import (
+from llenergymeasure.results.export import ReportDependencyError, write_exports
+from llenergymeasure.results.export_columns import (
     RUN_COLUMNS,
     SUMMARY_ID_COLUMNS,
     SUMMARY_STATS,
-    ReportDependencyError,
     config_columns,
     run_columns,
     summary_columns,
-    summary_metrics,
-    write_exports,
 )
+from llenergymeasure.results.export_rows import summary_metrics
 
 pd = pytest.importorskip("pandas")
 pytest.importorskip("pyarrow")

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.user import UserConfig
 from llenergymeasure.report.data import ConfigPoint, ci_overlap, config_points, overlapping_pairs
-from llenergymeasure.results.export import run_record
+from llenergymeasure.results.export_rows import run_record
 from llenergymeasure.results.models import ConfigSummary, MetricStats, StudyResult
 from llenergymeasure.results.stats import summarise
 from tests.report.report_builders import synthetic_result

@@ -20,7 +20,7 @@ from llenergymeasure.results.archive_views import (
     configs_view_columns,
     run_column_types,
 )
-from llenergymeasure.results.export import run_columns
+from llenergymeasure.results.export_columns import run_columns
 from llenergymeasure.results.leaderboard import leaderboards, write_leaderboards
 from llenergymeasure.results.stats import describe
 

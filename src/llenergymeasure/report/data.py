@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from llenergymeasure.config.experiment import ExperimentConfig
-from llenergymeasure.results.export import flatten, run_identity
+from llenergymeasure.results.export_rows import flatten, run_identity
 from llenergymeasure.results.models import ConfigSummary, ExperimentResult, MetricStats, StudyResult
 from llenergymeasure.results.stats import METRICS
 

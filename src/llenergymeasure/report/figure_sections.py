@@ -17,7 +17,7 @@ from llenergymeasure.report.data import (
 )
 from llenergymeasure.report.embedded_figures import EmbeddedFigures
 from llenergymeasure.report.html_cells import esc, table
-from llenergymeasure.results.export import run_identity
+from llenergymeasure.results.export_rows import run_identity
 from llenergymeasure.results.models import StudyResult
 
 

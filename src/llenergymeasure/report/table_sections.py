@@ -14,7 +14,7 @@ from llenergymeasure.report.data import (
     energy_unavailable_reasons,
 )
 from llenergymeasure.report.html_cells import esc, kv_table, num, stat_cell, table
-from llenergymeasure.results.export import environment_values, run_identity, run_warnings
+from llenergymeasure.results.export_rows import environment_values, run_identity, run_warnings
 from llenergymeasure.results.models import StudyResult
 
 #: metrics of the summary table, in order; a column is shown when any config has a value.

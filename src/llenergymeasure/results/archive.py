@@ -212,7 +212,7 @@ class Archive:
         ]
 
     def _json_rows(self) -> list[dict[str, Any]]:
-        from llenergymeasure.results.export import run_records
+        from llenergymeasure.results.export_rows import run_records
 
         rows: list[dict[str, Any]] = []
         for s in self.studies:

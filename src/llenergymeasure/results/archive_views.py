@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from llenergymeasure.config.experiment import ExperimentConfig
-from llenergymeasure.results.export import RUN_COLUMNS, run_columns
+from llenergymeasure.results.export_columns import RUN_COLUMNS, run_columns
 from llenergymeasure.results.stats import _T975, METRICS
 
 #: columns the archive adds in front of each run's ``results.parquet`` columns.
@@ -166,7 +166,7 @@ def run_column_types() -> dict[str, str]:
 
 def runs_view_columns() -> dict[str, str]:
     """Columns of the ``runs`` view -> meaning (the study columns, then every Parquet column)."""
-    from llenergymeasure.results.export import config_columns
+    from llenergymeasure.results.export_columns import config_columns
 
     out = {name: meaning for name, (_, meaning) in STUDY_COLUMNS.items()}
     for col in run_columns():
