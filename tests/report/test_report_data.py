@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from llenergymeasure.config.experiment import ExperimentConfig
-from llenergymeasure.report.data import config_points, latency_metric, pareto_front, swept_axes
+from llenergymeasure.report.data import config_points, latency_metric, swept_axes
 from llenergymeasure.report.figures import read_power_series
 from llenergymeasure.results.loading import load_study_dir
 from llenergymeasure.results.models import StudyResult
+from llenergymeasure.results.pareto import pareto_front
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

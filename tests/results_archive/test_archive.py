@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from llenergymeasure import StudyResult
-from llenergymeasure.report.data import pareto_front
 from llenergymeasure.results.archive import Archive, ArchiveError
 from llenergymeasure.results.archive_views import (
     STUDY_COLUMNS,
@@ -22,6 +21,7 @@ from llenergymeasure.results.archive_views import (
 )
 from llenergymeasure.results.export_columns import run_columns
 from llenergymeasure.results.leaderboard import leaderboards, write_leaderboards
+from llenergymeasure.results.pareto import pareto_front
 from llenergymeasure.results.stats import describe
 
 duckdb = pytest.importorskip("duckdb")

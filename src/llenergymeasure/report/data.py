@@ -159,28 +159,6 @@ def short_value(value: Any) -> str:
     return text.rsplit("/", 1)[-1] if "/" in text else text
 
 
-def pareto_front(points: Sequence[tuple[float, float]], maximise_x: bool) -> list[int]:
-    """Indices of the non-dominated points; y is always minimised (energy per token).
-
-    A point is dominated when another is at least as good on both coordinates and strictly better
-    on one. Ties (identical points) are all kept. Returned in order of increasing x.
-    """
-    front: list[int] = []
-    for i, (xi, yi) in enumerate(points):
-        dominated = False
-        for j, (xj, yj) in enumerate(points):
-            if i == j:
-                continue
-            better_x = xj > xi if maximise_x else xj < xi
-            as_good_x = xj >= xi if maximise_x else xj <= xi
-            if as_good_x and yj <= yi and (better_x or yj < yi):
-                dominated = True
-                break
-        if not dominated:
-            front.append(i)
-    return sorted(front, key=lambda i: points[i][0])
-
-
 def ci_overlap(a: MetricStats, b: MetricStats) -> bool:
     """The two 95 % intervals overlap (a config with one run counts as its mean alone)."""
     if a.mean is None or b.mean is None:

@@ -24,9 +24,9 @@ from llenergymeasure.report.data import (
     finite,
     is_numeric_axis,
     overlapping_pairs,
-    pareto_front,
     short_value,
 )
+from llenergymeasure.results.pareto import pareto_front
 
 BACKEND_COLOURS = {"pytorch": "#1f77b4", "vllm": "#d62728", "tensorrt": "#2ca02c"}
 _FALLBACK_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")

@@ -5,7 +5,7 @@ A point is one configuration of one study (the archive's ``configs`` view: means
 that study's cycles); configurations of different studies are separate points, so a point never
 mixes environments. Each point carries its study directory, config hash, run ids and run
 directories, so any number in a leaderboard can be traced to the ``result.json`` files behind it.
-The front is ``llenergymeasure.report.data.pareto_front``, the one the HTML report draws.
+The front is ``llenergymeasure.results.pareto.pareto_front``, the one the HTML report draws.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from llenergymeasure._version import __version__
-from llenergymeasure.report.data import pareto_front
 from llenergymeasure.results.archive import Archive
 from llenergymeasure.results.io import atomic_write_text
+from llenergymeasure.results.pareto import pareto_front
 
 ENERGY = "energy_per_output_token_j"
 THROUGHPUT = "output_tokens_per_s"
