@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from llenergymeasure.config.runner_spec import parse_runner_spec
 from llenergymeasure.config.user import UserConfig, load_user_config, user_config_path
 from llenergymeasure.environment.snapshot import capture_environment, context_from_user_config
 from llenergymeasure.errors import ConfigError, RunnerError
 from llenergymeasure.runners.resolution import resolve_runner, resolve_runners
-from llenergymeasure.runners.spec import parse_runner_spec
 from tests.helpers import write
 
 

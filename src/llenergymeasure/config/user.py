@@ -195,8 +195,8 @@ class UserConfig(_Strict):
                 raise ValueError(
                     f"runners.{key}: must be a string such as local, docker or docker:<image>, got {value!r}"
                 )
+            from llenergymeasure.config.runner_spec import parse_runner_spec
             from llenergymeasure.errors import RunnerError
-            from llenergymeasure.runners.spec import parse_runner_spec
 
             try:
                 parse_runner_spec(value, where=f"runners.{key}")

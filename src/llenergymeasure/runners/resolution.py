@@ -17,9 +17,9 @@ from collections.abc import Iterable, Mapping
 
 from pydantic import BaseModel, ConfigDict
 
+from llenergymeasure.config.runner_spec import DEFAULT_IMAGES, RunnerSpec, parse_runner_spec
 from llenergymeasure.config.user import UserConfig
 from llenergymeasure.errors import RunnerError
-from llenergymeasure.runners.spec import DEFAULT_IMAGES, RunnerSpec, parse_runner_spec
 
 ENV_NAMES = {
     "pytorch": ("LLEM_RUNNER_PYTORCH",),
