@@ -336,3 +336,19 @@ def test_gpu_compile_path_engages_and_keeps_counts(model_dir: str) -> None:
         assert all(len(r.itl_s) == MAX_NEW - 1 for r in out.requests)
     finally:
         b.close()
+
+
+def test_effective_generation_config_is_recorded(model_dir: str) -> None:
+    """What transformers ran with reaches the result (issue 19: the engine's effective config)."""
+    sampled = loaded(model_dir, decoding={"temperature": 1.5, "top_k": 0})
+    try:
+        assert "generation_config" not in sampled.load_info.extra  # recorded when it is used
+        prompts = load_prompts(sampled.config, sampled.tokenizer())
+        sampled.generate(prompts)
+        recorded = sampled.load_info.extra["generation_config"]
+    finally:
+        sampled.close()
+    json.dumps(recorded)  # stored in result.json as it is
+    assert recorded["do_sample"] is True
+    assert recorded["temperature"] == 1.5
+    assert recorded["max_new_tokens"] == MAX_NEW

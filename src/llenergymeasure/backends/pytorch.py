@@ -23,6 +23,7 @@ torch and transformers are imported inside the methods, never at module import.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -227,7 +228,7 @@ class PyTorchBackend:
 
     def _generation_config(self, max_new_tokens: int) -> Any:
         special = self._model.generation_config
-        return generation_config(
+        config = generation_config(
             self.config,
             max_new_tokens,
             bos_token_id=special.bos_token_id,
@@ -235,6 +236,13 @@ class PyTorchBackend:
             pad_token_id=self._pad_id,
             device=self._device,
         )
+        if self.load_info is not None and "generation_config" not in self.load_info.extra:
+            # What transformers actually ran with (its settings that differ from its defaults),
+            # so a reproduction does not depend on reading our translation code.
+            self.load_info.extra["generation_config"] = json.loads(
+                json.dumps(config.to_diff_dict(), default=str)
+            )
+        return config
 
     def generate(self, prompts: list[Prompt]) -> GenerationOutput:
         """Run ``prompts`` in chunks of ``batch_size``; exact token counts and per-request timing.
