@@ -31,6 +31,7 @@ DATA_MODULES = [
     "llenergymeasure.config.study",
     "llenergymeasure.results.models",
     "llenergymeasure.results.serving_models",
+    "llenergymeasure.results.distributions",
     "llenergymeasure.energy.types",
     "llenergymeasure.environment.snapshot",
     "llenergymeasure.harness.request",
@@ -55,6 +56,7 @@ BEHAVIOUR_PREFIXES = [
 DATA_EXCEPTIONS = {
     "llenergymeasure.results.models",
     "llenergymeasure.results.serving_models",
+    "llenergymeasure.results.distributions",
     "llenergymeasure.results.io",
 }
 # Model-agnostic helpers the config models build their ``from_yaml``/``from_dict`` on: they take

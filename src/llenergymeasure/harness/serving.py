@@ -24,7 +24,6 @@ from llenergymeasure.harness.serving_metrics import (
     STEADY_RULE,
     activity,
     e2e_s,
-    latency_ms,
     request_records,
     steady_window,
     ttft_s,
@@ -37,6 +36,7 @@ from llenergymeasure.harness.serving_schedule import (
     request_prompts,
     with_output_lengths,
 )
+from llenergymeasure.harness.stats import latency_stats_ms
 from llenergymeasure.harness.window import Passes, read_timeseries
 from llenergymeasure.results.models import ExperimentResult
 from llenergymeasure.results.serving_models import ServingRecord
@@ -167,7 +167,7 @@ class ServingRun:
             concurrency=config.load.concurrency,
             n_requests=len(timelines),
             timing_source=self.timing_source,
-            injection_lag_ms=latency_ms(drive.lags_s),
+            injection_lag_ms=latency_stats_ms(drive.lags_s),
             steady_rule=STEADY_RULE,
             full=full_rec,
             steady=steady_rec,

@@ -14,15 +14,14 @@ reason; the full window is still reported).
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 
 from llenergymeasure.backends.serving_base import RequestTimeline
 from llenergymeasure.config.workload import SLOConfig
 from llenergymeasure.energy.attribution import Attribution, RequestActivity
+from llenergymeasure.harness.stats import latency_stats_ms, percentile
 from llenergymeasure.results.serving_models import (
     EnergyStats,
-    LatencyStats,
     ServingRequest,
     ServingWindow,
 )
@@ -34,27 +33,6 @@ STEADY_RULE = (
 )
 
 
-def _pct(sorted_values: Sequence[float], q: float) -> float:
-    pos = (len(sorted_values) - 1) * q / 100.0
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return float(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo))
-
-
-def latency_ms(values_s: Sequence[float | None]) -> LatencyStats | None:
-    vals = sorted(v * 1000.0 for v in values_s if v is not None)
-    if not vals:
-        return None
-    return LatencyStats(
-        n=len(vals),
-        mean_ms=sum(vals) / len(vals),
-        p50_ms=_pct(vals, 50),
-        p90_ms=_pct(vals, 90),
-        p99_ms=_pct(vals, 99),
-        min_ms=vals[0],
-        max_ms=vals[-1],
-    )
-
-
 def energy_stats(values_j: Sequence[float]) -> EnergyStats | None:
     vals = sorted(values_j)
     if not vals:
@@ -62,9 +40,9 @@ def energy_stats(values_j: Sequence[float]) -> EnergyStats | None:
     return EnergyStats(
         n=len(vals),
         mean_j=sum(vals) / len(vals),
-        p50_j=_pct(vals, 50),
-        p90_j=_pct(vals, 90),
-        p99_j=_pct(vals, 99),
+        p50_j=percentile(vals, 50),
+        p90_j=percentile(vals, 90),
+        p99_j=percentile(vals, 99),
     )
 
 
@@ -211,10 +189,10 @@ def window_record(
         output_tokens_per_s=tokens / duration if duration > 0 else 0.0,
         goodput_rps=good / duration if good is not None and duration > 0 else None,
         slo_attainment=good / len(chosen) if good is not None and chosen else None,
-        ttft_ms=latency_ms([ttft_s(t) for t in chosen]),
-        itl_ms=latency_ms([x for t in chosen for x in itls_s(t)]),
-        e2e_ms=latency_ms([e2e_s(t) for t in chosen]),
-        queue_ms=latency_ms([queue_s(t) for t in chosen]),
+        ttft_ms=latency_stats_ms([ttft_s(t) for t in chosen]),
+        itl_ms=latency_stats_ms([x for t in chosen for x in itls_s(t)]),
+        e2e_ms=latency_stats_ms([e2e_s(t) for t in chosen]),
+        queue_ms=latency_stats_ms([queue_s(t) for t in chosen]),
         energy_j=energy_j,
         energy_above_idle_j=energy_above_idle_j,
         energy_per_output_token_j=per(energy_j, tokens),

@@ -20,7 +20,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return float(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo))
 
 
-def latency_stats_ms(values_s: Sequence[float]) -> LatencyStats | None:
+def latency_stats_ms(values_s: Sequence[float | None]) -> LatencyStats | None:
     """Distribution of latencies given in seconds, reported in milliseconds; None when empty."""
     vals = sorted(v * 1000.0 for v in values_s if v is not None)
     if not vals:

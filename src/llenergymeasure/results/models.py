@@ -26,6 +26,7 @@ from llenergymeasure.energy.types import (
     rename_old_fields,
 )
 from llenergymeasure.environment.snapshot import EnvironmentSnapshot
+from llenergymeasure.results.distributions import LatencyStats
 from llenergymeasure.results.serving_models import ServingRecord
 
 # 1.1: measurement window by time, warmup by convergence (issue 14)
@@ -87,18 +88,6 @@ class WindowRecord(_Record):
     passes: int = Field(..., description="whole passes over the prompts inside the window")
     pass_durations_s: list[float] = Field(default_factory=list)
     pass_output_tokens: list[int] = Field(default_factory=list)
-
-
-class LatencyStats(_Record):
-    """Distribution of a latency in milliseconds."""
-
-    n: int
-    mean_ms: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    min_ms: float
-    max_ms: float
 
 
 class FlopsEstimate(_Record):

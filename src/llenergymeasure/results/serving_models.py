@@ -11,31 +11,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llenergymeasure.results.distributions import EnergyStats, LatencyStats
+
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class LatencyStats(_Record):
-    """Distribution of a latency in milliseconds (the same shape as ``models.LatencyStats``)."""
-
-    n: int
-    mean_ms: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    min_ms: float
-    max_ms: float
-
-
-class EnergyStats(_Record):
-    """Distribution of an energy over requests, in joules."""
-
-    n: int
-    mean_j: float
-    p50_j: float
-    p90_j: float
-    p99_j: float
 
 
 class ServingWindow(_Record):
