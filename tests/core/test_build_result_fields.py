@@ -281,6 +281,10 @@ def test_timings_skip_requests_without_them_and_memory_is_in_mib() -> None:
     assert r.peak_memory_mb == pytest.approx(2.5)  # 5 x 512 KiB
     assert _build(_energy()).peak_memory_mb is None  # not measured: None, not 0
     assert r.ended_at is not None and r.ended_at >= r.started_at
+    assert r.started_at == "2026-01-01T00:00:00+00:00" and r.duration_s == 0.5
+    assert r.load == LoadRecord(duration_s=1.0)
+    assert r.warmup == WarmupRecord(mode="fixed", runs=1)
+    assert (r.input_tokens, r.output_tokens, r.n_requests) == (14, 8, 2)
 
 
 def test_canonical_json_is_compact_sorted_and_ascii() -> None:
