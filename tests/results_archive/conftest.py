@@ -6,6 +6,8 @@
   (``tests/fakes/nvml.py``: a GPU drawing a constant power, different per config), so that
   energy per token, and the leaderboard's fronts, exist on a machine without a GPU; its study
   directory is assembled from the run folders and exported with the package's own exporter.
+  Each window lasts >= 1.5 s, so every run passes the validity gates (the default short-window
+  gate fails windows under 1 s, and a toy CPU window is shorter than that).
 - ``legacy_root``: a copy of ``tests/report/fixtures/study`` — a study written before the Parquet
   export existed (no ``results.parquet``): the archive reads its JSON files.
 - ``vllm_env_root`` (vLLM tests only): the CPU study again, run by the ``.venv-vllm`` environment's
@@ -80,9 +82,19 @@ def cpu_root(tmp_path_factory: pytest.TempPathFactory, shared_model_cache: Path)
     )
 
 
-@pytest.fixture(scope="session")
-def energy_root(tmp_path_factory: pytest.TempPathFactory, shared_model_cache: Path) -> Path:
+def energy_study(
+    study_dir: Path,
+    model_cache: Path,
+    plan: list[tuple[int, int, float, float]],
+) -> Path:
+    """Run ``plan`` — (cycle, batch size, watts, validity.min_window_s) per run — through the real
+    harness on a fake NVML GPU drawing ``watts``, into ``study_dir``, and export the study.
+
+    Every experiment repeats its passes for at least 1.5 s (``measurement.min_window_s``), so its
+    window passes the default short-window gate (1 s); a run given a gate threshold above that
+    is invalid for a real reason (its window is shorter than the threshold)."""
     from llenergymeasure import ExperimentConfig
+    from llenergymeasure.config.validity import ValiditySettings
     from llenergymeasure.energy import select_meter
     from llenergymeasure.harness.core import run_harness
     from llenergymeasure.harness.request import HarnessRequest, HarnessSettings
@@ -90,27 +102,39 @@ def energy_root(tmp_path_factory: pytest.TempPathFactory, shared_model_cache: Pa
     from llenergymeasure.results.loading import load_study_dir
     from tests.fakes.nvml import ConstantPower, FakeGpu, FakeNvml
 
-    root = tmp_path_factory.mktemp("energy") / "results"
-    study_dir = root / "energy-study_20261201-120000"
-    index = 0
-    for cycle in (1, 2):
-        for batch_size, watts in ((1, 150.0), (2, 200.0), (4, 320.0)):
-            index += 1
-            config = ExperimentConfig.from_dict(tiny_experiment(batch_size=batch_size))
-            run_id = f"{index:03d}_c{cycle}_pytorch_{config.config_hash[:8]}"
-            fake = FakeNvml([FakeGpu(trace=ConstantPower(watts))])
+    for index, (cycle, batch_size, watts, min_window_s) in enumerate(plan, start=1):
+        config = ExperimentConfig.from_dict(
+            tiny_experiment(batch_size=batch_size, measurement={"min_window_s": 1.5})
+        )
+        run_id = f"{index:03d}_c{cycle}_pytorch_{config.config_hash[:8]}"
+        fake = FakeNvml([FakeGpu(trace=ConstantPower(watts))])
 
-            def factory(backend: str, devices: list[int], fake: FakeNvml = fake) -> object:
-                return select_meter("nvml", [0], {}, nvml_module=fake, sample_period_s=0.02)
+        def factory(backend: str, devices: list[int], fake: FakeNvml = fake) -> object:
+            return select_meter("nvml", [0], {}, nvml_module=fake, sample_period_s=0.02)
 
-            request = HarnessRequest(
-                config=config,
-                settings=HarnessSettings(
-                    energy_backend="nvml", model_cache_dir=str(shared_model_cache), run_id=run_id
-                ),
-            )
-            run_harness(request, study_dir / run_id, meter_factory=factory)  # type: ignore[arg-type]
+        request = HarnessRequest(
+            config=config,
+            settings=HarnessSettings(
+                energy_backend="nvml",
+                model_cache_dir=str(model_cache),
+                run_id=run_id,
+                validity=ValiditySettings(min_window_s=min_window_s),
+            ),
+        )
+        run_harness(request, study_dir / run_id, meter_factory=factory)  # type: ignore[arg-type]
     write_exports(load_study_dir(study_dir), study_dir)
+    return study_dir
+
+
+@pytest.fixture(scope="session")
+def energy_root(tmp_path_factory: pytest.TempPathFactory, shared_model_cache: Path) -> Path:
+    root = tmp_path_factory.mktemp("energy") / "results"
+    plan = [
+        (cycle, batch_size, watts, 1.0)
+        for cycle in (1, 2)
+        for batch_size, watts in ((1, 150.0), (2, 200.0), (4, 320.0))
+    ]
+    energy_study(root / "energy-study_20261201-120000", shared_model_cache, plan)
     return root
 
 

@@ -5,6 +5,8 @@ A point is one configuration of one study (the archive's ``configs`` view: means
 that study's cycles); configurations of different studies are separate points, so a point never
 mixes environments. Each point carries its study directory, config hash, run ids and run
 directories, so any number in a leaderboard can be traced to the ``result.json`` files behind it.
+Points and fronts use valid runs only (the validity gates); runs marked invalid, and configurations
+without a valid energy figure, are listed under ``excluded`` with the gates they failed.
 The front is ``llenergymeasure.results.pareto.pareto_front``, the one the HTML report draws.
 """
 
@@ -58,6 +60,52 @@ def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
 
 
+def _invalid_runs(archive: Archive) -> dict[tuple[str, str], dict[str, list[str]]]:
+    """(study dir, config hash) -> {run id, and run dir: the validity gates it failed}, for the
+    runs marked invalid."""
+    rows = archive.records(
+        'SELECT "study.dir" AS study_dir, config_hash, run_id, run_dir, failed_gates FROM runs '
+        "WHERE valid IS FALSE ORDER BY run_id"
+    )
+    out: dict[tuple[str, str], dict[str, list[str]]] = {}
+    for r in rows:
+        gates = [g for g in str(r["failed_gates"] or "").split(",") if g]
+        runs = out.setdefault((str(r["study_dir"]), str(r["config_hash"])), {})
+        runs[str(r["run_id"])] = gates
+        if r["run_dir"]:
+            runs[str(r["run_dir"])] = gates
+    return out
+
+
+def _exclusion(point: dict[str, Any], on_board: bool) -> dict[str, Any] | None:
+    """What of a configuration the leaderboard leaves out, and why; None when nothing is."""
+    invalid: dict[str, list[str]] = point["invalid_runs"]
+    gates = sorted({g for gs in invalid.values() for g in gs})
+    listed = "; ".join(f"{i} ({', '.join(g) or 'unnamed gate'})" for i, g in invalid.items())
+    if on_board and not invalid:
+        return None
+    if on_board:
+        reason = (
+            f"{len(invalid)} of {point['n_runs']} runs invalid (failed validity gates: "
+            f"{', '.join(gates)}): left out of the point's means: {listed}"
+        )
+    elif invalid and not point["run_ids"]:
+        reason = (
+            f"every run invalid (failed validity gates: {', '.join(gates)}): "
+            f"no valid energy per output token: {listed}"
+        )
+    else:
+        reason = "no energy per output token (energy was not measured in its runs)"
+    return {
+        "study_dir": point["study_dir"],
+        "config_hash": point["config_hash"],
+        "config_label": point["config_label"],
+        "whole_config": not on_board,
+        "run_ids": list(invalid) if invalid else point["run_ids"],
+        "reason": reason,
+    }
+
+
 def leaderboards(archive: Archive) -> list[dict[str, Any]]:
     """One leaderboard per (model, GPU) found in the archive, each with its points and fronts."""
     stats = [
@@ -71,25 +119,24 @@ def leaderboards(archive: Archive) -> list[dict[str, Any]]:
         f'"env.gpu_count" AS gpu_count, n_runs, run_ids, run_dirs, {cols} '
         'FROM configs ORDER BY "config.model", "env.gpu_model", "study.dir", config_label'
     )
+    invalid = _invalid_runs(archive)
     boards: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
         gpu = _gpu_label(r.pop("gpu_count"), r.pop("gpu_model"))
         point = {"model": r["model"], "gpu": gpu, **r}
-        point["run_ids"] = (r["run_ids"] or "").split(";") if r["run_ids"] else []
-        point["run_dirs"] = (r["run_dirs"] or "").split(";") if r["run_dirs"] else []
+        run_ids = (r["run_ids"] or "").split(";") if r["run_ids"] else []
+        run_dirs = (r["run_dirs"] or "").split(";") if r["run_dirs"] else []
+        bad = invalid.get((str(r["study_dir"]), str(r["config_hash"])), {})
+        # the point's runs are those behind its numbers: the valid ones
+        point["run_ids"] = [i for i in run_ids if i not in bad]
+        point["run_dirs"] = [d for d in run_dirs if d not in bad]
+        point["invalid_runs"] = {i: bad[i] for i in run_ids if i in bad}
         boards.setdefault((str(r["model"]), gpu), []).append(point)
     out = []
     for (model, gpu), points in boards.items():
         with_energy = [p for p in points if _finite(p[f"{ENERGY}_mean"])]
-        excluded = [
-            {
-                "study_dir": p["study_dir"],
-                "config_hash": p["config_hash"],
-                "reason": "no energy per output token (energy was not measured in its runs)",
-            }
-            for p in points
-            if not _finite(p[f"{ENERGY}_mean"])
-        ]
+        excluded = [_exclusion(p, on_board=_finite(p[f"{ENERGY}_mean"])) for p in points]
+        excluded = [e for e in excluded if e is not None]
         fronts: dict[str, list[str]] = {}
         for name, metric, maximise in (
             ("throughput", THROUGHPUT, True),
@@ -110,7 +157,7 @@ def leaderboards(archive: Archive) -> list[dict[str, Any]]:
                 "generated_by": f"llenergymeasure {__version__}",
                 "roots": [str(r) for r in archive.roots],
                 "metrics": {
-                    "energy": f"{ENERGY} (J per generated token, mean over the study's cycles)",
+                    "energy": f"{ENERGY} (J per generated token, mean over the study's valid runs)",
                     "throughput": f"{THROUGHPUT} (generated tokens per second)",
                     "latency": f"{LATENCY} (median time to first token, ms)",
                 },
