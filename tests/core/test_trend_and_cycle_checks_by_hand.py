@@ -12,7 +12,12 @@ import pytest
 
 from llenergymeasure.energy.checks import _thirds, host_bound, thermal_drift, throughput_drift
 from llenergymeasure.results.models import MetricStats
-from llenergymeasure.results.stats import cycle_warnings, cycles_for_half_width, describe
+from llenergymeasure.results.stats import (
+    cycle_warnings,
+    cycles_for_half_width,
+    describe,
+    t_quantile_975,
+)
 
 NAN = math.nan
 
@@ -197,3 +202,97 @@ def test_cycle_warnings_past_the_advised_maximum() -> None:
     (w,) = cycle_warnings(describe([1.0, 99.0]), target_rel=0.01)
     assert w.details["cycles_needed"] is None and w.details["more_cycles"] is None
     assert "more than 1000 cycles would be needed at this spread" in w.message
+
+
+# -- each boundary on its exact value (found by mutation testing) ----------------------------------
+
+
+def test_thirds_of_a_window_that_does_not_start_at_zero() -> None:
+    t = np.arange(3.0, 13.0)  # 3 .. 12 s; [3, 12]: a third is 3 s, first t <= 6, last t >= 9
+    first, last = _thirds(t, t, 3.0, 12.0)
+    assert first.tolist() == [3.0, 4.0, 5.0, 6.0]
+    assert last.tolist() == [9.0, 10.0, 11.0, 12.0]
+
+
+def test_throughput_drift_edges() -> None:
+    # a 0.9 s window is still a window: +50 % between its thirds
+    w = throughput_drift([0.1, 0.45, 0.8], [100.0, 100.0, 150.0], 0.9)
+    assert w is not None and w.details["relative"] == pytest.approx(0.5)
+    # no pass centred in the last third: nothing to compare
+    assert throughput_drift([0.5, 1.5, 4.5], [100.0, 100.0, 300.0], 9.0) is None
+    # a slow start (0.5 tokens/s) is a start: doubling to 1.0 is drift
+    w = throughput_drift(MIDS, _rates(0.5, 1.0), 9.0)
+    assert w is not None and w.details["relative"] == pytest.approx(1.0)
+    w = throughput_drift(MIDS, _rates(100.0, 110.0), 9.0)
+    assert w is not None and w.message == (
+        "throughput moved +10.0 % between the first and last third of the window "
+        "(100.0 -> 110.0 tokens/s, tolerance 5 %): the workload was not steady, so J/token "
+        "depends on when it was measured"
+    )
+
+
+def test_thermal_drift_edges() -> None:
+    # exactly +2.0 degrees is within the tolerance
+    t = np.array([0.0, 1.0, 2.0, 7.0, 8.0, 9.0])
+    flat_rise = np.array([60.0, 60.0, 60.0, 62.0, 62.0, 62.0])
+    assert thermal_drift(0, t, flat_rise, 0.0, 9.0) is None
+    # three samples at one end are not enough when the other end has two
+    rise = np.array([50.0, 50.0, 60.0, 70.0, 70.0, 70.0])
+    t_first2 = np.array([0.0, 1.0, 5.0, 7.0, 8.0, 9.0])  # first third: t 0, 1
+    assert thermal_drift(0, t_first2, rise, 0.0, 9.0) is None
+    t_last2 = np.array([0.0, 1.0, 2.0, 5.0, 8.0, 9.0])  # last third: t 8, 9
+    assert thermal_drift(0, t_last2, np.array([50, 50, 50, 60, 70, 70.0]), 0.0, 9.0) is None
+    w = thermal_drift(4, T10, 60.0 + 0.5 * T10, 0.0, 9.0)
+    assert w is not None and w.message == (
+        "GPU 4 warmed from 60.8 to 63.8 °C between the first and last third of the window "
+        "(+3.0 °C, over 2 °C): it had not reached a steady temperature; warm up longer or "
+        "lengthen the window"
+    )
+
+
+def test_host_bound_edges() -> None:
+    busy_util = np.full(10, 90.0)
+    # a reading of exactly 50 % is not "under 50 %": 5 of 10 under, not most
+    util = np.array([10, 20, 30, 40, 45, 50, 70, 80, 90, 95.0])
+    assert host_bound(0, util, BUSY_W, idle_w=None, limit_w=None) is None
+    # near idle is 160 W (idle 100, limit 700); a sample at exactly 160 W is not under it
+    power = np.array([110, 120, 130, 140, 150, 160, 400, 500, 600, 650.0])
+    assert host_bound(0, busy_util, power, idle_w=100.0, limit_w=700.0) is None
+    # exactly six power samples are enough to judge
+    six = np.array([110, 120, 130, 140, 150, 155.0])
+    assert host_bound(0, np.full(6, 90.0), six, idle_w=100.0, limit_w=700.0) is not None
+    # a limit equal to idle leaves no headroom: power is not judged, even all under idle
+    assert host_bound(0, busy_util, np.full(10, 90.0), idle_w=100.0, limit_w=100.0) is None
+    # both reasons, joined by "; "
+    low_util = np.full(10, 10.0)
+    w = host_bound(5, low_util, np.full(10, 120.0), idle_w=100.0, limit_w=700.0)
+    assert w is not None and w.message == (
+        "GPU 5 was near idle for most of the window: utilisation under 50 % in 100 % of samples "
+        "(median 10 %); power under 160 W (idle 100 W + 10 % of the headroom to the 700 W limit) "
+        "in 100 % of samples (median 120 W). The host sets this workload's speed, so its "
+        "tokens/s and J/token move with the host's load; a larger batch, a static cache with "
+        "torch_compile, or another engine keeps the GPU busy"
+    )
+
+
+def test_cycles_for_half_width_edges() -> None:
+    # no spread but no mean, or no target: still no answer (not "2 cycles")
+    assert cycles_for_half_width(0.0, 0.0, 0.02) is None
+    assert cycles_for_half_width(0.0, 10.0, 0.0) is None
+    # a target met exactly at the advised maximum, 1000 cycles: t(999) / sqrt(1000)
+    at_max = t_quantile_975(999) / math.sqrt(1000)
+    assert cycles_for_half_width(1.0, 1.0, at_max) == 1000
+    # a target only 1001 cycles would meet: over the maximum, None
+    past_max = t_quantile_975(1000) / math.sqrt(1001)
+    assert cycles_for_half_width(1.0, 1.0, past_max) is None
+
+
+def test_cycle_warnings_need_two_cycles_and_a_complete_summary() -> None:
+    # one cycle never warns, whatever its CV field says
+    one = MetricStats(n=1, mean=10.0, std=1.0, cv=0.5, ci95_half_width=1.0)
+    assert cycle_warnings(one) == []
+    no_sd = MetricStats(n=3, mean=10.0, std=None, cv=0.5, ci95_half_width=1.0)
+    assert cycle_warnings(no_sd) == []
+    no_half = MetricStats(n=3, mean=10.0, std=1.0, cv=0.5, ci95_half_width=None)
+    with pytest.raises(AssertionError):
+        cycle_warnings(no_half)
