@@ -394,7 +394,12 @@ def run_harness(
         )
         if serving is not None:
             idle = baseline.idle_power_w if baseline and baseline.available else None
-            result = serving.attach(result, written, t_meter, sum(idle.values()) if idle else None)
+            result = serving.attach(
+                result,
+                written,
+                (t_meter, t_start + duration_s),
+                sum(idle.values()) if idle else None,
+            )
         atomic_write_text(output_dir / RESULT_FILE, result.model_dump_json(indent=2))
         phases.enter("done")
         return result

@@ -93,26 +93,30 @@ class ServingRun:
         self,
         result: ExperimentResult,
         timeseries: Path | None,
-        meter_t0_s: float,
+        window_s: tuple[float, float],
         idle_w: float | None,
     ) -> ExperimentResult:
-        """``result`` with its ``serving`` record (per-request energy when a series exists)."""
+        """``result`` with its ``serving`` record (per-request energy when a series exists).
+
+        ``window_s`` is the metered window on the ``perf_counter`` clock: from just before the
+        meter started to just after the last synchronize, so every token the window measured
+        falls inside it."""
         return result.model_copy(
-            update={"serving": self.record(result, timeseries, meter_t0_s, idle_w)}
+            update={"serving": self.record(result, timeseries, window_s, idle_w)}
         )
 
     def record(
         self,
         result: ExperimentResult,
         timeseries: Path | None,
-        meter_t0_s: float,
+        window_s: tuple[float, float],
         idle_w: float | None,
     ) -> ServingRecord:
         config, drive = self.config, self.drive
         assert config.load is not None
         timelines = drive.timelines
-        origin = meter_t0_s
-        full = (origin, origin + result.duration_s)
+        origin = window_s[0]
+        full = window_s
         steady, steady_reason = steady_window(timelines)
         attribution, steady_energy, reason = None, None, None
         total = result.energy.total_energy_j if result.energy.available else None
