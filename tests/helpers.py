@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def write(path: Path, text: str) -> Path:
@@ -64,3 +68,25 @@ def within(seconds: float, what: str, fn, *args, **kwargs):
     if "error" in box:
         raise box["error"]
     return box.get("value")
+
+
+def wait_for_manifest(
+    results: Path,
+    predicate: Callable[[dict[str, Any]], bool],
+    timeout: float = 300,
+    poll_s: float = 0.1,
+) -> tuple[Path, dict[str, Any]]:
+    """The first study directory under ``results`` whose manifest satisfies ``predicate``, and
+    that manifest; a manifest caught mid-write is read again. A bounded wait: failing after
+    ``timeout`` s names what never happened."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for m in results.glob("*/manifest.json"):
+            try:
+                data = json.loads(m.read_text())
+            except ValueError:
+                continue
+            if predicate(data):
+                return m.parent, data
+        time.sleep(poll_s)
+    raise AssertionError(f"no manifest under {results} reached the expected state in {timeout} s")

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from llenergymeasure.study.runner import StudyRunner
-from tests.helpers import tiny_experiment, user_config_file, write
+from tests.helpers import tiny_experiment, user_config_file, wait_for_manifest, write
 
 LLEM = [sys.executable, "-m", "llenergymeasure"]
 
@@ -46,20 +46,6 @@ def _env(tmp_path: Path, cache: Path) -> dict[str, str]:
         "LLEM_CONFIG": str(user_config_file(tmp_path, cache)),
         "COLUMNS": "200",
     }
-
-
-def _wait_manifest(results: Path, predicate, timeout: float = 240) -> tuple[Path, dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for m in results.glob("*/manifest.json"):
-            try:
-                data = json.loads(m.read_text())
-            except ValueError:
-                continue
-            if predicate(data):
-                return m.parent, data
-        time.sleep(0.05)
-    raise AssertionError("the manifest never reached the expected state")
 
 
 def _children(pid: int) -> list[int]:
@@ -127,7 +113,7 @@ def test_controller_killed_in_the_spawn_gap_leaves_no_orphan(
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(child), f"experiment process {child} outlived its controller"
-    d, manifest = _wait_manifest(tmp_path / "results", lambda m: True)
+    d, manifest = wait_for_manifest(tmp_path / "results", lambda m: True)
     assert manifest["runs"][0]["status"] == "running"
     # an orphan would have run the experiment to its end before exiting
     assert not list(d.glob("*/result.json")), "the orphaned experiment measured and wrote a result"
@@ -320,7 +306,7 @@ def test_stop_signal_stops_cleanly_even_when_started_with_sigint_ignored(
         text=True,
         preexec_fn=_ignore_sigint,
     )
-    d, _ = _wait_manifest(
+    d, _ = wait_for_manifest(
         tmp_path / "results", lambda m: any(r["status"] == "running" for r in m["runs"])
     )
     time.sleep(1.0)

@@ -19,7 +19,7 @@ import yaml
 from llenergymeasure import StudyConfig, run_study
 from llenergymeasure._proc import descendant_pids
 from llenergymeasure.results.stats import describe
-from tests.helpers import tiny_experiment, user_config_file, write
+from tests.helpers import tiny_experiment, user_config_file, wait_for_manifest, write
 
 
 def _study_file(
@@ -101,20 +101,6 @@ def _llem(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
-def _wait_manifest(results: Path, predicate, timeout: float = 240) -> tuple[Path, dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for m in results.glob("*/manifest.json"):
-            try:
-                data = json.loads(m.read_text())
-            except ValueError:
-                continue
-            if predicate(data):
-                return m.parent, data
-        time.sleep(0.2)
-    raise AssertionError("the manifest never reached the expected state")
-
-
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -126,7 +112,7 @@ def test_controller_killed_then_resume_keeps_completed_results(
     f = _study_file(tmp_path, {"batch_size": [1, 2]}, n_cycles=2, order="sequential")
     env = {**os.environ, "LLEM_CONFIG": str(uc), "COLUMNS": "200"}
     proc = _llem("run", str(f), env=env)
-    d, _ = _wait_manifest(
+    d, _ = wait_for_manifest(
         tmp_path / "results",
         lambda m: (
             sum(r["status"] == "completed" for r in m["runs"]) >= 1
@@ -177,7 +163,7 @@ def test_ctrl_c_marks_interrupted_prints_resume_and_exits_130(
     tag = f"LLEM_TEST_TAG={uuid.uuid4().hex}"  # inherited by every process the controller starts
     env = {**os.environ, "LLEM_CONFIG": str(uc), "COLUMNS": "200", **dict([tag.split("=")])}
     proc = _llem("run", str(f), env=env)
-    d, _ = _wait_manifest(
+    d, _ = wait_for_manifest(
         tmp_path / "results", lambda m: any(r["status"] == "running" for r in m["runs"])
     )
     time.sleep(delay_s)

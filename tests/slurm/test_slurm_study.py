@@ -14,14 +14,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.helpers import tiny_experiment, write
+from tests.helpers import tiny_experiment, wait_for_manifest, write
 from tests.slurm.conftest import slurm_user_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -66,22 +65,6 @@ def _llem(argv: list[str], env: dict[str, str], timeout: float = 420) -> tuple[i
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def _wait_manifest(
-    results: Path, predicate: Callable[[dict[str, Any]], bool], timeout: float = 300
-) -> tuple[Path, dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for m in results.glob("*/manifest.json"):
-            try:
-                data = json.loads(m.read_text())
-            except ValueError:
-                continue
-            if predicate(data):
-                return m.parent, data
-        time.sleep(0.1)
-    raise AssertionError("the manifest never reached the expected state")
-
-
 def _manifest(study_dir: Path) -> dict[str, Any]:
     return json.loads((study_dir / "manifest.json").read_text())
 
@@ -116,7 +99,7 @@ def test_study_through_slurm_with_one_job_scancelled(
     proc = _start(["run", str(_study(tmp_path)), "--runner", "slurm"], env)
     study_dir = None
     try:
-        study_dir, m = _wait_manifest(
+        study_dir, m = wait_for_manifest(
             tmp_path / "results", lambda m: any(r["status"] == "running" for r in m["runs"])
         )
         victim = next(r for r in m["runs"] if r["status"] == "running")
@@ -180,7 +163,7 @@ def test_controller_killed_then_resume_reattaches_without_resubmitting(
     proc = _start(["run", str(_study(tmp_path)), "--runner", "slurm"], env)
     study_dir = None
     try:
-        study_dir, _m = _wait_manifest(
+        study_dir, _m = wait_for_manifest(
             tmp_path / "results",
             lambda m: (
                 all(r["job_id"] for r in m["runs"])
@@ -224,7 +207,7 @@ def test_ctrl_c_cancels_exactly_this_studys_jobs(
     proc = _start(["run", str(_study(tmp_path, n_configs=2, n_cycles=1)), "--runner", "slurm"], env)
     study_dir = None
     try:
-        study_dir, _m = _wait_manifest(
+        study_dir, _m = wait_for_manifest(
             tmp_path / "results", lambda m: any(r["status"] == "running" for r in m["runs"])
         )
         proc.send_signal(signal.SIGINT)
