@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from llenergymeasure.config.gpus import check_gpu_list, gpus_problem, hashable_gpus
 from llenergymeasure.config.loading import LoadedYaml, read_yaml_file
 from llenergymeasure.config.parsing import STUDY_KEYS, is_study_data, parse_model
 from llenergymeasure.config.paths import resolve_experiment_paths
@@ -270,6 +271,11 @@ class ExperimentConfig(_Strict):
     )
     load: LoadConfig | None = Field(None, description="workload: serving: request arrivals")
     slo: SLOConfig | None = Field(None, description="latency target for goodput (serving)")
+    gpus: list[int] | None = Field(
+        None,
+        description="GPUs the experiment holds: CUDA indices as llem sees them (config/gpus.py); "
+        "none: the runner's default",
+    )
 
     # -- validators --------------------------------------------------------------------------
 
@@ -307,6 +313,11 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"unknown synthetic preset {v!r}; available: {known}")
         return v
 
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, v: list[int] | None) -> list[int] | None:
+        return check_gpu_list(v)
+
     @model_validator(mode="after")
     def _sections(self) -> ExperimentConfig:
         for section in SECTION_FOR_BACKEND.values():
@@ -316,6 +327,10 @@ class ExperimentConfig(_Strict):
                     f"section or set `backend: {section}`"
                 )
         self._check_workload()
+        if self.gpus is not None:
+            problem = gpus_problem(self.gpus, self.backend, self.backend_section())
+            if problem:
+                raise ValueError(problem)
         if self.dataset.kind == "synthetic" and self.dataset.input_tokens > self.max_input_tokens:
             raise ValueError(
                 f"dataset.input_tokens ({self.dataset.input_tokens}) exceeds max_input_tokens "
@@ -366,6 +381,7 @@ class ExperimentConfig(_Strict):
             for key in ("workload", "load", "slo"):
                 data.pop(key, None)
         data[self.backend] = self.backend_section().model_dump(mode="json")
+        hashable_gpus(data, self.gpus)  # absent when None: every earlier hash unchanged
         return data
 
     @cached_property

@@ -128,9 +128,24 @@ def _local_model_type(model_path: str) -> str | None:
 
 
 def planned_cuda_devices(config: ExperimentConfig, visible: int) -> list[int]:
-    """CUDA devices the engine will use, known before load (for the load-energy window)."""
+    """CUDA devices the engine will use, known before load (for the load-energy window).
+
+    With ``gpus`` set the runner has made exactly those GPUs visible (``runners/placement.py``),
+    numbered 0..n-1 here; seeing another number of GPUs means it did not (the harness run some
+    other way), and measuring would meter GPUs the experiment does not hold: an error.
+    """
     if visible <= 0:
         return []
+    if config.gpus is not None:
+        if visible != len(config.gpus):
+            raise ExperimentError(
+                f"gpus: {config.gpus} selects {len(config.gpus)} GPU(s) but this process sees "
+                f"{visible} (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); "
+                "run it through llem (its runners make exactly the selected GPUs visible) or set "
+                "CUDA_VISIBLE_DEVICES to those GPUs yourself",
+                phase="load",
+            )
+        return list(range(visible))
     if config.backend == "pytorch":
         section = config.backend_section()
         if getattr(section, "device_map", None):

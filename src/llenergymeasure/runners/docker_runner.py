@@ -14,6 +14,8 @@ re-raises ``KeyboardInterrupt``). ``docker`` is imported inside functions: impor
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -23,7 +25,7 @@ from typing import Any
 from llenergymeasure.errors import DockerUnavailableError
 from llenergymeasure.harness.request import LOG_FILE, HarnessRequest
 from llenergymeasure.runners.base import RunOutcome
-from llenergymeasure.runners.container_spec import GpuSelection
+from llenergymeasure.runners.container_spec import GpuSelection, host_gpu_count
 from llenergymeasure.runners.docker_daemon import (
     create_container,
     docker_client,
@@ -41,6 +43,7 @@ from llenergymeasure.runners.experiment_container import (
     write_container_request,
 )
 from llenergymeasure.runners.outcome import outcome_from_dir
+from llenergymeasure.runners.placement import device_entries
 
 #: grace between SIGTERM and SIGKILL when a timed-out container is stopped
 STOP_GRACE_S = 5.0
@@ -52,7 +55,10 @@ class DockerRunner:
     """Runs the harness for one request in a fresh container of ``image``.
 
     The keyword arguments are those of ``ContainerSettings`` (GPUs, user, caches, environment,
-    network, shared memory), checked here, before anything runs.
+    network, shared memory), checked here, before anything runs. A ``gpus`` list of integers holds
+    CUDA indices as this process sees them, mapped through its ``CUDA_VISIBLE_DEVICES``
+    (``runners/placement.py``); with ``gpus="auto"`` an experiment's own ``gpus`` field, when set,
+    picks the container's GPUs the same way.
     """
 
     kind = "docker"
@@ -72,6 +78,9 @@ class DockerRunner:
         mount_hf_cache: bool = True,
         environ: Mapping[str, str] | None = None,
     ) -> None:
+        if isinstance(gpus, list) and gpus and all(isinstance(g, int) for g in gpus):
+            indices = [int(g) for g in gpus]
+            gpus = device_entries(indices, os.environ if environ is None else environ)
         self.settings = ContainerSettings(
             image=image,
             gpus=gpus,
@@ -87,6 +96,15 @@ class DockerRunner:
         )
         self.image = self.settings.image
 
+    def settings_for(self, request: HarnessRequest) -> ContainerSettings:
+        """The settings one request's container gets: the experiment's ``gpus`` where this runner
+        was left to choose (``gpus="auto"``)."""
+        selected = request.config.gpus
+        if self.settings.gpus != "auto" or selected is None:
+            return self.settings
+        entries = device_entries(selected, self.settings.caller_environ, host_gpu_count)
+        return dataclasses.replace(self.settings, gpus=entries)
+
     def _environment(self, image_id: str) -> dict[str, str]:
         """The container's environment for an image of id ``image_id``."""
         return container_environment(self.settings, image_id)[0]
@@ -96,8 +114,9 @@ class DockerRunner:
     ) -> RunOutcome:
         """Run one experiment; see the module docstring for the guarantees."""
         run_dir = Path(run_dir).resolve()
-        request, request_path = write_container_request(self.settings, request, run_dir)
-        mounts = experiment_mounts(self.settings, request, run_dir)
+        settings = self.settings_for(request)  # a bad GPU selection fails before anything starts
+        request, request_path = write_container_request(settings, request, run_dir)
+        mounts = experiment_mounts(settings, request, run_dir)
 
         client = docker_client()
         container = None
@@ -106,7 +125,7 @@ class DockerRunner:
         try:
             image = get_image(client, self.image)
             spec = experiment_container_spec(
-                self.settings,
+                settings,
                 run_dir,
                 request_path,
                 image.id,

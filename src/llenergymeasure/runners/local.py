@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from llenergymeasure.harness.request import (
 )
 from llenergymeasure.runners.base import RunOutcome
 from llenergymeasure.runners.outcome import outcome_from_dir
+from llenergymeasure.runners.placement import device_entries
 
 KILL_GRACE_S = 10.0
 
@@ -96,15 +98,49 @@ def _how_it_ended(exit_code: int | None) -> str:
     return f"the experiment process exited with status {exit_code} without writing a result"
 
 
+def _child_entry(
+    target: Callable[..., None], env: dict[str, str], request_path: str, output_dir: str, **kw: Any
+) -> None:
+    """First code in the spawned child: its own variables (set here, not in the parent, so runners
+    starting children from several threads never see each other's), then ``target``."""
+    os.environ.update(env)
+    target(request_path, output_dir, **kw)
+
+
 class LocalRunner:
-    """Runs the harness in a fresh spawned process on this machine."""
+    """Runs the harness in a fresh spawned process on this machine.
+
+    ``gpus``: CUDA indices (as this process sees them) the child gets as its
+    ``CUDA_VISIBLE_DEVICES`` (``runners/placement.py``); None: the experiment's ``gpus``, and when
+    that is unset too, the child sees what this process sees. ``environ`` is where this process's
+    ``CUDA_VISIBLE_DEVICES`` is read (``os.environ`` by default).
+    """
 
     kind = "local"
 
-    def __init__(self, poll_s: float = 0.2, target: Any = None) -> None:
+    def __init__(
+        self,
+        poll_s: float = 0.2,
+        target: Any = None,
+        *,
+        gpus: list[int] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         #: the child's entry function, ``f(request_path, output_dir)``; the harness by default
         self.target = target
         self.poll_s = poll_s
+        self.gpus = list(gpus) if gpus is not None else None
+        self.environ = environ
+
+    def child_env(self, request: HarnessRequest) -> dict[str, str]:
+        """Variables the child gets on top of this process's: its GPUs, when any are selected."""
+        gpus = self.gpus if self.gpus is not None else request.config.gpus
+        if gpus is None:
+            return {}
+        from llenergymeasure.runners.container_spec import host_gpu_count
+
+        environ = os.environ if self.environ is None else self.environ
+        return {"CUDA_VISIBLE_DEVICES": ",".join(device_entries(gpus, environ, host_gpu_count))}
 
     def run(
         self, request: HarnessRequest, run_dir: Path, timeout_s: float | None = None
@@ -112,6 +148,7 @@ class LocalRunner:
         from llenergymeasure.harness.entry import spawn_child_main
 
         run_dir = Path(run_dir)
+        env = self.child_env(request)  # a bad GPU selection fails before anything starts
         run_dir.mkdir(parents=True, exist_ok=True)
         request_path = request.write(run_dir / REQUEST_FILE)
         ctx = multiprocessing.get_context("spawn")
@@ -119,8 +156,8 @@ class LocalRunner:
         # armed (a controller killed while the child starts must not leave an orphan measuring).
         kwargs = {} if self.target else {"controller_pid": os.getpid()}
         proc = ctx.Process(
-            target=self.target or spawn_child_main,
-            args=(str(request_path), str(run_dir)),
+            target=_child_entry,
+            args=(self.target or spawn_child_main, env, str(request_path), str(run_dir)),
             kwargs=kwargs,
             name=f"llem-{run_dir.name}",
             daemon=False,

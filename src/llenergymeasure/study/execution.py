@@ -22,15 +22,25 @@ if TYPE_CHECKING:
     from llenergymeasure.study.runner import StudyObserver
 
 
-def executor_for(resolved: ResolvedRunner, model_cache_dir: Path) -> Any:
-    """The runner object that executes a request: Docker or the local subprocess runner."""
+def executor_for(
+    resolved: ResolvedRunner, model_cache_dir: Path, gpus: list[int] | None = None
+) -> Any:
+    """The runner object that executes a request: Docker or the local subprocess runner.
+
+    ``gpus``: the CUDA indices (as this process sees them) the experiment gets; None: the
+    experiment's own ``gpus`` field, else the runner's default (``runners/placement.py``).
+    """
     if resolved.kind == "docker":
         from llenergymeasure.runners.docker_runner import DockerRunner
 
-        return DockerRunner(resolved.image or "", model_cache_dir=model_cache_dir)
+        return DockerRunner(
+            resolved.image or "",
+            model_cache_dir=model_cache_dir,
+            gpus="auto" if gpus is None else list(gpus),
+        )
     from llenergymeasure.runners.local import LocalRunner
 
-    return LocalRunner()
+    return LocalRunner(gpus=gpus)
 
 
 def new_attempt_dir(store: ManifestStore, run_id: str) -> tuple[str, Path]:
