@@ -97,11 +97,30 @@ def test_parquet_round_trip_equals_the_dataframe(synthetic_study: tuple[Path, St
     assert set(written) == {"results.parquet", "summary.csv"}
     back = pd.read_parquet(written["results.parquet"])
     expected = study.to_dataframe()
-    assert list(back.columns) == run_columns()
-    pd.testing.assert_frame_equal(back, expected, check_dtype=False)
-    # Two studies' files concatenate without schema conflicts (the columns are fixed).
-    both = pd.concat([back, back], ignore_index=True)
-    assert list(both.columns) == run_columns() and len(both) == 14
+    assert list(expected.columns) == run_columns()  # the dataframe always has every column
+    filled = [c for c in run_columns() if expected[c].notna().any()]
+    empty = [c for c in run_columns() if c not in filled]
+    # the file keeps exactly the columns some run fills, in run_columns() order
+    assert list(back.columns) == filled
+    assert "config.vllm.max_num_seqs" in empty and "config.tensorrt.max_batch_size" in empty
+    assert "energy.meter" in filled and "config.pytorch.static_cache" in filled
+    pd.testing.assert_frame_equal(back, expected[filled], check_dtype=False)
+    # Files of studies that fill different columns still combine by name, empty where absent.
+    other = back.drop(columns=["energy.meter"]).assign(**{"config.vllm.max_num_seqs": 64})
+    both = pd.concat([back, other], ignore_index=True)
+    assert len(both) == 14 and set(both.columns) == {*filled, "config.vllm.max_num_seqs"}
+    assert both["config.vllm.max_num_seqs"].isna().sum() == 7
+    assert both["energy.meter"].isna().sum() == 7
+
+
+def test_parquet_of_a_study_without_completed_runs_keeps_every_column(
+    synthetic_study: tuple[Path, StudyResult],
+) -> None:
+    study_dir, study = synthetic_study
+    empty = study.model_copy(update={"runs": [], "summaries": []})
+    written = write_exports(empty, study_dir)
+    back = pd.read_parquet(written["results.parquet"])
+    assert len(back) == 0 and list(back.columns) == run_columns()
 
 
 def test_summary_csv_has_mean_and_ci_per_config(synthetic_study: tuple[Path, StudyResult]) -> None:

@@ -2,8 +2,13 @@
 
 Researchers load results into pandas, R or a spreadsheet; nested JSON is awkward there. This module
 flattens each ``ExperimentResult`` into a row with a *stable* set of columns (every config field of
-every backend section, always present, ``None`` where it does not apply), so the Parquet files of
-different studies concatenate without schema surprises. Every column is listed, with its meaning,
+every backend section, ``None`` where it does not apply): ``StudyResult.to_dataframe()`` always has
+all of them. ``results.parquet`` leaves out the columns no run of its study fills (another backend's
+config, serving figures of an offline study, ...), keeping the order: every column costs a reader
+(DuckDB, pyarrow) time in the file's footer, and the results archive opens every study's file for a
+query over the ``runs`` view (docs/performance.md measures what the sparse file saves).
+Readers that combine files (``pd.concat``, DuckDB ``union_by_name``, the archive's ``runs`` view)
+fill the missing columns with nulls. Every column is listed, with its meaning,
 in ``docs/results.md``; ``run_columns()`` and ``summary_columns()`` (``results.export_columns``) are
 the authoritative lists and a test checks the two agree. The rows are built in
 ``results.export_rows``; this module holds the dataframes and the files.
@@ -84,6 +89,8 @@ def write_exports(study: StudyResult, study_dir: Path) -> dict[str, Path]:
 
     ``summary.csv`` is written first and needs nothing beyond the standard library, so a missing
     pyarrow (raised as ``ReportDependencyError``) never costs the per-config summary.
+    ``results.parquet`` holds the columns at least one run fills (all of them for a study without
+    completed runs), in ``run_columns()`` order.
     """
     from llenergymeasure.results.io import atomic_write_text
 
@@ -94,6 +101,8 @@ def write_exports(study: StudyResult, study_dir: Path) -> dict[str, Path]:
     written["summary.csv"] = atomic_write_text(study_dir / SUMMARY_CSV, summary_csv_text(study))
     require("pyarrow")
     frame = runs_dataframe(study)
+    if len(frame):  # an empty study keeps every column, so its file still shows the schema
+        frame = frame.loc[:, frame.notna().any(axis=0)]
     target = study_dir / RESULTS_PARQUET
     tmp = study_dir / f".{RESULTS_PARQUET}.tmp"
     try:
