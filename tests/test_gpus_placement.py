@@ -191,3 +191,17 @@ def test_planned_devices_follow_gpus_and_refuse_a_mismatch() -> None:
     # unchanged without gpus
     assert planned_cuda_devices(_config(pytorch={"device_map": "auto"}), 4) == [0, 1, 2, 3]
     assert planned_cuda_devices(_config(), 4) == [0]
+
+
+def test_slurm_jobs_must_ask_for_as_many_gpus_as_the_experiment_lists() -> None:
+    from llenergymeasure.config.user import SlurmSettings
+    from llenergymeasure.runners.slurm import check_gpus_per_job
+
+    two = _config(gpus=[0, 1], pytorch={"device_map": "auto"})
+    check_gpus_per_job(SlurmSettings(gpus_per_job=2), [two, _config()])
+    with pytest.raises(RunnerError) as info:
+        check_gpus_per_job(SlurmSettings(gpus_per_job=1), [_config(), two])
+    text = str(info.value)
+    assert "gpus: [0, 1] lists 2 GPU(s)" in text and "slurm.gpus_per_job = 1" in text
+    assert "set slurm.gpus_per_job: 2" in text
+    check_gpus_per_job(SlurmSettings(gres="gpu:a100:1"), [two])  # gres: the harness checks

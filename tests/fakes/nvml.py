@@ -101,6 +101,8 @@ class FakeGpu:
     temperature_c: int = 45
     sm_clock_mhz: int = 1980
     gpu_util_pct: int = 100
+    memory_used_mib: int = 1024
+    memory_total_mib: int = 143_771  # an H200
     clock_event_reasons: int | Callable[[float], int] = 0
     violation_ns_per_s: dict[int, float] = field(default_factory=dict)  # policy -> ns per second
     pids: list[int] = field(default_factory=list)
@@ -192,6 +194,7 @@ class FakeNvml:
             "nvmlDeviceGetClockInfo",
             "nvmlDeviceGetUtilizationRates",
             "nvmlDeviceGetCurrentClocksEventReasons",
+            "nvmlDeviceGetMemoryInfo",
         )
         return sum(self.calls[n] for n in names)
 
@@ -308,6 +311,12 @@ class FakeNvml:
     def nvmlDeviceGetUtilizationRates(self, handle: _Handle) -> Any:
         self._count("nvmlDeviceGetUtilizationRates")
         return SimpleNamespace(gpu=self._gpu(handle).gpu_util_pct, memory=0)
+
+    def nvmlDeviceGetMemoryInfo(self, handle: _Handle) -> Any:
+        self._count("nvmlDeviceGetMemoryInfo")
+        gpu = self._gpu(handle)
+        used, total = gpu.memory_used_mib * 2**20, gpu.memory_total_mib * 2**20
+        return SimpleNamespace(total=total, used=used, free=total - used)
 
     def nvmlDeviceGetCurrentClocksEventReasons(self, handle: _Handle) -> int:
         self._count("nvmlDeviceGetCurrentClocksEventReasons")

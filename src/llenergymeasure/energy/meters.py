@@ -27,9 +27,12 @@ from llenergymeasure.energy.nvml import NVML_PERF_POLICY_POWER, NVML_PERF_POLICY
 from llenergymeasure.energy.sampler import (
     COLUMNS,
     COUNTER,
+    MEMORY,
     POWER,
     REASONS,
+    UTIL,
     Sampler,
+    busy_stats,
     counter_energy,
     integrate_power,
 )
@@ -341,8 +344,10 @@ class NvmlMeter(MeterBase):
                 if w is not None:
                     warnings.append(w)
                 reasons = values[inside, d, REASONS]
+                util, memory = busy_stats(values[inside, d, UTIL], values[inside, d, MEMORY])
             else:
                 reasons = np.empty(0)
+                util = memory = None
             warnings.extend(checks.clock_events(i, reasons, violation_deltas.get(i), duration))
             devices.append(
                 DeviceEnergy(
@@ -358,9 +363,11 @@ class NvmlMeter(MeterBase):
                     n_samples=int(valid_power.size),
                     power_source=self.power_sources[d],
                     counter_resets=resets,
+                    mean_utilization_pct=util,
+                    max_memory_used_mb=memory,
                 )
             )
-        total = sum(dv.energy_j for dv in devices)
+        total = sum(dv.energy_j for dv in devices)  # held GPUs count whether busy or idle
         self.last = EnergyMeasurement(
             meter=self.name,
             available=True,

@@ -1,5 +1,5 @@
-"""Background NVML sampler: power, temperature, SM clock, utilisation, clock-event reasons and
-the energy counter, at about the sensor's own update period.
+"""Background NVML sampler: power, temperature, SM clock, utilisation, clock-event reasons, the
+energy counter and device memory in use, at about the sensor's own update period.
 
 The sampler shares the CPU with the workload it measures (a Python generate loop is often
 CPU-bound), so its loop does nothing but the NVML reads: the readers are bound once, samples go
@@ -32,8 +32,9 @@ COLUMNS: tuple[str, ...] = (
     "gpu_util_pct",
     "throttle_reasons",
     "energy_counter_mj",
+    "memory_used_mb",
 )
-POWER, TEMPERATURE, SM_CLOCK, UTIL, REASONS, COUNTER = range(len(COLUMNS))
+POWER, TEMPERATURE, SM_CLOCK, UTIL, REASONS, COUNTER, MEMORY = range(len(COLUMNS))
 
 Reader = Callable[[], float]
 
@@ -108,6 +109,7 @@ def _bind_readers(
         get_clock = m.nvmlDeviceGetClockInfo
         clock = getattr(m, "NVML_CLOCK_SM", NVML_CLOCK_SM)
         get_util = m.nvmlDeviceGetUtilizationRates
+        get_memory = m.nvmlDeviceGetMemoryInfo
         get_reasons = (
             getattr(m, "nvmlDeviceGetCurrentClocksEventReasons", None)
             or m.nvmlDeviceGetCurrentClocksThrottleReasons
@@ -117,6 +119,7 @@ def _bind_readers(
             (SM_CLOCK, lambda: float(get_clock(h, clock))),
             (UTIL, lambda: float(get_util(h).gpu)),
             (REASONS, lambda: float(get_reasons(h))),
+            (MEMORY, lambda: get_memory(h).used / 2**20),  # bytes -> MiB, every process's
         ]
     err = nvml.error_type
     for col, read in candidates:
@@ -246,6 +249,17 @@ class Sampler:
     @property
     def running(self) -> bool:
         return self._thread is not None
+
+
+def busy_stats(util_pct: np.ndarray, memory_mb: np.ndarray) -> tuple[float | None, float | None]:
+    """How busy one GPU was over a window's samples: (mean NVML utilisation %, highest memory in
+    use MiB), each None where no sample read it. A GPU held but left idle shows about 0 %."""
+    util = util_pct[~np.isnan(util_pct)]
+    memory = memory_mb[~np.isnan(memory_mb)]
+    return (
+        float(np.mean(util)) if util.size else None,
+        float(np.max(memory)) if memory.size else None,
+    )
 
 
 def integrate_power(t: np.ndarray, p: np.ndarray, t_start: float, t_end: float) -> float | None:

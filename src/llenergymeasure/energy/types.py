@@ -78,6 +78,14 @@ class DeviceEnergy(_Record):
     counter_resets: int = Field(
         0, description="backward steps of the energy counter inside the window"
     )
+    mean_utilization_pct: float | None = Field(
+        None,
+        description="mean NVML GPU utilisation over the window's samples (share of time a kernel "
+        "ran); about 0 for a GPU held but left idle, whose energy still counts in the total (1.3)",
+    )
+    max_memory_used_mb: float | None = Field(
+        None, description="highest device memory in use over the window's samples, MiB (1.3)"
+    )
 
     @model_validator(mode="before")
     @classmethod

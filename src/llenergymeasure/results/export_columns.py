@@ -102,6 +102,7 @@ RUN_COLUMNS: dict[str, str] = {
     "energy.nvml_indices": "NVML indices of the measured GPUs, comma-separated",
     "energy.integrated_energy_j": "sum over GPUs of the integrated sampled power (cross-check)",
     "energy.peak_power_w": "highest sampled power of any measured GPU",
+    "energy.gpu_utilization_pct": "each measured GPU's mean NVML utilisation, comma-separated in nvml_indices order (about 0: held but idle, its energy still in the total)",
     "total_energy_j": "raw GPU energy over the measured window, all measured GPUs",
     "total_energy_adjusted_j": "pre-1.2 name of total_energy_above_idle_j (same value, kept for old queries)",
     "energy_per_output_token_j": "total_energy_j / output_tokens",

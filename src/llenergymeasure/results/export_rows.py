@@ -50,8 +50,15 @@ def config_values(config: ExperimentConfig) -> dict[str, Any]:
     """The resolved config as ``config.*`` columns: the backend's section with its defaults filled."""
     data = config.hashable_dict()
     data["name"] = config.name
+    data["gpus"] = config.gpus  # hashed only as its count; the export shows which
     flat = flatten({k: v for k, v in data.items() if v is not None}, "config.")
     return {col: flat.get(col) for col in config_columns()}
+
+
+def _per_device(values: Iterable[float | None]) -> str | None:
+    """Comma-separated per-GPU values in ``energy.nvml_indices`` order (empty where unknown)."""
+    cells = ["" if v is None else f"{v:.1f}" for v in values]
+    return ",".join(cells) if any(cells) else None
 
 
 def run_identity(result: ExperimentResult) -> tuple[str, int | None]:
@@ -161,6 +168,7 @@ def run_record(result: ExperimentResult) -> dict[str, Any]:
             else None
         ),
         "energy.peak_power_w": max(peaks) if peaks else None,
+        "energy.gpu_utilization_pct": _per_device(d.mean_utilization_pct for d in devices),
         "total_energy_j": result.total_energy_j,
         "total_energy_adjusted_j": result.total_energy_adjusted_j,
         "energy_per_output_token_j": result.energy_per_output_token_j,

@@ -121,6 +121,22 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def check_gpus_per_job(settings: SlurmSettings, configs: list[Any]) -> None:
+    """On SLURM a job's GPUs are SLURM's choice: an experiment's ``gpus`` can only say how many,
+    and that must be what each job asks for (``gres`` is not parsed: the harness checks then)."""
+    if settings.gres is not None:
+        return
+    for config in configs:
+        gpus = getattr(config, "gpus", None)
+        if gpus is not None and len(gpus) != settings.gpus_per_job:
+            raise RunnerError(
+                f"experiment {config.label()}: gpus: {gpus} lists {len(gpus)} GPU(s) but each SLURM "
+                f"job gets slurm.gpus_per_job = {settings.gpus_per_job}; set slurm.gpus_per_job: "
+                f"{len(gpus)} in the user config, or leave gpus out (on SLURM the job's GPUs are "
+                "the ones SLURM allocates; gpus can only say how many)"
+            )
+
+
 class SlurmStudyDriver:
     """Drives one study's runs on SLURM (see the module docstring)."""
 
@@ -222,6 +238,7 @@ class SlurmStudyDriver:
             return
         if self.make_request is None:
             raise RunnerError("internal: this slurm driver only follows jobs; it cannot submit")
+        check_gpus_per_job(self.settings, [run.config for run in runs])
         tasks: list[NodeTask] = []
         folders: list[str] = []
         for position, run in enumerate(runs, start=1):
