@@ -63,7 +63,9 @@ def test_two_gpus_at_different_powers_exact_totals_on_a_fake_clock() -> None:
     # idle baselines of 70 W and 60 W: above idle (250-70) x 2 = 360 J and (60-60) x 2 = 0 J
     base = BaselineRecord(idle_power_w={0: 70.0, 1: 60.0}, kind="resident")
     adjusted = apply_baseline(m, base)
-    assert [d.energy_above_idle_j for d in adjusted.devices] == pytest.approx([360.0, 0.0], abs=1e-6)
+    assert [d.energy_above_idle_j for d in adjusted.devices] == pytest.approx(
+        [360.0, 0.0], abs=1e-6
+    )
     assert adjusted.total_energy_above_idle_j == pytest.approx(360.0)
     meter.close()
 
@@ -114,3 +116,31 @@ def test_the_harness_charges_the_idle_gpu_to_every_token(
     assert saved["energy"]["devices"][1]["mean_utilization_pct"] == 0.0
     header = (tmp_path / "run" / "timeseries.csv").read_text().splitlines()[0]
     assert header.endswith("energy_counter_mj,memory_used_mb")
+
+
+def test_held_gpus_stay_metered_whatever_the_engine_put_on_them(
+    tmp_path: Path, shared_model_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner made GPUs 0 and 1 visible (gpus: [0, 1]); the engine (here on the CPU) holds
+    parameters on neither, yet the measured window is opened on both: no re-planned meter."""
+    from llenergymeasure.energy import select_meter
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # what LocalRunner(gpus=[0, 1]) sets
+    fake = FakeNvml(_two_gpus())
+    asked: list[list[int]] = []
+
+    def factory(backend: str, devices: list[int]):  # type: ignore[no-untyped-def]
+        asked.append(list(devices))
+        return select_meter("nvml", devices, {}, nvml_module=fake, sample_period_s=0.02)
+
+    config = ExperimentConfig.from_dict(
+        tiny_experiment(n=2, gpus=[0, 1], pytorch={"device_map": "auto"})
+    )
+    request = HarnessRequest(
+        config=config,
+        settings=HarnessSettings(energy_backend="nvml", model_cache_dir=str(shared_model_cache)),
+    )
+    result = run_harness(request, tmp_path / "run", meter_factory=factory)
+    assert asked == [[0, 1]], "one meter, on both held GPUs, for load and measured window"
+    assert [d.cuda_index for d in result.energy.devices] == [0, 1]
+    assert result.energy.devices[1].mean_utilization_pct == 0.0

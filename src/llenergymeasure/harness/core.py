@@ -293,7 +293,8 @@ def run_harness(
             meter=meter,
         )
 
-        if sorted(load_info.cuda_devices) != sorted(load_devices):
+        # With gpus set the meter stays on every GPU held, the engine's or not (idle draw counts).
+        if config.gpus is None and sorted(load_info.cuda_devices) != sorted(load_devices):
             meter.close()
             meter = make_meter(settings.energy_backend, list(load_info.cuda_devices))
             meters.append(meter)
