@@ -185,11 +185,15 @@ PINNED_TINY_LLAMA_CONFIG_HASH = {
     "1.0": "d6bff8ed4bcbe8479459ec0d100324c1547f00eaa1f1af3c37f4752188916d39",
     "1.1": "868a1454c6d0926f883337776f5588f123eaf0517d8d2a28192cff2f5a0f3761",
     "1.2": "868a1454c6d0926f883337776f5588f123eaf0517d8d2a28192cff2f5a0f3761",  # results only
+    # 1.3: results only (placement, neighbour_load); config hashes unchanged
+    "1.3": "868a1454c6d0926f883337776f5588f123eaf0517d8d2a28192cff2f5a0f3761",
 }
 PINNED_STUDY_DESIGN_HASH = {
     "1.0": "ec54a8d55c42ca5be29abbf3f708ce67cd976b8095f3f0d0f36a140ac655b68c",
     "1.1": "18743a54ba2e904a41f1b83edaec5f58b83b9015efe624e7c6ebe9fe7ab014a1",
     "1.2": "18743a54ba2e904a41f1b83edaec5f58b83b9015efe624e7c6ebe9fe7ab014a1",
+    # 1.3: results only (execution.concurrent_runs is not part of the design hash)
+    "1.3": "18743a54ba2e904a41f1b83edaec5f58b83b9015efe624e7c6ebe9fe7ab014a1",
 }
 
 

@@ -77,6 +77,14 @@ class ExecutionConfig(BaseModel):
         description="refuse a study of more runs (sweep points x cycles) than this, before "
         "expanding it",
     )
+    concurrent_runs: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="run up to this many experiments at once, each on its own GPUs of this node "
+        "(study/concurrent.py); 1 (default): one at a time. Neighbours share the host, PCIe and "
+        "cooling, so every result records them and warns neighbour_load",
+    )
 
 
 @dataclass

@@ -36,6 +36,9 @@ class HarnessSettings(BaseModel):
     #: the prompts' seed for this run (config.seed + cycle - 1 under execution.vary_prompt_seed);
     #: None: config.seed
     prompt_seed: int | None = None
+    #: the study runs experiments side by side (execution.concurrent_runs > 1): an idle baseline
+    #: measured now may see a neighbour's load, so it is not written to the cache
+    concurrent: bool = False
     #: validity-gate and idle-baseline thresholds (user config ``validity:``)
     validity: ValiditySettings = Field(default_factory=ValiditySettings)
 

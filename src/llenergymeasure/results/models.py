@@ -33,7 +33,9 @@ from llenergymeasure.results.serving_models import ServingRecord
 # 1.2: *_adjusted_j renamed *_above_idle_j (unclamped, with SE); cold/resident baselines, validity
 #      gates, quantisation bound, J per total token, prefill/decode estimate, boundary (issue 19).
 #      Older results load: the old names are read into the new fields.
-SCHEMA_VERSION = "1.2"
+# 1.3: placement (the GPUs a run held, neighbours that ran beside it) and the neighbour_load
+#      warning; per-device busy-ness (issue 18). Additive: older results load unchanged.
+SCHEMA_VERSION = "1.3"
 
 
 class _Record(BaseModel):
@@ -132,6 +134,34 @@ class EnergyBoundary(_Record):
     pue: str = "applied only in the CO2 estimate, never to energy"
 
 
+class NeighbourRecord(_Record):
+    """Another run of the same study that ran beside this one (on other GPUs of this node)."""
+
+    run_id: str
+    gpus: list[int] = Field(default_factory=list, description="the GPUs the neighbour held")
+    overlap_s: float = Field(..., description="seconds both runs' processes ran at once")
+
+
+class PlacementRecord(_Record):
+    """Where a study run ran, filled by the study controller when the run ends."""
+
+    gpus: list[int] = Field(
+        default_factory=list,
+        description="GPUs the run held, as CUDA indices of the controller (entries of its "
+        "CUDA_VISIBLE_DEVICES, or NVML indices when that is unset)",
+    )
+    devices: list[str] = Field(
+        default_factory=list, description="each held GPU's UUID where known, else its label"
+    )
+    concurrent: bool = Field(False, description="the study ran runs side by side")
+    concurrent_runs: int = Field(1, description="execution.concurrent_runs of the study")
+    started_at: str | None = Field(None, description="the run's process started (controller)")
+    ended_at: str | None = Field(None, description="the run's process ended (controller)")
+    neighbours: list[NeighbourRecord] = Field(
+        default_factory=list, description="runs that overlapped this one in time"
+    )
+
+
 class ExperimentResult(_Record):
     """A complete, self-describing record of one experiment run."""
 
@@ -207,6 +237,9 @@ class ExperimentResult(_Record):
     extra: dict[str, Any] = Field(default_factory=dict, description="backend-specific facts")
     serving: ServingRecord | None = Field(
         None, description="workload: serving only: windows, goodput, per-request energy"
+    )
+    placement: PlacementRecord | None = Field(
+        None, description="study runs side by side: the GPUs held and the neighbours (1.3)"
     )
 
     @model_validator(mode="before")

@@ -57,6 +57,8 @@ class ManifestRun(BaseModel):
     scheduler_state: str | None = None
     exit_code: int | None = None
     submitted_at: str | None = None
+    #: execution.concurrent_runs > 1: the GPUs (controller CUDA indices) the attempt held
+    gpus: list[int] | None = None
     #: result files of earlier attempts found partial or invalid on resume, kept as they were
     #: (paths relative to the study dir) and not counted
     set_aside: list[str] = Field(default_factory=list)
@@ -129,6 +131,7 @@ class ManifestStore:
             run.phase = None
             run.job_id = run.node = run.scheduler_state = run.submitted_at = None
             run.exit_code = None
+            run.gpus = None
         elif status == "running":
             run.started_at = _now()
         else:

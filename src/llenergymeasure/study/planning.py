@@ -121,6 +121,7 @@ def measurement_protocol(study: StudyConfig, gaps: Gaps, n_cycles: int) -> dict[
         if study.execution.cycle_order == "shuffled"
         else None,
         "vary_prompt_seed": study.execution.vary_prompt_seed,
+        "concurrent_runs": study.execution.concurrent_runs,
         "config_gap_seconds": gaps.config_gap_s,
         "config_gap_source": gaps.config_gap_source,
         "cycle_gap_seconds": gaps.cycle_gap_s,

@@ -21,7 +21,7 @@ import os
 import shlex
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -39,13 +39,14 @@ from llenergymeasure.errors import (
     filesystem_error,
     is_filesystem_error,
 )
-from llenergymeasure.harness.request import RESULT_FILE, HarnessRequest, HarnessSettings
+from llenergymeasure.harness.request import HarnessRequest, HarnessSettings
 from llenergymeasure.results.io import atomic_write_text
 from llenergymeasure.results.models import ExperimentResult, RunnerRecord
 from llenergymeasure.results.study_result import StudyResult
 from llenergymeasure.runners.base import RunOutcome
 from llenergymeasure.runners.resolution import ResolvedRunner, resolve_runners
 from llenergymeasure.study.aggregate import collect_study_result
+from llenergymeasure.study.concurrent import concurrency_pool, run_concurrently
 from llenergymeasure.study.execution import executor_for, run_attempt
 from llenergymeasure.study.manifest import MANIFEST_FILE, Manifest, ManifestRun, ManifestStore
 from llenergymeasure.study.planning import (
@@ -54,7 +55,11 @@ from llenergymeasure.study.planning import (
     plan_study,
     resolve_gaps,
 )
-from llenergymeasure.study.recovery import adopt_finished_results, refuse_if_still_running
+from llenergymeasure.study.recovery import (
+    adopt_finished_results,
+    already_done,
+    refuse_if_still_running,
+)
 
 STUDY_FILE = "study.yaml"
 LOCK_FILE = ".llem.lock"
@@ -129,7 +134,10 @@ class StudyRunner:
         observer: StudyObserver | None = None,
         environ: dict[str, str] | None = None,
         detach: bool = False,
+        gpu_pool: Sequence[int] | Mapping[int, str] | None = None,
     ) -> None:
+        #: execution.concurrent_runs > 1: the GPUs to place runs on (None: the visible ones)
+        self.gpu_pool = gpu_pool
         #: slurm runner: return once the runs are submitted (StudyDetached says how to follow)
         self.detach = detach
         self.environ = dict(os.environ if environ is None else environ)
@@ -252,7 +260,7 @@ class StudyRunner:
         data = self.study.model_dump(mode="json", exclude_defaults=False)
         return header + yaml.safe_dump(data, sort_keys=False)
 
-    def _settings(self, run: PlannedRun) -> HarnessSettings:
+    def _settings(self, run: PlannedRun, concurrent: bool = False) -> HarnessSettings:
         ctx = context_from_user_config(self.user_config, self.environ)
         cache = self.user_config.output.resolved_model_cache_dir()
         return HarnessSettings(
@@ -263,6 +271,7 @@ class StudyRunner:
             baseline_cache_dir=str(cache / "baseline"),
             run_id=run.run_id,
             cycle=run.cycle,
+            concurrent=concurrent,
             validity=self.user_config.validity,
             prompt_seed=(
                 run.config.seed + run.cycle - 1
@@ -290,6 +299,9 @@ class StudyRunner:
         runners = self.resolve()
         plan = self.plan()
         self._preflight(runners)
+        # execution.concurrent_runs > 1: the GPU pool, checked against the plan before anything
+        # is written (None: one run at a time)
+        pool = concurrency_pool(self, plan, runners)
         started_at = _now()
         if self.resume_dir is not None:
             study_dir = self.resume_dir
@@ -323,6 +335,11 @@ class StudyRunner:
             )
             if any(r.kind == "slurm" for r in runners.values()):
                 self._run_on_slurm(store, to_run, runners)
+                return collect_study_result(
+                    store, self.study, self.gaps, started_at, runners, env_snapshot
+                )
+            if pool is not None:
+                run_concurrently(self, store, to_run, runners, pool)
                 return collect_study_result(
                     store, self.study, self.gaps, started_at, runners, env_snapshot
                 )
@@ -398,18 +415,7 @@ class StudyRunner:
             self._interrupted(store, None, exc)  # the driver already cancelled and marked the jobs
 
     def _already_done(self, store: ManifestStore, run: PlannedRun) -> bool:
-        """Completed, and its result.json is there and reads back; otherwise resume reruns it
-        (in a new attempt folder, so the missing or corrupt file is left as it was)."""
-        entry = store.get(run.run_id)
-        if entry.status != "completed" or not entry.run_dir:
-            return False
-        try:
-            ExperimentResult.model_validate_json(
-                (store.study_dir / entry.run_dir / RESULT_FILE).read_text()
-            )
-        except (OSError, ValueError):
-            return False
-        return True
+        return already_done(store, run.run_id)  # study/recovery.py
 
     def _run_one(
         self,

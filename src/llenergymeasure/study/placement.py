@@ -1,0 +1,263 @@
+"""Which GPUs a study run holds when runs go side by side (``execution.concurrent_runs`` > 1).
+
+- the **pool**: the GPUs the controller sees, as CUDA indices of the controller (entries of its
+  ``CUDA_VISIBLE_DEVICES``, or every NVML GPU when that is unset), each with a label (its UUID
+  where known);
+- what a run **needs**: its ``gpus`` when the config names them (it then waits for exactly those),
+  else one GPU for PyTorch, ``tensor x pipeline`` parallel size for vLLM and TensorRT-LLM;
+- its **placement** once it ended: the GPUs it held and every other run that overlapped it in
+  time, written into its ``result.json`` with a ``neighbour_load`` warning (an atomic rewrite by
+  the controller, the only writer once the run's process has exited).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llenergymeasure.config.experiment import ExperimentConfig
+from llenergymeasure.energy.devices import parse_cuda_visible_devices
+from llenergymeasure.energy.types import BaselineRecord, ValidityWarning
+from llenergymeasure.errors import ConfigError
+from llenergymeasure.results.io import atomic_write_text
+from llenergymeasure.results.models import ExperimentResult, NeighbourRecord, PlacementRecord
+from llenergymeasure.study.planning import PlannedRun
+
+OPTION = "execution.concurrent_runs"
+#: seconds of slack when comparing a baseline's ``measured_at`` (whole seconds) with neighbours
+_BASELINE_SLACK_S = 1.0
+
+
+@dataclass(frozen=True)
+class GpuPool:
+    """The GPUs runs may be placed on: controller CUDA index -> label (UUID, or the entry)."""
+
+    labels: dict[int, str]
+    source: str
+
+    @property
+    def gpus(self) -> list[int]:
+        return sorted(self.labels)
+
+    def describe(self) -> str:
+        if not self.labels:
+            return f"no GPU ({self.source})"
+        shown = ", ".join(f"{i} ({self.labels[i]})" for i in self.gpus)
+        return f"{len(self.labels)} GPU(s): {shown} ({self.source})"
+
+
+def pool_from(given: Sequence[int] | Mapping[int, str]) -> GpuPool:
+    """A pool given by the caller (tests, a scheduler that knows better): indices or labels."""
+    if isinstance(given, Mapping):
+        labels = {int(i): str(label) for i, label in given.items()}
+    else:
+        labels = {int(i): f"gpu{int(i)}" for i in given}
+    return GpuPool(labels, "given to the study runner")
+
+
+def discover_pool(environ: Mapping[str, str], snapshot: Any) -> GpuPool:
+    """The GPUs the controller sees: its ``CUDA_VISIBLE_DEVICES`` entries, else NVML's GPUs
+    (from the environment snapshot, which also gives their UUIDs)."""
+    gpus = list(getattr(snapshot, "gpus", None) or [])
+    uuid_of = {
+        getattr(g, "nvml_index", None): getattr(g, "uuid", None) for g in gpus if g is not None
+    }
+    raw = environ.get("CUDA_VISIBLE_DEVICES")
+    entries = parse_cuda_visible_devices(raw)
+    if entries is not None:
+        labels: dict[int, str] = {}
+        for i, entry in enumerate(entries):
+            uuid = uuid_of.get(int(entry)) if entry.isdigit() else None
+            labels[i] = uuid or entry
+        return GpuPool(labels, f"CUDA_VISIBLE_DEVICES={raw!r}")
+    count = getattr(snapshot, "gpu_count", None) or 0
+    labels = {i: uuid_of.get(i) or f"nvml{i}" for i in range(count)}
+    problem = (getattr(snapshot, "probe_errors", None) or {}).get("gpus")
+    return GpuPool(labels, f"NVML: {problem}" if problem else "NVML, CUDA_VISIBLE_DEVICES unset")
+
+
+def gpus_needed(config: ExperimentConfig, limit: int) -> int | list[int]:
+    """The exact GPUs (a list: the config's ``gpus``) or the number of GPUs a run needs."""
+    fixed = getattr(config, "gpus", None)
+    if fixed:
+        return [int(g) for g in fixed]
+    section = config.backend_section()
+    if config.backend == "pytorch":
+        if getattr(section, "device_map", None):
+            raise ConfigError(
+                f"pytorch.device_map = {section.device_map!r} without `gpus`: with {OPTION} = "  # type: ignore[union-attr]
+                f"{limit} each run must say which GPUs it spreads over, or it would take every "
+                "GPU its neighbours use; add e.g. `gpus: [0, 1]` to that experiment, or set "
+                f"{OPTION}: 1"
+            )
+        return 1
+    tp = int(getattr(section, "tensor_parallel_size", 0) or getattr(section, "tp_size", 1))
+    pp = int(getattr(section, "pipeline_parallel_size", 0) or getattr(section, "pp_size", 1))
+    return tp * pp
+
+
+def check_plan_fits(runs: Sequence[PlannedRun], pool: GpuPool, limit: int) -> None:
+    """``ConfigError`` before anything runs when a run needs GPUs the pool does not have."""
+    problems: list[str] = []
+    for run in runs:
+        need = gpus_needed(run.config, limit)
+        if isinstance(need, list):
+            missing = [g for g in need if g not in pool.labels]
+            if missing:
+                problems.append(f"{run.run_id} needs gpus {need}; {missing} not among them")
+        elif need > len(pool.labels):
+            problems.append(f"{run.run_id} ({run.config.backend}) needs {need} GPU(s)")
+    if problems:
+        shown = "\n  ".join(dict.fromkeys(problems))
+        raise ConfigError(
+            f"{OPTION} = {limit}: the controller sees {pool.describe()}, fewer than these runs "
+            f"need:\n  {shown}\nRun on a node with more GPUs, expose them (CUDA_VISIBLE_DEVICES), "
+            f"give the runs fewer GPUs, or set {OPTION}: 1"
+        )
+
+
+@dataclass
+class Span:
+    """One run's process as the controller saw it (monotonic seconds and wall time)."""
+
+    run_id: str
+    gpus: list[int]
+    start: float
+    start_wall: float
+    end: float | None = None
+    end_wall: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def overlap_s(a: Span, b: Span, now: float) -> float:
+    end_a = a.end if a.end is not None else now
+    end_b = b.end if b.end is not None else now
+    return max(0.0, min(end_a, end_b) - max(a.start, b.start))
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat()
+
+
+def placement_for(
+    span: Span, spans: Sequence[Span], pool: GpuPool, limit: int, now: float
+) -> PlacementRecord:
+    """This run's placement: its GPUs and every other span that overlapped it in time."""
+    neighbours = []
+    for other in spans:
+        if other is span or other.run_id == span.run_id:
+            continue
+        seconds = overlap_s(span, other, now)
+        if seconds > 0:
+            neighbours.append(
+                NeighbourRecord(run_id=other.run_id, gpus=list(other.gpus), overlap_s=seconds)
+            )
+    return PlacementRecord(
+        gpus=list(span.gpus),
+        devices=[pool.labels.get(g, f"gpu{g}") for g in span.gpus],
+        concurrent=limit > 1,
+        concurrent_runs=limit,
+        started_at=_iso(span.start_wall),
+        ended_at=_iso(span.end_wall),
+        neighbours=neighbours,
+    )
+
+
+def neighbour_warning(placement: PlacementRecord, run_s: float | None) -> ValidityWarning | None:
+    """``neighbour_load`` when any other run overlapped this one (not a gate: information)."""
+    if not placement.neighbours:
+        return None
+    longest = max(n.overlap_s for n in placement.neighbours)
+    listed = ", ".join(
+        f"{n.run_id} on GPU(s) {n.gpus} for {n.overlap_s:.1f} s" for n in placement.neighbours
+    )
+    of = f" of this run's {run_s:.1f} s" if run_s else ""
+    return ValidityWarning(
+        code="neighbour_load",
+        message=(
+            f"{len(placement.neighbours)} other run(s) ran beside this one (up to "
+            f"{longest:.1f} s{of}): {listed}. They share the host CPU, PCIe and cooling with "
+            "this run's GPUs, which can move its energy and throughput"
+        ),
+        details={
+            "neighbours": [n.model_dump() for n in placement.neighbours],
+            "max_overlap_s": longest,
+            "run_s": run_s,
+        },
+    )
+
+
+def _baseline_window(record: BaselineRecord) -> tuple[float, float] | None:
+    """Wall-clock (start, end) of a measured (not cached) idle window, settle time included."""
+    if record.from_cache or not record.measured_at or not record.duration_s:
+        return None
+    try:
+        end = _dt.datetime.fromisoformat(record.measured_at).timestamp()
+    except ValueError:
+        return None
+    return end - record.duration_s - (record.settle_s or 0.0), end
+
+
+def _mark_baseline(
+    record: BaselineRecord | None, span: Span, spans: Sequence[Span], now_wall: float
+) -> BaselineRecord | None:
+    """The baseline with a ``neighbour_load`` warning when a neighbour ran during its window."""
+    window = _baseline_window(record) if record is not None else None
+    if record is None or window is None:
+        return record
+    start, end = window[0] - _BASELINE_SLACK_S, window[1] + _BASELINE_SLACK_S
+    beside = [
+        o
+        for o in spans
+        if o.run_id != span.run_id
+        and o.start_wall < end
+        and (o.end_wall if o.end_wall is not None else now_wall) > start
+    ]
+    if not beside:
+        return record
+    kind = f"{record.kind} " if record.kind else ""
+    warning = ValidityWarning(
+        code="neighbour_load",
+        message=(
+            f"this {kind}idle baseline was measured while "
+            + ", ".join(f"{o.run_id} (GPU(s) {o.gpus})" for o in beside)
+            + " ran on other GPUs of this node; it was not cached"
+        ),
+        details={"neighbours": [o.run_id for o in beside]},
+    )
+    return record.model_copy(update={"warnings": [*record.warnings, warning]})
+
+
+def amend_result(
+    path: Path,
+    result: ExperimentResult,
+    span: Span,
+    spans: Sequence[Span],
+    pool: GpuPool,
+    limit: int,
+    now: float,
+    now_wall: float,
+) -> ExperimentResult:
+    """Write ``placement`` (and ``neighbour_load`` where a neighbour overlapped) into the run's
+    ``result.json``, atomically; returns the amended result."""
+    placement = placement_for(span, spans, pool, limit, now)
+    update: dict[str, Any] = {"placement": placement}
+    run_s = (span.end - span.start) if span.end is not None else None
+    warning = neighbour_warning(placement, run_s)
+    if warning is not None:
+        update["warnings"] = [
+            *[w for w in result.warnings if w.code != "neighbour_load"],
+            warning,
+        ]
+        update["baseline"] = _mark_baseline(result.baseline, span, spans, now_wall)
+        update["cold_baseline"] = _mark_baseline(result.cold_baseline, span, spans, now_wall)
+    amended = result.model_copy(update=update)
+    # validate before writing: the file must stay a valid result whatever happens here
+    amended = ExperimentResult.model_validate(amended.model_dump())
+    atomic_write_text(path, amended.model_dump_json(indent=2))
+    return amended

@@ -1,0 +1,407 @@
+"""Runs side by side on disjoint GPUs (execution.concurrent_runs, study/concurrent.py): the
+scheduler with a test-double executor (tests/concurrent_doubles.py) and fake GPU pools.
+
+Every check is read from what the executors recorded (their intervals and GPUs) and from the
+files the study wrote (manifest, result.json), never from the scheduler's own bookkeeping.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from llenergymeasure import StudyConfig
+from llenergymeasure.config.user import UserConfig
+from llenergymeasure.energy.types import BaselineRecord
+from llenergymeasure.errors import ConfigError, RunnerError, StudyInterrupted
+from llenergymeasure.runners.resolution import ResolvedRunner
+from llenergymeasure.study import concurrent as concurrent_mod
+from llenergymeasure.study.placement import discover_pool, gpus_needed
+from llenergymeasure.study.runner import StudyRunner
+from tests.concurrent_doubles import STARTED_FILE, Log, max_at_once, overlapping_pairs
+from tests.helpers import within
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _study(limit: int, sweep: dict | None = None, n_cycles: int = 2, gap: float = 0.0, **base):
+    return StudyConfig(
+        name="side",
+        base={"model": "synthetic/tiny-llama", **base},
+        sweep=sweep if sweep is not None else {"batch_size": [1, 2, 3]},
+        execution={
+            "n_cycles": n_cycles,
+            "cycle_order": "interleaved",
+            "config_gap_seconds": gap,
+            "cycle_gap_seconds": gap,
+            "concurrent_runs": limit,
+        },
+    )
+
+
+def _runner(tmp_path: Path, study: StudyConfig, pool: Any, **kw: Any) -> StudyRunner:
+    return StudyRunner(
+        study, user_config=UserConfig(), results_dir=tmp_path / "results", gpu_pool=pool, **kw
+    )
+
+
+@pytest.fixture
+def log(monkeypatch: pytest.MonkeyPatch) -> Log:
+    """The double stands in for the executor the scheduler builds for each run."""
+    log = Log()
+
+    def fake_executor_for(resolved: Any, cache: Path, gpus: list[int] | None = None) -> Any:
+        return log.make_executor(None, gpus or [])
+
+    monkeypatch.setattr(concurrent_mod, "executor_for", fake_executor_for)
+    return log
+
+
+def _manifest(d: Path) -> dict:
+    return json.loads((d / "manifest.json").read_text())
+
+
+def _results(d: Path) -> dict[str, dict]:
+    out = {}
+    for entry in _manifest(d)["runs"]:
+        path = d / (entry["run_dir"] or "-") / "result.json"
+        if entry["status"] == "completed" and path.exists():
+            out[entry["run_id"]] = json.loads(path.read_text())
+    return out
+
+
+def test_runs_share_no_gpu_and_at_most_n_run_at_once(tmp_path: Path, log: Log) -> None:
+    meet = threading.Barrier(2)  # the first two runs must be in flight together, or this fails
+    runner = _runner(tmp_path, _study(2), [0, 1, 2])
+    plan = runner.plan()
+    log.behaviour = {plan[0].run_id: ("wait", meet), plan[1].run_id: ("wait", meet)}
+    res = within(120, "the study", runner.run)
+    assert len(log.intervals) == 6 and all(i.how == "completed" for i in log.intervals)
+    assert max_at_once(log.intervals) == 2  # reached, and never exceeded
+    pairs = overlapping_pairs(log.intervals)
+    assert pairs
+    for a, b in pairs:
+        assert not set(a.gpus) & set(b.gpus), (a, b)
+    assert all(len(i.gpus) == 1 and i.gpus[0] in (0, 1, 2) for i in log.intervals)
+
+    d = Path(res.study_dir or "")
+    manifest = _manifest(d)
+    assert [r["status"] for r in manifest["runs"]] == ["completed"] * 6
+    by_id = {i.run_id: i for i in log.intervals}
+    assert all(r["gpus"] == by_id[r["run_id"]].gpus for r in manifest["runs"])
+    results = _results(d)
+    assert len(results) == 6 and len(res.runs) == 6
+    first = results[plan[0].run_id]
+    placement = first["placement"]
+    assert placement["concurrent"] is True and placement["concurrent_runs"] == 2
+    assert placement["gpus"] == by_id[plan[0].run_id].gpus
+    assert placement["devices"] == [f"gpu{placement['gpus'][0]}"]
+    neighbours = {n["run_id"]: n for n in placement["neighbours"]}
+    assert plan[1].run_id in neighbours
+    assert neighbours[plan[1].run_id]["gpus"] == by_id[plan[1].run_id].gpus
+    assert neighbours[plan[1].run_id]["overlap_s"] > 0
+    warning = next(w for w in first["warnings"] if w["code"] == "neighbour_load")
+    assert plan[1].run_id in warning["message"]
+    assert warning["details"]["neighbours"][0]["run_id"] in neighbours
+    # every pair the executors saw overlapping is recorded in both results (the controller's
+    # spans hold the executors' intervals, so it may see a few more), and none shares a GPU
+    seen = {(a.run_id, b.run_id) for a, b in pairs} | {(b.run_id, a.run_id) for a, b in pairs}
+    recorded = {
+        (rid, n["run_id"]) for rid, r in results.items() for n in r["placement"]["neighbours"]
+    }
+    assert seen <= recorded
+    for rid, other in recorded:
+        assert not set(by_id[rid].gpus) & set(by_id[other].gpus), (rid, other)
+    assert res.measurement_protocol["concurrent_runs"] == 2
+
+
+def test_a_run_that_names_its_gpus_waits_for_exactly_those(tmp_path: Path, log: Log) -> None:
+    study = StudyConfig(
+        name="pinned",
+        base={"model": "synthetic/tiny-llama"},
+        experiments=[
+            {"gpus": [1], "batch_size": 1},
+            {"gpus": [1], "batch_size": 2},
+            {"batch_size": 3},
+            {"batch_size": 4},
+        ],
+        execution={"n_cycles": 1, "config_gap_seconds": 0, "concurrent_runs": 2},
+    )
+    runner = _runner(tmp_path, study, {0: "GPU-a", 1: "GPU-b"})
+    within(120, "the study", runner.run)
+    pinned = [i for i in log.intervals if i.gpus == [1]]
+    assert len(log.intervals) == 4 and len(pinned) >= 2
+    for a, b in overlapping_pairs(log.intervals):
+        assert not set(a.gpus) & set(b.gpus), (a, b)
+    results = _results(runner.study_dir or Path())
+    named = [r for r in results.values() if r["config"].get("gpus") == [1]]
+    assert [r["placement"]["gpus"] for r in named] == [[1], [1]]
+    assert all(r["placement"]["devices"] == ["GPU-b"] for r in named)
+
+
+def test_gaps_are_kept_per_gpu(tmp_path: Path, log: Log) -> None:
+    gap = 0.4
+    runner = _runner(tmp_path, _study(2, gap=gap), [0, 1])
+    within(120, "the study", runner.run)
+    assert len(log.intervals) == 6
+    by_gpu: dict[int, list] = {}
+    for i in sorted(log.intervals, key=lambda i: i.start):
+        by_gpu.setdefault(i.gpus[0], []).append(i)
+    assert set(by_gpu) == {0, 1}
+    for runs in by_gpu.values():
+        for before, after in itertools.pairwise(runs):
+            assert before.end is not None
+            assert after.start - before.end >= gap - 1e-3, (before, after)
+    # the first run on each GPU needs no gap: the second GPU started before the first finished
+    # its run plus the gap (the two first runs overlap)
+    first0, first1 = by_gpu[0][0], by_gpu[1][0]
+    assert overlapping_pairs([first0, first1])
+
+
+def test_fail_fast_starts_nothing_new_and_keeps_the_neighbour(tmp_path: Path, log: Log) -> None:
+    runner = _runner(tmp_path, _study(2), [0, 1], fail_fast=True)
+    plan = runner.plan()
+
+    def first_failed() -> bool:  # the neighbour ends only once the failure is recorded
+        d = runner.study_dir
+        try:
+            runs = _manifest(d)["runs"] if d else []
+        except (OSError, ValueError):
+            return False
+        return any(r["run_id"] == plan[0].run_id and r["status"] == "failed" for r in runs)
+
+    log.behaviour = {plan[0].run_id: "fail", plan[1].run_id: ("until", first_failed)}
+    res = within(120, "the study", runner.run)
+    statuses = {r["run_id"]: r["status"] for r in _manifest(Path(res.study_dir or ""))["runs"]}
+    assert statuses[plan[0].run_id] == "failed"
+    assert statuses[plan[1].run_id] == "completed"  # already going: finished and kept
+    assert [statuses[r.run_id] for r in plan[2:]] == ["pending"] * 4
+    assert {i.run_id for i in log.intervals} == {plan[0].run_id, plan[1].run_id}
+
+
+def test_a_crash_in_one_run_loses_none_of_its_neighbours(tmp_path: Path, log: Log) -> None:
+    runner = _runner(tmp_path, _study(2), [0, 1])
+    plan = runner.plan()
+    log.behaviour = {plan[0].run_id: "raise"}
+    log.hold_s = 0.2
+    res = within(120, "the study", runner.run)
+    manifest = _manifest(Path(res.study_dir or ""))
+    entry = next(r for r in manifest["runs"] if r["run_id"] == plan[0].run_id)
+    assert entry["status"] == "failed" and entry["phase"] == "runner"
+    assert f"RuntimeError: executor of {plan[0].run_id} broke" in entry["message"]
+    assert [r["status"] for r in manifest["runs"][1:]] == ["completed"] * 5
+    results = _results(Path(res.study_dir or ""))
+    assert len(results) == 5 and all("placement" in r for r in results.values())
+    assert [f.run_id for f in res.failures] == [plan[0].run_id]
+
+
+def test_baseline_measured_beside_a_neighbour_is_marked(tmp_path: Path, log: Log) -> None:
+    import datetime as dt
+
+    runner = _runner(tmp_path, _study(2, n_cycles=1, sweep={"batch_size": [1, 2]}), [0, 1])
+    plan = runner.plan()
+    meet = threading.Barrier(2)
+    log.behaviour = {r.run_id: ("wait", meet) for r in plan}
+    # measured_at None: the double stamps it as it writes the result (both runs in flight)
+    measured = BaselineRecord(kind="resident", idle_power_w={0: 60.0}, duration_s=1.0)
+    long_ago = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc).isoformat()
+    cached = measured.model_copy(
+        update={"from_cache": True, "kind": "cold", "measured_at": long_ago}
+    )
+    log.baseline_for = {plan[0].run_id: measured, plan[1].run_id: cached}
+    within(120, "the study", runner.run)
+    results = _results(runner.study_dir or Path())
+    marked = results[plan[0].run_id]["baseline"]["warnings"]
+    assert [w["code"] for w in marked] == ["neighbour_load"]
+    assert plan[1].run_id in marked[0]["message"] and "not cached" in marked[0]["message"]
+    assert results[plan[1].run_id]["baseline"]["warnings"] == []  # from the cache: not measured
+
+
+def test_sequential_results_have_no_placement(tmp_path: Path) -> None:
+    """concurrent_runs 1 (the default) takes the one-at-a-time path; schema 1.2 results load."""
+    from llenergymeasure.harness.request import HarnessRequest, HarnessSettings
+    from llenergymeasure.results.models import SCHEMA_VERSION, ExperimentResult
+    from tests.concurrent_doubles import result_for
+
+    study = _study(1)
+    assert study.execution.concurrent_runs == 1
+    assert (
+        StudyConfig.model_validate(
+            {**study.model_dump(), "execution": {"n_cycles": 2}}
+        ).study_design_hash
+        == study.study_design_hash
+    )  # execution stays out of the design hash
+    assert SCHEMA_VERSION == "1.3"
+    req = HarnessRequest(config=study.expand()[0], settings=HarnessSettings(run_id="r"))
+    old = json.loads(result_for(req).model_dump_json())
+    old.pop("placement")
+    old["schema_version"] = "1.2"
+    loaded = ExperimentResult.model_validate(old)
+    assert loaded.placement is None and loaded.schema_version == "1.2"
+
+
+# -- errors before anything runs --------------------------------------------------------------
+
+
+def test_too_few_gpus_is_refused_naming_option_value_and_gpus(tmp_path: Path) -> None:
+    study = _study(2, sweep={"vllm.tensor_parallel_size": [1, 2]}, n_cycles=1, backend="vllm")
+    runner = _runner(tmp_path, study, {0: "GPU-only"})
+    resolved = {"vllm": ResolvedRunner(backend="vllm", kind="local", source="test")}
+    with pytest.raises(ConfigError) as err:
+        concurrent_mod.concurrency_pool(runner, runner.plan(), resolved)
+    text = str(err.value)
+    assert "execution.concurrent_runs = 2" in text and "1 GPU(s): 0 (GPU-only)" in text
+    assert "needs 2 GPU(s)" in text and "execution.concurrent_runs: 1" in text
+    assert not (tmp_path / "results").exists()
+
+
+def test_device_map_without_gpus_is_refused_naming_the_field(tmp_path: Path) -> None:
+    study = _study(2, n_cycles=1, sweep={}, pytorch={"device_map": "auto"})
+    with pytest.raises(ConfigError, match=r"pytorch.device_map = 'auto' without `gpus`"):
+        gpus_needed(study.expand()[0], 2)
+    runner = _runner(tmp_path, study, [0, 1])
+    with pytest.raises(ConfigError, match=r"add e.g. `gpus: \[0, 1\]`"):
+        runner.run()
+
+
+def test_slurm_with_concurrent_runs_is_refused(tmp_path: Path) -> None:
+    runner = _runner(tmp_path, _study(2), [0, 1])
+    resolved = {"pytorch": ResolvedRunner(backend="pytorch", kind="slurm", source="--runner")}
+    with pytest.raises(RunnerError, match=r"runner is slurm \(from --runner\).*not supported"):
+        concurrent_mod.concurrency_pool(runner, runner.plan(), resolved)
+
+
+def test_pool_comes_from_cuda_visible_devices_else_nvml() -> None:
+    snap = SimpleNamespace(
+        gpus=[SimpleNamespace(nvml_index=i, uuid=f"GPU-{i}") for i in range(3)],
+        gpu_count=3,
+        probe_errors={},
+    )
+    pool = discover_pool({"CUDA_VISIBLE_DEVICES": "2,GPU-x"}, snap)
+    assert pool.labels == {0: "GPU-2", 1: "GPU-x"} and "CUDA_VISIBLE_DEVICES='2,GPU-x'" in (
+        pool.source
+    )
+    assert discover_pool({}, snap).labels == {0: "GPU-0", 1: "GPU-1", 2: "GPU-2"}
+
+    no_gpu = SimpleNamespace(gpus=[], gpu_count=None, probe_errors={"gpus": "NVML unavailable"})
+    empty = discover_pool({}, no_gpu)
+    assert empty.labels == {} and empty.describe() == "no GPU (NVML: NVML unavailable)"
+
+
+# -- Ctrl-C with several runs in flight, then --resume ----------------------------------------
+
+_CONTROLLER = textwrap.dedent(
+    """
+    import sys, threading
+    from pathlib import Path
+    from llenergymeasure._signals import install_stop_handlers
+    from llenergymeasure import StudyConfig
+    from llenergymeasure.config.user import UserConfig
+    from llenergymeasure.errors import StudyInterrupted
+    from llenergymeasure.study import concurrent as c
+    from llenergymeasure.study.runner import StudyRunner
+    from tests.concurrent_doubles import Log
+
+    install_stop_handlers()
+    log = Log()
+    plan_ids = []
+
+    def fake(resolved, cache, gpus=None):
+        return log.make_executor(None, gpus or [])
+
+    c.executor_for = fake
+    study = StudyConfig.model_validate_json(Path(sys.argv[1]).read_text())
+    runner = StudyRunner(study, user_config=UserConfig(), results_dir=sys.argv[2], gpu_pool=[0, 1])
+    log.behaviour = {r.run_id: "hang" for r in runner.plan()}
+    try:
+        runner.run()
+    except StudyInterrupted as exc:
+        for i in log.intervals:
+            print("INTERVAL", i.run_id, i.how, flush=True)
+        print("EXIT", exc.exit_code, flush=True)
+        sys.exit(exc.exit_code)
+    """
+)
+
+
+def test_ctrl_c_stops_every_run_in_flight_and_resume_finishes(tmp_path: Path, log: Log) -> None:
+    study = _study(2)
+    (tmp_path / "study.json").write_text(study.model_dump_json())
+    results = tmp_path / "results"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CONTROLLER, str(tmp_path / "study.json"), str(results)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'src'}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    from tests.helpers import wait_for_manifest
+
+    d, _ = wait_for_manifest(  # both executors are running (not just marked running)
+        results,
+        lambda m: (
+            sum(r["status"] == "running" for r in m["runs"]) == 2
+            and len(list(results.glob(f"*/*/{STARTED_FILE}"))) == 2
+        ),
+        timeout=120,
+    )
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    stopped = [line.split()[1:] for line in out.splitlines() if line.startswith("INTERVAL")]
+    assert len(stopped) == 2 and all(how == "stopped" for _, how in stopped), out
+    manifest = _manifest(d)
+    statuses = [r["status"] for r in manifest["runs"]]
+    assert statuses == ["interrupted", "interrupted", "pending", "pending", "pending", "pending"]
+    assert all("Ctrl-C" in r["message"] for r in manifest["runs"][:2])
+    assert sorted(r["gpus"][0] for r in manifest["runs"][:2]) == [0, 1]
+
+    resumed = _runner(tmp_path, None, [0, 1], resume_dir=d)  # type: ignore[arg-type]
+    res = within(120, "the resumed study", resumed.run)
+    after = _manifest(d)
+    assert [r["status"] for r in after["runs"]] == ["completed"] * 6
+    assert [r["run_dir"].endswith("_a2") for r in after["runs"][:2]] == [True, True]
+    assert len(res.runs) == 6 and not res.failures
+    assert {i.run_id for i in log.intervals} == {r["run_id"] for r in after["runs"]}
+    for a, b in overlapping_pairs(log.intervals):
+        assert not set(a.gpus) & set(b.gpus)
+
+
+@pytest.mark.timeout(600)  # the study runs in this (main) thread, where SIGINT lands
+def test_interrupt_in_process_records_every_running_run(tmp_path: Path, log: Log) -> None:
+    """The same stop inside one process: the main thread's KeyboardInterrupt reaches each
+    worker's executor (which cleans up and re-raises), and the study says how to resume."""
+    runner = _runner(tmp_path, _study(2), [0, 1])
+    plan = runner.plan()
+    log.behaviour = {r.run_id: "hang" for r in plan}
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def interrupt_when_both_run() -> None:
+        for _ in range(2):
+            assert log.running.acquire(timeout=120)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    t = threading.Thread(target=interrupt_when_both_run, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(StudyInterrupted) as err:
+            runner.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    t.join(10)
+    assert err.value.exit_code == 130 and "llem run --resume" in str(err.value)
+    assert sorted(i.how for i in log.intervals) == ["stopped", "stopped"]
+    statuses = [r["status"] for r in _manifest(runner.study_dir or Path())["runs"]]
+    assert statuses[:2] == ["interrupted", "interrupted"] and "running" not in statuses
