@@ -159,6 +159,7 @@ def measure_idle_baseline(
     kind: Literal["cold", "resident"] = "cold",
     key_extra: str | None = None,
     thresholds: ValiditySettings | None = None,
+    cache_write: bool = True,
     clock: Any = time.time,
     sleep: Callable[[float], None] = time.sleep,
 ) -> BaselineRecord:
@@ -167,7 +168,8 @@ def measure_idle_baseline(
     config hash for resident idle) younger than ``ttl_s`` (0 or ``cache_dir=None``: no cache).
 
     ``kind="resident"`` waits for the power to settle first. The caller makes sure the GPUs are
-    idle (no work queued) before calling.
+    idle (no work queued) before calling. ``cache_write=False`` (runs side by side, when another
+    run may load the node) reads the cache but never writes a window measured now to it.
     """
     th = thresholds or ValiditySettings()
     if not meter.available:
@@ -256,7 +258,13 @@ def measure_idle_baseline(
         warnings=list(warnings.values()),
     )
     # A window that saw other processes, throttling, load or drift is not cached: it is not idle.
-    if use_cache and cache_path is not None and not record.warnings and record.accepted:
+    if (
+        use_cache
+        and cache_write
+        and cache_path is not None
+        and not record.warnings
+        and record.accepted
+    ):
         entries = _load_cache(cache_path)
         now = clock()
         for i, key in keys.items():

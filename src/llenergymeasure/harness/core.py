@@ -256,6 +256,7 @@ def run_harness(
                 config.baseline.cache_ttl_s,
                 kind="cold",
                 thresholds=settings.validity,
+                cache_write=not settings.concurrent,  # a neighbour may be running now
             )
             phases.enter("load")
         t0 = time.perf_counter()
@@ -312,6 +313,7 @@ def run_harness(
                 kind="resident",
                 key_extra=config.config_hash,
                 thresholds=settings.validity,
+                cache_write=not settings.concurrent,
             )
 
         on_gpu = bool(load_info.cuda_devices)
