@@ -34,6 +34,8 @@ SCOPE = {
         "*ǁExperimentConfigǁhashable_dict__mutmut_*",
         "*ǁExperimentConfigǁbackend_section__mutmut_*",
     ],
+    # config/gpus.py: only the hash rule (gpus -> gpu_count); its checks are config validation
+    "src/llenergymeasure/config/gpus.py": ["*.x_hashable_gpus__mutmut_*"],
     "src/llenergymeasure/study/runner.py": [
         "*ǁStudyRunnerǁ_already_done__mutmut_*",
         "*ǁStudyRunnerǁ_study_for_resume__mutmut_*",
