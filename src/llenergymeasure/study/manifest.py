@@ -9,20 +9,25 @@ so nothing already written is ever rewritten.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import json
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from llenergymeasure._version import __version__
+from llenergymeasure.errors import RunnerError
 from llenergymeasure.results.io import atomic_write_text
 from llenergymeasure.results.models import SCHEMA_VERSION
 
 MANIFEST_FILE = "manifest.json"
+LOCK_FILE = ".llem.lock"
 RunState = Literal[
     "pending", "queued", "running", "completed", "failed", "interrupted", "timeout"
 ]  # queued: submitted to a scheduler (slurm runner), not started yet
@@ -148,3 +153,20 @@ class ManifestStore:
 
     def dump_json(self) -> str:
         return json.dumps(self.manifest.model_dump(mode="json"))
+
+
+@contextlib.contextmanager
+def study_lock(study_dir: Path) -> Iterator[None]:
+    """Exclusive lock so two controllers never drive one study directory."""
+    with open(study_dir / LOCK_FILE, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunnerError(
+                f"{study_dir} is being run by another llem process right now; wait for it or stop it"
+            ) from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fh, fcntl.LOCK_UN)

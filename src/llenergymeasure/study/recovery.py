@@ -103,18 +103,3 @@ def adopt_finished_results(store: ManifestStore) -> list[str]:
             )
             store.save()
     return adopted
-
-
-def already_done(store: ManifestStore, run_id: str) -> bool:
-    """Completed, and its result.json is there and reads back; otherwise resume reruns it
-    (in a new attempt folder, so the missing or corrupt file is left as it was)."""
-    entry = store.get(run_id)
-    if entry.status != "completed" or not entry.run_dir:
-        return False
-    try:
-        ExperimentResult.model_validate_json(
-            (store.study_dir / entry.run_dir / RESULT_FILE).read_text()
-        )
-    except (OSError, ValueError):
-        return False
-    return True

@@ -14,14 +14,12 @@ Nothing already written is rewritten: a rerun (resume, or a retry) gets a new at
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
-import fcntl
 import os
 import shlex
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -39,7 +37,7 @@ from llenergymeasure.errors import (
     filesystem_error,
     is_filesystem_error,
 )
-from llenergymeasure.harness.request import HarnessRequest, HarnessSettings
+from llenergymeasure.harness.request import RESULT_FILE, HarnessRequest, HarnessSettings
 from llenergymeasure.results.io import atomic_write_text
 from llenergymeasure.results.models import ExperimentResult, RunnerRecord
 from llenergymeasure.results.study_result import StudyResult
@@ -49,20 +47,16 @@ from llenergymeasure.study.aggregate import collect_study_result
 from llenergymeasure.study.concurrent import concurrency_pool, run_concurrently
 from llenergymeasure.study.execution import executor_for, run_attempt
 from llenergymeasure.study.manifest import MANIFEST_FILE, Manifest, ManifestRun, ManifestStore
+from llenergymeasure.study.manifest import study_lock as _study_lock
 from llenergymeasure.study.planning import (
     Gaps,
     PlannedRun,
     plan_study,
     resolve_gaps,
 )
-from llenergymeasure.study.recovery import (
-    adopt_finished_results,
-    already_done,
-    refuse_if_still_running,
-)
+from llenergymeasure.study.recovery import adopt_finished_results, refuse_if_still_running
 
 STUDY_FILE = "study.yaml"
-LOCK_FILE = ".llem.lock"
 
 
 class StudyObserver(Protocol):
@@ -96,23 +90,6 @@ class _NullObserver:
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat()
-
-
-@contextlib.contextmanager
-def _study_lock(study_dir: Path) -> Iterator[None]:
-    """Exclusive lock so two controllers never drive one study directory."""
-    with open(study_dir / LOCK_FILE, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunnerError(
-                f"{study_dir} is being run by another llem process right now; wait for it or stop it"
-            ) from None
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class StudyRunner:
@@ -415,7 +392,18 @@ class StudyRunner:
             self._interrupted(store, None, exc)  # the driver already cancelled and marked the jobs
 
     def _already_done(self, store: ManifestStore, run: PlannedRun) -> bool:
-        return already_done(store, run.run_id)  # study/recovery.py
+        """Completed, and its result.json is there and reads back; otherwise resume reruns it
+        (in a new attempt folder, so the missing or corrupt file is left as it was)."""
+        entry = store.get(run.run_id)
+        if entry.status != "completed" or not entry.run_dir:
+            return False
+        try:
+            ExperimentResult.model_validate_json(
+                (store.study_dir / entry.run_dir / RESULT_FILE).read_text()
+            )
+        except (OSError, ValueError):
+            return False
+        return True
 
     def _run_one(
         self,
