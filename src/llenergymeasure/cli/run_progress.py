@@ -35,6 +35,9 @@ class LiveProgress:
         self.study_started = time.monotonic()
         self.durations: list[float] = []
         self.gap_until: float | None = None
+        #: runs in flight (several with execution.concurrent_runs > 1): id -> (run, k, dir, t0)
+        self.active: dict[str, tuple[PlannedRun, int, Path, float]] = {}
+        self.finished = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -60,6 +63,7 @@ class LiveProgress:
         self.gap_until = None
         self.run, self.position, self.total, self.run_dir = run, position, total, run_dir
         self.run_started = time.monotonic()
+        self.active[run.run_id] = (run, position, run_dir, self.run_started)
         if self.verbosity == "verbose":
             self.console.print(
                 f"→ run {position}/{total} cycle {run.cycle}: "
@@ -69,7 +73,9 @@ class LiveProgress:
     def on_run_end(
         self, run: PlannedRun, outcome: RunOutcome, result: ExperimentResult | None
     ) -> None:
-        self.durations.append(time.monotonic() - self.run_started)
+        started = self.active.pop(run.run_id, (None, 0, None, self.run_started))[3]
+        self.durations.append(time.monotonic() - started)
+        self.finished += 1
         if outcome.status == "completed" and result is not None:
             if self.verbosity == "quiet":
                 return
@@ -92,11 +98,12 @@ class LiveProgress:
         if self.live is not None:
             self.live.stop()
 
-    def _phase(self) -> str:
-        if self.run_dir is None:
+    def _phase(self, run_dir: Path | None = None) -> str:
+        run_dir = run_dir or self.run_dir
+        if run_dir is None:
             return "starting"
         try:
-            data = json.loads((self.run_dir / "progress.json").read_text())
+            data = json.loads((run_dir / "progress.json").read_text())
             return data.get("phase", "?") + (f" {data['detail']}" if data.get("detail") else "")
         except (OSError, ValueError):
             return "starting"
@@ -104,26 +111,30 @@ class LiveProgress:
     def _render(self) -> Table:
         t = Table.grid(padding=(0, 2))
         now = time.monotonic()
-        if self.gap_until is not None and now < self.gap_until:
-            t.add_row(
-                f"thermal gap ({getattr(self, 'gap_kind', '')}): {self.gap_until - now:.0f} s left"
-            )
+        active = list(self.active.values())  # one copy: the hooks change it from another thread
+        gap_left = self.gap_until - now if self.gap_until is not None else 0.0
+        if gap_left > 0 and not active:
+            t.add_row(f"thermal gap ({getattr(self, 'gap_kind', '')}): {gap_left:.0f} s left")
             return t
-        if self.run is None:
+        if not active:
             t.add_row("preparing…")
             return t
-        elapsed = now - self.run_started
         eta = ""
-        if self.durations:
+        if self.durations:  # runs side by side share the remaining work
             mean = sum(self.durations) / len(self.durations)
-            eta = f"  ETA ~{mean * (self.total - self.position + 1) - elapsed:.0f} s"
-        t.add_row(
-            f"run {self.position}/{self.total}",
-            f"cycle {self.run.cycle}",
-            escape(_distinguish(self.run.config, self.fields)),
-            f"[cyan]{escape(self._phase())}[/]",
-            f"{elapsed:.0f} s{eta}",
-        )
+            elapsed = sum(now - started for *_, started in active)
+            eta = f"  ETA ~{(mean * (self.total - self.finished) - elapsed) / len(active):.0f} s"
+        for run, position, run_dir, started in active:
+            t.add_row(
+                f"run {position}/{self.total}",
+                f"cycle {run.cycle}",
+                escape(_distinguish(run.config, self.fields)),
+                f"[cyan]{escape(self._phase(run_dir))}[/]",
+                f"{now - started:.0f} s{eta}",
+            )
+            eta = ""  # once, on the first row
+        if gap_left > 0:
+            t.add_row(f"next run in {gap_left:.0f} s (gap per GPU)")
         return t
 
     def _refresh(self) -> None:
