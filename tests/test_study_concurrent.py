@@ -124,6 +124,14 @@ def test_runs_share_no_gpu_and_at_most_n_run_at_once(tmp_path: Path, log: Log) -
     for rid, other in recorded:
         assert not set(by_id[rid].gpus) & set(by_id[other].gpus), (rid, other)
     assert res.measurement_protocol["concurrent_runs"] == 2
+    # and in results.parquet's columns
+    from llenergymeasure.results.export_rows import run_record
+
+    row = run_record(next(r for r in res.runs if r.experiment_id == plan[0].run_id))
+    assert row["placement.gpus"] == json.dumps(placement["gpus"])
+    assert row["placement.n_neighbours"] == len(neighbours) >= 1
+    assert row["placement.neighbour_overlap_s"] == max(n["overlap_s"] for n in neighbours.values())
+    assert plan[1].run_id in row["placement.neighbours"].split(",")
 
 
 def test_a_run_that_names_its_gpus_waits_for_exactly_those(tmp_path: Path, log: Log) -> None:

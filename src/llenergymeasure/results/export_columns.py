@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.environment.snapshot import KEY_PACKAGES
+from llenergymeasure.results.export_placement import PLACEMENT_COLUMNS
 from llenergymeasure.results.export_serving import SERVING_COLUMNS
 from llenergymeasure.results.export_validity import VALIDITY_COLUMNS
 
@@ -148,6 +149,7 @@ RUN_COLUMNS: dict[str, str] = {
     **{f"env.pkg.{name}": f"installed version of {name}" for name in KEY_PACKAGES},
     **VALIDITY_COLUMNS,
     **SERVING_COLUMNS,
+    **PLACEMENT_COLUMNS,
 }
 
 

@@ -20,6 +20,7 @@ from llenergymeasure.results.export_columns import (
     run_columns,
     summary_columns,
 )
+from llenergymeasure.results.export_placement import placement_values
 from llenergymeasure.results.export_serving import serving_values
 from llenergymeasure.results.export_validity import VALIDITY_COLUMNS, validity_values
 from llenergymeasure.results.models import (
@@ -194,6 +195,7 @@ def run_record(result: ExperimentResult) -> dict[str, Any]:
         **environment_values(result.environment),
         **validity_values(result),
         **serving_values(result),
+        **placement_values(result),
     }
     return {col: rec.get(col) for col in run_columns()}
 
