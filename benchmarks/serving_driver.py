@@ -323,7 +323,7 @@ def part_gpu(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
             "warmup": {"mode": "fixed", "runs": 1},
             "baseline": {"enabled": not smoke, "duration_s": 15},
             "workload": "serving",
-            "load": {"n_requests": 12 if smoke else 512},
+            "load": {"n_requests": 12 if smoke else args.gpu_requests},
             "slo": {"ttft_ms": 500, "itl_ms": 50},
         },
         "sweep": {"load.concurrency": [2, 4, 8] if smoke else list(args.concurrencies)},
@@ -335,9 +335,11 @@ def part_gpu(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
         f"measurement:\n  energy_backend: {'none' if smoke else 'auto'}\n"
         "execution:\n  config_gap_seconds: 0\n  cycle_gap_seconds: 0\n"
     )
-    llem = Path(sys.executable).parent / "llem"
+    # `python -m llenergymeasure`: the GPU machine runs the package from PYTHONPATH=src, with no
+    # `llem` console script installed
     env = {**os.environ, "LLEM_CONFIG": str(work / "user.yaml")}
-    res = subprocess.run([str(llem), "run", str(work / "study.yaml")], env=env, cwd=work)
+    cmd = [sys.executable, "-m", "llenergymeasure", "run", str(work / "study.yaml"), "--yes"]
+    res = subprocess.run(cmd, env=env, cwd=work)
     if res.returncode != 0:
         raise RuntimeError(f"llem run failed ({res.returncode}); study in {work}")
     from llenergymeasure.results.models import StudyResult
@@ -377,6 +379,7 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=256, help="throughput: requests per run")
     ap.add_argument("--repeats", type=int, default=3, help="throughput: measured runs per side")
     ap.add_argument("--concurrencies", type=int, nargs=3, default=[4, 16, 64])
+    ap.add_argument("--gpu-requests", type=int, default=256, help="gpu: requests per point")
     ap.add_argument("--cpu-smoke", action="store_true", help="gpu: tiny-llama on the CPU")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "llem-bench-models")
     ap.add_argument("--json", type=Path)
