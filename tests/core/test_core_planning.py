@@ -32,6 +32,7 @@ def test_measurement_protocol_records_what_was_used() -> None:
         "config_gap_source": "study:execution.config_gap_seconds",
         "cycle_gap_seconds": 50.0,
         "cycle_gap_source": "default",
+        "concurrent_runs": 1,  # one run at a time unless execution.concurrent_runs says more
     }
     # a seed means nothing without the shuffled order: not recorded then
     assert (
