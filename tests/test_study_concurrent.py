@@ -132,6 +132,17 @@ def test_runs_share_no_gpu_and_at_most_n_run_at_once(tmp_path: Path, log: Log) -
     assert row["placement.n_neighbours"] == len(neighbours) >= 1
     assert row["placement.neighbour_overlap_s"] == max(n["overlap_s"] for n in neighbours.values())
     assert plan[1].run_id in row["placement.neighbours"].split(",")
+    # and in the study summary the CLI prints
+    from io import StringIO
+
+    from rich.console import Console
+
+    from llenergymeasure.cli.run_summary import print_study_summary
+
+    console = Console(file=StringIO(), width=300)
+    print_study_summary(console, res)
+    beside = sum(1 for r in results.values() if r["placement"]["neighbours"])
+    assert f"neighbour_load {beside} of 6 run(s) ran beside" in console.file.getvalue()  # type: ignore[attr-defined]
 
 
 def test_a_run_that_names_its_gpus_waits_for_exactly_those(tmp_path: Path, log: Log) -> None:

@@ -128,6 +128,13 @@ def print_study_summary(console: Console, study_result: StudyResult) -> None:
         )
     for p in study_result.invalid_points:
         console.print(f"[yellow]not run[/] {escape(p)}")
+    beside = sum(1 for r in study_result.runs if r.placement and r.placement.neighbours)
+    if beside:  # execution.concurrent_runs > 1
+        console.print(
+            f"[yellow]neighbour_load[/] {beside} of {len(study_result.runs)} run(s) ran beside "
+            "other runs on other GPUs of this node (placement in each result.json); compare "
+            "with a one-at-a-time study before publishing"
+        )
     warned = sum(1 for r in study_result.runs if r.warnings)
     if warned:
         console.print(
