@@ -13,11 +13,18 @@ last; run it without a pipe so a call cut short still returns what it printed. P
     neighbours  2 GPUs: the 1-GPU configuration alone, then beside a neighbour on GPU 1 (the same
                 model generating without pause in a second process, started before and stopped
                 after the measured run), --cycles times interleaved (alone, beside, alone, ...);
-                the paired differences in J/token and tokens/s with their 95 % CI
+                the paired differences in J/token and tokens/s with their 95 % CI.
+                With --neighbour study the same comparison goes through llem's own scheduler
+                instead: `llem run` of a study alone (--cycles runs of the configuration, one at a
+                time), then of a study with execution.concurrent_runs: 2 (each cycle the
+                configuration on gpus [0] beside a longer-window copy on gpus [1]); every result's
+                placement (neighbours, overlap) and neighbour_load warning are kept; the
+                difference of the two groups' means with a Welch 95 % CI
 
     PYTHONUNBUFFERED=1 PYTHONPATH=src python3 benchmarks/multi_gpu.py --part single --out $OUT
     PYTHONUNBUFFERED=1 PYTHONPATH=src python3 benchmarks/multi_gpu.py --part split --out $OUT
     PYTHONUNBUFFERED=1 PYTHONPATH=src python3 benchmarks/multi_gpu.py --part neighbours --out $OUT
+    PYTHONUNBUFFERED=1 PYTHONPATH=src python3 benchmarks/multi_gpu.py --part neighbours --neighbour study --out $OUT
 
 Every process it starts (the experiments through the runner, the neighbour) inherits
 NCCL_NVLS_ENABLE=0, TORCH_SYMM_MEM_DISABLE_MULTICAST=1 and NVSHMEM_DISABLE_NVLS=1 (NVLink
@@ -406,6 +413,143 @@ def part_neighbours(args: argparse.Namespace) -> None:
     gc.save()
 
 
+def study_rows(args: argparse.Namespace, study: dict[str, Any]) -> list[dict[str, Any]]:
+    """``llem run`` of ``study`` (no gaps); each result's figures and placement as it appears."""
+    import yaml
+
+    name = study["name"]
+    results = args.work / "results"
+    uc = args.work / "user-config.yaml"
+    uc.write_text(
+        yaml.safe_dump(
+            {
+                "output": {
+                    "results_dir": str(results),
+                    "model_cache_dir": str(args.work / "cache"),
+                },
+                "measurement": {"energy_backend": "none" if args.cpu_smoke else "nvml"},
+            }
+        )
+    )
+    path = args.work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(study))
+    env = {**os.environ, "LLEM_CONFIG": str(uc), "COLUMNS": "160"}
+    log = args.work / f"{name}.log"
+    rows: dict[str, dict[str, Any]] = {}
+    key = f"study_{name}"
+    OUT[key] = {"runs": []}
+    t0 = time.perf_counter()
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llenergymeasure", "run", str(path), "--no-gaps", "--yes"],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        while True:
+            done = proc.poll() is not None
+            for f in sorted(results.glob(f"{name}_*/*/result.json")):
+                if f.parent.name in rows:
+                    continue
+                try:
+                    r = json.loads(f.read_text())
+                    if r.get("placement") is None and study["execution"].get("concurrent_runs"):
+                        continue  # the controller adds the placement once the run has ended
+                    row = {"folder": f.parent.name, "name": r["config"].get("name")}
+                    row.update(gc._run_row(r))
+                    row["devices"] = [device_row(d) for d in r["energy"]["devices"]]
+                    row["placement"] = r.get("placement")
+                except (OSError, ValueError, KeyError):
+                    continue  # being written: the next poll
+                rows[f.parent.name] = row
+                OUT[key]["runs"] = list(rows.values())
+                gc.save()
+                print(json.dumps(_brief({**row, "label": row["name"], "status": "completed"})))
+            if done:
+                break
+            if gc.left(args.budget_s) < 0:
+                os.killpg(proc.pid, 15)
+                proc.wait(timeout=60)
+                OUT[key]["stopped"] = "out of time: stopped; its finished runs are kept"
+                break
+            time.sleep(2.0)
+    OUT[key].update(
+        exit=proc.returncode,
+        wall_s=time.perf_counter() - t0,
+        log_tail=log.read_text()[-2500:],
+    )
+    gc.save()
+    return list(rows.values())
+
+
+def welch(alone: list[float], beside: list[float]) -> dict[str, Any]:
+    """Difference of means (beside - alone) with a Welch 95 % CI, absolute and in % of alone."""
+    import math
+
+    from llenergymeasure.results.stats import describe, t_quantile_975
+
+    a, b = describe(alone), describe(beside)
+    out: dict[str, Any] = {"alone": a.model_dump(), "beside": b.model_dump()}
+    if a.n < 2 or b.n < 2 or a.mean is None or b.mean is None or a.std is None or b.std is None:
+        return out
+    va, vb = a.std**2 / a.n, b.std**2 / b.n
+    diff = b.mean - a.mean
+    se = math.sqrt(va + vb)
+    if se == 0:
+        df = float(a.n + b.n - 2)
+    else:
+        df = (va + vb) ** 2 / (va**2 / (a.n - 1) + vb**2 / (b.n - 1))
+    half = t_quantile_975(max(1, math.floor(df))) * se
+    out["difference"] = {"mean": diff, "ci95_low": diff - half, "ci95_high": diff + half}
+    out["difference_pct"] = {k: 100.0 * v / a.mean for k, v in out["difference"].items() if a.mean}
+    out["welch_df"] = df
+    out["ci_excludes_zero"] = diff - half > 0 or diff + half < 0
+    return out
+
+
+def part_neighbours_study(args: argparse.Namespace) -> None:
+    """Alone vs beside through llem's scheduler (execution.concurrent_runs: 2)."""
+    require_gpus("neighbours", 2, args.cpu_smoke)
+    base = config_dict(args, baseline={"enabled": False})
+    base.pop("name", None)
+    window = dict(base["measurement"])
+    longer = {"min_window_s": 2.0 * float(window["min_window_s"]) + 10.0}
+    measured = {"name": "measured", "gpus": [0]}
+    alone_study = {
+        "name": "mgpu-alone",
+        "base": base,
+        "experiments": [measured],
+        "execution": {"n_cycles": args.cycles},
+    }
+    beside_study = {
+        "name": "mgpu-beside",
+        "base": base,
+        "experiments": [
+            measured,
+            {"name": "neighbour", "gpus": [1], "seed": 7, "measurement": longer},
+        ],
+        "execution": {"n_cycles": args.cycles, "concurrent_runs": 2},
+    }
+    alone = [r for r in study_rows(args, alone_study) if r["name"] == "measured"]
+    beside_all = study_rows(args, beside_study)
+    beside = [r for r in beside_all if r["name"] == "measured"]
+    summary: dict[str, Any] = {"design": "two studies: alone, then side by side (unpaired)"}
+    for key in ("j_per_tok", "tok_s"):
+        summary[key] = welch(
+            [r[key] for r in alone if r.get(key) is not None],
+            [r[key] for r in beside if r.get(key) is not None],
+        )
+    summary["beside_overlap_s"] = [
+        max((n["overlap_s"] for n in (r.get("placement") or {}).get("neighbours", [])), default=0)
+        for r in beside
+    ]
+    summary["beside_neighbour_load"] = ["neighbour_load" in r["warnings"] for r in beside]
+    summary["beside_window_s"] = [r["window_s"] for r in beside]
+    OUT["neighbours_summary"] = summary
+    gc.save()
+
+
 def table() -> str:
     lines = [
         f"{'run':<18} {'gpus':<7} {'tok/s':>8} {'J/tok':>8} {'total J':>9}  per GPU: "
@@ -424,10 +568,17 @@ def table() -> str:
             f"{r['label']:<18} {r['gpus']!s:<7} {r['tok_s']:>8.1f} {r['j_per_tok']:>8.4f} "
             f"{r['total_energy_j']:>9.0f}  {per}"
         )
+    for key in ("study_mgpu-alone", "study_mgpu-beside"):
+        for r in OUT.get(key, {}).get("runs", []):
+            lines.append(
+                f"{key[6:]:<12} {r['name']:<9} tok/s {_num(r.get('tok_s'), '.1f')} J/tok "
+                f"{_num(r.get('j_per_tok'), '.4f')} window {_num(r.get('window_s'), '.1f')} s "
+                f"warnings {','.join(r.get('warnings', []))}"
+            )
     s = OUT.get("neighbours_summary")
     if s:
         for key in ("j_per_tok", "tok_s"):
-            d = s[key]["difference_pct"]
+            d = s[key].get("difference_pct", {})
             lines.append(
                 f"beside - alone, {key}: mean {_num(d.get('mean'), '+.2f')} % "
                 f"(95 % CI {_num(d.get('ci95_low'), '+.2f')} .. {_num(d.get('ci95_high'), '+.2f')}"
@@ -467,6 +618,12 @@ def main() -> int:
     ap.add_argument("--min-window-s", type=float, default=30.0)
     ap.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--cycles", type=int, default=3)
+    ap.add_argument(
+        "--neighbour",
+        choices=("process", "study"),
+        default="process",
+        help="neighbours: a second process of ours (paired, interleaved), or llem's scheduler",
+    )
     ap.add_argument("--budget-s", type=float, default=540.0, help="start no run after this")
     ap.add_argument(
         "--run-estimate-s", type=float, default=90.0, help="time one run needs (budget checks)"
@@ -506,7 +663,10 @@ def main() -> int:
         except (OSError, subprocess.SubprocessError) as exc:
             OUT["nvidia_smi_L"] = f"unavailable: {exc}"
     gc.save()
-    {"single": part_single, "split": part_split, "neighbours": part_neighbours}[args.part](args)
+    parts = {"single": part_single, "split": part_split, "neighbours": part_neighbours}
+    if args.part == "neighbours" and args.neighbour == "study":
+        parts["neighbours"] = part_neighbours_study
+    parts[args.part](args)
     gc.save()
     print(table(), flush=True)
     print(f"part {args.part} done in {OUT['wall_s']:.0f} s", flush=True)
