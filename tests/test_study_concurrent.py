@@ -424,3 +424,55 @@ def test_interrupt_in_process_records_every_running_run(tmp_path: Path, log: Log
     assert sorted(i.how for i in log.intervals) == ["stopped", "stopped"]
     statuses = [r["status"] for r in _manifest(runner.study_dir or Path())["runs"]]
     assert statuses[:2] == ["interrupted", "interrupted"] and "running" not in statuses
+
+
+def test_manifest_transitions_from_several_threads_all_reach_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is rewritten whole at each change: without the store's lock, a rewrite built
+    before another thread's change can land after it and lose that change (a disk that is slow
+    every other write makes that likely)."""
+    import time
+
+    from llenergymeasure.study import manifest as manifest_mod
+    from llenergymeasure.study.manifest import Manifest, ManifestRun, ManifestStore
+
+    write = manifest_mod.atomic_write_text
+    calls = itertools.count()
+
+    written: list[int] = []  # transitions each rewrite holds, in the order the rewrites land
+
+    def slow_write(path: Path, text: str) -> Path:
+        time.sleep(0.004 if next(calls) % 2 else 0.0)  # every other write is slow
+        out = write(path, text)
+        written.append(sum(len(r["history"]) for r in json.loads(text)["runs"]))
+        return out
+
+    monkeypatch.setattr(manifest_mod, "atomic_write_text", slow_write)
+
+    runs = [
+        ManifestRun(run_id=f"r{k}", index=k, config_hash="h", config_index=k, cycle=1, backend="x")
+        for k in range(40)
+    ]
+    store = ManifestStore(
+        tmp_path, Manifest(study_name="m", study_design_hash="d", n_cycles=1, runs=runs)
+    )
+    store.save()
+
+    def drive(ids: list[str]) -> None:
+        for rid in ids:
+            store.transition(rid, "running", run_dir=rid, gpus=[int(rid[1:]) % 4])
+            store.transition(rid, "completed")
+
+    threads = [
+        threading.Thread(target=drive, args=([f"r{k}" for k in range(j, 40, 8)],)) for j in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    on_disk = json.loads((tmp_path / "manifest.json").read_text())
+    assert written == sorted(written) and written[-1] == 80  # no rewrite ever went back
+    assert [r["status"] for r in on_disk["runs"]] == ["completed"] * 40
+    assert all(len(r["history"]) == 2 and r["attempts"] == 1 for r in on_disk["runs"])
+    assert [r["gpus"] for r in on_disk["runs"]] == [[k % 4] for k in range(40)]

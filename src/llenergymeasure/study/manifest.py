@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -91,12 +92,16 @@ class Manifest(BaseModel):
 
 
 class ManifestStore:
-    """Owns ``manifest.json`` in one study directory; every change is one atomic rewrite."""
+    """Owns ``manifest.json`` in one study directory; every change is one atomic rewrite.
+
+    Changes are serialised by a lock, so threads of one controller never interleave a transition
+    with another's rewrite (the side-by-side scheduler makes them all from its main thread)."""
 
     def __init__(self, study_dir: Path, manifest: Manifest):
         self.study_dir = Path(study_dir)
         self.manifest = manifest
         self._index = {r.run_id: r for r in manifest.runs}
+        self._lock = threading.RLock()
 
     @property
     def path(self) -> Path:
@@ -108,8 +113,9 @@ class ManifestStore:
         return cls(Path(study_dir), Manifest.model_validate_json(path.read_text()))
 
     def save(self) -> None:
-        self.manifest.updated_at = _now()
-        atomic_write_text(self.path, self.manifest.model_dump_json())
+        with self._lock:
+            self.manifest.updated_at = _now()
+            atomic_write_text(self.path, self.manifest.model_dump_json())
 
     def claim_controller(self) -> None:
         self.manifest.controller = {
@@ -124,6 +130,12 @@ class ManifestStore:
 
     def transition(
         self, run_id: str, status: RunState, note: str | None = None, **fields: Any
+    ) -> ManifestRun:
+        with self._lock:
+            return self._transition(run_id, status, note, **fields)
+
+    def _transition(
+        self, run_id: str, status: RunState, note: str | None, **fields: Any
     ) -> ManifestRun:
         run = self._index[run_id]
         # an attempt begins when it starts, or when it is queued on a scheduler (then "running"
