@@ -476,3 +476,24 @@ def test_manifest_transitions_from_several_threads_all_reach_the_file(
     assert [r["status"] for r in on_disk["runs"]] == ["completed"] * 40
     assert all(len(r["history"]) == 2 and r["attempts"] == 1 for r in on_disk["runs"])
     assert [r["gpus"] for r in on_disk["runs"]] == [[k % 4] for k in range(40)]
+
+
+def test_dry_run_shows_the_pool_or_why_it_would_be_refused(tmp_path: Path) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from llenergymeasure.cli import app
+
+    f = tmp_path / "study.yaml"
+    f.write_text(yaml.safe_dump(json.loads(_study(2).model_dump_json())))
+    cli = CliRunner()
+    env = {"COLUMNS": "300", "CUDA_VISIBLE_DEVICES": "GPU-a,GPU-b"}
+    res = cli.invoke(app, ["run", str(f), "--dry-run"], env=env)
+    assert res.exit_code == 0, res.output
+    assert "side by side: up to 2 run(s) at once on disjoint GPUs of 2 GPU(s): 0 (GPU-a)" in (
+        " ".join(res.output.split())
+    )
+    res = cli.invoke(app, ["run", str(f), "--dry-run"], env={**env, "CUDA_VISIBLE_DEVICES": ""})
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "would be refused: execution.concurrent_runs = 2: the controller sees no GPU" in text

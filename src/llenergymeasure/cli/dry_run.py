@@ -74,6 +74,19 @@ def print_dry_run(
         f"plus {len(plan)} x the experiment's own "
         "time (engine start, load, warmup, window), which depends on the model and hardware"
     )
+    if study.execution.concurrent_runs > 1:
+        from llenergymeasure.errors import LLEMError
+        from llenergymeasure.study.concurrent import concurrency_pool
+
+        try:
+            pool = concurrency_pool(sr, plan, runners)
+            console.print(
+                f"side by side: up to {study.execution.concurrent_runs} run(s) at once on "
+                f"disjoint GPUs of {escape(pool.describe() if pool else '?')}; the estimate above "
+                "counts runs one after another"
+            )
+        except LLEMError as exc:
+            console.print(f"[red]would be refused:[/] {escape(str(exc))}")
     if len(plan) <= 200:
         order = Table(title="run order")
         for col in ("run", "cycle", "gap before", "experiment"):
