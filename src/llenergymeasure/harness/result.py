@@ -105,7 +105,7 @@ def baseline_warnings(*baselines: BaselineRecord | None) -> list[ValidityWarning
     for b in baselines:
         if b is None or not b.available:
             continue
-        label = f"{b.kind or 'idle'} idle baseline"
+        label = f"{b.kind} idle baseline" if b.kind else "idle baseline"
         for w in b.warnings:
             out.append(
                 w.model_copy(
