@@ -177,7 +177,7 @@ def test_read_failures_inside_a_window(tmp_path: Path) -> None:
     assert meter.available
     (p0 / "energy_uj").write_text("oops\n")
     meter.start()
-    assert not meter.available
+    assert meter.available is False
     assert meter.unavailable_reason == (
         "RAPL read failed at window start: invalid literal for int() with base 10: 'oops'"
     )
@@ -193,3 +193,23 @@ def test_read_failures_inside_a_window(tmp_path: Path) -> None:
     assert end.unavailable_reason == (
         "RAPL read failed at window end: invalid literal for int() with base 10: ''"
     )
+
+
+def test_two_sockets_add_their_packages_and_their_dram(tmp_path: Path) -> None:
+    p0 = zone(tmp_path, "intel-rapl:0", "package-0", 0)
+    d0 = zone(tmp_path, "intel-rapl:0:0", "dram", 0)
+    p1 = zone(tmp_path, "intel-rapl:1", "package-1", 0)
+    d1 = zone(tmp_path, "intel-rapl:1:0", "dram", 0)
+    meter = RaplMeter(tmp_path)
+    meter.start()
+    for d, uj in ((p0, 40_000_000), (d0, 3_000_000), (p1, 35_000_000), (d1, 2_500_000)):
+        set_uj(d, uj)
+    e = meter.stop()
+    assert e.package_j == pytest.approx(75.0, rel=1e-12)  # 40 J + 35 J
+    assert e.dram_j == pytest.approx(5.5, rel=1e-12)  # 3 J + 2.5 J
+    assert e.domains == {
+        "package-0": pytest.approx(40.0),
+        "package-0/dram": pytest.approx(3.0),
+        "package-1": pytest.approx(35.0),
+        "package-1/dram": pytest.approx(2.5),
+    }
