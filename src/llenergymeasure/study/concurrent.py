@@ -290,9 +290,12 @@ class ConcurrentScheduler:
             if slot.outcome is None and slot.thread is not None:
                 _raise_in(slot.thread)
         deadline = time.monotonic() + STOP_WAIT_S
-        for slot in going:
-            if slot.thread is not None:
-                slot.thread.join(max(0.0, deadline - time.monotonic()))
+        try:
+            for slot in going:
+                if slot.thread is not None:
+                    slot.thread.join(max(0.0, deadline - time.monotonic()))
+        except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, still record every run
+            pass
         for slot in going:
             if slot.outcome is not None and slot.outcome.status == "completed":
                 self._record(slot)  # finished before the stop: keep it
