@@ -64,6 +64,34 @@ def test_children_and_grandchildren_are_ours_the_parent_is_not(tmp_path: Path) -
             child.stdout.close()
 
 
+def _proc(root: Path, parents: dict[int, int | None]) -> Path:
+    """A /proc-like tree: one directory per PID with a ``stat`` line naming its parent (None: the
+    directory has no stat file, as when the process exits during the scan)."""
+    for pid, ppid in parents.items():
+        d = root / str(pid)
+        d.mkdir(parents=True)
+        if ppid is not None:
+            (d / "stat").write_text(f"{pid} (worker {pid}) S {ppid} {pid} {pid} 0 -1 4194560 0\n")
+    (root / "self").mkdir(exist_ok=True)  # non-PID entries are skipped
+    (root / "meminfo").write_text("MemTotal: 1 kB\n")
+    return root
+
+
+def test_descendants_are_found_whatever_the_pid_order(tmp_path: Path) -> None:
+    # engine 900 (ours, given as extra) -> 15 -> 14 -> 13 -> 12 -> 11 (PIDs wrapped: each worker has
+    # a lower PID than its parent: one pass finds them all only if the directory happens to list
+    # parents first); 60-64 vanished during the scan (no stat) and the entries after them are
+    # still read; 30 is unrelated
+    chain = {15: 900, 14: 15, 13: 14, 12: 13, 11: 12}
+    vanished: dict[int, int | None] = dict.fromkeys(range(60, 65))
+    proc = _proc(tmp_path, {30: 1, **chain, **vanished, 70: 900, 900: 1})
+    assert own_process_tree([900], proc=str(proc)) == {os.getpid(), 900, 15, 14, 13, 12, 11, 70}
+    assert own_process_tree([13], proc=str(proc)) == {os.getpid(), 13, 12, 11}
+    assert own_process_tree([30], proc=str(proc)) == {os.getpid(), 30}
+    # no /proc at all: just us and the extras
+    assert own_process_tree([5], proc=str(tmp_path / "absent")) == {os.getpid(), 5}
+
+
 def test_a_fresh_process_tree_is_just_us_and_the_extras() -> None:
     ours = own_process_tree([4_000_000_001])
     assert os.getpid() in ours and 4_000_000_001 in ours

@@ -163,12 +163,13 @@ def clock_events(
     return out
 
 
-def own_process_tree(extra: Iterable[int] = ()) -> set[int]:
-    """This process, its descendants (engine workers) and ``extra`` PIDs."""
+def own_process_tree(extra: Iterable[int] = (), proc: str = "/proc") -> set[int]:
+    """This process, its descendants (engine workers), ``extra`` PIDs and their descendants,
+    from the ``stat`` files under ``proc`` (another root only in tests)."""
     ours = {os.getpid(), *extra}
     parents: dict[int, int] = {}
     try:
-        for entry in os.scandir("/proc"):
+        for entry in os.scandir(proc):
             if not entry.name.isdigit():
                 continue
             try:
