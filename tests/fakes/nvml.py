@@ -283,8 +283,16 @@ class FakeNvml:
         gpu = self._gpu(handle)
         out = []
         for fid in field_ids:
-            fid = fid[0] if isinstance(fid, tuple) else fid
-            if fid == self.NVML_FI_DEV_POWER_INSTANT and gpu.has_instant_power:
+            scope = self.NVML_POWER_SCOPE_GPU
+            if isinstance(fid, tuple):
+                fid, scope = fid
+                if not isinstance(fid, int) or not isinstance(scope, int):  # ctypes refuses them
+                    raise TypeError(f"field id and scope must be integers, not {fid!r}, {scope!r}")
+            if (
+                fid == self.NVML_FI_DEV_POWER_INSTANT
+                and scope == self.NVML_POWER_SCOPE_GPU  # other scopes (module, memory): not faked
+                and gpu.has_instant_power
+            ):
                 out.append(
                     SimpleNamespace(
                         nvmlReturn=0, value=SimpleNamespace(uiVal=self._power_mw(handle))
