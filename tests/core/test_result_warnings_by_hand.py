@@ -68,3 +68,15 @@ def test_warmup_not_converged_details_and_no_warmup_text() -> None:
     assert only.message == (
         "warmup.runs is 0: first-call effects (compilation, caches) fall inside the measured window"
     )
+
+
+def test_the_result_ends_with_a_utc_timestamp() -> None:
+    import datetime as dt
+
+    from tests.core.test_build_result_fields import _build
+
+    before = dt.datetime.now(dt.timezone.utc)
+    r = _build(EnergyMeasurement(meter="null", available=False, unavailable_reason="no GPU"))
+    ended = dt.datetime.fromisoformat(r.ended_at or "")
+    assert ended.utcoffset() == dt.timedelta(0)  # comparable with started_at, which is UTC
+    assert before <= ended <= dt.datetime.now(dt.timezone.utc)
