@@ -174,12 +174,12 @@ def test_error_codes_become_typed_errors_with_a_remedy() -> None:
         e.value = "n/a"  # type: ignore[assignment]
         raise e
 
-    fake.nvmlDeviceGetClockInfo = silent  # type: ignore[method-assign]
-    with pytest.raises(NvmlError) as info:
+    fake.nvmlDeviceGetClockInfo = silent  # type: ignore[method-assign,assignment]
+    with pytest.raises(NvmlError) as plain:
         nvml.sm_clock_mhz(0)
-    assert type(info.value) is NvmlError and info.value.code is None
+    assert type(plain.value) is NvmlError and plain.value.code is None
     assert (
-        str(info.value) == "NVML call nvmlDeviceGetClockInfo on GPU 0 (NVML index) failed: Silent"
+        str(plain.value) == "NVML call nvmlDeviceGetClockInfo on GPU 0 (NVML index) failed: Silent"
     )
 
 
@@ -234,7 +234,7 @@ def test_older_nvidia_ml_py_without_constants_or_the_new_reasons_call() -> None:
 def test_graphics_processes_count_and_unsupported_lists_are_skipped() -> None:
     fake = two_gpus()
     nvml = opened(fake)
-    fake.nvmlDeviceGetGraphicsRunningProcesses = lambda h: [  # type: ignore[method-assign]
+    fake.nvmlDeviceGetGraphicsRunningProcesses = lambda h: [  # type: ignore[method-assign,assignment]
         type("P", (), {"pid": 9})()
     ]
     failing(fake, "nvmlDeviceGetComputeRunningProcesses", 3)
