@@ -250,6 +250,18 @@ def test_a_gpu_zeus_did_not_report_has_unknown_energy() -> None:
     assert m.total_energy_j is None
 
 
+def test_a_gpu_missing_from_the_power_timeline_has_no_samples() -> None:
+    zeus = ScriptedZeus(
+        n_gpus=2, energy_j={0: 100.0, 1: 100.0}, timeline=lambda end: {0: [(end, 50.0)]}
+    )
+    meter, _, clock = setup(zeus, [FakeGpu(), FakeGpu()])
+    m = window(meter, clock)
+    d0, d1 = m.devices
+    assert (d0.n_samples, d0.peak_power_w) == (1, 50.0)
+    assert (d1.n_samples, d1.peak_power_w, d1.integrated_energy_j) == (0, None, None)
+    assert meter._series is not None and meter._series[0].size == 1
+
+
 def test_a_zero_length_window_has_no_mean_power() -> None:
     meter, _, clock = setup(ScriptedZeus(time_s=0.0, energy_j={0: 1.0}), sensor_period_s=0.1)
     m = window(meter, clock, 0.0)
@@ -356,3 +368,7 @@ def test_step_integral_edges_by_hand() -> None:
     # equal time stamps keep their order (stable sort): the later reading wins
     t2, p2 = np.array([1.0, 1.0]), np.array([5.0, 7.0])
     assert step_integral(t2, p2, 1.0, 2.0) == pytest.approx(7.0)
+    # also in a long interleaved series (numpy's default sort would reorder equal stamps)
+    t3 = np.array([1.0, 2.0] * 100)
+    p3 = np.arange(200.0)
+    assert step_integral(t3, p3, 1.0, 3.0) == pytest.approx(198.0 + 199.0)
