@@ -110,3 +110,53 @@ def test_a_reset_buffer_reuses_rows_without_stale_values() -> None:
     assert buf.next_row(2.0) == 0
     t, v = buf.view()
     assert t.tolist() == [2.0] and np.isnan(v[0, 0]).all()
+
+
+def test_the_default_sampler_runs_a_named_daemon_thread_at_its_period() -> None:
+    # real clock: a 20 ms period over ~0.3 s gives about 15 rows; the thread never samples faster
+    # than its period (at most 0.3 / 0.02 + begin's and end's rows + 1 of slack), and a working
+    # thread takes well more than begin's and end's rows
+    import threading
+    import time
+
+    nvml = Nvml(FakeNvml([FakeGpu()]))
+    nvml.init()
+    s = Sampler(nvml, [0], 0.02)
+    s.begin(time.perf_counter())
+    try:
+        assert s.running
+        [thread] = [t for t in threading.enumerate() if t.name == "llem-nvml-sampler"]
+        assert thread.daemon  # a harness that dies does not hang on its sampler
+        with pytest.raises(RuntimeError) as twice:
+            s.begin(time.perf_counter())
+        assert str(twice.value) == "sampler already running; call end() first"
+        time.sleep(0.3)
+    finally:
+        s.end()
+    assert not s.running and not thread.is_alive()
+    t, _ = s.buffer.view()
+    elapsed = t[-1] - t[0]
+    assert 5 <= t.size <= elapsed / 0.02 + 3
+    assert np.all(np.diff(t) >= 0)
+
+
+def test_an_older_nvml_without_clock_event_reasons_uses_throttle_reasons() -> None:
+    class OlderNvml(FakeNvml):
+        """nvidia-ml-py before 12.535: only the older name of the reasons call."""
+
+        def __getattribute__(self, name: str):  # type: ignore[no-untyped-def]
+            if name == "nvmlDeviceGetCurrentClocksEventReasons":
+                raise AttributeError(name)
+            return super().__getattribute__(name)
+
+        def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle):  # type: ignore[no-untyped-def]
+            return 8
+
+    clock = ManualClock()
+    nvml = Nvml(OlderNvml([FakeGpu()], clock=clock))
+    nvml.init()
+    s = Sampler(nvml, [0], 0.1, clock=clock, background=False)
+    assert "throttle_reasons" in s.columns_read[0]
+    s.begin(clock())
+    s.end()
+    assert s.buffer.view()[1][0, 0, REASONS] == 8.0
