@@ -111,3 +111,50 @@ def test_too_long_for_the_cache_is_refused(model: Any, tmp_path: Path) -> None:
     dec = StaticDecoder(torch, model, DecodeSettings(pad_id=PAD, compile=False), 16)
     with pytest.raises(ValueError, match="exceeds the static cache"):
         dec.generate(ids, mask, 10)
+
+
+def test_sharded_synthetic_model_is_filled_in_parts_from_one_stream(model_path: str) -> None:
+    """device_map with a synthetic model: allocated with the initialisers off, then filled part by
+    part (as accelerate's map places them) from shared per-device generators, so the parts do not
+    repeat each other and the weights equal the one-device build's for the same seed."""
+    from llenergymeasure.backends.pytorch_loading import load_model
+    from llenergymeasure.config.experiment import PyTorchConfig
+    from llenergymeasure.models.synthetic import fill_random_weights
+
+    extra: dict[str, Any] = {}
+    sharded = load_model(
+        torch,
+        transformers,
+        model_path,
+        PyTorchConfig(device_map="auto"),
+        dtype=torch.float32,
+        device="cpu",
+        seed=42,
+        synthetic=True,
+        extra=extra,
+    )
+    assert extra["synthetic_device_map"] == {"": "cpu"}  # no GPU here: one part, on the host
+    assert set(extra["synthetic_build_s"]) == {"construct_s", "fill_s"}
+    ref, _ = build_random_model(
+        torch, transformers, model_path, dtype=torch.float32, device="cpu", seed=42
+    )
+    pairs = list(zip(sharded.parameters(), ref.parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b in pairs)
+    # The same model filled in the parts a two-GPU map would make, one stream per device shared
+    # across the calls: identical to filling it whole; a fresh stream per part would repeat values.
+    parts = ["model.embed_tokens", *(f"model.layers.{i}" for i in range(len(ref.model.layers)))]
+    parts += ["model.norm", "model.rotary_emb", "lm_head"]
+    shared: dict[Any, Any] = {}
+    for name in parts:
+        fill_random_weights(torch, ref.get_submodule(name), 7, 0.02, generators=shared)
+    whole, _ = build_random_model(
+        torch, transformers, model_path, dtype=torch.float32, device="cpu", seed=7
+    )
+    pairs = list(zip(ref.parameters(), whole.parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b in pairs)
+    q0, q1 = (ref.model.layers[i].self_attn.q_proj.weight for i in (0, 1))
+    assert not torch.equal(q0, q1)
+    fresh = ref.model.layers[1]
+    fill_random_weights(torch, ref.model.layers[0], 7, 0.02)
+    fill_random_weights(torch, fresh, 7, 0.02)
+    assert torch.equal(ref.model.layers[0].self_attn.q_proj.weight, fresh.self_attn.q_proj.weight)

@@ -346,7 +346,7 @@ def build_random_model(
     config = transformers.AutoConfig.from_pretrained(path)
     t1 = time.perf_counter()
     timings["config_s"] = t1 - t0
-    with torch.device(device), _no_init_weights(transformers):
+    with torch.device(device), no_init_weights(transformers):
         model = transformers.AutoModelForCausalLM.from_config(
             config, dtype=dtype, **(model_kwargs or {})
         )
@@ -359,9 +359,14 @@ def build_random_model(
     return model, timings
 
 
-def fill_random_weights(torch: Any, model: Any, seed: int, std: float) -> None:
-    """Overwrite every parameter of ``model`` in place, on its own device, from ``seed``."""
-    generators: dict[Any, Any] = {}
+def fill_random_weights(
+    torch: Any, model: Any, seed: int, std: float, *, generators: dict[Any, Any] | None = None
+) -> None:
+    """Overwrite every parameter of ``model`` in place, on its own device, from ``seed``.
+
+    ``generators`` (one per device, seeded on first use) may be shared between calls that fill a
+    model's parts one after the other, so the parts do not repeat each other's values."""
+    generators = {} if generators is None else generators
     seen: set[int] = set()
     with torch.no_grad():
         for module in model.modules():
@@ -389,7 +394,7 @@ def fill_random_weights(torch: Any, model: Any, seed: int, std: float) -> None:
         tie()
 
 
-def _no_init_weights(transformers: Any) -> Any:
+def no_init_weights(transformers: Any) -> Any:
     """transformers' context that skips weight initialisation (its home moved in 5.x)."""
     import contextlib
 
