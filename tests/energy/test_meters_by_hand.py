@@ -93,9 +93,12 @@ def test_two_gpus_renumbered_by_cuda_one_without_counter(tmp_path: Path) -> None
     env = {**PCI, "CUDA_VISIBLE_DEVICES": "1,0"}  # CUDA 0 is NVML 1 and CUDA 1 is NVML 0
     meter, fake = make(gpus, clock, cuda=[0, 1], env=env, counter_every=1)
     fake.calls.clear()
+    meter.start()
+    assert meter.sampler is not None and not meter.sampler.running  # no thread: the test samples
+    meter.stop()
     m = window(meter, clock, 9, 0.1)  # rows at 0.0 (start), 0.1 .. 0.9, 1.0 (stop)
-    # the GPU without a counter is never asked for it: GPU 0's counter at start, 11 rows, stop
-    assert fake.calls["nvmlDeviceGetTotalEnergyConsumption"] == 13
+    # the GPU without a counter is never asked for it: GPU 0's counter at start, rows, stop
+    assert fake.calls["nvmlDeviceGetTotalEnergyConsumption"] == (1 + 2 + 1) + (1 + 11 + 1)
     v100, h200 = m.devices
     assert (v100.nvml_index, v100.cuda_index, v100.uuid, v100.name) == (
         1,
