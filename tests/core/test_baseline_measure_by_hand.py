@@ -55,7 +55,7 @@ class Windows(MeterBase):
                     nvml_index=i,
                     energy_j=p * duration,
                     integrated_energy_j=None if ip is None else ip * duration,
-                    n_samples=10,
+                    n_samples=10 + i,  # GPU 0: 10 samples a window, GPU 1: 11
                 )
                 for i, (p, ip) in powers.items()
             ],
@@ -190,6 +190,8 @@ def test_a_drifting_gpu_is_cached_with_its_drift_and_a_utc_time(tmp_path: Path) 
     entry = json.loads((tmp_path / CACHE_FILE).read_text())["entries"][f"{KEYS[0]}|cold"]
     assert entry["drift"] == pytest.approx(0.02) and entry["idle_power_se_w"] == pytest.approx(1.0)
     assert entry["idle_power_w"] == pytest.approx(101.0) and entry["n_samples"] == 20
+    other = json.loads((tmp_path / CACHE_FILE).read_text())["entries"][f"{KEYS[1]}|cold"]
+    assert other["drift"] == 0.0 and other["n_samples"] == 22  # GPU 1's own figures
 
 
 def test_gpu_state_at_start_and_end_and_the_highest_utilisation(tmp_path: Path) -> None:
@@ -227,3 +229,49 @@ def test_gpu_state_at_start_and_end_and_the_highest_utilisation(tmp_path: Path) 
     assert not rec.accepted
     assert rec.rejected_reason == "GPU 0 utilisation reached 30 % (limit 5 %)"
     assert not (tmp_path / CACHE_FILE).exists()  # a rejected window is not cached
+
+
+def test_two_gpus_failing_the_cross_check_each_keep_their_warning() -> None:
+    # both GPUs' integrated power 10 % above their counters: one warning per GPU
+    meter = Windows([(1.0, {0: (80.0, 88.0), 1: (60.0, 66.0)}, [])] * 2)
+    rec = measure_idle_baseline(meter, 2.0, None, 0, sleep=meter.sleep)
+    assert [(w.code, w.device) for w in rec.warnings] == [
+        ("counter_power_mismatch", 0),
+        ("counter_power_mismatch", 1),
+    ]
+
+
+def test_a_gpu_missing_from_a_sub_window_gets_no_idle_figure() -> None:
+    meter = Windows([(1.0, {0: (80.0, 80.0), 1: (60.0, 60.0)}, []), (1.0, {0: (80.0, 80.0)}, [])])
+    rec = measure_idle_baseline(meter, 2.0, None, 0, sleep=meter.sleep)
+    assert rec.idle_power_w == {0: pytest.approx(80.0)}
+    # GPU 1's counter over the window is the one sub-window it was in (60 J), integrated 60 J
+    assert rec.warnings == []
+
+
+def test_the_cached_entry_keeps_the_gpu_state(tmp_path: Path) -> None:
+    clock = ManualClock()
+    gpu = FakeGpu(trace=ConstantPower(70.0), temperature_c=38, gpu_util_pct=0, uuid="GPU-c")
+    nvml = Nvml(FakeNvml([gpu], clock=clock))
+    nvml.init()
+    meter = NvmlMeter(
+        nvml,
+        resolve_devices([0], nvml, {}),
+        sensor_period_s=0.1,
+        sample_period_s=0.1,
+        clock=clock,
+        background_sampling=False,
+        check_processes=False,
+    )
+
+    def sleep(seconds: float) -> None:  # a sample every 0.1 s of fake time, like the thread
+        for _ in range(round(seconds / 0.1)):
+            clock.advance(0.1)
+            assert meter.sampler is not None
+            meter.sampler.sample()
+
+    rec = measure_idle_baseline(meter, 2.0, tmp_path, 60, sleep=sleep)
+    meter.close()
+    assert rec.accepted
+    [entry] = json.loads((tmp_path / CACHE_FILE).read_text())["entries"].values()
+    assert entry["state"] == rec.state[0] and entry["state"]["temperature_c"] == 38
