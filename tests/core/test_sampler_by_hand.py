@@ -160,3 +160,21 @@ def test_an_older_nvml_without_clock_event_reasons_uses_throttle_reasons() -> No
     s.begin(clock())
     s.end()
     assert s.buffer.view()[1][0, 0, REASONS] == 8.0
+
+
+def test_after_a_stalled_read_the_thread_resumes_its_period() -> None:
+    # the power read stalls for 0.1 s once, 0.1 s into the window: the thread falls behind, then
+    # samples on at its period again (not in a burst, and not stopping)
+    import time
+
+    fake = FakeNvml([FakeGpu(stalls=[(0.1, 0.1)])])
+    nvml = Nvml(fake)
+    nvml.init()
+    s = Sampler(nvml, [0], 0.02)
+    start = time.perf_counter()
+    s.begin(start)
+    time.sleep(0.45)
+    s.end()
+    t, _ = s.buffer.view()
+    assert (t > start + 0.3).sum() >= 3  # sampling went on after the stall
+    assert t.size <= (t[-1] - t[0]) / 0.02 + 3
