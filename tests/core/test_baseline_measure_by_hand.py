@@ -241,12 +241,14 @@ def test_two_gpus_failing_the_cross_check_each_keep_their_warning() -> None:
     ]
 
 
-def test_a_gpu_missing_from_a_sub_window_gets_no_idle_figure() -> None:
+def test_a_gpu_missing_from_a_sub_window_gets_no_idle_figure(tmp_path: Path) -> None:
     meter = Windows([(1.0, {0: (80.0, 80.0), 1: (60.0, 60.0)}, []), (1.0, {0: (80.0, 80.0)}, [])])
-    rec = measure_idle_baseline(meter, 2.0, None, 0, sleep=meter.sleep)
+    rec = measure_idle_baseline(meter, 2.0, tmp_path, 60, sleep=meter.sleep)
     assert rec.idle_power_w == {0: pytest.approx(80.0)}
     # GPU 1's counter over the window is the one sub-window it was in (60 J), integrated 60 J
     assert rec.warnings == []
+    # not cached (this crashed with a KeyError before): there is no figure for GPU 1
+    assert not (tmp_path / CACHE_FILE).exists()
 
 
 def test_the_cached_entry_keeps_the_gpu_state(tmp_path: Path) -> None:

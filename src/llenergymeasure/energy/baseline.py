@@ -258,12 +258,14 @@ def measure_idle_baseline(
         warnings=list(warnings.values()),
     )
     # A window that saw other processes, throttling, load or drift is not cached: it is not idle.
+    # Nor is one that has no mean for some GPU (a device missing from a sub-window).
     if (
         use_cache
         and cache_write
         and cache_path is not None
         and not record.warnings
         and record.accepted
+        and all(i in means for i in keys)
     ):
         entries = _load_cache(cache_path)
         now = clock()
