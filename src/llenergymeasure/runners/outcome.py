@@ -14,9 +14,30 @@ from typing import Literal
 
 from llenergymeasure.harness.request import ERROR_FILE, LOG_FILE, RESULT_FILE
 from llenergymeasure.results.io import atomic_write_json
+from llenergymeasure.results.models import ExperimentResult
 from llenergymeasure.runners.base import RunOutcome
 
 PROGRESS_FILE = "progress.json"
+
+
+def read_back(outcome: RunOutcome, advice: str = "") -> tuple[RunOutcome, ExperimentResult | None]:
+    """A completed run's ``result.json``, parsed, with its outcome; a file that cannot be read or
+    parsed turns the outcome into a failure in phase ``result`` (``advice`` is added to the
+    message). Outcomes other than completed come back as they are, with no result."""
+    if outcome.status != "completed" or outcome.result_path is None:
+        return outcome, None
+    try:
+        return outcome, ExperimentResult.model_validate_json(outcome.result_path.read_text())
+    except (OSError, ValueError) as exc:
+        failed = RunOutcome(
+            status="failed",
+            run_dir=outcome.run_dir,
+            message=f"result.json could not be read back{advice}: {exc}",
+            phase="result",
+            error_type=type(exc).__name__,
+            extra=outcome.extra,
+        )
+        return failed, None
 
 
 def tail_lines(path: Path, n: int = 25) -> str:

@@ -29,7 +29,7 @@ from llenergymeasure.errors import LLEMError, RunnerError
 from llenergymeasure.harness.request import ERROR_FILE, REQUEST_FILE, HarnessRequest
 from llenergymeasure.results.io import atomic_write_json
 from llenergymeasure.runners.base import RunOutcome
-from llenergymeasure.runners.outcome import outcome_from_dir
+from llenergymeasure.runners.outcome import outcome_from_dir, read_back
 from llenergymeasure.runners.slurm_node import NODE_FILE, TIMEOUT_EXIT, NodeTask
 from llenergymeasure.runners.slurm_state import (
     CAUSES,
@@ -345,31 +345,16 @@ class SlurmStudyDriver:
         run_dir = self.store.study_dir / (entry.run_dir or run.run_id)
         self._check_shared_fs(run_dir, job)
         outcome = outcome_for_job(run_dir, job)
-        result = None
-        if outcome.status == "completed" and outcome.result_path is not None:
-            from llenergymeasure.results.models import ExperimentResult
-
-            try:
-                result = ExperimentResult.model_validate_json(outcome.result_path.read_text())
-            except (OSError, ValueError) as exc:
-                outcome = RunOutcome(
-                    status="failed",
-                    run_dir=run_dir,
-                    message=f"result.json could not be read back (is llenergymeasure on the "
-                    f"nodes the controller's version?): {exc}",
-                    phase="result",
-                    error_type=type(exc).__name__,
-                    extra=outcome.extra,
-                )
+        outcome, result = read_back(
+            outcome, advice=" (is llenergymeasure on the nodes the controller's version?)"
+        )
         node = _read_json(run_dir / NODE_FILE)
         harness_code = node.get("harness_exit_code")
         if entry.status == "queued":  # finished between two polls: it did start
             entry.started_at = job.start or entry.started_at
-        self.store.transition(
+        self.store.end(
             run.run_id,
-            outcome.status,
-            message=None if outcome.status == "completed" else (outcome.message or "")[:4000],
-            phase=outcome.phase,
+            outcome,
             node=job.node or entry.node,
             scheduler_state=job.detail,
             exit_code=harness_code if isinstance(harness_code, int) else job.exit_code,

@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 from llenergymeasure.errors import RunnerError
 from llenergymeasure.harness.request import HarnessRequest
-from llenergymeasure.results.models import ExperimentResult, RunnerRecord
+from llenergymeasure.results.models import RunnerRecord
 from llenergymeasure.runners.base import RunOutcome
+from llenergymeasure.runners.outcome import read_back
 from llenergymeasure.study.execution import executor_for, new_attempt_dir
 from llenergymeasure.study.manifest import ManifestStore
 from llenergymeasure.study.placement import (
@@ -243,10 +244,9 @@ class ConcurrentScheduler:
         for g in slot.span.gpus:
             self.busy.pop(g, None)
             self.released[g] = slot.span.end
-        result = None
-        if outcome.status == "completed" and outcome.result_path is not None:
+        outcome, result = read_back(outcome)
+        if result is not None and outcome.result_path is not None:
             try:
-                result = ExperimentResult.model_validate_json(outcome.result_path.read_text())
                 result = amend_result(
                     outcome.result_path,
                     result,
@@ -261,18 +261,13 @@ class ConcurrentScheduler:
                 outcome = RunOutcome(
                     status="failed",
                     run_dir=slot.run_dir,
-                    message=f"result.json could not be read back or amended: {exc}",
+                    message=f"result.json could not be amended with the run's placement: {exc}",
                     phase="result",
                     error_type=type(exc).__name__,
                 )
                 result = None
         slot.recorded = True
-        self.store.transition(
-            slot.run.run_id,
-            outcome.status,
-            message=None if outcome.status == "completed" else (outcome.message or "")[:4000],
-            phase=outcome.phase,
-        )
+        self.store.end(slot.run.run_id, outcome)
         self.observer.on_run_end(slot.run, outcome, result)
         if outcome.status != "completed" and self.fail_fast:
             self.stopped_launching = True

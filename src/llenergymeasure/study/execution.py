@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llenergymeasure.harness.request import HarnessRequest
-from llenergymeasure.results.models import ExperimentResult
 from llenergymeasure.runners.base import RunOutcome
+from llenergymeasure.runners.outcome import read_back
 from llenergymeasure.runners.resolution import ResolvedRunner
 from llenergymeasure.study.manifest import ManifestStore
 from llenergymeasure.study.planning import PlannedRun
@@ -76,23 +76,7 @@ def run_attempt(
     request = make_request()
     observer.on_run_start(run, position, total, run_dir)
     outcome: RunOutcome = make_executor().run(request, run_dir, run.config.timeout_s)
-    result = None
-    if outcome.status == "completed" and outcome.result_path is not None:
-        try:
-            result = ExperimentResult.model_validate_json(outcome.result_path.read_text())
-        except (OSError, ValueError) as exc:
-            outcome = RunOutcome(
-                status="failed",
-                run_dir=run_dir,
-                message=f"result.json could not be read back: {exc}",
-                phase="result",
-                error_type=type(exc).__name__,
-            )
-    store.transition(
-        run.run_id,
-        outcome.status,
-        message=None if outcome.status == "completed" else (outcome.message or "")[:4000],
-        phase=outcome.phase,
-    )
+    outcome, result = read_back(outcome)
+    store.end(run.run_id, outcome)
     observer.on_run_end(run, outcome, result)
     return outcome

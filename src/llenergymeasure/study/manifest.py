@@ -18,7 +18,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +26,9 @@ from llenergymeasure._version import __version__
 from llenergymeasure.errors import RunnerError
 from llenergymeasure.results.io import atomic_write_text
 from llenergymeasure.results.models import SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from llenergymeasure.runners.base import RunOutcome
 
 MANIFEST_FILE = "manifest.json"
 LOCK_FILE = ".llem.lock"
@@ -133,6 +136,14 @@ class ManifestStore:
     ) -> ManifestRun:
         with self._lock:
             return self._transition(run_id, status, note, **fields)
+
+    def end(self, run_id: str, outcome: RunOutcome, **fields: Any) -> ManifestRun:
+        """Record how an attempt ended: its status, its phase and (unless it completed) the
+        first 4,000 characters of its message."""
+        message = None if outcome.status == "completed" else (outcome.message or "")[:4000]
+        return self.transition(
+            run_id, outcome.status, message=message, phase=outcome.phase, **fields
+        )
 
     def _transition(
         self, run_id: str, status: RunState, note: str | None, **fields: Any
