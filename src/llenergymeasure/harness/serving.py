@@ -142,6 +142,7 @@ class ServingRun:
             return a.window_energy_j, above
 
         slo = config.slo
+        full_j, full_above_j = energies(attribution)
         full_rec = window_record(
             timelines,
             *full,
@@ -149,11 +150,12 @@ class ServingRun:
             slo,
             sent_inside_only=False,
             request_energy=attribution,
-            energy_j=energies(attribution)[0],
-            energy_above_idle_j=energies(attribution)[1],
+            energy_j=full_j,
+            energy_above_idle_j=full_above_j,
         )
         steady_rec = None
         if steady is not None:
+            steady_j, steady_above_j = energies(steady_energy)
             steady_rec = window_record(
                 timelines,
                 *steady,
@@ -161,8 +163,8 @@ class ServingRun:
                 slo,
                 sent_inside_only=True,
                 request_energy=attribution,
-                energy_j=energies(steady_energy)[0],
-                energy_above_idle_j=energies(steady_energy)[1],
+                energy_j=steady_j,
+                energy_above_idle_j=steady_above_j,
             )
         return ServingRecord(
             mode="closed" if config.load.closed_loop else "open",
