@@ -1,6 +1,11 @@
 """cv-mode warmup on the CPU with the real harness and synthetic/tiny-llama: the recorded CV is the
 sample CV of the last ``window`` batch latencies, recomputed here by hand, and warmup stopped at
-the first batch where it fell under the threshold (or ran to ``max_runs``)."""
+the first batch where it fell under the threshold with no trend (or ran to ``max_runs``).
+
+Whether real CPU latencies settle depends on how busy the machine is, so nothing here asserts
+*that* they settle: only that the harness's decision matches its own recorded latencies, which
+holds on a loaded machine and a quiet one alike. The exact stopping points on fixed latencies are
+in ``tests/test_window_and_trends.py`` (fake clock)."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import pytest
 from llenergymeasure import ExperimentConfig
 from llenergymeasure.harness.core import run_harness
 from llenergymeasure.harness.request import HarnessRequest, HarnessSettings
+from llenergymeasure.harness.window import trending
 from tests.helpers import tiny_experiment
 
 
@@ -22,7 +28,7 @@ def sample_cv(values: list[float]) -> float:
     return math.sqrt(sum((x - mean) ** 2 for x in values) / (n - 1)) / abs(mean)
 
 
-@pytest.mark.parametrize("threshold", [0.9, 0.001], ids=["converges", "never-converges"])
+@pytest.mark.parametrize("threshold", [0.9, 0.001], ids=["loose", "tight"])
 def test_cv_warmup_stops_where_the_sample_cv_falls_under_the_threshold(
     tmp_path: Path, shared_model_cache: Path, threshold: float
 ) -> None:
@@ -35,12 +41,16 @@ def test_cv_warmup_stops_where_the_sample_cv_falls_under_the_threshold(
     lat = w.latencies_s
     assert w.mode == "cv" and w.runs == len(lat) and 3 <= w.runs <= 5
     assert w.final_cv == pytest.approx(sample_cv(lat[-3:]), rel=1e-9)
-    # every earlier full window stayed at or above the threshold, else warmup would have stopped
+    # every earlier full window had a CV at or above the threshold or a trend, else warmup would
+    # have stopped there
     for end in range(3, w.runs):
-        assert sample_cv(lat[end - 3 : end]) >= threshold, (end, lat)
+        window = lat[end - 3 : end]
+        assert sample_cv(window) >= threshold or trending(window, threshold)[0], (end, lat)
+    last = lat[-3:]
     if w.converged:
-        assert w.final_cv < threshold
+        assert w.final_cv < threshold and not trending(last, threshold)[0]
+        assert w.stopped_by == "converged"
     else:
-        assert w.converged is False and w.runs == 5 and w.final_cv >= threshold
-    if threshold == 0.001:  # batch latencies on a shared CPU never agree to 0.1 %
-        assert w.converged is False
+        assert w.converged is False and w.runs == 5 and w.stopped_by == "max_runs"
+        assert w.final_cv >= threshold or trending(last, threshold)[0]
+    assert w.final_trend_per_run == pytest.approx(trending(last, threshold)[1], rel=1e-9)

@@ -50,10 +50,8 @@ class ScriptedBackend:
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    c = FakeClock()
-    monkeypatch.setattr(win.time, "perf_counter", c)
-    return c
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 def _prompts(n: int = 2) -> list[Prompt]:
@@ -86,7 +84,7 @@ def test_warmup_defaults_to_convergence_and_runs_alone_means_fixed() -> None:
 def test_passes_repeat_until_the_minimum_and_count_every_token(clock: FakeClock) -> None:
     backend = ScriptedBackend(clock, [4.0])
     # 4 s a pass, minimum 10 s: after 1 pass 4 s, 2 passes 8 s, 3 passes 12 s >= 10: stop at 3
-    passes = win.run_passes(backend, _prompts(2), 10.0, None, t_start=0.0)  # type: ignore[arg-type]
+    passes = win.run_passes(backend, _prompts(2), 10.0, None, t_start=0.0, clock=clock)  # type: ignore[arg-type]
     assert len(passes.outputs) == 3
     assert passes.starts_s == [0.0, 4.0, 8.0] and passes.durations_s == [4.0, 4.0, 4.0]
     merged = win.merge_outputs(passes.outputs)
@@ -99,11 +97,18 @@ def test_passes_repeat_until_the_minimum_and_count_every_token(clock: FakeClock)
 
 def test_zero_minimum_runs_one_pass_and_the_cap_stops_early(clock: FakeClock) -> None:
     assert (
-        len(win.run_passes(ScriptedBackend(clock, [4.0]), _prompts(), 0.0, None, 0.0).outputs) == 1
+        len(
+            win.run_passes(
+                ScriptedBackend(clock, [4.0]), _prompts(), 0.0, None, 0.0, clock=clock
+            ).outputs
+        )
+        == 1
     )  # type: ignore[arg-type]
     clock.now = 0.0
     # min 100 s, cap 10 s, 4 s passes: after 2 passes (8 s) a third would end at 12 s > 10: stop
-    passes = win.run_passes(ScriptedBackend(clock, [4.0]), _prompts(), 100.0, 10.0, 0.0)  # type: ignore[arg-type]
+    passes = win.run_passes(
+        ScriptedBackend(clock, [4.0]), _prompts(), 100.0, 10.0, 0.0, clock=clock
+    )  # type: ignore[arg-type]
     assert len(passes.outputs) == 2
 
 
@@ -118,7 +123,7 @@ def test_warmup_stops_when_per_token_latency_settles(clock: FakeClock) -> None:
     # runs 2, window 3: the CV is first checked after call 3 over [5, 1, 1] (CV 1.15), then after
     # call 4 over [1, 1, 1] (CV 0): converged at 4 calls
     backend = ScriptedBackend(clock, [5.0, 1.0, 1.0, 1.0, 1.0])
-    rec = win.run_warmup(backend, _prompts(1), _config(mode="cv", runs=2, window=3))  # type: ignore[arg-type]
+    rec = win.run_warmup(backend, _prompts(1), _config(mode="cv", runs=2, window=3), clock=clock)  # type: ignore[arg-type]
     assert (rec.runs, rec.converged, rec.stopped_by) == (4, True, "converged")
     assert rec.final_cv == pytest.approx(0.0, abs=1e-12)
     assert rec.latencies_s == [5.0, 1.0, 1.0, 1.0] and rec.duration_s == 8.0
@@ -130,14 +135,53 @@ def test_warmup_time_cap(clock: FakeClock) -> None:
     # CV over [50, 50, 80]: mean 60, sd 17.32, CV 0.2887
     backend = ScriptedBackend(clock, [50.0, 50.0, 80.0, 1.0])
     cfg = _config(mode="cv", runs=2, window=3, max_s=120)
-    rec = win.run_warmup(backend, _prompts(1), cfg)  # type: ignore[arg-type]
+    rec = win.run_warmup(backend, _prompts(1), cfg, clock=clock)  # type: ignore[arg-type]
     assert (rec.runs, rec.converged, rec.stopped_by) == (3, False, "max_s")
     assert rec.final_cv == pytest.approx(17.320508 / 60, rel=1e-6)
 
 
 def test_fixed_warmup_runs_exactly_runs(clock: FakeClock) -> None:
-    rec = win.run_warmup(ScriptedBackend(clock, [2.0]), _prompts(1), _config(runs=3))  # type: ignore[arg-type]
+    rec = win.run_warmup(ScriptedBackend(clock, [2.0]), _prompts(1), _config(runs=3), clock=clock)  # type: ignore[arg-type]
     assert (rec.mode, rec.runs, rec.converged, rec.stopped_by) == ("fixed", 3, None, "runs")
+
+
+def test_warmup_that_never_settles_runs_to_max_runs(clock: FakeClock) -> None:
+    # alternating 1 s / 2 s batches: every window of 3 is [1, 2, 1] or [2, 1, 2], CV 0.433 >= 0.1
+    backend = ScriptedBackend(clock, [1.0, 2.0, 1.0, 2.0, 1.0, 2.0])
+    cfg = _config(mode="cv", runs=3, window=3, max_runs=6, cv_threshold=0.1)
+    rec = win.run_warmup(backend, _prompts(1), cfg, clock=clock)  # type: ignore[arg-type]
+    assert (rec.runs, rec.converged, rec.stopped_by) == (6, False, "max_runs")
+    # last window [2, 1, 2]: mean 5/3, sd 0.57735, CV 0.34641
+    assert rec.final_cv == pytest.approx(0.57735027 / (5 / 3), rel=1e-6)
+    assert rec.latencies_s == [1.0, 2.0, 1.0, 2.0, 1.0, 2.0] and rec.duration_s == 9.0
+
+
+def test_warmup_does_not_settle_on_a_steady_fall_under_the_cv_threshold(clock: FakeClock) -> None:
+    # Issue 25 item 12: latency falling 0.9 % a batch, then flat. Over [1.018, 1.009, 1.000] the
+    # CV is 0.9 % (< 2 %), but the slope (-0.009 s/batch, -0.892 % of the mean 1.009) is a perfect
+    # line (t infinite) and carried over 3 more batches moves latency 2.68 % >= 2 %: a trend, not
+    # settled. Flat from call 4: the window [1.000, 0.991, 0.991] still falls (slope -0.0045,
+    # 3 x 0.45 % = 1.36 % < 2 %: too small to matter) and its CV 0.52 % settles it at call 6;
+    # calls 3, 4 and 5 each ended a perfect 0.9 % fall.
+    lat = [1.027, 1.018, 1.009, 1.000, 0.991, 0.991, 0.991]
+    backend = ScriptedBackend(clock, lat)
+    cfg = _config(mode="cv", runs=3, window=3, max_runs=10, cv_threshold=0.02)
+    rec = win.run_warmup(backend, _prompts(1), cfg, clock=clock)  # type: ignore[arg-type]
+    assert (rec.runs, rec.converged, rec.stopped_by) == (6, True, "converged")
+    assert rec.final_trend_per_run == pytest.approx(-0.0045 / ((1.0 + 0.991 + 0.991) / 3), rel=1e-6)
+    assert rec.final_cv == pytest.approx(0.0051961524 / ((1.0 + 0.991 + 0.991) / 3), rel=1e-6)
+
+
+def test_trend_rule_by_hand() -> None:
+    # a perfect fall of 1 % of the mean per batch over 3 batches: 3 % >= 2 % and t infinite
+    assert win.trending([1.01, 1.0, 0.99], 0.02) == (True, pytest.approx(-0.01))
+    # flat: no trend, slope 0
+    assert win.trending([1.0, 1.0, 1.0], 0.02) == (False, 0.0)
+    # large but noisy: [1.0, 1.1, 0.9, 1.2, 0.8] slope -0.03/batch, t = 0.03/0.0738 = 0.41 < 3.18
+    trend, slope = win.trending([1.0, 1.1, 0.9, 1.2, 0.8], 0.02)
+    assert trend is False and slope == pytest.approx(-0.03)
+    # two values: no trend can be fitted
+    assert win.trending([1.0, 2.0], 0.02) == (False, None)
 
 
 # -- trend checks ---------------------------------------------------------------------------------
@@ -213,7 +257,7 @@ def test_warmup_energy_is_metered(clock: FakeClock) -> None:
     try:
         backend = ScriptedBackend(clock, [5.0, 1.0, 1.0, 1.0, 1.0])
         cfg = _config(mode="cv", runs=2, window=3)
-        rec = win.run_warmup(backend, _prompts(1), cfg, meter=meter)  # type: ignore[arg-type]
+        rec = win.run_warmup(backend, _prompts(1), cfg, meter=meter, clock=clock)  # type: ignore[arg-type]
     finally:
         meter.close()
     assert rec.runs == 4 and rec.meter == "nvml"

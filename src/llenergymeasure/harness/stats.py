@@ -46,3 +46,23 @@ def coefficient_of_variation(values: Sequence[float]) -> float | None:
         return None
     var = sum((v - mean) ** 2 for v in values) / (n - 1)
     return math.sqrt(var) / abs(mean)
+
+
+def relative_trend(values: Sequence[float]) -> tuple[float, float] | None:
+    """Least-squares slope of ``values`` against their index, over their mean (relative change per
+    step), and the slope's t statistic (slope over its standard error; ``inf`` for a perfect line
+    with a non-zero slope, 0 for a flat one). None for fewer than three values or a zero mean."""
+    n = len(values)
+    if n < 3:
+        return None
+    mean = sum(values) / n
+    if mean == 0:
+        return None
+    x_mean = (n - 1) / 2
+    sxx = sum((i - x_mean) ** 2 for i in range(n))
+    slope = sum((i - x_mean) * (v - mean) for i, v in enumerate(values)) / sxx
+    residual_ss = sum((v - mean - slope * (i - x_mean)) ** 2 for i, v in enumerate(values))
+    se = math.sqrt(residual_ss / (n - 2) / sxx)
+    flat_t = 0.0 if slope == 0 else math.inf
+    t = abs(slope) / se if se > 0 else flat_t
+    return slope / abs(mean), t

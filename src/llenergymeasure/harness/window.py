@@ -2,8 +2,12 @@
 
 Warmup (``config.warmup``) repeats one batch of the measured shapes. In ``cv`` mode it stops
 once the per-token latency of the last ``window`` batches varies by less than ``cv_threshold``
-(coefficient of variation), or at a cap (``max_runs`` batches, ``max_s`` seconds); ``fixed``
-runs ``runs`` batches. Its energy is measured over the whole warmup and recorded.
+(coefficient of variation) and shows no trend (see ``settled``), or at a cap (``max_runs``
+batches, ``max_s`` seconds); ``fixed`` runs ``runs`` batches. Its energy is measured over the
+whole warmup and recorded.
+
+Every duration here is read from ``clock`` (``time.perf_counter`` unless a caller injects another),
+so tests drive warmup and passes with fixed latencies instead of the machine's noise.
 
 The measured window (``config.measurement``) runs every prompt once (a pass), then again, until
 it has lasted ``min_window_s``; a further pass is not started when the passes so far say it
@@ -22,8 +26,11 @@ from typing import Any
 from llenergymeasure.backends.base import Backend, GenerationOutput, Prompt
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.energy.types import ValidityWarning
-from llenergymeasure.harness.stats import coefficient_of_variation
+from llenergymeasure.harness.stats import coefficient_of_variation, relative_trend
 from llenergymeasure.results.models import WarmupRecord, WindowRecord
+from llenergymeasure.results.stats import t_quantile_975
+
+Clock = Callable[[], float]
 
 
 def rotated(prompt: Prompt, shift: int = 1) -> Prompt:
@@ -44,20 +51,42 @@ def per_token_latencies(latencies_s: list[float], tokens: list[int]) -> list[flo
     return [lat / n if n > 0 else lat for lat, n in zip(latencies_s, tokens, strict=True)]
 
 
+def trending(per_token_s: list[float], cv_threshold: float) -> tuple[bool, float | None]:
+    """Whether the latencies still move in one direction, and their relative trend per batch.
+
+    A steady fall (a cache or clock still warming) can have a CV under the threshold: latencies
+    falling 0.9 % a batch over three batches have a CV of 0.9 %. The least-squares slope over the
+    window is a trend when it is both large enough to matter (carried over another ``window``
+    batches it would move the latency by at least ``cv_threshold``) and distinguishable from the
+    scatter (its t statistic at least Student's t_{0.975, n-2}). Fewer than three values: no trend.
+    """
+    fit = relative_trend(per_token_s)
+    if fit is None:
+        return False, None
+    slope, t = fit
+    large = abs(slope) * len(per_token_s) >= cv_threshold
+    return large and t >= t_quantile_975(len(per_token_s) - 2), slope
+
+
 def run_warmup(
     backend: Backend,
     batch: list[Prompt],
     config: ExperimentConfig,
     on_step: Callable[[str], None] = lambda detail: None,
     meter: Any = None,
+    clock: Clock = time.perf_counter,
 ) -> WarmupRecord:
-    """Warm the engine up on ``batch`` as ``config.warmup`` says; energy from ``meter`` if given."""
+    """Warm the engine up on ``batch`` as ``config.warmup`` says; energy from ``meter`` if given.
+
+    In ``cv`` mode warmup has settled when the last ``window`` per-token latencies have a CV under
+    ``cv_threshold`` and no trend (``trending``)."""
     wcfg = config.warmup
     batch = [rotated(p) for p in batch]
     latencies: list[float] = []
     tokens: list[int] = []
     converged: bool | None = None
     final_cv: float | None = None
+    final_trend: float | None = None
     stopped_by: str
     fixed = wcfg.mode == "fixed"
     limit = wcfg.runs if fixed else wcfg.max_runs
@@ -65,39 +94,42 @@ def run_warmup(
     measured = meter is not None and getattr(meter, "available", False)
     if measured:
         meter.start()
-    t_start = time.perf_counter()
+    t_start = clock()
     try:
         for i in range(limit):
-            if not fixed and i > 0 and time.perf_counter() - t_start >= wcfg.max_s:
+            if not fixed and i > 0 and clock() - t_start >= wcfg.max_s:
                 stopped_by = "max_s"
                 break
             on_step(f"{i + 1}/{limit}")
-            t0 = time.perf_counter()
+            t0 = clock()
             out = backend.generate(batch)
             backend.synchronize()
-            latencies.append(time.perf_counter() - t0)
+            latencies.append(clock() - t0)
             tokens.append(out.output_tokens)
             if not fixed and len(latencies) >= max(wcfg.runs, wcfg.window):
-                per_token = per_token_latencies(latencies, tokens)
-                final_cv = coefficient_of_variation(per_token[-wcfg.window :])
-                if final_cv is not None and final_cv < wcfg.cv_threshold:
+                window = per_token_latencies(latencies, tokens)[-wcfg.window :]
+                final_cv = coefficient_of_variation(window)
+                trend, final_trend = trending(window, wcfg.cv_threshold)
+                if final_cv is not None and final_cv < wcfg.cv_threshold and not trend:
                     converged = True
                     stopped_by = "converged"
                     break
     finally:
         energy = meter.stop() if measured else None
-    duration = time.perf_counter() - t_start
+    duration = clock() - t_start
     if not fixed and converged is None:
         converged = False
         if len(latencies) >= 2:
             window = per_token_latencies(latencies, tokens)[-wcfg.window :]
             final_cv = coefficient_of_variation(window)
+            final_trend = trending(window, wcfg.cv_threshold)[1]
     return WarmupRecord(
         mode=wcfg.mode,
         runs=len(latencies),
         latencies_s=latencies,
         converged=converged,
         final_cv=final_cv,
+        final_trend_per_run=final_trend,
         duration_s=duration,
         stopped_by=stopped_by,
         energy_j=energy.total_energy_j if energy is not None and energy.available else None,
@@ -130,6 +162,7 @@ def run_passes(
     max_window_s: float | None,
     t_start: float,
     on_pass: Callable[[int], None] = lambda n: None,
+    clock: Clock = time.perf_counter,
 ) -> Passes:
     """Whole passes over ``prompts`` from ``t_start`` (perf_counter) until the window is long
     enough; at least one pass. Synchronises after each pass (the window's end needs it anyway)."""
@@ -137,10 +170,10 @@ def run_passes(
     while True:
         k = len(passes.outputs)
         batch = prompts if k == 0 else [rotated(p, k + 1) for p in prompts]
-        t0 = time.perf_counter()
+        t0 = clock()
         out = backend.generate(batch)
         backend.synchronize()
-        t1 = time.perf_counter()
+        t1 = clock()
         passes.outputs.append(out)
         passes.starts_s.append(t0 - t_start)
         passes.durations_s.append(t1 - t0)

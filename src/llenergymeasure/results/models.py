@@ -74,6 +74,11 @@ class WarmupRecord(_Record):
         None, description="cv mode: reached the threshold; fixed mode: None"
     )
     final_cv: float | None = None
+    final_trend_per_run: float | None = Field(
+        None,
+        description="cv mode: least-squares slope of the last window's per-token latencies per "
+        "batch, over their mean (a steady fall is negative)",
+    )
     duration_s: float = 0.0
     stopped_by: Literal["runs", "converged", "max_runs", "max_s"] | None = Field(
         None, description="what ended warmup: the fixed count, convergence, or a cap"
