@@ -86,7 +86,7 @@ def _one(runner: Any, request: HarnessRequest, run_dir: Path) -> dict[str, float
 
 
 def _container_pieces(image: str, repeats: int) -> dict[str, list[float]]:
-    from llenergymeasure.runners.docker_daemon import docker_client
+    from llenergymeasure.runners.docker.daemon import docker_client
 
     client = docker_client()
     out: dict[str, list[float]] = {"empty_container_s": [], "import_harness_in_container_s": []}
@@ -130,8 +130,8 @@ def main() -> int:
     parser.add_argument("--no-local", action="store_true", help="skip the local-runner comparison")
     args = parser.parse_args()
 
-    from llenergymeasure.runners.docker_images import check_image_versions
-    from llenergymeasure.runners.docker_runner import DockerRunner
+    from llenergymeasure.runners.docker.images import check_image_versions
+    from llenergymeasure.runners.docker.runner import DockerRunner
     from llenergymeasure.runners.local import LocalRunner
 
     check_image_versions([args.image])

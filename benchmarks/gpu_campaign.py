@@ -223,7 +223,7 @@ def probe_decode(
     import torch
 
     from llenergymeasure.backends import create_backend
-    from llenergymeasure.backends.pytorch_decode import DecodeSettings, StaticDecoder
+    from llenergymeasure.backends.pytorch.decode import DecodeSettings, StaticDecoder
     from llenergymeasure.datasets import load_prompts
     from llenergymeasure.models.synthetic import resolve_model
 

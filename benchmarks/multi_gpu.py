@@ -300,7 +300,7 @@ class Neighbour:
 def visible_gpu_count(smoke: bool) -> int:
     """GPUs this process sees: its CUDA_VISIBLE_DEVICES entries, else every NVML GPU."""
     from llenergymeasure.energy.devices import parse_cuda_visible_devices
-    from llenergymeasure.runners.container_spec import host_gpu_count
+    from llenergymeasure.runners.docker.container_spec import host_gpu_count
 
     entries = parse_cuda_visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"))
     if entries is not None:

@@ -69,7 +69,7 @@ def _config(load: dict[str, Any], input_tokens: int, output_tokens: int) -> Any:
 
 
 def _backend(cfg: Any, cache: Path) -> Any:
-    from llenergymeasure.backends.vllm_serving import VLLMServingBackend
+    from llenergymeasure.backends.vllm.serving import VLLMServingBackend
     from llenergymeasure.models.synthetic import resolve_model
 
     backend = VLLMServingBackend(cfg, resolve_model(cfg.model, cache).path)
@@ -78,7 +78,7 @@ def _backend(cfg: Any, cache: Path) -> Any:
 
 
 def _pcts(values: list[float]) -> dict[str, float]:
-    from llenergymeasure.harness.serving_metrics import latency_ms
+    from llenergymeasure.harness.serving.metrics import latency_ms
 
     stats = latency_ms(values)
     assert stats is not None
@@ -87,8 +87,8 @@ def _pcts(values: list[float]) -> dict[str, float]:
 
 def part_lag(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
     from llenergymeasure.datasets import load_prompts
-    from llenergymeasure.harness.serving_driver import drive_open_loop
-    from llenergymeasure.harness.serving_schedule import arrival_offsets, request_prompts
+    from llenergymeasure.harness.serving.driver import drive_open_loop
+    from llenergymeasure.harness.serving.schedule import arrival_offsets, request_prompts
 
     backend = _backend(_config({"rate_rps": 1, "n_requests": 1}, 16, 8), cache)
     out: dict[str, Any] = {}
@@ -129,8 +129,8 @@ def part_lag_null(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
     import asyncio
 
     from llenergymeasure.backends.base import Prompt
-    from llenergymeasure.harness.serving_driver import drive_open_loop
-    from llenergymeasure.harness.serving_schedule import arrival_offsets
+    from llenergymeasure.harness.serving.driver import drive_open_loop
+    from llenergymeasure.harness.serving.schedule import arrival_offsets
 
     out: dict[str, Any] = {}
     for rate in args.rates:
@@ -175,8 +175,8 @@ def _free_port() -> int:
 
 def part_throughput(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
     from llenergymeasure.datasets import load_prompts
-    from llenergymeasure.harness.serving_driver import drive_closed_loop
-    from llenergymeasure.harness.serving_schedule import request_prompts
+    from llenergymeasure.harness.serving.driver import drive_closed_loop
+    from llenergymeasure.harness.serving.schedule import request_prompts
 
     c, n, isl, osl = args.concurrency, args.requests, 16, 32
     cfg = _config({"concurrency": c, "n_requests": n}, isl, osl)

@@ -71,8 +71,8 @@ def _worker(side: str, args: argparse.Namespace, model_dir: str, conn: Any) -> N
     """Hold one engine; on each "run" message generate all prompts once and report the time."""
     try:
         from llenergymeasure.backends.base import Prompt
-        from llenergymeasure.backends.vllm import VLLMBackend
-        from llenergymeasure.backends.vllm_args import engine_kwargs, sampling_kwargs
+        from llenergymeasure.backends.vllm.args import engine_kwargs, sampling_kwargs
+        from llenergymeasure.backends.vllm.backend import VLLMBackend
 
         config = _experiment(args)
         prompts_ids = conn.recv()

@@ -195,7 +195,7 @@ def test_planned_devices_follow_gpus_and_refuse_a_mismatch() -> None:
 
 def test_slurm_jobs_must_ask_for_as_many_gpus_as_the_experiment_lists() -> None:
     from llenergymeasure.config.user import SlurmSettings
-    from llenergymeasure.runners.slurm import check_gpus_per_job
+    from llenergymeasure.runners.slurm.driver import check_gpus_per_job
 
     two = _config(gpus=[0, 1], pytorch={"device_map": "auto"})
     check_gpus_per_job(SlurmSettings(gpus_per_job=2), [two, _config()])

@@ -14,8 +14,8 @@ from llenergymeasure.backends.base import Prompt
 from llenergymeasure.backends.serving_base import RequestTimeline
 from llenergymeasure.config.workload import LoadConfig
 from llenergymeasure.errors import ConfigError, ExperimentError
-from llenergymeasure.harness.serving_driver import drive_closed_loop, drive_open_loop
-from llenergymeasure.harness.serving_schedule import arrival_offsets, read_trace
+from llenergymeasure.harness.serving.driver import drive_closed_loop, drive_open_loop
+from llenergymeasure.harness.serving.schedule import arrival_offsets, read_trace
 
 #: the most the driver may lag on a loaded 2-core CI machine before the test fails (a bound on a
 #: wait, not a performance target: benchmarks/serving_driver.py measures the real lag)
@@ -133,7 +133,7 @@ class WordTokenizer:
 
 def test_dataset_output_lengths_come_from_the_reference_outputs(tmp_path: Path) -> None:
     from llenergymeasure.config.experiment import ExperimentConfig
-    from llenergymeasure.harness.serving_schedule import (
+    from llenergymeasure.harness.serving.schedule import (
         dataset_output_lengths,
         with_output_lengths,
     )

@@ -6,7 +6,7 @@ import pytest
 
 from llenergymeasure.backends.serving_base import RequestTimeline
 from llenergymeasure.config.workload import SLOConfig
-from llenergymeasure.harness.serving_metrics import (
+from llenergymeasure.harness.serving.metrics import (
     meets_slo,
     steady_window,
     window_record,

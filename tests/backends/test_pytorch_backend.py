@@ -46,7 +46,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def loaded(model_dir: str, **overrides: Any) -> Any:
-    from llenergymeasure.backends.pytorch import PyTorchBackend
+    from llenergymeasure.backends.pytorch.backend import PyTorchBackend
 
     backend = PyTorchBackend(make_config(**overrides), model_dir)
     backend.load()
@@ -260,7 +260,7 @@ def test_bad_input_is_refused(backend: Any) -> None:
 
 
 def test_missing_model_is_a_load_error(tmp_path: Path) -> None:
-    from llenergymeasure.backends.pytorch import PyTorchBackend
+    from llenergymeasure.backends.pytorch.backend import PyTorchBackend
 
     empty = tmp_path / "empty-model"
     empty.mkdir()
@@ -273,7 +273,7 @@ def test_missing_model_is_a_load_error(tmp_path: Path) -> None:
 
 
 def test_close_is_idempotent_and_device_calls_are_safe(model_dir: str) -> None:
-    from llenergymeasure.backends.pytorch import PyTorchBackend
+    from llenergymeasure.backends.pytorch.backend import PyTorchBackend
 
     never_loaded = PyTorchBackend(make_config(), model_dir)
     never_loaded.close()

@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from llenergymeasure.backends.pytorch_decode import DecodeSettings, StaticDecoder  # noqa: E402
+from llenergymeasure.backends.pytorch.decode import DecodeSettings, StaticDecoder  # noqa: E402
 from llenergymeasure.models.synthetic import build_random_model, resolve_model  # noqa: E402
 
 PAD, EOS = 3, 2
@@ -117,7 +117,7 @@ def test_sharded_synthetic_model_is_filled_in_parts_from_one_stream(model_path: 
     """device_map with a synthetic model: allocated with the initialisers off, then filled part by
     part (as accelerate's map places them) from shared per-device generators, so the parts do not
     repeat each other and the weights equal the one-device build's for the same seed."""
-    from llenergymeasure.backends.pytorch_loading import load_model
+    from llenergymeasure.backends.pytorch.loading import load_model
     from llenergymeasure.config.experiment import PyTorchConfig
     from llenergymeasure.models.synthetic import fill_random_weights
 

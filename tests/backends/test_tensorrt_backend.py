@@ -75,7 +75,7 @@ def make_config(**overrides: Any) -> ExperimentConfig:
 
 
 def make_backend(config: ExperimentConfig, model: Path, cache: Path) -> Any:
-    from llenergymeasure.backends.tensorrt import TensorRTBackend
+    from llenergymeasure.backends.tensorrt.backend import TensorRTBackend
 
     return TensorRTBackend(config, str(model), engine_cache_dir=cache)
 
@@ -92,7 +92,7 @@ def prompts_of(lengths: list[int], new_tokens: int = 16) -> list[Prompt]:
 
 def test_module_import_does_not_import_tensorrt_llm() -> None:
     _purge_trtllm_modules()
-    import llenergymeasure.backends.tensorrt  # noqa: F401
+    import llenergymeasure.backends.tensorrt.backend  # noqa: F401
 
     assert "tensorrt_llm" not in sys.modules
 
@@ -572,7 +572,7 @@ def test_more_ranks_than_gpus_fails_in_load(
 
 
 def test_wrong_backend_config_is_refused(synthetic_dir: Path, tmp_path: Path) -> None:
-    from llenergymeasure.backends.tensorrt import TensorRTBackend
+    from llenergymeasure.backends.tensorrt.backend import TensorRTBackend
 
     with pytest.raises(ValueError, match="backend 'pytorch'"):
         TensorRTBackend(make_config(backend="pytorch"), str(synthetic_dir), tmp_path)

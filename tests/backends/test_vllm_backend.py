@@ -17,12 +17,12 @@ import pytest
 
 from llenergymeasure._proc import descendant_pids
 from llenergymeasure.backends import create_backend
-from llenergymeasure.backends import vllm as vllm_backend
 from llenergymeasure.backends.base import Backend, Prompt
 from llenergymeasure.backends.request_timing import RequestTrace
-from llenergymeasure.backends.vllm import VLLMBackend
-from llenergymeasure.backends.vllm_args import engine_cuda_devices, engine_kwargs, sampling_kwargs
-from llenergymeasure.backends.vllm_platform import cpu_head_size_problem
+from llenergymeasure.backends.vllm import backend as vllm_backend
+from llenergymeasure.backends.vllm.args import engine_cuda_devices, engine_kwargs, sampling_kwargs
+from llenergymeasure.backends.vllm.backend import VLLMBackend
+from llenergymeasure.backends.vllm.platform import cpu_head_size_problem
 from llenergymeasure.config.experiment import ExperimentConfig, VLLMConfig
 from llenergymeasure.errors import BackendUnavailableError, ExperimentError
 from tests.helpers import within

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llenergymeasure.backends.vllm_cpu_memory import (
+from llenergymeasure.backends.vllm.cpu_memory import (
     CPU_KV_CACHE_FRACTION,
     GIB,
     MIB,

@@ -32,7 +32,7 @@ def _unavailable(reason: str) -> None:
 def docker_client() -> Iterator[Any]:
     """A client of a running daemon (skip, or fail under LLEM_REQUIRE_DOCKER=1, without one)."""
     from llenergymeasure.errors import DockerUnavailableError
-    from llenergymeasure.runners.docker_daemon import docker_client as connect
+    from llenergymeasure.runners.docker.daemon import docker_client as connect
 
     try:
         client = connect(timeout_s=20)

@@ -12,7 +12,7 @@ def managed_containers(client: Any, under: Path | None = None) -> list[Any]:
     Restricting to a test's own directory keeps tests correct while other test sessions use the
     same daemon at the same time.
     """
-    from llenergymeasure.runners.container_spec import MANAGED_LABEL, RUN_DIR_LABEL
+    from llenergymeasure.runners.docker.container_spec import MANAGED_LABEL, RUN_DIR_LABEL
 
     found = client.containers.list(
         all=True, filters={"label": f"{MANAGED_LABEL}=true"}, ignore_removed=True

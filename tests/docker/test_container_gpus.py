@@ -13,14 +13,14 @@ import pytest
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.errors import RunnerError
 from llenergymeasure.harness.request import HarnessRequest, HarnessSettings
-from llenergymeasure.runners import container_spec
-from llenergymeasure.runners.container_spec import docker_run_argv, docker_sdk_kwargs
-from llenergymeasure.runners.docker_runner import DockerRunner
-from llenergymeasure.runners.experiment_container import (
+from llenergymeasure.runners.docker import container_spec
+from llenergymeasure.runners.docker.container_spec import docker_run_argv, docker_sdk_kwargs
+from llenergymeasure.runners.docker.experiment_container import (
     experiment_container_spec,
     experiment_mounts,
     write_container_request,
 )
+from llenergymeasure.runners.docker.runner import DockerRunner
 from tests.docker.docker_helpers import tiny_experiment
 
 UUID_A = "GPU-aaaaaaaa-1111-2222-3333-444444444444"

@@ -13,8 +13,8 @@ import pytest
 
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.harness.request import HarnessRequest, HarnessSettings
-from llenergymeasure.runners import container_spec
-from llenergymeasure.runners.container_spec import (
+from llenergymeasure.runners.docker import container_spec
+from llenergymeasure.runners.docker.container_spec import (
     MANAGED_LABEL,
     RUN_DIR_LABEL,
     BindMount,
@@ -23,7 +23,7 @@ from llenergymeasure.runners.container_spec import (
     docker_sdk_kwargs,
     resolve_gpus,
 )
-from llenergymeasure.runners.experiment_container import (
+from llenergymeasure.runners.docker.experiment_container import (
     ContainerSettings,
     experiment_container_spec,
     experiment_mounts,

@@ -15,11 +15,12 @@ import pytest
 import yaml
 
 from llenergymeasure.errors import DockerUnavailableError, RunnerError
-from llenergymeasure.runners import container_spec, docker_images
-from llenergymeasure.runners.container_spec import gpu_device_requests
-from llenergymeasure.runners.docker_daemon import check_docker_available
-from llenergymeasure.runners.docker_images import check_image_versions
-from llenergymeasure.runners.docker_runner import DockerRunner
+from llenergymeasure.runners.docker import container_spec
+from llenergymeasure.runners.docker import images as docker_images
+from llenergymeasure.runners.docker.container_spec import gpu_device_requests
+from llenergymeasure.runners.docker.daemon import check_docker_available
+from llenergymeasure.runners.docker.images import check_image_versions
+from llenergymeasure.runners.docker.runner import DockerRunner
 from tests.docker.docker_helpers import managed_containers, tiny_experiment
 
 

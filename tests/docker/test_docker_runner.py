@@ -17,7 +17,7 @@ import pytest
 from llenergymeasure import ExperimentResult, run_experiment, run_study
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.harness.request import HarnessRequest, HarnessSettings
-from llenergymeasure.runners.docker_runner import DockerRunner
+from llenergymeasure.runners.docker.runner import DockerRunner
 from tests.docker.docker_helpers import managed_containers, tiny_experiment
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from llenergymeasure import StudyResult
-from llenergymeasure.results.archive import Archive, ArchiveError
-from llenergymeasure.results.archive_views import (
+from llenergymeasure.results.archive.store import Archive, ArchiveError
+from llenergymeasure.results.archive.views import (
     STUDY_COLUMNS,
     configs_view_columns,
     run_column_types,
@@ -235,7 +235,7 @@ def test_importing_the_package_and_cli_does_not_import_duckdb() -> None:
 
 
 def test_docs_list_every_column_of_the_archive_views() -> None:
-    from llenergymeasure.results.archive_views import (
+    from llenergymeasure.results.archive.views import (
         CONFIG_ID_COLUMNS,
         CONFIG_METRICS,
         CONFIG_STATS,

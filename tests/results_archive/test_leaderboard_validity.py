@@ -12,7 +12,7 @@ from tests.results_archive.conftest import energy_study
 
 duckdb = pytest.importorskip("duckdb")
 
-from llenergymeasure.results.archive import Archive  # noqa: E402
+from llenergymeasure.results.archive.store import Archive  # noqa: E402
 from llenergymeasure.results.leaderboard import leaderboards  # noqa: E402
 
 #: a short-window threshold no toy window reaches: the run fails the gate for a real reason

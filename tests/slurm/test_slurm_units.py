@@ -15,10 +15,10 @@ from llenergymeasure.config.user import SlurmSettings, load_user_config
 from llenergymeasure.environment.slurm import slurm_info
 from llenergymeasure.errors import ConfigError, RunnerError
 from llenergymeasure.runners.resolution import resolve_runner, resolve_runners
-from llenergymeasure.runners.slurm import outcome_for_job
-from llenergymeasure.runners.slurm_gpus import gpu_binding
-from llenergymeasure.runners.slurm_state import JobState, parse_sacct
-from llenergymeasure.runners.slurm_submit import sbatch_parameters
+from llenergymeasure.runners.slurm.driver import outcome_for_job
+from llenergymeasure.runners.slurm.gpus import gpu_binding
+from llenergymeasure.runners.slurm.state import JobState, parse_sacct
+from llenergymeasure.runners.slurm.submit import sbatch_parameters
 from tests.helpers import write
 
 # -- GPU binding ----------------------------------------------------------------------------------
@@ -242,8 +242,8 @@ def test_first_finished_job_without_its_marker_stops_the_study_naming_the_direct
 ) -> None:
     """A job that ran to its end on a node whose results directory is not this one leaves no
     node.json here: the controller stops with an error naming the directory (not a silent loss)."""
-    import llenergymeasure.runners.slurm as slurm_mod
-    from llenergymeasure.runners.slurm import SlurmStudyDriver
+    import llenergymeasure.runners.slurm.driver as slurm_mod
+    from llenergymeasure.runners.slurm.driver import SlurmStudyDriver
     from llenergymeasure.study.manifest import Manifest, ManifestRun, ManifestStore
 
     monkeypatch.setattr(slurm_mod, "MARKER_GRACE_S", 0.2)

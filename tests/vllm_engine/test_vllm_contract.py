@@ -22,7 +22,7 @@ from pathlib import Path
 import vllm
 from vllm.sampling_params import RequestOutputKind
 
-from llenergymeasure.backends.vllm_args import engine_kwargs, sampling_kwargs
+from llenergymeasure.backends.vllm.args import engine_kwargs, sampling_kwargs
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.models.synthetic import materialise_synthetic
 

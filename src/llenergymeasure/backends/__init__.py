@@ -18,15 +18,15 @@ def create_backend(
     ``cache_dir`` is the machine's model cache; TensorRT-LLM keeps its built engines under it.
     """
     if config.backend == "pytorch":
-        from llenergymeasure.backends.pytorch import PyTorchBackend
+        from llenergymeasure.backends.pytorch.backend import PyTorchBackend
 
         return PyTorchBackend(config, model_path)
     if config.backend == "vllm":
-        from llenergymeasure.backends.vllm import VLLMBackend
+        from llenergymeasure.backends.vllm.backend import VLLMBackend
 
         return VLLMBackend(config, model_path)
     if config.backend == "tensorrt":
-        from llenergymeasure.backends.tensorrt import TensorRTBackend
+        from llenergymeasure.backends.tensorrt.backend import TensorRTBackend
 
         engines = cache_dir / "trtllm-engines" if cache_dir is not None else None
         return TensorRTBackend(config, model_path, engine_cache_dir=engines)

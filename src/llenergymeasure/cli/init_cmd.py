@@ -57,7 +57,7 @@ def detect() -> Detected:
     ]
     found.gpu_problem = None if snap.gpus else snap.probe_errors.get("gpus", "no GPU found")
     try:
-        from llenergymeasure.runners.docker_daemon import docker_client
+        from llenergymeasure.runners.docker.daemon import docker_client
 
         client = docker_client(timeout_s=5.0)
         try:

@@ -22,7 +22,7 @@ from rich.table import Table
 from llenergymeasure.errors import LLEMError
 
 if TYPE_CHECKING:
-    from llenergymeasure.results.archive import Archive
+    from llenergymeasure.results.archive.store import Archive
 
 results_app = typer.Typer(
     help="Query, compare and export every study under your results roots (DuckDB).",
@@ -48,12 +48,12 @@ def _fail(exc: LLEMError) -> None:
 
 def _open(roots: list[Path] | None) -> Archive:
     from llenergymeasure.config.user import load_user_config
-    from llenergymeasure.results.archive import Archive
+    from llenergymeasure.results.archive.store import Archive
 
     cfg = load_user_config()
     chosen = list(roots) if roots else [cfg.output.resolved_results_dir()]
     if not roots and not chosen[0].exists():
-        from llenergymeasure.results.archive import ArchiveError
+        from llenergymeasure.results.archive.store import ArchiveError
 
         raise ArchiveError(
             f"output.results_dir {str(chosen[0])!r} does not exist yet (no study has been run "
@@ -163,7 +163,7 @@ def show(
 ) -> None:
     """One study's or one run's headline figures, failures and warnings."""
     try:
-        from llenergymeasure.results.archive_compare import resolve
+        from llenergymeasure.results.archive.compare import resolve
 
         archive = _open(root if root else _roots_for(target))
         found = resolve(archive, target)
@@ -179,7 +179,7 @@ def _roots_for(target: str) -> list[Path] | None:
     """A path given as the target is its own root (no need for the user config's)."""
     p = Path(target).expanduser()
     if p.exists():
-        from llenergymeasure.results.archive import is_study_dir
+        from llenergymeasure.results.archive.store import is_study_dir
 
         return [p] if is_study_dir(p) else [p.parent] if is_study_dir(p.parent) else None
     return None
@@ -244,7 +244,7 @@ def _show_run(archive: Archive, study_dir: str, run_id: str) -> None:
             {"d": study_dir, "r": run_id},
         )
         if not status:
-            from llenergymeasure.results.archive import ArchiveError
+            from llenergymeasure.results.archive.store import ArchiveError
 
             raise ArchiveError(f"run {run_id!r} is not in {study_dir}")
         s = status[0]
@@ -338,8 +338,8 @@ def compare(
     """Two studies or configurations side by side: B - A per metric with its 95 % CI, and every
     difference of environment (GPU, driver, engine versions, power limit) flagged."""
     try:
-        from llenergymeasure.results.archive_compare import compare as do_compare
-        from llenergymeasure.results.archive_compare import resolve
+        from llenergymeasure.results.archive.compare import compare as do_compare
+        from llenergymeasure.results.archive.compare import resolve
 
         roots = root or _merge(_roots_for(a), _roots_for(b))
         archive = _open(roots)

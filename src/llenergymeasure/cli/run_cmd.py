@@ -108,7 +108,7 @@ def run_command(
     if not _confirmed(console, sr, assume_yes):
         console.print("nothing run")
         return 0
-    from llenergymeasure.runners.slurm import StudyDetached
+    from llenergymeasure.runners.slurm.driver import StudyDetached
 
     try:
         result = sr.run()

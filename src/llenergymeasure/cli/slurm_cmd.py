@@ -122,7 +122,7 @@ def status_command(study_dir: Path, console: Console) -> int:
     reattaches to live jobs and collects the study.
     """
     from llenergymeasure.errors import RunnerError
-    from llenergymeasure.runners.slurm import LIVE, SlurmStudyDriver
+    from llenergymeasure.runners.slurm.driver import LIVE, SlurmStudyDriver
     from llenergymeasure.study.manifest import ManifestStore
     from llenergymeasure.study.runner import StudyRunner, _NullObserver, _study_lock
 

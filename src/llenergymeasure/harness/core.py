@@ -220,8 +220,8 @@ def run_harness(
             else OutputSettings().resolved_model_cache_dir()
         )
         resolved = resolve_model(config.model, cache_dir)
-        if config.workload == "serving":  # harness/serving.py: the load driver and its record
-            from llenergymeasure.harness.serving import create_serving_backend
+        if config.workload == "serving":  # harness/serving/run.py: the load driver and its record
+            from llenergymeasure.harness.serving.run import create_serving_backend
 
             backend = create_serving_backend(config, resolved.path)
         else:
@@ -281,7 +281,7 @@ def run_harness(
             raise ExperimentError("the dataset produced no prompts", phase="prompts")
         serving = None
         if config.workload == "serving":
-            from llenergymeasure.harness.serving import run_serving, serving_prompts
+            from llenergymeasure.harness.serving.run import run_serving, serving_prompts
 
             prompts = serving_prompts(config, prompts, backend.tokenizer())
 

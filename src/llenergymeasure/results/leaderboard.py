@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from llenergymeasure._version import __version__
-from llenergymeasure.results.archive import Archive
+from llenergymeasure.results.archive.store import Archive
 from llenergymeasure.results.io import atomic_write_text
 from llenergymeasure.results.pareto import pareto_front
 

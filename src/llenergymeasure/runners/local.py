@@ -137,7 +137,7 @@ class LocalRunner:
         gpus = self.gpus if self.gpus is not None else request.config.gpus
         if gpus is None:
             return {}
-        from llenergymeasure.runners.container_spec import host_gpu_count
+        from llenergymeasure.runners.docker.container_spec import host_gpu_count
 
         environ = os.environ if self.environ is None else self.environ
         return {"CUDA_VISIBLE_DEVICES": ",".join(device_entries(gpus, environ, host_gpu_count))}

@@ -31,7 +31,7 @@ def executor_for(
     experiment's own ``gpus`` field, else the runner's default (``runners/placement.py``).
     """
     if resolved.kind == "docker":
-        from llenergymeasure.runners.docker_runner import DockerRunner
+        from llenergymeasure.runners.docker.runner import DockerRunner
 
         return DockerRunner(
             resolved.image or "",

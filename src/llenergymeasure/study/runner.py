@@ -201,8 +201,8 @@ class StudyRunner:
             {r.image for r in runners.values() if r.kind == "docker" and r.image}
         )
         if docker_images:
-            from llenergymeasure.runners.docker_daemon import check_docker_available
-            from llenergymeasure.runners.docker_images import check_image_versions
+            from llenergymeasure.runners.docker.daemon import check_docker_available
+            from llenergymeasure.runners.docker.images import check_image_versions
 
             check_docker_available()
             check_image_versions(docker_images)
@@ -368,8 +368,8 @@ class StudyRunner:
     def _run_on_slurm(
         self, store: ManifestStore, to_run: list[PlannedRun], runners: dict[str, ResolvedRunner]
     ) -> None:
-        """Every run as a SLURM job (runners/slurm.py); Ctrl-C cancels this study's jobs."""
-        from llenergymeasure.runners.slurm import SlurmStudyDriver
+        """Every run as a SLURM job (runners/slurm/driver.py); Ctrl-C cancels this study's jobs."""
+        from llenergymeasure.runners.slurm.driver import SlurmStudyDriver
 
         image = next((r.image for r in runners.values() if r.image), None)
         driver = SlurmStudyDriver(

@@ -1,4 +1,4 @@
-"""A fake ``tensorrt_llm`` package for contract tests of ``llenergymeasure.backends.tensorrt``.
+"""A fake ``tensorrt_llm`` package for contract tests of ``llenergymeasure.backends.tensorrt.backend``.
 
 TensorRT-LLM runs on no machine this project is tested on, so the backend is tested against this
 stand-in. It mirrors the *signatures and validation behaviour* of the real LLM API, not its

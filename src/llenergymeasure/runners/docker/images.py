@@ -13,13 +13,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from llenergymeasure.errors import DockerUnavailableError, RunnerError
-from llenergymeasure.runners.container_spec import (
+from llenergymeasure.runners.docker.container_spec import (
     MANAGED_LABEL,
     ContainerSpec,
     GpuSelection,
     resolve_gpus,
 )
-from llenergymeasure.runners.docker_daemon import (
+from llenergymeasure.runners.docker.daemon import (
     create_container,
     docker_client,
     remove_container,

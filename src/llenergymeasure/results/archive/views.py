@@ -2,7 +2,7 @@
 
 ``run_column_types`` gives every column of ``results.parquet`` a DuckDB type derived from the
 result models; the archive uses it only for columns that are empty in every study it reads (the
-files' own types decide the others). Nothing here touches a file; ``llenergymeasure.results.archive``
+files' own types decide the others). Nothing here touches a file; ``llenergymeasure.results.archive.store``
 runs it.
 """
 

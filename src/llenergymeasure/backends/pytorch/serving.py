@@ -24,8 +24,8 @@ import time
 from typing import Any
 
 from llenergymeasure.backends.base import GenerationOutput, LoadInfo, Prompt
-from llenergymeasure.backends.pytorch import PyTorchBackend
-from llenergymeasure.backends.pytorch_args import generation_config
+from llenergymeasure.backends.pytorch.args import generation_config
+from llenergymeasure.backends.pytorch.backend import PyTorchBackend
 from llenergymeasure.backends.serving_base import RequestTimeline, generate_through
 from llenergymeasure.errors import ExperimentError
 

@@ -21,7 +21,7 @@ def engine_kwargs(config: ExperimentConfig, model_path: str, synthetic: bool) ->
     own defaults (which depend on the hardware) apply otherwise and are recorded after load.
     A synthetic model directory has no weight files: ``load_format="dummy"`` makes vLLM build
     random weights of the configured shapes. ``disable_log_stats=False`` is what makes vLLM keep
-    the per-request timings the backend reports (see ``backends/vllm.py``).
+    the per-request timings the backend reports (see ``backends/vllm/backend.py``).
     """
     section: VLLMConfig = config.backend_section()  # type: ignore[assignment]
     kwargs: dict[str, Any] = {

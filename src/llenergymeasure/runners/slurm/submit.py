@@ -5,7 +5,7 @@ submitit (``SlurmExecutor.map_array``) writes the sbatch script, pickles each ru
 (``--array=0-N%K``) is ``slurm.max_concurrent``. It cannot express everything the user config
 allows, so the rest goes through its ``additional_parameters`` (``--no-requeue``, ``--gres``,
 ``slurm.extra_sbatch_args``). Job states and cancelling go to ``sacct``/``scancel`` directly
-(``runners/slurm_state.py``).
+(``runners/slurm/state.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from llenergymeasure.config.user import SlurmSettings
 from llenergymeasure.errors import RunnerError
-from llenergymeasure.runners.slurm_node import NodeTask, run_on_node
+from llenergymeasure.runners.slurm.node import NodeTask, run_on_node
 
 SUBMITIT_DIR = ".slurm"
 

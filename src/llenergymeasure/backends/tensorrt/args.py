@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from llenergymeasure.backends.dtypes import DTYPE_NAMES
-from llenergymeasure.backends.tensorrt_engine_cache import (
+from llenergymeasure.backends.tensorrt.engine_cache import (
     EngineBuildSpec,
     is_synthetic_dir,
     model_fingerprint,

@@ -5,11 +5,11 @@
 * reattaches to runs whose job (from the manifest) is still queued or running, and records the end
   of jobs that finished while no controller watched; it never resubmits a live job;
 * submits every other run still to do (pending, failed, cancelled, timed out, node-failed) as one
-  job array in plan order, throttled to ``slurm.max_concurrent`` (``runners/slurm_submit.py``),
+  job array in plan order, throttled to ``slurm.max_concurrent`` (``runners/slurm/submit.py``),
   each in a new attempt folder, and records each job id in the manifest;
 * checks the results directory is shared with the nodes: the first job that ran must have written
   its ``node.json`` where the controller can read it;
-* polls ``sacct`` (``runners/slurm_state.py``), recording each run's state, node, exit code and
+* polls ``sacct`` (``runners/slurm/state.py``), recording each run's state, node, exit code and
   times as they change; a job SLURM killed (time limit, scancel, node failure, memory) becomes a
   failed/timed-out run naming that cause, and the study goes on;
 * on Ctrl-C cancels exactly this study's live jobs (``scancel`` by id), marks them interrupted and
@@ -30,15 +30,15 @@ from llenergymeasure.harness.request import ERROR_FILE, REQUEST_FILE, HarnessReq
 from llenergymeasure.results.io import atomic_write_json
 from llenergymeasure.runners.base import RunOutcome
 from llenergymeasure.runners.outcome import outcome_from_dir, read_back
-from llenergymeasure.runners.slurm_node import NODE_FILE, TIMEOUT_EXIT, NodeTask
-from llenergymeasure.runners.slurm_state import (
+from llenergymeasure.runners.slurm.node import NODE_FILE, TIMEOUT_EXIT, NodeTask
+from llenergymeasure.runners.slurm.state import (
     CAUSES,
     JobState,
     cancel_jobs,
     check_cluster,
     query_jobs,
 )
-from llenergymeasure.runners.slurm_submit import submit
+from llenergymeasure.runners.slurm.submit import submit
 
 #: seconds the controller waits for a finished job's node.json to appear (NFS attribute caches)
 MARKER_GRACE_S = 15.0
@@ -246,7 +246,7 @@ class SlurmStudyDriver:
             request = self.make_request(run)
             if self.image is not None:
                 # the container's request: cache paths absolute, readable by the container's user
-                from llenergymeasure.runners.experiment_container import (
+                from llenergymeasure.runners.docker.experiment_container import (
                     ContainerSettings,
                     write_container_request,
                 )

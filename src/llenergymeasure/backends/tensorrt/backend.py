@@ -27,7 +27,7 @@ from typing import Any
 
 from llenergymeasure.backends.base import GenerationOutput, LoadInfo, Prompt, RequestRecord
 from llenergymeasure.backends.request_timing import span_timings
-from llenergymeasure.backends.tensorrt_args import (
+from llenergymeasure.backends.tensorrt.args import (
     TRTLLM_IMAGE,
     build_kwargs,
     dummy_weights_supported,
@@ -37,7 +37,7 @@ from llenergymeasure.backends.tensorrt_args import (
     sampling_kwargs,
     tensorrt_section,
 )
-from llenergymeasure.backends.tensorrt_engine_cache import (
+from llenergymeasure.backends.tensorrt.engine_cache import (
     EngineBuildSpec,
     cached_engine_ok,
     default_engine_cache_dir,

@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING, Any
 from llenergymeasure.backends.base import GenerationOutput, LoadInfo, Prompt, RequestRecord
 from llenergymeasure.backends.batching import chunks, count_until_eos, left_padded, shared_budget
 from llenergymeasure.backends.dtypes import DTYPE_NAMES
-from llenergymeasure.backends.pytorch_args import (
+from llenergymeasure.backends.pytorch.args import (
     generation_config,
     ignored_decoding_defaults,
     special_token_ids,
 )
-from llenergymeasure.backends.pytorch_loading import (
+from llenergymeasure.backends.pytorch.loading import (
     cuda_devices_of,
     is_dir,
     load_model,
@@ -181,7 +181,7 @@ class PyTorchBackend:
         section = self.section
         if not (section.static_cache and section.torch_compile) or section.device_map:
             return None
-        from llenergymeasure.backends.pytorch_decode import DecodeSettings, StaticDecoder
+        from llenergymeasure.backends.pytorch.decode import DecodeSettings, StaticDecoder
 
         decoding = self.config.decoding
         settings = DecodeSettings(

@@ -2,7 +2,7 @@
 
 ``AsyncLLM`` runs the engine core in its own process and hands outputs to this process through an
 output-handler task on the asyncio loop it was created on. The backend owns one event loop, builds
-the engine on it, and the load driver (``harness/serving_driver.py``) runs on the same loop, so a
+the engine on it, and the load driver (``harness/serving/driver.py``) runs on the same loop, so a
 request is added to the engine the moment the driver calls ``submit``.
 
 Per-request timestamps are the engine's own (``RequestOutput.metrics``, a ``RequestStateStats``;
@@ -36,9 +36,9 @@ from llenergymeasure._proc import descendant_pids
 from llenergymeasure.backends.base import GenerationOutput, LoadInfo, Prompt
 from llenergymeasure.backends.engine_processes import stop_engine_processes
 from llenergymeasure.backends.serving_base import RequestTimeline, generate_through
-from llenergymeasure.backends.vllm_args import engine_cuda_devices, engine_kwargs, sampling_kwargs
-from llenergymeasure.backends.vllm_cpu_memory import choose_cpu_kv_cache, cpu_memory
-from llenergymeasure.backends.vllm_platform import (
+from llenergymeasure.backends.vllm.args import engine_cuda_devices, engine_kwargs, sampling_kwargs
+from llenergymeasure.backends.vllm.cpu_memory import choose_cpu_kv_cache, cpu_memory
+from llenergymeasure.backends.vllm.platform import (
     cpu_head_size_problem_of,
     platform_device_type,
     platform_is_cuda,

@@ -48,13 +48,13 @@ from llenergymeasure.backends.base import GenerationOutput, LoadInfo, Prompt
 from llenergymeasure.backends.engine_output import OutputTail, failure_report
 from llenergymeasure.backends.engine_processes import stop_engine_processes
 from llenergymeasure.backends.request_timing import RequestTrace
-from llenergymeasure.backends.vllm_args import (
+from llenergymeasure.backends.vllm.args import (
     engine_cuda_devices,
     engine_kwargs,
     sampling_kwargs,
 )
-from llenergymeasure.backends.vllm_cpu_memory import choose_cpu_kv_cache, cpu_memory
-from llenergymeasure.backends.vllm_platform import (
+from llenergymeasure.backends.vllm.cpu_memory import choose_cpu_kv_cache, cpu_memory
+from llenergymeasure.backends.vllm.platform import (
     cpu_head_size_problem_of,
     platform_device_type,
     platform_is_cuda,

@@ -25,16 +25,15 @@ from typing import Any
 from llenergymeasure.errors import DockerUnavailableError
 from llenergymeasure.harness.request import LOG_FILE, HarnessRequest
 from llenergymeasure.runners.base import RunOutcome
-from llenergymeasure.runners.container_spec import GpuSelection, host_gpu_count
-from llenergymeasure.runners.docker_daemon import (
+from llenergymeasure.runners.docker.container_spec import GpuSelection, host_gpu_count
+from llenergymeasure.runners.docker.daemon import (
     create_container,
     docker_client,
     docker_host,
     remove_container,
     start_container,
 )
-from llenergymeasure.runners.docker_images import get_image
-from llenergymeasure.runners.experiment_container import (
+from llenergymeasure.runners.docker.experiment_container import (
     ContainerSettings,
     container_environment,
     experiment_container_spec,
@@ -42,6 +41,7 @@ from llenergymeasure.runners.experiment_container import (
     relative_inputs_dir,
     write_container_request,
 )
+from llenergymeasure.runners.docker.images import get_image
 from llenergymeasure.runners.outcome import outcome_from_dir
 from llenergymeasure.runners.placement import device_entries
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from llenergymeasure.errors import DockerUnavailableError
-from llenergymeasure.runners.container_spec import ContainerSpec, docker_sdk_kwargs
+from llenergymeasure.runners.docker.container_spec import ContainerSpec, docker_sdk_kwargs
 
 TOOLKIT_HELP = (
     "install the NVIDIA Container Toolkit "

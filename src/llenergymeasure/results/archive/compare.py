@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llenergymeasure.results.archive import Archive, ArchiveError, is_study_dir
+from llenergymeasure.results.archive.store import Archive, ArchiveError, is_study_dir
 from llenergymeasure.results.stats import t_quantile_975
 
 #: environment columns whose difference makes a comparison one across environments.

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from llenergymeasure.errors import RunnerError
 from llenergymeasure.harness.request import REQUEST_FILE, HarnessRequest
-from llenergymeasure.runners.container_spec import (
+from llenergymeasure.runners.docker.container_spec import (
     MANAGED_LABEL,
     RUN_DIR_LABEL,
     BindMount,

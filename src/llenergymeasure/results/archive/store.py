@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llenergymeasure.results.archive_scan import (
+from llenergymeasure.results.archive.scan import (
     ArchiveDependencyError,
     ArchiveError,
     StudyInfo,
@@ -39,7 +39,7 @@ from llenergymeasure.results.archive_scan import (
     require_duckdb,
     scan_study,
 )
-from llenergymeasure.results.archive_views import (
+from llenergymeasure.results.archive.views import (
     RUN_STATUS_COLUMNS,
     STUDIES_COLUMNS,
     STUDY_COLUMNS,

@@ -19,8 +19,8 @@ from llenergymeasure.backends.base import GenerationOutput, Prompt, RequestRecor
 from llenergymeasure.backends.serving_base import RequestTimeline
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.energy.attribution import Attribution, attribute_energy
-from llenergymeasure.harness.serving_driver import DriveResult, drive_closed_loop, drive_open_loop
-from llenergymeasure.harness.serving_metrics import (
+from llenergymeasure.harness.serving.driver import DriveResult, drive_closed_loop, drive_open_loop
+from llenergymeasure.harness.serving.metrics import (
     STEADY_RULE,
     activity,
     e2e_s,
@@ -29,7 +29,7 @@ from llenergymeasure.harness.serving_metrics import (
     ttft_s,
     window_record,
 )
-from llenergymeasure.harness.serving_schedule import (
+from llenergymeasure.harness.serving.schedule import (
     MAX_SCHEDULED,
     arrival_offsets,
     dataset_output_lengths,
@@ -45,10 +45,10 @@ from llenergymeasure.results.serving_models import ServingRecord
 def create_serving_backend(config: ExperimentConfig, model_path: str) -> Any:
     """The backend's serving engine (``backends/<name>_serving.py``)."""
     if config.backend == "vllm":
-        from llenergymeasure.backends.vllm_serving import VLLMServingBackend
+        from llenergymeasure.backends.vllm.serving import VLLMServingBackend
 
         return VLLMServingBackend(config, model_path)
-    from llenergymeasure.backends.pytorch_serving import PyTorchServingBackend
+    from llenergymeasure.backends.pytorch.serving import PyTorchServingBackend
 
     return PyTorchServingBackend(config, model_path)
 

@@ -1,12 +1,12 @@
 """What a SLURM job runs on its node: one experiment, exactly as the local runner would.
 
-Submitted through submitit (``runners/slurm_submit.py``), so this module is imported on the node
+Submitted through submitit (``runners/slurm/submit.py``), so this module is imported on the node
 by the same Python the controller runs (or ``slurm.python``). Per job it:
 
 1. writes ``node.json`` in the run folder (node, job id, start time): the controller reads it back
    to prove the results directory is shared with the nodes, and keeps it beside the result;
 2. waits the run's thermal gap, holding its GPUs idle (gaps apply per job, see docs/runners.md);
-3. binds the job's GPUs (``runners/slurm_gpus.py``) and starts the harness in a fresh process
+3. binds the job's GPUs (``runners/slurm/gpus.py``) and starts the harness in a fresh process
    group, ``python -m llenergymeasure.harness --config request.json --output RUN_DIR`` (or the
    same command in ``docker run`` for ``slurm.container: docker:<image>``), its output in
    ``run.log``;
@@ -95,8 +95,8 @@ def harness_argv(
         argv += ["--config", str(run_dir / REQUEST_FILE), "--output", str(run_dir)]
         return argv, env
     from llenergymeasure.harness.request import HarnessRequest
-    from llenergymeasure.runners.container_spec import docker_run_argv
-    from llenergymeasure.runners.experiment_container import (
+    from llenergymeasure.runners.docker.container_spec import docker_run_argv
+    from llenergymeasure.runners.docker.experiment_container import (
         ContainerSettings,
         experiment_container_spec,
         experiment_mounts,
@@ -153,7 +153,7 @@ def _stop(proc: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
 def run_on_node(task: NodeTask) -> int:
     """The job's function (see the module docstring). Returns 0 when result.json was written."""
     from llenergymeasure.errors import RunnerError
-    from llenergymeasure.runners.slurm_gpus import gpu_binding
+    from llenergymeasure.runners.slurm.gpus import gpu_binding
 
     run_dir = Path(task.run_dir)
     node: dict[str, object] = {

@@ -1,0 +1,1 @@
+"""The PyTorch (transformers) backend: the engine, its arguments, loading, the compiled decode loop and serving."""

@@ -1,0 +1,1 @@
+"""The serving workload: arrival schedule, driver, metrics and windows of one experiment."""
