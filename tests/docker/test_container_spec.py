@@ -47,6 +47,7 @@ def _spec() -> ContainerSpec:
         network_mode="host",
         ipc_mode="host",
         shm_size=None,
+        pid_mode="host",
         gpus=("0", "2"),
         labels={MANAGED_LABEL: "true"},
         name="llem-x",
@@ -58,7 +59,8 @@ def test_docker_run_argv_spells_out_every_setting_and_names_secrets_only() -> No
     argv, env = docker_run_argv(_spec())
     assert argv == [
         "docker", "run", "--rm", "--name", "llem-x", "--init", "--user", "1000:1001",
-        "--network", "host", "--ipc", "host", "--gpus", '"device=0,2"', "--workdir", "/r",
+        "--network", "host", "--ipc", "host", "--pid", "host", "--gpus", '"device=0,2"',
+        "--workdir", "/r",
         "--label", f"{MANAGED_LABEL}=true",
         "--volume", "/data:/data:ro", "--volume", "/r:/r:rw",
         "--env", "HOME=/tmp", "--env", "HF_TOKEN",
@@ -75,6 +77,7 @@ def test_shm_size_applies_only_without_shared_ipc() -> None:
     assert docker_sdk_kwargs(spec)["shm_size"] == "8g"
     assert "shm_size" not in docker_sdk_kwargs(_spec())
     assert docker_sdk_kwargs(_spec())["ipc_mode"] == "host"
+    assert "pid_mode" not in docker_sdk_kwargs(spec) and "--pid" not in argv
     assert docker_sdk_kwargs(_spec())["volumes"] == {
         "/data": {"bind": "/data", "mode": "ro"},
         "/r": {"bind": "/r", "mode": "rw"},
@@ -130,6 +133,7 @@ def test_experiment_container_for_a_request(tmp_path: Path) -> None:
         "HOME": "/tmp",
         "USER": "llem",
         "PYTHONUNBUFFERED": "1",
+        "TINI_SUBREAPER": "1",
         "LLEM_CONTAINER_IMAGE": "img:tag",
         "LLEM_CONTAINER_IMAGE_ID": "sha256:1",
         "HF_HOME": str((tmp_path / "hf").resolve()),
@@ -141,6 +145,31 @@ def test_experiment_container_for_a_request(tmp_path: Path) -> None:
     assert (spec.network_mode, spec.ipc_mode, spec.shm_size) == ("host", "host", None)
     argv, _ = docker_run_argv(spec)
     assert not any(SECRET in a for a in argv)
+
+
+def test_experiment_containers_share_the_host_pid_namespace(tmp_path: Path) -> None:
+    """NVML lists a GPU's processes by host PID: only in the host's PID namespace can the
+    ``foreign_process`` check tell another process from this experiment's own (issue 25, 13)."""
+    spec, settings = _experiment(tmp_path, {})
+    assert spec.pid_mode == "host"
+    assert docker_sdk_kwargs(spec)["pid_mode"] == "host"
+    argv, _ = docker_run_argv(spec)
+    assert argv[argv.index("--pid") + 1] == "host"
+    # tini (--init) is not PID 1 there: it must reap as a subreaper
+    assert spec.init and spec.environment["TINI_SUBREAPER"] == "1"
+    # opting out isolates the container again, and drops the subreaper variable
+    isolated = dataclasses.replace(settings, pid_mode=None)
+    _, request_path = write_container_request(
+        isolated,
+        HarnessRequest.model_validate_json((tmp_path / "run" / "request.json").read_text()),
+        (tmp_path / "run").resolve(),
+    )
+    alone = experiment_container_spec(
+        isolated, (tmp_path / "run").resolve(), request_path, "sha256:1", spec.mounts
+    )
+    assert alone.pid_mode is None and "TINI_SUBREAPER" not in alone.environment
+    assert "pid_mode" not in docker_sdk_kwargs(alone)
+    assert "--pid" not in docker_run_argv(alone)[0]
 
 
 def _inspect_view(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -156,6 +185,7 @@ def _inspect_view(attrs: dict[str, Any]) -> dict[str, Any]:
         "Binds": sorted(host["Binds"]),
         "NetworkMode": host["NetworkMode"],
         "IpcMode": host["IpcMode"],
+        "PidMode": host["PidMode"],
         "ShmSize": host["ShmSize"],
         "Init": host["Init"],
         "DeviceRequests": host["DeviceRequests"] or [],  # None and [] both: no GPU

@@ -53,7 +53,9 @@ class ContainerSpec:
     values taken from the caller (secrets such as ``HF_TOKEN`` among them), which the command-line
     rendering passes by name so they never appear in an argument list or a script.
     ``ipc_mode`` set: the container shares that IPC namespace (``"host"``); otherwise, when
-    ``shm_size`` is set, it gets its own ``/dev/shm`` of that size.
+    ``shm_size`` is set, it gets its own ``/dev/shm`` of that size. ``pid_mode="host"``: the
+    container sees the host's processes (``--pid=host``), so the PIDs NVML lists on a GPU can be
+    told apart from this experiment's own (the ``foreign_process`` check).
     """
 
     image: str
@@ -67,6 +69,7 @@ class ContainerSpec:
     network_mode: str | None = None
     ipc_mode: str | None = None
     shm_size: str | None = None
+    pid_mode: str | None = None
     gpus: GpuDevices = None
     labels: dict[str, str] = field(default_factory=dict)
     name: str | None = None
@@ -174,6 +177,8 @@ def docker_sdk_kwargs(spec: ContainerSpec) -> dict[str, Any]:
         kwargs["ipc_mode"] = spec.ipc_mode
     elif spec.shm_size is not None:
         kwargs["shm_size"] = spec.shm_size
+    if spec.pid_mode:
+        kwargs["pid_mode"] = spec.pid_mode
     return kwargs
 
 
@@ -203,6 +208,8 @@ def docker_run_argv(
         argv += ["--ipc", spec.ipc_mode]
     elif spec.shm_size is not None:
         argv += ["--shm-size", spec.shm_size]
+    if spec.pid_mode:
+        argv += ["--pid", spec.pid_mode]
     if spec.gpus == "all":
         argv += ["--gpus", "all"]
     elif spec.gpus:

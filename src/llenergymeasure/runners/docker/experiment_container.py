@@ -78,8 +78,11 @@ class ContainerSettings:
     ``user``: ``"uid:gid"`` the container runs as (default: the caller's). ``extra_env`` is added
     to the container's environment (secrets included: it is never written to a file).
     ``ipc_mode="host"`` shares the host's shared memory; with ``ipc_mode=None`` the container gets
-    its own ``/dev/shm`` of ``shm_size``. ``environ``: the caller's environment (default
-    ``os.environ``).
+    its own ``/dev/shm`` of ``shm_size``. ``pid_mode="host"`` (default) runs the container in the
+    host's PID namespace, the one NVML reports GPU processes in, so the ``foreign_process`` check
+    can tell another process on a measured GPU from this experiment's own; ``None`` isolates it
+    (the check then reports such PIDs as not visible, at severity info). ``environ``: the
+    caller's environment (default ``os.environ``).
     """
 
     image: str
@@ -91,6 +94,7 @@ class ContainerSettings:
     network_mode: str = "host"
     ipc_mode: str | None = "host"
     shm_size: str = "16g"
+    pid_mode: str | None = "host"
     mount_hf_cache: bool = True
     environ: Mapping[str, str] | None = None
 
@@ -140,6 +144,10 @@ def container_environment(
         "LLEM_CONTAINER_IMAGE": settings.image,
         "LLEM_CONTAINER_IMAGE_ID": image_id,
     }
+    if settings.pid_mode == "host":
+        # --init's tini is not PID 1 in the host's namespace: as a subreaper it still reaps the
+        # engine's orphaned workers (and does not warn that it cannot)
+        own["TINI_SUBREAPER"] = "1"
     if settings.mount_hf_cache:
         own["HF_HOME"] = str(hf_home(env).resolve())
     out.update(own)
@@ -298,6 +306,7 @@ def experiment_container_spec(
         network_mode=settings.network_mode,
         ipc_mode=settings.ipc_mode,
         shm_size=None if settings.ipc_mode else settings.shm_size,
+        pid_mode=settings.pid_mode,
         gpus=resolve_gpus(settings.gpus, settings.environ),
         labels={MANAGED_LABEL: "true", RUN_DIR_LABEL: str(run_dir)},
         name=container_name(run_dir),
