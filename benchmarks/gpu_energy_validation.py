@@ -408,13 +408,13 @@ class Bench:
     def call_costs(self) -> None:
         """Median wall time of each NVML read the sampler makes, and of a few others."""
         from llenergymeasure.energy.nvml import Nvml
-        from llenergymeasure.energy.sampler import COLUMNS, _bind_readers
+        from llenergymeasure.energy.sampler import COLUMNS, bind_readers
 
         nvml = Nvml(self.fake)
         nvml.init()
         h = nvml.handle(0)
         p = self.pynvml
-        calls = [(COLUMNS[c], r) for c, r in _bind_readers(nvml, 0, True, True)]
+        calls = [(COLUMNS[c], r) for c, r in bind_readers(nvml, 0, True, True)]
         calls += [
             ("nvmlDeviceGetPowerUsage", lambda: p.nvmlDeviceGetPowerUsage(h)),
             ("nvmlDeviceGetViolationStatus", lambda: p.nvmlDeviceGetViolationStatus(h, 0)),

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
         NvmlNotSupportedError,
         NvmlUnavailableError,
     )
-    from llenergymeasure.energy.meters import EnergyMeter, NullMeter, NvmlMeter
+    from llenergymeasure.energy.meters import EnergyMeter, NullMeter
+    from llenergymeasure.energy.nvml_meter import NvmlMeter
     from llenergymeasure.energy.rapl import RaplMeter
     from llenergymeasure.energy.select import ENERGY_BACKENDS, meter_availability, select_meter
     from llenergymeasure.energy.types import (
@@ -49,7 +50,7 @@ _LAZY = {
     "EnergyMeterError": "errors",
     "NullMeter": "meters",
     "NvmlError": "errors",
-    "NvmlMeter": "meters",
+    "NvmlMeter": "nvml_meter",
     "NvmlNotSupportedError": "errors",
     "NvmlUnavailableError": "errors",
     "RaplMeter": "rapl",

@@ -14,7 +14,7 @@ energy counter per slice, so the energy is the whole GPU's and a warning says so
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from llenergymeasure.energy.errors import DeviceMappingError, NvmlError
@@ -65,6 +65,87 @@ def parse_cuda_visible_devices(value: str | None) -> list[str] | None:
     return entries
 
 
+def _nvml_index(
+    cuda_index: int,
+    entries: list[str] | None,
+    raw: str | None,
+    count: int,
+    nvml: Nvml,
+    all_uuids: Callable[[], list[str]],
+) -> tuple[int, str | None]:
+    """(NVML index, MIG UUID or None) of one CUDA index, or DeviceMappingError saying why not."""
+    mig_uuid: str | None = None
+    if entries is None:
+        nvml_index = cuda_index
+        if nvml_index >= count:
+            raise DeviceMappingError(
+                f"CUDA device {cuda_index} does not exist: NVML sees {count} GPU(s) and "
+                "CUDA_VISIBLE_DEVICES is unset; use an index below "
+                f"{count}"
+            )
+    else:
+        if cuda_index >= len(entries):
+            raise DeviceMappingError(
+                f"CUDA device {cuda_index} is not visible: CUDA_VISIBLE_DEVICES={raw!r} exposes "
+                f"{len(entries)} device(s) ({', '.join(entries) or 'none'}); use an index below "
+                f"{len(entries)} or widen CUDA_VISIBLE_DEVICES"
+            )
+        entry = entries[cuda_index]
+        if _INT.match(entry):
+            nvml_index = int(entry)
+            if nvml_index >= count:
+                raise DeviceMappingError(
+                    f"CUDA_VISIBLE_DEVICES={raw!r} names GPU {nvml_index} but NVML sees only "
+                    f"{count} GPU(s) (0..{count - 1})"
+                )
+        elif entry.startswith("GPU-"):
+            matches = [i for i, u in enumerate(all_uuids()) if u.startswith(entry)]
+            if len(matches) != 1:
+                raise DeviceMappingError(
+                    f"CUDA_VISIBLE_DEVICES entry {entry!r} matches "
+                    f"{'no' if not matches else len(matches)} GPU UUID(s); NVML sees "
+                    f"{', '.join(all_uuids()) or 'none'}"
+                )
+            nvml_index = matches[0]
+        else:  # MIG-
+            try:
+                handle = nvml.handle_by_uuid(entry)
+                if nvml.is_mig_handle(handle):
+                    handle = nvml.parent_of_mig(handle)
+                nvml_index = nvml.index_of(handle)
+            except NvmlError as exc:
+                raise DeviceMappingError(
+                    f"CUDA_VISIBLE_DEVICES entry {entry!r} (a MIG device) cannot be resolved "
+                    f"to its GPU through NVML: {exc}"
+                ) from exc
+            mig_uuid = entry
+    return nvml_index, mig_uuid
+
+
+def _device_order_warning(
+    entries: list[str] | None, environ: Mapping[str, str], nvml: Nvml, count: int
+) -> ValidityWarning | None:
+    """``device_order`` when integer indices may name different GPUs under CUDA and NVML."""
+    if (entries is None or all(_INT.match(e) for e in entries)) and environ.get(
+        "CUDA_DEVICE_ORDER", ""
+    ).upper() != "PCI_BUS_ID":
+        try:
+            models = {nvml.name(i) for i in range(count)}
+        except NvmlError:
+            models = set()
+        if len(models) > 1:
+            return ValidityWarning(
+                code="device_order",
+                message=(
+                    "this machine mixes GPU models and CUDA_DEVICE_ORDER is not PCI_BUS_ID: "
+                    "CUDA numbers GPUs fastest-first, NVML by PCI bus, so integer indices may "
+                    "name different GPUs; set CUDA_DEVICE_ORDER=PCI_BUS_ID or use GPU UUIDs"
+                ),
+                details={"models": sorted(models)},
+            )
+    return None
+
+
 def resolve_devices(
     cuda_devices: Sequence[int], nvml: Nvml, environ: Mapping[str, str]
 ) -> DeviceMapping:
@@ -95,51 +176,7 @@ def resolve_devices(
     for cuda_index in cuda_devices:
         if cuda_index < 0:
             raise DeviceMappingError(f"CUDA device index {cuda_index} is negative; use 0, 1, ...")
-        mig_uuid: str | None = None
-        if entries is None:
-            nvml_index = cuda_index
-            if nvml_index >= count:
-                raise DeviceMappingError(
-                    f"CUDA device {cuda_index} does not exist: NVML sees {count} GPU(s) and "
-                    "CUDA_VISIBLE_DEVICES is unset; use an index below "
-                    f"{count}"
-                )
-        else:
-            if cuda_index >= len(entries):
-                raise DeviceMappingError(
-                    f"CUDA device {cuda_index} is not visible: CUDA_VISIBLE_DEVICES={raw!r} exposes "
-                    f"{len(entries)} device(s) ({', '.join(entries) or 'none'}); use an index below "
-                    f"{len(entries)} or widen CUDA_VISIBLE_DEVICES"
-                )
-            entry = entries[cuda_index]
-            if _INT.match(entry):
-                nvml_index = int(entry)
-                if nvml_index >= count:
-                    raise DeviceMappingError(
-                        f"CUDA_VISIBLE_DEVICES={raw!r} names GPU {nvml_index} but NVML sees only "
-                        f"{count} GPU(s) (0..{count - 1})"
-                    )
-            elif entry.startswith("GPU-"):
-                matches = [i for i, u in enumerate(all_uuids()) if u.startswith(entry)]
-                if len(matches) != 1:
-                    raise DeviceMappingError(
-                        f"CUDA_VISIBLE_DEVICES entry {entry!r} matches "
-                        f"{'no' if not matches else len(matches)} GPU UUID(s); NVML sees "
-                        f"{', '.join(all_uuids()) or 'none'}"
-                    )
-                nvml_index = matches[0]
-            else:  # MIG-
-                try:
-                    handle = nvml.handle_by_uuid(entry)
-                    if nvml.is_mig_handle(handle):
-                        handle = nvml.parent_of_mig(handle)
-                    nvml_index = nvml.index_of(handle)
-                except NvmlError as exc:
-                    raise DeviceMappingError(
-                        f"CUDA_VISIBLE_DEVICES entry {entry!r} (a MIG device) cannot be resolved "
-                        f"to its GPU through NVML: {exc}"
-                    ) from exc
-                mig_uuid = entry
+        nvml_index, mig_uuid = _nvml_index(cuda_index, entries, raw, count, nvml, all_uuids)
         if nvml_index in seen:
             warnings.append(
                 ValidityWarning(
@@ -175,23 +212,7 @@ def resolve_devices(
                 )
             )
 
-    if (entries is None or all(_INT.match(e) for e in entries)) and environ.get(
-        "CUDA_DEVICE_ORDER", ""
-    ).upper() != "PCI_BUS_ID":
-        try:
-            models = {nvml.name(i) for i in range(count)}
-        except NvmlError:
-            models = set()
-        if len(models) > 1:
-            warnings.append(
-                ValidityWarning(
-                    code="device_order",
-                    message=(
-                        "this machine mixes GPU models and CUDA_DEVICE_ORDER is not PCI_BUS_ID: "
-                        "CUDA numbers GPUs fastest-first, NVML by PCI bus, so integer indices may "
-                        "name different GPUs; set CUDA_DEVICE_ORDER=PCI_BUS_ID or use GPU UUIDs"
-                    ),
-                    details={"models": sorted(models)},
-                )
-            )
+    w = _device_order_warning(entries, environ, nvml, count)
+    if w is not None:
+        warnings.append(w)
     return DeviceMapping(targets, warnings)

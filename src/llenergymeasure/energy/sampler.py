@@ -71,7 +71,7 @@ class SampleBuffer:
         return self.t[: self.n], self.values[: self.n]
 
 
-def _bind_readers(
+def bind_readers(
     nvml: Nvml, index: int, read_counter: bool, extras: bool
 ) -> list[tuple[int, Reader]]:
     """Readers for one device: plain closures over the raw module function and handle, tried
@@ -164,7 +164,7 @@ class Sampler:
             raise ValueError(f"counter_every must be >= 1 sample, got {counter_every!r}")
         self.counter_every = int(counter_every)
         bound = [
-            _bind_readers(nvml, idx, counters[k], extras) for k, idx in enumerate(self.nvml_indices)
+            bind_readers(nvml, idx, counters[k], extras) for k, idx in enumerate(self.nvml_indices)
         ]
         # The energy counter is by far the slowest read (about 3 ms on an H200, the others a few
         # microseconds), so the sampler reads it only every ``counter_every`` samples.

@@ -15,8 +15,9 @@ from typing import Any
 
 from llenergymeasure.energy.devices import resolve_devices
 from llenergymeasure.energy.errors import DeviceMappingError, EnergyMeterError, NvmlError
-from llenergymeasure.energy.meters import DEFAULT_SENSOR_PERIOD_S, EnergyMeter, NullMeter, NvmlMeter
+from llenergymeasure.energy.meters import DEFAULT_SENSOR_PERIOD_S, EnergyMeter, NullMeter
 from llenergymeasure.energy.nvml import Nvml
+from llenergymeasure.energy.nvml_meter import NvmlMeter
 
 ENERGY_BACKENDS = ("auto", "nvml", "zeus", "none")
 

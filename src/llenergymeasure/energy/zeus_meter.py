@@ -31,10 +31,10 @@ from llenergymeasure.energy.errors import EnergyMeterError
 from llenergymeasure.energy.meters import (
     DEFAULT_SENSOR_PERIOD_S,
     MeterBase,
-    _gpu_pids,
-    _violation_ns,
+    gpu_pids,
     identity,
     utc_now_iso,
+    violation_ns,
     window_checks,
     write_timeseries_csv,
 )
@@ -155,8 +155,8 @@ class ZeusMeter(MeterBase):
         self.monitor.begin_window(key, sync_execution=False)
         self._key = key
         if self.check_processes and self.nvml is not None:
-            self._pids_start = _gpu_pids(self.nvml, self.nvml_indices)
-            self._viol_start = {i: _violation_ns(self.nvml, i) for i in self.nvml_indices}
+            self._pids_start = gpu_pids(self.nvml, self.nvml_indices)
+            self._viol_start = {i: violation_ns(self.nvml, i) for i in self.nvml_indices}
 
     def stop(self) -> EnergyMeasurement:
         if self._key is None:

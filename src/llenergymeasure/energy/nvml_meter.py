@@ -1,0 +1,250 @@
+"""The NVML meter: each GPU's total-energy counter (primary) with a background power sampler.
+
+A meter is ``energy/<name>_meter.py``; the protocol, the base class and the pieces shared with the
+other meters (end-of-window process and violation checks, the time-series CSV, the cache
+identity) are in ``energy/meters.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from llenergymeasure.energy import checks
+from llenergymeasure.energy.devices import DeviceMapping, DeviceTarget
+from llenergymeasure.energy.errors import EnergyMeterError
+from llenergymeasure.energy.meters import (
+    DEFAULT_SENSOR_PERIOD_S,
+    MeterBase,
+    gpu_pids,
+    identity,
+    utc_now_iso,
+    violation_ns,
+    window_checks,
+    write_timeseries_csv,
+)
+from llenergymeasure.energy.nvml import Nvml
+from llenergymeasure.energy.sampler import (
+    COLUMNS,
+    COUNTER,
+    MEMORY,
+    POWER,
+    REASONS,
+    UTIL,
+    Sampler,
+    busy_stats,
+    counter_energy,
+    integrate_power,
+)
+from llenergymeasure.energy.types import DeviceEnergy, EnergyMeasurement, ValidityWarning
+
+
+class NvmlMeter(MeterBase):
+    """NVML total-energy counter per GPU (primary), with a background power sampler.
+
+    On a GPU without the counter, energy is the trapezoidal integral of sampled power, recorded
+    as ``method: integrated_power`` with a warning. ``sample=False`` turns the sampler off for
+    GPUs that have the counter (no time series, fewer checks); it exists to measure the
+    sampler's own cost. ``clock`` and ``background_sampling`` are test seams (see ``Sampler``):
+    a fake clock, with samples taken by the test, checks the arithmetic without sleeping.
+    """
+
+    name = "nvml"
+    available = True
+
+    def __init__(
+        self,
+        nvml: Nvml,
+        mapping: DeviceMapping,
+        *,
+        sensor_period_s: float = DEFAULT_SENSOR_PERIOD_S,
+        sample_period_s: float | None = None,
+        sample: bool = True,
+        check_processes: bool = True,
+        counter_every: int = 10,
+        clock: Callable[[], float] = time.perf_counter,
+        background_sampling: bool = True,
+    ):
+        super().__init__()
+        if not mapping.targets:
+            raise EnergyMeterError("the NVML meter needs at least one GPU; use the null meter")
+        self.nvml = nvml
+        self._clock = clock
+        self.targets: list[DeviceTarget] = list(mapping.targets)
+        self.mapping_warnings = list(mapping.warnings)
+        self.nvml_indices = [t.nvml_index for t in self.targets]
+        self.sensor_period_s = float(sensor_period_s)
+        self.sample_period_s = float(sample_period_s or sensor_period_s)
+        self.check_processes = check_processes
+        self.has_counter = [nvml.has_energy_counter(i) for i in self.nvml_indices]
+        self.power_sources = [nvml.power_source(i) for i in self.nvml_indices]
+        needs_sampler = sample or not all(self.has_counter)
+        self.sampler: Sampler | None = (
+            Sampler(
+                nvml,
+                self.nvml_indices,
+                self.sample_period_s,
+                read_counter=self.has_counter,
+                counter_every=counter_every,
+                clock=clock,
+                background=background_sampling,
+            )
+            if needs_sampler
+            else None
+        )
+        self._open = False
+        self._closed = False
+        self._t0 = self._t1 = 0.0
+        self._c0: list[int | None] = []
+        self._started_at: str | None = None
+        self._pids_start: dict[int, set[int]] = {}
+        self._viol_start: dict[int, dict[str, int]] = {}
+
+    def _read_counters(self) -> list[int | None]:
+        out: list[int | None] = []
+        for has, i in zip(self.has_counter, self.nvml_indices, strict=False):
+            out.append(self.nvml.total_energy_mj(i) if has else None)
+        return out
+
+    def start(self) -> None:
+        if self._closed:
+            raise EnergyMeterError("this NVML meter was closed; create a new one with select_meter")
+        if self._open:
+            raise EnergyMeterError("a window is already open on this meter; call stop() first")
+        self._started_at = utc_now_iso()
+        self._t0 = self._clock()
+        self._c0 = self._read_counters()
+        if self.sampler is not None:
+            self.sampler.begin(self._t0)
+        self._open = True
+        # one-off queries after the counters, so the window starts when start() is called
+        if self.check_processes:
+            self._pids_start = gpu_pids(self.nvml, self.nvml_indices)
+            self._viol_start = {i: violation_ns(self.nvml, i) for i in self.nvml_indices}
+
+    def stop(self) -> EnergyMeasurement:
+        if not self._open:
+            raise EnergyMeterError("stop() called without start()")
+        t1 = self._clock()
+        try:
+            c1 = self._read_counters()
+        finally:
+            if self.sampler is not None:
+                self.sampler.end()
+            self._open = False
+        self._t1 = t1
+        t0 = self._t0
+        duration = t1 - t0
+        sensor_period = float(self.sensor_period_s or DEFAULT_SENSOR_PERIOD_S)
+        warnings: list[ValidityWarning] = list(self.mapping_warnings)
+        w = checks.short_window(duration, self.sensor_period_s)
+        if w is not None:
+            warnings.append(w)
+
+        if self.sampler is not None:
+            times, values = self.sampler.buffer.view()
+        else:
+            times, values = np.empty(0), np.empty((0, len(self.nvml_indices), len(COLUMNS)))
+        inside = (times > t0) & (times < t1)
+
+        violation_deltas: dict[int, dict[str, int]] = {}
+        if self.check_processes:
+            violation_deltas, extra = window_checks(
+                self.nvml, self.nvml_indices, self._pids_start, self._viol_start, self.ignore_pids
+            )
+            warnings.extend(extra)
+
+        devices: list[DeviceEnergy] = []
+        for d, target in enumerate(self.targets):
+            i = target.nvml_index
+            power = values[:, d, POWER] if times.size else np.empty(0)
+            integrated = integrate_power(times, power, t0, t1) if times.size else None
+            valid_power = power[inside & ~np.isnan(power)] if times.size else np.empty(0)
+            resets = 0
+            if self.has_counter[d]:
+                c0, c1d = self._c0[d], c1[d]
+                assert c0 is not None and c1d is not None
+                seq_t = np.concatenate(([t0], times[inside], [t1]))
+                col = values[inside, d, COUNTER] if times.size else np.empty(0)
+                seq_c = np.concatenate(([float(c0)], col, [float(c1d)]))
+                seq_p = np.concatenate(([np.nan], power[inside], [np.nan])) if times.size else None
+                energy, resets, substituted = counter_energy(seq_t, seq_c, seq_p)
+                method: Literal["counter", "integrated_power"] = "counter"
+                w = checks.counter_reset(i, resets, substituted)
+                if w is not None:
+                    warnings.append(w)
+                w = checks.counter_power_mismatch(i, energy, integrated)
+                if w is not None:
+                    warnings.append(w)
+            else:
+                energy = integrated if integrated is not None else math.nan
+                method = "integrated_power"
+                warnings.append(checks.integrated_power_only(i))
+            if times.size:
+                ok = ~np.isnan(power)
+                edge_t = times[ok]
+                w = checks.sampler_gap(i, edge_t, max(sensor_period, self.sample_period_s))
+                if w is not None:
+                    warnings.append(w)
+                reasons = values[inside, d, REASONS]
+                util, memory = busy_stats(values[inside, d, UTIL], values[inside, d, MEMORY])
+            else:
+                reasons = np.empty(0)
+                util = memory = None
+            warnings.extend(checks.clock_events(i, reasons, violation_deltas.get(i), duration))
+            devices.append(
+                DeviceEnergy(
+                    nvml_index=i,
+                    cuda_index=target.cuda_index,
+                    uuid=target.uuid,
+                    name=target.name,
+                    energy_j=float(energy),
+                    method=method,
+                    integrated_energy_j=integrated,
+                    mean_power_w=float(energy) / duration if duration > 0 else None,
+                    peak_power_w=float(valid_power.max()) if valid_power.size else None,
+                    n_samples=int(valid_power.size),
+                    power_source=self.power_sources[d],
+                    counter_resets=resets,
+                    mean_utilization_pct=util,
+                    max_memory_used_mb=memory,
+                )
+            )
+        total = sum(dv.energy_j for dv in devices)  # held GPUs count whether busy or idle
+        self.last = EnergyMeasurement(
+            meter=self.name,
+            available=True,
+            duration_s=duration,
+            sensor_period_s=self.sensor_period_s,
+            sample_period_s=self.sample_period_s if self.sampler is not None else None,
+            total_energy_j=None if math.isnan(total) else total,
+            devices=devices,
+            warnings=warnings,
+            started_at=self._started_at,
+            timeseries_source="nvml_sampler" if self.sampler is not None else None,
+        )
+        return self.last
+
+    def write_timeseries(self, path: Path) -> Path | None:
+        """CSV of the last window's samples, one row per device per sample."""
+        if self.sampler is None or self.sampler.buffer.n == 0:
+            return None
+        times, values = self.sampler.buffer.view()
+        return write_timeseries_csv(path, times - self._t0, self.nvml_indices, values)
+
+    def cache_identity(self) -> dict[int, str] | None:
+        return identity(self.nvml, self.targets)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        if self._open and self.sampler is not None:
+            self.sampler.end()
+            self._open = False
+        self._closed = True
+        self.nvml.shutdown()
