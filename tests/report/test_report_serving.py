@@ -89,3 +89,76 @@ def test_the_report_draws_the_serving_section(tmp_path: Path) -> None:
     assert 'id="serving"' in report
     assert "Lowest energy meeting the SLO: rate4 (poisson@4rps)" in report
     assert (tmp_path / "figures" / "serving_curves.png").stat().st_size > 1000
+
+
+def _with_runs(study: StudyResult, extra: list) -> StudyResult:
+    return study.model_copy(update={"runs": [*study.runs, *extra]})
+
+
+def test_invalid_runs_never_reach_a_point_and_are_listed(tmp_path: Path) -> None:
+    """Issue 25 item 1: a run marked invalid at 100x the throughput and 1/100 the J/token of its
+    config's valid run leaves the point, the best pick and the figure untouched, and is named."""
+    study = _study()
+    rate8 = study.runs[2]  # misses the SLO; cheapest
+    rate4 = study.runs[1]
+    assert rate4.serving is not None
+    steady = rate4.serving.steady
+    assert steady is not None and steady.energy_per_output_token_j is not None
+    fake = steady.model_copy(
+        update={
+            "output_tokens_per_s": steady.output_tokens_per_s * 100,
+            "energy_per_output_token_j": steady.energy_per_output_token_j / 100,
+        }
+    )
+    bad = rate4.model_copy(
+        update={
+            "experiment_id": "009_c2_vllm_" + rate4.config.short_hash,
+            "valid": False,
+            "failed_gates": ["foreign_process"],
+            "serving": rate4.serving.model_copy(update={"full": fake, "steady": fake}),
+        }
+    )
+    points, _, _ = serving_points(_with_runs(study, [bad]))
+    by_load = {p.load: p for p in points}
+    p4 = by_load["poisson@4rps"]
+    assert p4.n_runs == 1 and p4.tokens_per_s == 400.0 and p4.j_per_token == 0.3
+    best = best_point(points)
+    assert best is not None and best.load == "poisson@4rps" and best.j_per_token == 0.3
+    assert by_load["poisson@8rps"].n_runs == 1 and rate8.valid
+    from llenergymeasure.report import generate_report
+
+    html = generate_report(_with_runs(study, [bad]), tmp_path).read_text()
+    assert "1 run(s) failed a validity gate and are left out of every point" in html
+    assert "009_c2_vllm_" in html and "foreign_process" in html
+
+
+def test_a_point_never_mixes_steady_and_full_windows() -> None:
+    """Two cycles of one config, one without a steady window: the point averages both full
+    windows (not one steady and one full), and says so."""
+    study = _study()
+    run = study.runs[0]  # rate 2: steady window = full window in _study
+    assert run.serving is not None
+    full = run.serving.full.model_copy(
+        update={"output_tokens_per_s": 100.0, "energy_per_output_token_j": 0.9}
+    )
+    steady = run.serving.full.model_copy(
+        update={"output_tokens_per_s": 300.0, "energy_per_output_token_j": 0.5}
+    )
+    cycle1 = run.model_copy(
+        update={"serving": run.serving.model_copy(update={"full": full, "steady": steady})}
+    )
+    cycle2 = run.model_copy(
+        update={
+            "experiment_id": "010_c2_vllm_" + run.config.short_hash,
+            "serving": run.serving.model_copy(
+                update={"full": full, "steady": None, "steady_unavailable_reason": "too short"}
+            ),
+        }
+    )
+    mixed = study.model_copy(update={"runs": [cycle1, cycle2, *study.runs[1:]]})
+    p2 = next(p for p in serving_points(mixed)[0] if p.load == "poisson@2rps")
+    # before: mean of steady 300 and full 100 = 200 tokens/s; now both full windows: 100
+    assert (p2.window, p2.n_runs, p2.tokens_per_s, p2.j_per_token) == ("full", 2, 100.0, 0.9)
+    both = study.model_copy(update={"runs": [cycle1, cycle1, *study.runs[1:]]})
+    p2 = next(p for p in serving_points(both)[0] if p.load == "poisson@2rps")
+    assert (p2.window, p2.tokens_per_s) == ("steady", 300.0)

@@ -196,19 +196,21 @@ def _show_study(archive: Archive, study_dir: str) -> None:
     if study["note"]:
         console.print(f"[yellow]note[/] {escape(study['note'])}")
     _, rows = archive.query(
-        "SELECT config_label, n_runs, n_failed, energy_per_output_token_j_mean, "
+        "SELECT config_label, n_runs, n_invalid, n_failed, energy_per_output_token_j_mean, "
         "energy_per_output_token_j_ci95_half_width, output_tokens_per_s_mean, "
         "output_tokens_per_s_ci95_half_width, ttft_p50_ms_mean, itl_mean_ms_mean, config_hash "
         'FROM configs WHERE "study.dir" = $d ORDER BY config_label',
         {"d": study_dir},
     )
-    t = Table(title="configurations: mean ± 95 % CI half-width over cycles")
-    for c in ("config", "runs", "failed", "J/out-token", "tok/s", "TTFT p50 ms", "ITL ms", "hash"):
+    t = Table(title="configurations: mean ± 95 % CI half-width over the valid cycles")
+    headers = ("config", "runs", "invalid", "failed", "J/out-token", "tok/s", "TTFT p50 ms")
+    for c in (*headers, "ITL ms", "hash"):
         t.add_column(c)
-    for label, n, nf, e, eh, tp, tph, ttft, itl, h in rows:
+    for label, n, ni, nf, e, eh, tp, tph, ttft, itl, h in rows:
         t.add_row(
             escape(label),
             str(n),
+            str(ni),
             str(nf),
             fmt(e) + (f" ± {fmt(eh, 2)}" if eh is not None else ""),
             fmt(tp) + (f" ± {fmt(tph, 2)}" if tph is not None else ""),
@@ -225,6 +227,15 @@ def _show_study(archive: Archive, study_dir: str) -> None:
         where = f" in {phase}" if phase else ""
         console.print(
             f"[red]{status}[/] " + escape(f"{run_id}{where}: {message or ''}  [{run_dir}]")
+        )
+    for run_id, gates in archive.query(
+        'SELECT run_id, failed_gates FROM runs WHERE "study.dir" = $d AND valid IS FALSE '
+        "ORDER BY run_id",
+        {"d": study_dir},
+    )[1]:
+        console.print(
+            "[red]invalid[/] "
+            + escape(f"{run_id}: failed {gates or 'a validity gate'}; left out of the means")
         )
     for code, n in archive.query(
         "SELECT code, count(*) FROM (SELECT unnest(string_split(warning_codes, ',')) AS code "
@@ -273,6 +284,12 @@ def _show_run(archive: Archive, study_dir: str, run_id: str) -> None:
         ("TTFT p50 / p99", f"{fmt(r['ttft_p50_ms'])} / {fmt(r['ttft_p99_ms'])} ms"),
         ("ITL mean", f"{fmt(r['itl_mean_ms'])} ms"),
         ("measured window", f"{fmt(r['duration_s'])} s"),
+        (
+            "valid",
+            "no: failed " + str(r["failed_gates"] or "a validity gate")
+            if r["valid"] is False
+            else "yes",
+        ),
         ("meter", str(r["energy.meter"])),
         ("GPU", f"{r['env.gpu_count'] or 0}x {r['env.gpu_model'] or '—'}"),
         ("runner", str(r["runner.kind"]) + (f":{r['runner.image']}" if r["runner.image"] else "")),
@@ -390,6 +407,8 @@ def compare(
         console.print(t)
     if any(m.significant for p in result.pairs for m in p.metrics):
         console.print("* the 95 % interval excludes 0")
+    for e in result.excluded:
+        console.print(f"[yellow]left out (invalid)[/] {escape(e.describe())}")
     for u in result.unmatched:
         console.print(f"[yellow]not compared[/] {escape(u)}")
 

@@ -1,8 +1,11 @@
 """The report's serving section: energy per token against achieved throughput and p90 latency,
 the SLO line, and the lowest-energy configuration that meets the SLO.
 
-One point per config (means over its cycles) of a serving study, from each run's steady-state
-window (the full window when a run had none). A config *meets the SLO* when at least
+One point per config (means over its valid cycles) of a serving study. A point averages one kind
+of window only: the steady-state windows when every valid run of the config has one, else the full
+windows of all of them (``ServingPoint.window`` says which), so a mean never mixes a steady window
+of one cycle with the full window of another. Runs a validity gate marked invalid never reach a
+point; ``excluded_runs`` lists them with their gates. A config *meets the SLO* when at least
 ``SLO_QUANTILE`` of its requests met it (p90 attainment), the same quantile the latency axis
 shows. matplotlib is imported only when the figure is drawn.
 """
@@ -36,6 +39,8 @@ class ServingPoint:
     j_per_token: float | None
     j_per_good_request: float | None
     n_runs: int
+    #: the window every run of the point contributed: "steady" or "full" (some run had no steady)
+    window: str = "steady"
 
     @property
     def meets_slo(self) -> bool:
@@ -47,11 +52,21 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return statistics.fmean(known) if known else None
 
 
+def excluded_runs(study: StudyResult) -> list[tuple[str, str, list[str]]]:
+    """(run id, config label, failed gates) of the serving runs a validity gate marked invalid."""
+    return [
+        (r.experiment_id, r.config.label(), list(r.failed_gates))
+        for r in study.runs
+        if r.serving is not None and not r.valid
+    ]
+
+
 def serving_points(study: StudyResult) -> tuple[list[ServingPoint], str, float | None]:
-    """Points per config, the latency the x-axis shows, and its SLO bound (ms) if any."""
+    """Points per config (valid runs only), the latency the x-axis shows, and its SLO bound (ms)
+    if any."""
     groups: dict[str, list[ExperimentResult]] = {}
     for run in study.runs:
-        if run.serving is not None:
+        if run.serving is not None and run.valid:
             groups.setdefault(run.config_hash, []).append(run)
     slo = next((r.config.slo for runs in groups.values() for r in runs if r.config.slo), None)
     use_e2e = slo is not None and slo.ttft_ms is None and slo.e2e_ms is not None
@@ -59,7 +74,10 @@ def serving_points(study: StudyResult) -> tuple[list[ServingPoint], str, float |
     bound = (slo.e2e_ms if use_e2e else slo.ttft_ms) if slo is not None else None
     points = []
     for runs in groups.values():
-        windows = [r.serving.steady or r.serving.full for r in runs]  # type: ignore[union-attr]
+        records = [r.serving for r in runs if r.serving is not None]
+        steady = [rec.steady for rec in records if rec.steady is not None]
+        all_steady = len(steady) == len(records)
+        windows = steady if all_steady else [rec.full for rec in records]
         lat = [w.e2e_ms if use_e2e else w.ttft_ms for w in windows]
         points.append(
             ServingPoint(
@@ -75,6 +93,7 @@ def serving_points(study: StudyResult) -> tuple[list[ServingPoint], str, float |
                 j_per_token=_mean([w.energy_per_output_token_j for w in windows]),
                 j_per_good_request=_mean([w.energy_per_good_request_j for w in windows]),
                 n_runs=len(runs),
+                window="steady" if all_steady else "full",
             )
         )
     points.sort(key=lambda p: p.tokens_per_s)
@@ -148,15 +167,28 @@ def _fmt(value: float | None, spec: str = ".3g") -> str:
 def serving_section(study: StudyResult, figs: EmbeddedFigures) -> str:
     """The section; empty when the study has no serving run."""
     points, latency_name, bound = serving_points(study)
-    if not points:
+    excluded = excluded_runs(study)
+    if not points and not excluded:
         return ""
     best = best_point(points)
     parts = [
         '<h2 id="serving">Serving: energy per token under load</h2>',
-        "<p>Each point is one load (means over cycles) from the steady-state window "
-        "(docs/methodology.md, “Serving mode”). A config meets the SLO when at least "
+        "<p>Each point is one load (means over its valid cycles) from the steady-state window, "
+        "or from the full window of every cycle when one of them had no steady state (column "
+        "“window”; docs/methodology.md, “Serving mode”). A config meets the SLO when at least "
         f"{SLO_QUANTILE:.0%} of its requests met it (circles; crosses do not).</p>",
     ]
+    if excluded:
+        parts.append(
+            f"<p>{len(excluded)} run(s) failed a validity gate and are left out of every point: "
+            + "; ".join(
+                f"<code>{esc(i)}</code> ({esc(label)}: {esc(', '.join(g) or 'unnamed gate')})"
+                for i, label, g in excluded
+            )
+            + ".</p>"
+        )
+    if not points:
+        return "\n".join(parts)
     if best is not None:
         parts.append(
             f"<p><strong>Lowest energy meeting the SLO: {esc(best.label)} ({esc(best.load)}), "
@@ -181,6 +213,7 @@ def serving_section(study: StudyResult, figs: EmbeddedFigures) -> str:
         [
             ("<strong>" + esc(p.label) + "</strong>") if p is best else esc(p.label),
             esc(p.load),
+            f"{p.window} ({p.n_runs})",
             _fmt(p.requests_per_s),
             _fmt(p.tokens_per_s),
             _fmt(p.goodput_rps),
@@ -197,6 +230,7 @@ def serving_section(study: StudyResult, figs: EmbeddedFigures) -> str:
             [
                 "config",
                 "load",
+                "window (runs)",
                 "req/s",
                 "tok/s",
                 "goodput req/s",

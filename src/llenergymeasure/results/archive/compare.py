@@ -4,6 +4,10 @@
 configurations side by side: for each metric the two means, the difference B - A with a Welch 95 %
 confidence interval, and whether the two environments differ (GPU, driver, engine versions, power
 limit, ...). A comparison across different environments is flagged, never silent.
+
+Only valid runs (every validity gate passed; results before schema 1.2, with no verdict, count as
+valid) enter the means, the intervals and the environment columns; the runs left out are listed in
+``excluded`` with the gates they failed, never dropped silently.
 """
 
 from __future__ import annotations
@@ -169,6 +173,21 @@ class PairDiff:
 
 
 @dataclass
+class ExcludedRun:
+    """A run of a compared target that failed a validity gate: listed, never averaged."""
+
+    side: str  # A or B
+    run_id: str
+    config_label: str
+    config_hash: str
+    failed_gates: list[str]
+
+    def describe(self) -> str:
+        gates = ", ".join(self.failed_gates) or "unnamed gate"
+        return f"{self.side}: {self.run_id} ({self.config_label}) failed {gates}"
+
+
+@dataclass
 class Comparison:
     a: Target
     b: Target
@@ -177,6 +196,8 @@ class Comparison:
     environment_differs: list[str]
     info: dict[str, tuple[str, str]]
     unmatched: list[str] = field(default_factory=list)
+    #: runs left out because they failed a validity gate: side (A or B), run id, label, gates
+    excluded: list[ExcludedRun] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -196,6 +217,7 @@ class Comparison:
                 for p in self.pairs
             ],
             "unmatched": self.unmatched,
+            "excluded": [e.__dict__ for e in self.excluded],
         }
 
 
@@ -217,10 +239,20 @@ def welch(values_a: list[float], values_b: list[float]) -> tuple[float | None, f
 
 
 def _runs_of(archive: Archive, target: Target) -> list[dict[str, Any]]:
+    """Every completed run of the target, with its validity verdict (``valid``, ``failed_gates``)."""
     cols = ", ".join(
         f'"{c}"'
         for c in dict.fromkeys(
-            ("run_id", "config_hash", "config_label", *COMPARE_METRICS, *ENV_FIELDS, *INFO_FIELDS)
+            (
+                "run_id",
+                "config_hash",
+                "config_label",
+                "valid",
+                "failed_gates",
+                *COMPARE_METRICS,
+                *ENV_FIELDS,
+                *INFO_FIELDS,
+            )
         )
     )
     where = '"study.dir" = $dir'
@@ -239,11 +271,43 @@ def _values(runs: list[dict[str, Any]], col: str) -> str:
     return ", ".join(seen) if seen else "—"
 
 
+def split_valid(
+    runs: list[dict[str, Any]], side: str
+) -> tuple[list[dict[str, Any]], list[ExcludedRun]]:
+    """(the valid runs, the runs a validity gate excluded). ``valid`` NULL (a result before
+    schema 1.2, which had no gates) counts as valid, as in the ``configs`` view."""
+    valid = [r for r in runs if r.get("valid") is not False]
+    excluded = [
+        ExcludedRun(
+            side,
+            str(r["run_id"]),
+            str(r["config_label"]),
+            str(r["config_hash"]),
+            [g for g in str(r.get("failed_gates") or "").split(",") if g],
+        )
+        for r in runs
+        if r.get("valid") is False
+    ]
+    return valid, excluded
+
+
 def compare(archive: Archive, a: Target, b: Target) -> Comparison:
-    runs_a, runs_b = _runs_of(archive, a), _runs_of(archive, b)
-    for t, runs in ((a, runs_a), (b, runs_b)):
+    all_a, all_b = _runs_of(archive, a), _runs_of(archive, b)
+    for t, runs in ((a, all_a), (b, all_b)):
         if not runs:
             raise ArchiveError(f"{t.describe()} has no completed runs to compare")
+    runs_a, excluded_a = split_valid(all_a, "A")
+    runs_b, excluded_b = split_valid(all_b, "B")
+    excluded = excluded_a + excluded_b
+    for t, runs, gone in ((a, runs_a, excluded_a), (b, runs_b, excluded_b)):
+        if not runs:
+            raise ArchiveError(
+                f"{t.describe()} has no valid run to compare: every run failed a validity gate ("
+                + "; ".join(
+                    f"{e.run_id}: {', '.join(e.failed_gates) or 'unnamed gate'}" for e in gone
+                )
+                + "); `llem results show` lists each run's gates"
+            )
     groups_a: dict[str, list[dict[str, Any]]] = {}
     groups_b: dict[str, list[dict[str, Any]]] = {}
     for r in runs_a:
@@ -290,4 +354,4 @@ def compare(archive: Archive, a: Target, b: Target) -> Comparison:
     env = {f: (_values(runs_a, f), _values(runs_b, f)) for f in ENV_FIELDS}
     differs = [f for f, (x, y) in env.items() if x != y]
     info = {f: (_values(runs_a, f), _values(runs_b, f)) for f in INFO_FIELDS}
-    return Comparison(a, b, pairs, env, differs, info, unmatched)
+    return Comparison(a, b, pairs, env, differs, info, unmatched, excluded)

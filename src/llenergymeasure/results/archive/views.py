@@ -219,6 +219,9 @@ def configs_view_sql() -> str:
         "count(*) AS n_runs",
         "string_agg(run_id, ';' ORDER BY run_id) AS run_ids",
         "string_agg(run_dir, ';' ORDER BY run_id) AS run_dirs",
+        "count(*) FILTER (WHERE valid IS FALSE) AS n_invalid",
+        "string_agg(run_id || ' (' || coalesce(failed_gates, '') || ')', ';' ORDER BY run_id) "
+        "FILTER (WHERE valid IS FALSE) AS invalid_runs",
     ]
     # statistics over valid runs only, as the study's own summaries (results before schema 1.2
     # have no validity: NULL counts as valid)
@@ -231,7 +234,14 @@ def configs_view_sql() -> str:
             f"count({q}) {valid} AS {quote(m + '_n')}",
         ]
     outer = [quote(c) for c in CONFIG_ID_COLUMNS]
-    outer += ["n_runs", "coalesce(n_failed, 0) AS n_failed", "run_ids", "run_dirs"]
+    outer += [
+        "n_runs",
+        "coalesce(n_failed, 0) AS n_failed",
+        "run_ids",
+        "run_dirs",
+        "n_invalid",
+        "invalid_runs",
+    ]
     for m in CONFIG_METRICS:
         mean, std, n = quote(m + "_mean"), quote(m + "_std"), quote(m + "_n")
         half = f"(t975({n} - 1) * {std} / sqrt({n}))"
@@ -266,6 +276,8 @@ def configs_view_columns() -> dict[str, str]:
     out["n_failed"] = "failed, timed-out or interrupted runs of the config in this study"
     out["run_ids"] = "the completed runs, semicolon-separated"
     out["run_dirs"] = "their folders, semicolon-separated"
+    out["n_invalid"] = "completed runs that failed a validity gate (left out of every statistic)"
+    out["invalid_runs"] = "those runs with their failed gates, e.g. 003_c3 (short_window)"
     for m in CONFIG_METRICS:
         for stat in CONFIG_STATS:
             out[f"{m}_{stat}"] = f"{stat} of {m} over the valid runs"
