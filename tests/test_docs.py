@@ -7,15 +7,13 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from llenergymeasure.backends import registry
 from llenergymeasure.config.experiment import (
     BaselineConfig,
     DatasetConfig,
     DecodingConfig,
     ExperimentConfig,
     MeasurementConfig,
-    PyTorchConfig,
-    TensorRTConfig,
-    VLLMConfig,
     WarmupConfig,
 )
 from llenergymeasure.config.study import ExecutionConfig, StudyConfig
@@ -67,9 +65,8 @@ REFERENCE: list[tuple[type[BaseModel], str, str]] = [
     (BaselineConfig, "### `baseline`", ""),
     (LoadConfig, "### `load`", ""),
     (SLOConfig, "### `slo`", ""),
-    (PyTorchConfig, "### `pytorch:` section", ""),
-    (VLLMConfig, "### `vllm:` section", ""),
-    (TensorRTConfig, "### `tensorrt:` section", ""),
+    # every registered backend's section (backends/registry.py)
+    *[(spec.section, f"### `{spec.name}:` section", "") for spec in registry.specs()],
     (StudyConfig, "## Study file", ""),
     (ExecutionConfig, "### `execution`", ""),
     (UserConfig, "## User config", "*"),  # documented through its sections: `output.results_dir`

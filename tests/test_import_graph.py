@@ -35,6 +35,7 @@ DATA_MODULES = [
     "llenergymeasure.energy.types",
     "llenergymeasure.environment.snapshot",
     "llenergymeasure.harness.request",
+    "llenergymeasure.backends.registry",
 ]
 # Behaviour that builds on the data: loaders, validators, exporters, statistics, the harness, the
 # runners, the study, the backends, the report, the CLI.
@@ -58,6 +59,11 @@ DATA_EXCEPTIONS = {
     "llenergymeasure.results.serving_models",
     "llenergymeasure.results.distributions",
     "llenergymeasure.results.io",
+}
+# The registry of backend facts and each backend's config section (``backends/<name>/section.py``)
+# are data as well: ``ExperimentConfig`` is built from them.
+DATA_EXCEPTIONS |= {"llenergymeasure.backends.registry", "llenergymeasure.backends.section"} | {
+    f"{PACKAGE}.backends.{p.parent.name}.section" for p in (SRC / "backends").glob("*/section.py")
 }
 # Model-agnostic helpers the config models build their ``from_yaml``/``from_dict`` on: they take
 # the model class as a parameter and must never import a model (or anything above one).

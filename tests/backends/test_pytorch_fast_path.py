@@ -118,7 +118,7 @@ def test_sharded_synthetic_model_is_filled_in_parts_from_one_stream(model_path: 
     part (as accelerate's map places them) from shared per-device generators, so the parts do not
     repeat each other and the weights equal the one-device build's for the same seed."""
     from llenergymeasure.backends.pytorch.loading import load_model
-    from llenergymeasure.config.experiment import PyTorchConfig
+    from llenergymeasure.backends.pytorch.section import PyTorchConfig
     from llenergymeasure.models.synthetic import fill_random_weights
 
     extra: dict[str, Any] = {}

@@ -13,7 +13,7 @@ from llenergymeasure.backends.vllm.cpu_memory import (
     choose_cpu_kv_cache,
     proc_meminfo,
 )
-from llenergymeasure.config.experiment import VLLMConfig
+from llenergymeasure.backends.vllm.section import VLLMConfig
 
 MEMORY = (14 * GIB + 123_456, 24 * GIB, "memory node 0")
 

@@ -1,4 +1,5 @@
-"""Inference backends behind one protocol (``base.Backend``); each engine's import is lazy."""
+"""Inference backends behind one protocol (``base.Backend``), one package each, listed once in
+``registry.py``; each engine's import is lazy."""
 
 from __future__ import annotations
 
@@ -15,19 +16,11 @@ def create_backend(
 ) -> Backend:
     """Build (not load) the backend chosen by ``config.backend`` for the model at ``model_path``.
 
-    ``cache_dir`` is the machine's model cache; TensorRT-LLM keeps its built engines under it.
+    ``cache_dir`` is the machine's model cache (TensorRT-LLM keeps its built engines under it).
+    The backend's factory is the registry's (``backends/registry.py``), imported only now.
     """
-    if config.backend == "pytorch":
-        from llenergymeasure.backends.pytorch.backend import PyTorchBackend
+    from llenergymeasure.backends.registry import get, load_factory
 
-        return PyTorchBackend(config, model_path)
-    if config.backend == "vllm":
-        from llenergymeasure.backends.vllm.backend import VLLMBackend
-
-        return VLLMBackend(config, model_path)
-    if config.backend == "tensorrt":
-        from llenergymeasure.backends.tensorrt.backend import TensorRTBackend
-
-        engines = cache_dir / "trtllm-engines" if cache_dir is not None else None
-        return TensorRTBackend(config, model_path, engine_cache_dir=engines)
-    raise ValueError(f"unknown backend {config.backend!r}")
+    factory = load_factory(get(config.backend))
+    backend: Backend = factory(config, model_path, cache_dir)
+    return backend

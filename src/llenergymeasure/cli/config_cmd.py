@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from llenergymeasure.config.experiment import BACKENDS
+from llenergymeasure.backends import registry
 from llenergymeasure.config.user import load_user_config, user_config_path
 from llenergymeasure.environment.snapshot import capture_environment, context_from_user_config
 from llenergymeasure.errors import LLEMError
@@ -49,7 +49,7 @@ def config_command(console: Console, probe_gpus: bool = True, as_json: bool = Fa
     runners.add_column("backend")
     runners.add_column("runner")
     runners.add_column("source")
-    for b in BACKENDS:
+    for b in registry.names():
         try:
             r = resolve_runner(b, cfg)
             runners.add_row(b, escape(r.describe()), escape(r.source))
@@ -114,7 +114,7 @@ def config_data(probe_gpus: bool = True) -> dict[str, Any]:
     path = user_config_path()
     cfg = load_user_config()
     runners: dict[str, Any] = {}
-    for b in BACKENDS:
+    for b in registry.names():
         try:
             r = resolve_runner(b, cfg)
             runners[b] = {"runner": r.describe(), "source": r.source}

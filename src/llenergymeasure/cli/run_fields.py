@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from llenergymeasure.config.experiment import BACKENDS, ExperimentConfig
+from llenergymeasure.backends import registry
+from llenergymeasure.config.experiment import ExperimentConfig
 
 
 def _fmt(value: float | None, digits: int = 4, unit: str = "") -> str:
@@ -22,8 +23,9 @@ def _fmt(value: float | None, digits: int = 4, unit: str = "") -> str:
 
 
 def _config_fields(cfg: ExperimentConfig) -> dict[str, Any]:
-    """The config's dotted fields; only its own backend's section (``pytorch.*`` for PyTorch)."""
-    own = {k: v for k, v in cfg.hashable_dict().items() if k not in BACKENDS or k == cfg.backend}
+    """The config's dotted fields; only its own backend's section (``<backend>.*``)."""
+    sections = registry.names()
+    own = {k: v for k, v in cfg.hashable_dict().items() if k not in sections or k == cfg.backend}
     return _flatten(own)
 
 

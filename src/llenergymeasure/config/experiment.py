@@ -11,15 +11,26 @@ import hashlib
 import json
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
-from llenergymeasure.config.gpus import check_gpu_list, gpus_problem, hashable_gpus
+from llenergymeasure.backends import registry
+from llenergymeasure.backends.section import BackendSection
+from llenergymeasure.config.gpus import check_gpu_list, hashable_gpus
 from llenergymeasure.config.loading import LoadedYaml, read_yaml_file
 from llenergymeasure.config.parsing import STUDY_KEYS, is_study_data, parse_model
 from llenergymeasure.config.paths import resolve_experiment_paths
-from llenergymeasure.config.workload import SERVING_BACKENDS, LoadConfig, SLOConfig, WorkloadKind
+from llenergymeasure.config.workload import LoadConfig, SLOConfig, WorkloadKind
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.models.presets import (
     SYNTHETIC_PREFIX,
@@ -28,24 +39,38 @@ from llenergymeasure.models.presets import (
     preset_name,
 )
 
-BackendName = Literal["pytorch", "vllm", "tensorrt"]
-BACKENDS: tuple[str, ...] = ("pytorch", "vllm", "tensorrt")
-BACKEND_ALIASES = {
-    "trtllm": "tensorrt",
-    "tensorrt-llm": "tensorrt",
-    "tensorrt_llm": "tensorrt",
-    "torch": "pytorch",
-    "transformers": "pytorch",
-}
+#: a backend's canonical name: one registered in ``backends/registry.py``
+BackendName = str
+
+
 Precision = Literal["fp32", "fp16", "bf16"]
 PRECISION_ALIASES = {"float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
 
 
 def normalise_backend(value: Any) -> Any:
+    """A backend name with its alias replaced (``trtllm`` -> the TensorRT-LLM backend's name)."""
     if isinstance(value, str):
-        v = value.strip().lower()
-        return BACKEND_ALIASES.get(v, v)
+        return registry.canonical(value)
     return value
+
+
+def _known_backend(value: str) -> str:
+    if value not in registry.names():
+        alias_list = ", ".join(registry.aliases())
+        raise ValueError(
+            f"unknown backend {value!r}; use one of {', '.join(registry.names())}"
+            + (f" (or an alias: {alias_list})" if alias_list else "")
+        )
+    return value
+
+
+#: ``backend``: any registered name (checked when a config is validated, so a backend registered
+#: at run time is accepted); the JSON schema lists the backends registered at import
+BackendField = Annotated[
+    str,
+    AfterValidator(_known_backend),
+    WithJsonSchema({"enum": list(registry.names()), "type": "string"}),
+]
 
 
 class _Strict(BaseModel):
@@ -181,74 +206,12 @@ class BaselineConfig(_Strict):
     cache_ttl_s: float = Field(3600.0, ge=0.0, description="0 disables the cache")
 
 
-class PyTorchConfig(_Strict):
-    """Knobs of the transformers backend."""
-
-    attn_implementation: (
-        Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"] | None
-    ) = None
-    static_cache: bool = Field(False, description="cache_implementation='static' in generate")
-    torch_compile: bool = Field(
-        False, description="transformers' compile path (needs static_cache)"
-    )
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "reduce-overhead"
-    device_map: str | None = Field(
-        None, description="e.g. 'auto' to shard over visible GPUs; None = one device"
-    )
-    trust_remote_code: bool = False
-
-    @model_validator(mode="after")
-    def _compile_needs_static(self) -> PyTorchConfig:
-        if self.torch_compile and not self.static_cache:
-            raise ValueError(
-                "torch_compile: true needs static_cache: true (transformers compiles the forward "
-                "pass only for a static KV cache)"
-            )
-        return self
-
-
-class VLLMConfig(_Strict):
-    """Engine arguments of ``vllm.LLM`` that researchers sweep."""
-
-    tensor_parallel_size: int = Field(1, ge=1, le=64)
-    pipeline_parallel_size: int = Field(1, ge=1, le=64)
-    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
-    max_num_seqs: int | None = Field(None, ge=1)
-    max_num_batched_tokens: int | None = Field(None, ge=1)
-    max_model_len: int | None = Field(None, ge=1)
-    enforce_eager: bool = False
-    quantization: str | None = None
-    kv_cache_dtype: str = "auto"
-    enable_prefix_caching: bool | None = None
-    trust_remote_code: bool = False
-
-
-class TensorRTConfig(_Strict):
-    """Build and runtime knobs of TensorRT-LLM's ``LLM`` API."""
-
-    tp_size: int = Field(1, ge=1, le=64)
-    pp_size: int = Field(1, ge=1, le=64)
-    max_batch_size: int | None = Field(None, ge=1)
-    max_num_tokens: int | None = Field(None, ge=1)
-    max_input_len: int | None = Field(None, ge=1)
-    max_seq_len: int | None = Field(None, ge=1)
-    quantization: str | None = Field(
-        None, description="a tensorrt_llm QuantAlgo name, e.g. FP8, W4A16_AWQ"
-    )
-    kv_cache_dtype: str | None = Field(None, description="e.g. fp8; None = the engine's default")
-    kv_cache_free_gpu_memory_fraction: float | None = Field(None, gt=0.0, le=1.0)
-    enable_block_reuse: bool | None = None
-
-
-SECTION_FOR_BACKEND = {"pytorch": "pytorch", "vllm": "vllm", "tensorrt": "tensorrt"}
-
-
-class ExperimentConfig(_Strict):
-    """One model x backend x configuration. Load with ``ExperimentConfig.from_yaml(path)``."""
+class _ExperimentHead(_Strict):
+    """The fields before the backend sections (their order is the order of a dumped config)."""
 
     name: str | None = Field(None, description="a label for tables; not part of config_hash")
     model: str = Field(..., description="HF hub id, local directory, or synthetic/<preset>")
-    backend: BackendName = "pytorch"
+    backend: BackendField = registry.DEFAULT_BACKEND
     precision: Precision = "bf16"
     batch_size: int = Field(1, ge=1, le=65_536)
     n: int = Field(100, ge=1, le=10_000_000, description="number of prompts in the measured window")
@@ -263,9 +226,36 @@ class ExperimentConfig(_Strict):
     timeout_s: float | None = Field(
         None, gt=0, description="kill the experiment after this long (default: none)"
     )
-    pytorch: PyTorchConfig | None = None
-    vllm: VLLMConfig | None = None
-    tensorrt: TensorRTConfig | None = None
+
+
+def _section_fields() -> dict[str, Any]:
+    """One optional field per registered backend, named after it, holding its section."""
+    taken = set(_ExperimentHead.model_fields) | {"workload", "load", "slo", "gpus"}
+    fields: dict[str, Any] = {}
+    for spec in registry.specs():
+        if spec.name in taken:
+            raise ValueError(
+                f"backend name {spec.name!r} is already a field of ExperimentConfig; rename the backend"
+            )
+        fields[spec.name] = (spec.section | None, None)
+    return fields
+
+
+if TYPE_CHECKING:
+    _ExperimentSections = _ExperimentHead
+else:
+    # The sections sit between the head and the rest so a dumped config keeps its key order.
+    _ExperimentSections = create_model(
+        "_ExperimentSections", __base__=_ExperimentHead, **_section_fields()
+    )
+
+
+class ExperimentConfig(_ExperimentSections):
+    """One model x backend x configuration. Load with ``ExperimentConfig.from_yaml(path)``."""
+
+    # Besides the fields below and those of ``_ExperimentHead``, every backend registered when this
+    # module is imported has an optional section field named after it (``backends/registry.py``).
+
     workload: WorkloadKind = Field(
         "offline", description="offline: all prompts at once; serving: requests under a load"
     )
@@ -287,12 +277,15 @@ class ExperimentConfig(_Strict):
         data = dict(data)
         if "backend" in data:
             data["backend"] = normalise_backend(data["backend"])
-        if "trtllm" in data:
-            if "tensorrt" in data:
-                raise ValueError(
-                    "give the TensorRT-LLM section once, as `tensorrt:` (not also `trtllm:`)"
-                )
-            data["tensorrt"] = data.pop("trtllm")
+        for spec in registry.specs():
+            for alias in spec.section_aliases:
+                if alias in data:
+                    if spec.name in data:
+                        raise ValueError(
+                            f"give the {spec.title} section once, as `{spec.name}:` (not also "
+                            f"`{alias}:`)"
+                        )
+                    data[spec.name] = data.pop(alias)
         if isinstance(data.get("precision"), str):
             p = data["precision"].strip().lower()
             data["precision"] = PRECISION_ALIASES.get(p, p)
@@ -320,7 +313,7 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _sections(self) -> ExperimentConfig:
-        for section in SECTION_FOR_BACKEND.values():
+        for section in self._section_names():
             if getattr(self, section) is not None and section != self.backend:
                 raise ValueError(
                     f"a `{section}:` section is given but backend is {self.backend!r}; remove the "
@@ -328,7 +321,7 @@ class ExperimentConfig(_Strict):
                 )
         self._check_workload()
         if self.gpus is not None:
-            problem = gpus_problem(self.gpus, self.backend, self.backend_section())
+            problem = self.backend_section().gpus_problem(self.gpus, self.backend)
             if problem:
                 raise ValueError(problem)
         if self.dataset.kind == "synthetic" and self.dataset.input_tokens > self.max_input_tokens:
@@ -352,10 +345,10 @@ class ExperimentConfig(_Strict):
                 "workload: serving needs a `load:` section, e.g. load: {rate_rps: 4, "
                 "n_requests: 200} (open loop) or load: {concurrency: 8, duration_s: 60}"
             )
-        if self.backend not in SERVING_BACKENDS:
+        if not registry.get(self.backend).has_serving:
             raise ValueError(
                 f"workload: serving is not available for backend {self.backend!r}; use one of "
-                f"{', '.join(SERVING_BACKENDS)}"
+                f"{', '.join(registry.serving_names())}"
             )
         if self.load.lengths == "dataset" and self.dataset.kind == "synthetic":
             raise ValueError(
@@ -365,14 +358,18 @@ class ExperimentConfig(_Strict):
 
     # -- derived -----------------------------------------------------------------------------
 
-    def backend_section(self) -> PyTorchConfig | VLLMConfig | TensorRTConfig:
+    @classmethod
+    def _section_names(cls) -> list[str]:
+        """The backends that have a section field (those registered when this module loaded)."""
+        return [name for name in registry.names() if name in cls.model_fields]
+
+    def backend_section(self) -> BackendSection:
         """The chosen backend's section, with defaults when the YAML gave none."""
-        section = getattr(self, self.backend)
-        if section is not None:
+        spec = registry.get(self.backend)
+        section = getattr(self, spec.name) if spec.name in self._section_names() else None
+        if isinstance(section, BackendSection):
             return section
-        return {"pytorch": PyTorchConfig, "vllm": VLLMConfig, "tensorrt": TensorRTConfig}[
-            self.backend
-        ]()
+        return spec.section()
 
     def hashable_dict(self) -> dict[str, Any]:
         """The resolved config as canonical data: defaults filled in, the label removed."""
@@ -380,6 +377,9 @@ class ExperimentConfig(_Strict):
         if self.workload == "offline":  # keeps every offline hash what it was before serving
             for key in ("workload", "load", "slo"):
                 data.pop(key, None)
+        for spec in registry.specs():  # a backend added later changes no other config's hash
+            if not spec.section_in_every_hash and data.get(spec.name, 0) is None:
+                data.pop(spec.name)
         data[self.backend] = self.backend_section().model_dump(mode="json")
         hashable_gpus(data, self.gpus)  # absent when None: every earlier hash unchanged
         return data

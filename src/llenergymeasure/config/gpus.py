@@ -39,30 +39,6 @@ def check_gpu_list(value: list[int] | None) -> list[int] | None:
     return value
 
 
-def gpus_problem(gpus: list[int], backend: str, section: Any) -> str | None:
-    """Why ``gpus`` does not fit the backend's parallelism, or None when it does."""
-    n = len(gpus)
-    if backend == "pytorch":
-        if getattr(section, "device_map", None) is None and n != 1:
-            return (
-                f"gpus: {gpus} holds {n} GPUs but backend pytorch without pytorch.device_map runs "
-                "on one device; give one GPU (e.g. gpus: [0]) or set pytorch.device_map: auto to "
-                "spread the model over them"
-            )
-        return None
-    if backend == "vllm":
-        names = ("tensor_parallel_size", "pipeline_parallel_size")
-    else:
-        names = ("tp_size", "pp_size")
-    tp, pp = (int(getattr(section, k)) for k in names)
-    if n != tp * pp:
-        return (
-            f"gpus: {gpus} holds {n} GPU(s) but {backend}.{names[0]} ({tp}) x {backend}.{names[1]} "
-            f"({pp}) uses {tp * pp}; list {tp * pp} GPU(s) or change the parallel sizes"
-        )
-    return None
-
-
 def hashable_gpus(data: dict[str, Any], gpus: list[int] | None) -> None:
     """Replace ``gpus`` in a config's hashable data by ``gpu_count`` (absent when ``gpus`` is)."""
     data.pop("gpus", None)

@@ -36,8 +36,8 @@ from pydantic import (
     model_validator,
 )
 
+from llenergymeasure.backends import registry
 from llenergymeasure.config.experiment import (
-    BACKEND_ALIASES,
     ExperimentConfig,
     canonical_hash,
     normalise_backend,
@@ -50,8 +50,6 @@ from llenergymeasure.config.loading import (
 )
 from llenergymeasure.config.parsing import is_study_data, parse_model
 from llenergymeasure.config.paths import resolve_study_paths
-
-SECTION_NAMES = {"pytorch", "vllm", "tensorrt", *BACKEND_ALIASES}
 
 
 class ExecutionConfig(BaseModel):
@@ -245,11 +243,15 @@ class StudyConfig(BaseModel):
         out = []
         for entry in [_expand_dotted(e) for e in self.experiments] or [{}]:
             merged = deep_merge(base, entry)
-            backend = normalise_backend(merged.get("backend", "pytorch"))
+            backend = normalise_backend(merged.get("backend", registry.DEFAULT_BACKEND))
             axes = []
             for key, values in self.sweep.items():
                 head = key.split(".")[0]
-                if "." in key and head in SECTION_NAMES and normalise_backend(head) != backend:
+                if (
+                    "." in key
+                    and head in registry.section_keys()
+                    and normalise_backend(head) != backend
+                ):
                     continue
                 axes.append((key, values))
             out.append((entry, axes))
@@ -287,7 +289,7 @@ class StudyConfig(BaseModel):
         backends: dict[str, None] = {}
         for item, (entry, axes) in enumerate(self._entries()):
             merged = deep_merge(base, entry)
-            backends[str(normalise_backend(merged.get("backend", "pytorch")))] = None
+            backends[str(normalise_backend(merged.get("backend", registry.DEFAULT_BACKEND)))] = None
             used_axes.update(k for k, _ in axes)
             n_valid_before = len(out.experiments) + len(out.duplicates)
             n_invalid_before = len(out.invalid)

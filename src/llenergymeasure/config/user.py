@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from llenergymeasure.config.experiment import BACKENDS, normalise_backend
+from llenergymeasure.backends import registry
+from llenergymeasure.config.experiment import normalise_backend
 from llenergymeasure.config.guards import find_credentials
 from llenergymeasure.config.loading import read_yaml_file, validation_problems
 from llenergymeasure.config.validity import ValiditySettings
@@ -187,9 +188,10 @@ class UserConfig(_Strict):
         out = {}
         for key, value in v.items():
             backend = normalise_backend(key)
-            if backend not in BACKENDS:
+            if backend not in registry.names():
                 raise ValueError(
-                    f"runners.{key}: unknown backend; accepted: {', '.join(BACKENDS)} (or trtllm)"
+                    f"runners.{key}: unknown backend; accepted: {', '.join(registry.names())} "
+                    f"(or an alias: {', '.join(registry.aliases())})"
                 )
             if not isinstance(value, str):
                 raise ValueError(

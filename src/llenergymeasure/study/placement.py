@@ -4,7 +4,8 @@
   ``CUDA_VISIBLE_DEVICES``, or every NVML GPU when that is unset), each with a label (its UUID
   where known);
 - what a run **needs**: its ``gpus`` when the config names them (it then waits for exactly those),
-  else one GPU for PyTorch, ``tensor x pipeline`` parallel size for vLLM and TensorRT-LLM;
+  else what its backend's section says (``gpus_needed``: one GPU, or ``tensor x pipeline``
+  parallel size);
 - its **placement** once it ended: the GPUs it held and every other run that overlapped it in
   time, written into its ``result.json`` with a ``neighbour_load`` warning (an atomic rewrite by
   the controller, the only writer once the run's process has exited).
@@ -85,18 +86,14 @@ def gpus_needed(config: ExperimentConfig, limit: int) -> int | list[int]:
     if fixed:
         return [int(g) for g in fixed]
     section = config.backend_section()
-    if config.backend == "pytorch":
-        if getattr(section, "device_map", None):
-            raise ConfigError(
-                f"pytorch.device_map = {section.device_map!r} without `gpus`: with {OPTION} = "  # type: ignore[union-attr]
-                f"{limit} each run must say which GPUs it spreads over, or it would take every "
-                "GPU its neighbours use; add e.g. `gpus: [0, 1]` to that experiment, or set "
-                f"{OPTION}: 1"
-            )
-        return 1
-    tp = int(getattr(section, "tensor_parallel_size", 0) or getattr(section, "tp_size", 1))
-    pp = int(getattr(section, "pipeline_parallel_size", 0) or getattr(section, "pp_size", 1))
-    return tp * pp
+    spread = section.spread_setting(config.backend)
+    if spread:
+        raise ConfigError(
+            f"{spread} without `gpus`: with {OPTION} = {limit} each run must say which GPUs it "
+            "spreads over, or it would take every GPU its neighbours use; add e.g. "
+            f"`gpus: [0, 1]` to that experiment, or set {OPTION}: 1"
+        )
+    return section.gpus_needed()
 
 
 def check_plan_fits(runs: Sequence[PlannedRun], pool: GpuPool, limit: int) -> None:

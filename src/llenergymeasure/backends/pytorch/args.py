@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from llenergymeasure.config.experiment import ExperimentConfig, PyTorchConfig
+    from llenergymeasure.backends.pytorch.section import PyTorchConfig
+    from llenergymeasure.config.experiment import ExperimentConfig
 
 #: Generation defaults of a pretrained checkpoint that would change decoding if inherited.
 DECODING_KEYS = (

@@ -48,7 +48,10 @@ from llenergymeasure.errors import BackendUnavailableError, ExperimentError
 from llenergymeasure.models.synthetic import read_marker
 
 if TYPE_CHECKING:
-    from llenergymeasure.config.experiment import ExperimentConfig, PyTorchConfig
+    from pathlib import Path
+
+    from llenergymeasure.backends.pytorch.section import PyTorchConfig
+    from llenergymeasure.config.experiment import ExperimentConfig
 
 logger = logging.getLogger(__name__)
 
@@ -433,3 +436,10 @@ def _transformers_version() -> str:
         return str(transformers.__version__)
     except ImportError:  # pragma: no cover - load() already required it
         return "unknown"
+
+
+def create(
+    config: ExperimentConfig, model_path: str, cache_dir: Path | None = None
+) -> PyTorchBackend:
+    """The registry's factory (``backends/registry.py``): build, not load. No cache is used."""
+    return PyTorchBackend(config, model_path)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from llenergymeasure.errors import BackendUnavailableError, ConfigError, ExperimentError
 
 if TYPE_CHECKING:
-    from llenergymeasure.config.experiment import PyTorchConfig
+    from llenergymeasure.backends.pytorch.section import PyTorchConfig
 
 
 def load_tokenizer(

@@ -15,7 +15,8 @@ from llenergymeasure.backends.tensorrt.engine_cache import (
     is_synthetic_dir,
     model_fingerprint,
 )
-from llenergymeasure.config.experiment import ExperimentConfig, TensorRTConfig
+from llenergymeasure.backends.tensorrt.section import TensorRTConfig
+from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.errors import BackendUnavailableError, ConfigError
 
 #: The pyproject extra and the Docker image that provide TensorRT-LLM.

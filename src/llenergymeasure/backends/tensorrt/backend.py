@@ -43,7 +43,8 @@ from llenergymeasure.backends.tensorrt.engine_cache import (
     default_engine_cache_dir,
     store_engine,
 )
-from llenergymeasure.config.experiment import ExperimentConfig, TensorRTConfig
+from llenergymeasure.backends.tensorrt.section import TensorRTConfig
+from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.errors import BackendUnavailableError, ConfigError, ExperimentError
 
 
@@ -365,3 +366,12 @@ class TensorRTBackend:
         kv = self.runtime_kwargs()["kv_cache_config"]
         fields = ("free_gpu_memory_fraction", "enable_block_reuse")
         return {f: getattr(kv, f, None) for f in fields}
+
+
+def create(
+    config: ExperimentConfig, model_path: str, cache_dir: Path | None = None
+) -> TensorRTBackend:
+    """The registry's factory (``backends/registry.py``): build, not load. Built engines are kept
+    under the machine's model cache (``<cache_dir>/trtllm-engines``)."""
+    engines = cache_dir / "trtllm-engines" if cache_dir is not None else None
+    return TensorRTBackend(config, model_path, engine_cache_dir=engines)

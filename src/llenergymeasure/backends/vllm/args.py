@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from llenergymeasure.backends.dtypes import DTYPE_NAMES
 
 if TYPE_CHECKING:
-    from llenergymeasure.config.experiment import ExperimentConfig, VLLMConfig
+    from llenergymeasure.backends.vllm.section import VLLMConfig
+    from llenergymeasure.config.experiment import ExperimentConfig
 
 
 def engine_kwargs(config: ExperimentConfig, model_path: str, synthetic: bool) -> dict[str, Any]:

@@ -63,7 +63,8 @@ from llenergymeasure.errors import BackendUnavailableError, ExperimentError
 from llenergymeasure.models.synthetic import read_marker
 
 if TYPE_CHECKING:
-    from llenergymeasure.config.experiment import ExperimentConfig, VLLMConfig
+    from llenergymeasure.backends.vllm.section import VLLMConfig
+    from llenergymeasure.config.experiment import ExperimentConfig
 
 logger = logging.getLogger(__name__)
 
@@ -438,3 +439,8 @@ def _is_dir(path: str) -> bool:
         return Path(path).is_dir()
     except OSError:
         return False
+
+
+def create(config: ExperimentConfig, model_path: str, cache_dir: Path | None = None) -> VLLMBackend:
+    """The registry's factory (``backends/registry.py``): build, not load. No cache is used."""
+    return VLLMBackend(config, model_path)

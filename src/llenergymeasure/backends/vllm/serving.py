@@ -101,7 +101,7 @@ class VLLMServingBackend:
                 raise ExperimentError(f"{self.model_path}: {problem}", phase="load")
             section = self.config.backend_section()
             cpu_kv = choose_cpu_kv_cache(
-                section.gpu_memory_utilization,  # type: ignore[union-attr]
+                section.gpu_memory_utilization,  # type: ignore[attr-defined]
                 cpu_memory(),
                 os.environ,
             )
