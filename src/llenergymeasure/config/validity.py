@@ -68,3 +68,12 @@ class ValiditySettings(BaseModel):
     baseline_max_util_pct: float = Field(
         0.0, ge=0.0, le=100.0, description="idle window rejected when GPU utilisation exceeds this"
     )
+    min_running_batch_share: float = Field(
+        0.8,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "gate saturation (endpoint backend, closed-loop or offline): the engine's mean running "
+            "batch under this share of the requested concurrency (or its max_num_seqs) fails"
+        ),
+    )
