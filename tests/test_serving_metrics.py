@@ -6,11 +6,8 @@ import pytest
 
 from llenergymeasure.backends.serving_base import RequestTimeline
 from llenergymeasure.config.workload import SLOConfig
-from llenergymeasure.harness.serving.metrics import (
-    meets_slo,
-    steady_window,
-    window_record,
-)
+from llenergymeasure.harness.serving.metrics import meets_slo, window_record
+from llenergymeasure.harness.serving.steady import steady_window
 
 
 def _t(i: int, sent: float, first: float, step: float, n: int) -> RequestTimeline:
@@ -26,8 +23,9 @@ def test_steady_window_runs_from_first_completion_to_last_send() -> None:
     tl = [_t(i, float(i), i + 0.5, 0.5, 5) for i in range(10)]
     (start, end), reason = steady_window(tl)
     assert (start, end) == (2.5, 9.0) and reason is None
-    w = window_record(tl, start, end, 0.0, None, sent_inside_only=True)
-    assert w.n_requests == 7  # sent at 3..9 s (the last send closes the window)
+    w = window_record(tl, start, end, 0.0, None, completed_inside_only=True)
+    assert w.n_requests == 7  # completed at 2.5..8.5 s
+    assert w.n_sent_requests == 7  # sent at 3..9 s (the last send closes the window)
     # tokens produced inside [2.5, 9]: by hand from the 5-token timelines
     inside = sum(1 for t in tl for ts in t.token_times() if start <= ts <= end)
     assert w.output_tokens == inside
@@ -38,12 +36,12 @@ def test_steady_window_runs_from_first_completion_to_last_send() -> None:
 def test_no_steady_state_when_too_few_requests_fall_inside() -> None:
     tl = [_t(i, 0.01 * i, 1.0, 0.1, 3) for i in range(8)]  # all sent before anyone finished
     window, reason = steady_window(tl)
-    assert window is None and "after the last one was sent" in reason
+    assert window is None and "ended after the last send" in reason
     # request 0 finishes at 0.2 s; six were sent before that, only the last (0.3 s) after
     tl = [_t(0, 0.0, 0.1, 0.1, 2)] + [_t(i, 0.1, 1.0, 0.1, 2) for i in range(1, 7)]
     tl.append(_t(7, 0.3, 1.0, 0.1, 2))
     window, reason = steady_window(tl)
-    assert window is None and "1 of 8 requests" in reason  # only the last send is inside
+    assert window is None and "ended after the last send" in reason
 
 
 def test_slo_verdict_needs_every_bound() -> None:
@@ -60,7 +58,7 @@ def test_slo_verdict_needs_every_bound() -> None:
 def test_goodput_and_energy_per_good_request() -> None:
     tl = [_t(i, float(i), i + 0.1 + 0.2 * i, 0.05, 3) for i in range(4)]  # TTFT 0.1..0.7 s
     w = window_record(
-        tl, 0.0, 4.0, 0.0, SLOConfig(ttft_ms=350), sent_inside_only=False, energy_j=80.0
+        tl, 0.0, 4.0, 0.0, SLOConfig(ttft_ms=350), completed_inside_only=False, energy_j=80.0
     )
     assert w.n_good_requests == 2 and w.slo_attainment == 0.5
     assert w.goodput_rps == pytest.approx(0.5)

@@ -42,6 +42,11 @@ class GenerationOutput:
     timing_source: str | None = None
     timing_unavailable_reason: str | None = None
     output_token_ids: list[list[int]] | None = None
+    #: each batch's prefill, (start, end) in seconds from the call's start, for an engine that
+    #: runs a batch's prefill before its decode (static batches); None when it does not say
+    prefill_spans_s: list[tuple[float, float]] | None = None
+    #: why no prefill span exists: the engine ran prefills beside other requests' decodes
+    prefill_overlap_reason: str | None = None
 
     @property
     def input_tokens(self) -> int:

@@ -24,12 +24,24 @@ The rule (docs/methodology.md, "Energy per request"):
 So every joule of the window goes to exactly one request: the per-request energies sum to the
 window's energy (to float rounding), none is negative, and a request with no time in flight
 inside the window gets no entry.
+
+**Prompt tokens against output tokens** (step 2's weighting). Charging a prompt token like an
+output token (``weighting="tokens"``) is the compute-bound view: a transformer's forward pass
+costs about 2 x parameters FLOPs per token, prompt or output. But a decode step is bound by
+memory: it reads every weight once whatever the batch, so a request that decoded 5 tokens next to
+a 2,000-token prefill cost far more than 5/2,005 of the interval. ``weighting="requests"`` is that
+memory-bound view: an interval's energy goes in equal parts to the requests that processed a
+token in it, however many. The truth lies between the two. ``attribute_energy_band`` computes
+both and reports each request's **midpoint** (the estimate whose worst-case error over the band
+is smallest) with the band ``[low, high]``; both ends conserve the window's energy, so the
+midpoints do too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -59,6 +71,9 @@ class Attribution:
     intervals_by_tokens: int = 0
     intervals_by_inflight: int = 0
     intervals_spread: int = 0
+    #: the attribution band's ends per request (``attribute_energy_band``; empty otherwise)
+    low_j: dict[int, float] = field(default_factory=dict)
+    high_j: dict[int, float] = field(default_factory=dict)
 
     def above_idle_j(self, key: int) -> float:
         return self.energy_j[key] - self.idle_j.get(key, 0.0)
@@ -128,8 +143,12 @@ def attribute_energy(
     *,
     total_energy_j: float | None = None,
     idle_w: float = 0.0,
+    weighting: Literal["tokens", "requests"] = "tokens",
 ) -> Attribution:
-    """Split the energy of ``[t0, t1]`` among ``requests`` (the module docstring's rule)."""
+    """Split the energy of ``[t0, t1]`` among ``requests`` (the module docstring's rule), an
+    interval with tokens by each request's tokens or in equal parts to the requests with one."""
+    if weighting not in ("tokens", "requests"):
+        raise ValueError(f"weighting must be 'tokens' or 'requests', got {weighting!r}")
     if idle_w < 0:
         raise ValueError(f"idle power must be >= 0 W, got {idle_w}")
     edges, energies = interval_energies(times_s, power_w, t0, t1)
@@ -148,6 +167,8 @@ def attribute_energy(
         return Attribution(t0, t1, {}, {}, window_total, float(idle.sum()))
 
     tokens = _token_matrix(active, edges)
+    if weighting == "requests":
+        tokens = (tokens > 0).astype(np.float64)
     inflight = _inflight_matrix(active, edges)
     tok_sum = tokens.sum(axis=0)
     fl_sum = inflight.sum(axis=0)
@@ -178,4 +199,45 @@ def attribute_energy(
         intervals_by_tokens=int(by_tokens.sum()),
         intervals_by_inflight=int(by_inflight.sum()),
         intervals_spread=int(spread.sum()),
+    )
+
+
+#: what ``ServingRecord.attribution_weighting`` says of ``attribute_energy_band``
+BAND_WEIGHTING = (
+    "midpoint of two splits of each interval with tokens: by tokens (a prompt token costs an "
+    "output token: compute-bound) and in equal parts per request with a token (a step costs the "
+    "same per request: memory-bound); energy_low_j / energy_high_j are the band's ends"
+)
+
+
+def attribute_energy_band(
+    times_s: Sequence[float] | np.ndarray,
+    power_w: Sequence[float] | np.ndarray,
+    requests: Sequence[RequestActivity],
+    t0: float,
+    t1: float,
+    *,
+    total_energy_j: float | None = None,
+    idle_w: float = 0.0,
+) -> Attribution:
+    """Each request's energy as the midpoint of the ``tokens`` and ``requests`` weightings, with
+    the band's ends in ``low_j`` / ``high_j`` (the module docstring says why)."""
+    args = (times_s, power_w, requests, t0, t1)
+    by_tok = attribute_energy(*args, total_energy_j=total_energy_j, idle_w=idle_w)
+    by_req = attribute_energy(
+        *args, total_energy_j=total_energy_j, idle_w=idle_w, weighting="requests"
+    )
+    keys = by_tok.energy_j.keys()
+    return Attribution(
+        window_start_s=t0,
+        window_end_s=t1,
+        energy_j={k: (by_tok.energy_j[k] + by_req.energy_j[k]) / 2.0 for k in keys},
+        idle_j={k: (by_tok.idle_j[k] + by_req.idle_j[k]) / 2.0 for k in keys},
+        window_energy_j=by_tok.window_energy_j,
+        window_idle_j=by_tok.window_idle_j,
+        intervals_by_tokens=by_tok.intervals_by_tokens,
+        intervals_by_inflight=by_tok.intervals_by_inflight,
+        intervals_spread=by_tok.intervals_spread,
+        low_j={k: min(by_tok.energy_j[k], by_req.energy_j[k]) for k in keys},
+        high_j={k: max(by_tok.energy_j[k], by_req.energy_j[k]) for k in keys},
     )

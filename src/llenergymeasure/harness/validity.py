@@ -5,9 +5,10 @@
 - **Quantisation bound** (``quantisation_bound``): the counter and the power sensor update every
   ``sensor_period_s``; each end of the window can miss up to one period at the power it had
   there, so the bound is period * (P_start + P_end) / E, summed over GPUs.
-- **Prefill/decode split** (``energy_split``): an estimate from each pass's first-token time and
-  the sampled power: the energy integrated from a pass's start to its last first token is
-  prefill, the rest decode; the shares scale the counter's energy.
+- **Prefill/decode split** (``energy_split``): an estimate from each batch's prefill span and
+  the sampled power: the energy integrated over every batch's [start, last first token] is
+  prefill, the rest decode; the shares scale the counter's energy. None, with the reason, when
+  the engine ran prefills beside decodes (vLLM with more prompts than ``max_num_seqs``, serving).
 - **Boundary** (``energy_boundary``): what the energy covers.
 
 ``docs/methodology.md`` states each formula; the tests check them with hand-computed values.
@@ -199,18 +200,39 @@ def _integral(t: np.ndarray, p: np.ndarray, a: float, b: float) -> float:
     return float(np.sum((tt[1:] - tt[:-1]) * (pp[1:] + pp[:-1]) / 2.0))
 
 
+def prefill_spans(output: Any) -> tuple[list[tuple[float, float]] | None, str | None]:
+    """One pass's prefill spans (seconds from the pass's start), or None and why.
+
+    ``output`` is the pass's ``GenerationOutput`` (or just its last first-token time: the pass
+    as one batch). The engine's own spans when it gives them (one per static batch); none when it
+    says it ran prefills beside decodes; else the whole call as one batch: [0, largest TTFT]."""
+    if output is None or isinstance(output, (int, float)):
+        if output is None:
+            return None, "the backend reported no first-token time for every pass"
+        return [(0.0, float(output))], None
+    if getattr(output, "prefill_overlap_reason", None):
+        return None, f"prefill and decode overlapped: {output.prefill_overlap_reason}"
+    spans = getattr(output, "prefill_spans_s", None)
+    if spans is not None:
+        return [(float(a), float(b)) for a, b in spans], None
+    ft = first_token_s(output)
+    if ft is None:
+        return None, "the backend reported no first-token time for every pass"
+    return [(0.0, ft)], None
+
+
 def energy_split(
     timeseries: Path | None,
     energy: EnergyMeasurement,
     pass_starts_s: list[float],
     pass_durations_s: list[float],
-    pass_first_token_s: list[float | None],
+    outputs: list[Any],
     input_tokens: int,
     output_tokens: int,
 ) -> EnergySplit:
-    """Prefill/decode estimate: per pass, prefill is [start, start + last first-token time] and
-    decode the rest of the pass; their integrated power (summed over GPUs) gives the prefill
-    share, which scales the counter's total."""
+    """Prefill/decode estimate: each batch's prefill span (``prefill_spans``) is prefill, the
+    rest of the pass decode; their integrated power (summed over GPUs) gives the prefill share,
+    which scales the counter's total. Null, with the reason, when a pass has no spans."""
     from llenergymeasure.harness.window import read_timeseries
 
     def none(reason: str) -> EnergySplit:
@@ -219,29 +241,33 @@ def energy_split(
     total = energy.total_energy_j
     if not energy.available or total is None:
         return none("no energy was measured")
-    if not pass_first_token_s or any(f is None for f in pass_first_token_s):
-        return none("the backend reported no first-token time for every pass")
+    if not outputs:
+        return none("no pass")
+    # per pass: its absolute prefill spans, clipped to the pass
+    cuts: list[list[tuple[float, float]]] = []
+    for s0, dur, out in zip(pass_starts_s, pass_durations_s, outputs, strict=True):
+        spans, reason = prefill_spans(out)
+        if spans is None:
+            return none(reason or "no prefill span")
+        clipped = [(s0 + min(max(a, 0.0), dur), s0 + min(max(b, 0.0), dur)) for a, b in spans]
+        cuts.append(sorted((a, b) for a, b in clipped if b > a))
     if timeseries is None or not Path(timeseries).is_file():
         return none("no power time series")
     series = read_timeseries(timeseries)
-    prefill = decode = 0.0
-    prefill_s = 0.0
+    prefill = whole = 0.0
     for cols in series.values():
         t, p = cols["t_s"], cols.get("power_w")
         if p is None:
             continue
         ok = ~np.isnan(p)
         t, p = t[ok], p[ok]
-        for s0, dur, ft in zip(pass_starts_s, pass_durations_s, pass_first_token_s, strict=True):
-            cut = s0 + min(float(ft or 0.0), dur)
-            prefill += _integral(t, p, s0, cut)
-            decode += _integral(t, p, cut, s0 + dur)
-    prefill_s = sum(
-        min(float(ft or 0.0), d) for d, ft in zip(pass_durations_s, pass_first_token_s, strict=True)
-    )
-    if prefill + decode <= 0:
+        for s0, dur, spans in zip(pass_starts_s, pass_durations_s, cuts, strict=True):
+            whole += _integral(t, p, s0, s0 + dur)
+            prefill += sum(_integral(t, p, a, b) for a, b in spans)
+    prefill_s = sum(b - a for spans in cuts for a, b in spans)
+    if whole <= 0:
         return none("the power time series does not cover the passes")
-    share = prefill / (prefill + decode)
+    share = min(max(prefill / whole, 0.0), 1.0)
     e_pre, e_dec = share * total, (1.0 - share) * total
     return EnergySplit(
         prefill_energy_j=e_pre,

@@ -115,11 +115,13 @@ class GateResult(_Record):
 
 
 class EnergySplit(_Record):
-    """Prefill/decode energy, an estimate: per pass, prefill runs from the pass's start to its last
-    first token; the integrated power's shares scale the counter's energy."""
+    """Prefill/decode energy, an estimate: each batch's prefill runs from the batch's start to its
+    last first token; the integrated power's shares scale the counter's energy."""
 
     estimate: Literal[True] = True
-    method: str = "power integrated over [pass start, last first token] vs the rest of the pass"
+    method: str = (
+        "power integrated over each batch's [start, last first token] vs the rest of the pass"
+    )
     prefill_energy_j: float | None = None
     decode_energy_j: float | None = None
     prefill_share: float | None = None

@@ -24,13 +24,21 @@ class ServingWindow(_Record):
     start_s: float
     end_s: float
     duration_s: float
-    n_requests: int = Field(..., description="requests sent inside the window")
-    n_good_requests: int | None = Field(None, description="of those, the ones meeting the SLO")
+    n_requests: int = Field(..., description="requests completed inside the window")
+    n_sent_requests: int | None = Field(None, description="requests sent inside the window")
+    n_good_requests: int | None = Field(
+        None, description="of the requests completed inside the window, the ones meeting the SLO"
+    )
     output_tokens: int = Field(..., description="output tokens produced inside the window")
     requests_per_s: float = Field(..., description="requests finished inside the window per s")
+    send_rate_rps: float | None = Field(None, description="requests sent inside the window per s")
     output_tokens_per_s: float
-    goodput_rps: float | None = Field(None, description="good requests per second of the window")
-    slo_attainment: float | None = Field(None, description="good requests / requests")
+    goodput_rps: float | None = Field(
+        None, description="good requests completed inside the window per s (<= requests_per_s)"
+    )
+    slo_attainment: float | None = Field(
+        None, description="good requests / requests completed inside the window"
+    )
     ttft_ms: LatencyStats | None = None
     itl_ms: LatencyStats | None = None
     e2e_ms: LatencyStats | None = None
@@ -63,9 +71,35 @@ class ServingRequest(_Record):
     input_tokens: int
     output_tokens: int
     met_slo: bool | None = None
-    in_steady_window: bool
-    energy_j: float | None = None
+    in_steady_window: bool = Field(..., description="completed inside the steady window")
+    energy_j: float | None = Field(None, description="midpoint of the attribution band")
     energy_above_idle_j: float | None = None
+    energy_low_j: float | None = Field(
+        None, description="the lower of the two attributions (by tokens, by requests in a step)"
+    )
+    energy_high_j: float | None = Field(None, description="the higher of the two attributions")
+
+
+class SteadyChecks(_Record):
+    """Was the window steady? Stationarity (rates, wait trend) and drift (tokens/s by thirds)."""
+
+    window: str = Field(..., description="steady, or sending span when the run had no steady one")
+    send_rate_rps: float
+    completion_rate_rps: float
+    completion_to_send_ratio: float | None = None
+    ttft_first_half_ms: float | None = Field(
+        None, description="mean TTFT of the requests sent in the window's first half"
+    )
+    ttft_second_half_ms: float | None = None
+    overloaded: bool = Field(
+        False, description="completions fell behind sends while the wait grew (warning overloaded)"
+    )
+    first_third_tok_s: float | None = None
+    last_third_tok_s: float | None = None
+    drift_relative: float | None = None
+    drift_tolerance: float | None = None
+    drift: bool | None = Field(None, description="None: not checked (see the reason)")
+    drift_not_checked_reason: str | None = None
 
 
 class ServingRecord(_Record):
@@ -88,6 +122,12 @@ class ServingRecord(_Record):
     steady_unavailable_reason: str | None = Field(
         None, description="why the run had no steady-state window"
     )
+    steady_checks: SteadyChecks | None = Field(
+        None, description="stationarity and drift of the steady window (else the sending span)"
+    )
     attribution_unavailable_reason: str | None = None
+    attribution_weighting: str | None = Field(
+        None, description="how a step's energy is split between prompt and output tokens"
+    )
     attribution_intervals: dict[str, int] = Field(default_factory=dict)
     requests: list[ServingRequest] = Field(default_factory=list)

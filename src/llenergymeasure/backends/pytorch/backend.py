@@ -265,10 +265,17 @@ class PyTorchBackend:
         records: list[RequestRecord] = []
         outputs: list[list[int]] = []
         timing_problem: str | None = None
+        spans: list[tuple[float, float]] | None = []
         start = time.perf_counter()
         with torch.inference_mode():
             for chunk in chunks(prompts, self.config.batch_size):
+                at = time.perf_counter() - start
                 chunk_records, chunk_outputs, problem = self._generate_chunk(torch, chunk)
+                ttfts = [r.ttft_s for r in chunk_records]
+                if spans is not None and ttfts and None not in ttfts:
+                    spans.append((at, at + max(t for t in ttfts if t is not None)))
+                else:  # a batch without first-token times: no span for the call
+                    spans = None
                 records.extend(chunk_records)
                 outputs.extend(chunk_outputs)
                 timing_problem = timing_problem or problem
@@ -280,6 +287,7 @@ class PyTorchBackend:
             timing_source=None if timing_problem else TIMING_SOURCE,
             timing_unavailable_reason=timing_problem,
             output_token_ids=outputs,
+            prefill_spans_s=spans,
         )
 
     def _check_prompts(self, prompts: list[Prompt]) -> None:

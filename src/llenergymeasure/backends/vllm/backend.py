@@ -330,7 +330,26 @@ class VLLMBackend:
             timing_source=TIMING_SOURCE if timed else None,
             timing_unavailable_reason=reason,
             output_token_ids=[t.token_ids for t in ordered],
+            prefill_overlap_reason=self._prefill_overlap(prompts),
         )
+
+    def _prefill_overlap(self, prompts: list[Prompt]) -> str | None:
+        """Why vLLM ran some prefills beside other requests' decodes, or None when all prompts
+        fit one scheduling round (at most max_num_seqs, their tokens within the token budget)."""
+        extra = self.load_info.extra if self.load_info is not None else {}
+        seqs, budget = extra.get("max_num_seqs"), extra.get("max_num_batched_tokens")
+        if isinstance(seqs, int) and len(prompts) > seqs:
+            return (
+                f"vLLM ran {len(prompts)} prompts with max_num_seqs {seqs}: later prompts' "
+                "prefills ran beside earlier ones' decodes"
+            )
+        tokens = sum(len(p.token_ids) for p in prompts)
+        if isinstance(budget, int) and tokens > budget:
+            return (
+                f"the prompts' {tokens} tokens exceed max_num_batched_tokens {budget}: vLLM "
+                "prefilled them over several steps beside the first requests' decodes"
+            )
+        return None
 
     def _sampling_params(self, max_new_tokens: int) -> Any:
         cached = self._params_cache.get(max_new_tokens)

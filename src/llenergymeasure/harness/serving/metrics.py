@@ -3,12 +3,9 @@
 Pure functions (no engine, no meter). Times in the timelines are ``perf_counter`` seconds; the
 records report them in seconds from ``origin_s`` (the start of the measured window).
 
-**Steady-state window** (docs/methodology.md, "Serving mode"): from the moment the first request
-finished (before it, the engine was filling up: ramp-up) to the moment the last request was sent
-(after it, the load falls away: drain). Requests *sent* inside it are its requests; tokens and
-energy count when they fall inside it. A run whose first completion comes after its last send, or
-whose window holds fewer than half of the requests sent, has no steady state (``None``, with the
-reason; the full window is still reported).
+**Windows**: the full window, and the steady-state window of ``harness/serving/steady.py``. The
+requests of a window are those that *complete* inside it; tokens and energy count when they fall
+inside it. Goodput is the good ones among them per second, so it never exceeds the completion rate.
 """
 
 from __future__ import annotations
@@ -24,12 +21,6 @@ from llenergymeasure.results.serving_models import (
     EnergyStats,
     ServingRequest,
     ServingWindow,
-)
-
-STEADY_RULE = (
-    "from the first request's completion (end of ramp-up) to the last request's send time "
-    "(start of drain), when at least half of the requests were sent inside it; requests sent "
-    "inside it, tokens and energy falling inside it"
 )
 
 
@@ -112,34 +103,6 @@ def activity(t: RequestTimeline) -> RequestActivity:
 # -- windows ---------------------------------------------------------------------------------------
 
 
-#: a steady window must hold at least this fraction of the requests sent, else there is none
-MIN_STEADY_FRACTION = 0.5
-
-
-def steady_bounds(timelines: Sequence[RequestTimeline]) -> tuple[float, float] | None:
-    """(start, end) of the steady-state window by the module's rule, or None."""
-    return steady_window(timelines)[0]
-
-
-def steady_window(
-    timelines: Sequence[RequestTimeline],
-) -> tuple[tuple[float, float] | None, str | None]:
-    """The steady-state window and, when there is none, why."""
-    if not timelines:
-        return None, "no requests"
-    start = min(t.end_s for t in timelines)
-    end = max(t.injected_s for t in timelines)
-    if end <= start:
-        return None, "the first request finished after the last one was sent (no steady state)"
-    inside = sum(1 for t in timelines if start <= t.injected_s <= end)
-    if inside < MIN_STEADY_FRACTION * len(timelines):
-        return None, (
-            f"only {inside} of {len(timelines)} requests were sent between the first completion "
-            f"and the last send (fewer than {MIN_STEADY_FRACTION:.0%}); send more requests"
-        )
-    return (start, end), None
-
-
 def window_record(
     timelines: Sequence[RequestTimeline],
     t0: float,
@@ -147,16 +110,17 @@ def window_record(
     origin_s: float,
     slo: SLOConfig | None,
     *,
-    sent_inside_only: bool,
+    completed_inside_only: bool,
     energy_j: float | None = None,
     energy_above_idle_j: float | None = None,
     request_energy: Attribution | None = None,
 ) -> ServingWindow:
     """Metrics of one window ``[t0, t1]``; ``request_energy`` gives each request's joules."""
-    chosen = [t for t in timelines if not sent_inside_only or t0 <= t.injected_s <= t1]
+    chosen = [t for t in timelines if not completed_inside_only or t0 <= t.end_s <= t1]
     duration = t1 - t0
     tokens = sum(1 for t in timelines for ts in t.token_times() if t0 <= ts <= t1)
     finished = sum(1 for t in timelines if t0 <= t.end_s <= t1)
+    sent = sum(1 for t in timelines if t0 <= t.injected_s <= t1)
     verdicts = [meets_slo(t, slo) for t in chosen]
     good = sum(1 for v in verdicts if v) if slo is not None else None
 
@@ -183,9 +147,11 @@ def window_record(
         end_s=t1 - origin_s,
         duration_s=duration,
         n_requests=len(chosen),
+        n_sent_requests=sent,
         n_good_requests=good,
         output_tokens=tokens,
         requests_per_s=finished / duration if duration > 0 else 0.0,
+        send_rate_rps=sent / duration if duration > 0 else 0.0,
         output_tokens_per_s=tokens / duration if duration > 0 else 0.0,
         goodput_rps=good / duration if good is not None and duration > 0 else None,
         slo_attainment=good / len(chosen) if good is not None and chosen else None,
@@ -230,9 +196,11 @@ def request_records(
                 input_tokens=t.input_tokens,
                 output_tokens=t.output_tokens,
                 met_slo=meets_slo(t, slo),
-                in_steady_window=steady is not None and steady[0] <= t.injected_s <= steady[1],
+                in_steady_window=steady is not None and steady[0] <= t.end_s <= steady[1],
                 energy_j=attribution.energy_j[t.index] if known else None,  # type: ignore[union-attr]
                 energy_above_idle_j=attribution.above_idle_j(t.index) if known else None,  # type: ignore[union-attr]
+                energy_low_j=attribution.low_j.get(t.index) if known else None,  # type: ignore[union-attr]
+                energy_high_j=attribution.high_j.get(t.index) if known else None,  # type: ignore[union-attr]
             )
         )
     return out

@@ -18,14 +18,18 @@ from typing import Any
 from llenergymeasure.backends.base import GenerationOutput, Prompt, RequestRecord
 from llenergymeasure.backends.serving_base import RequestTimeline
 from llenergymeasure.config.experiment import ExperimentConfig
-from llenergymeasure.energy.attribution import Attribution, attribute_energy
+from llenergymeasure.energy.attribution import (
+    BAND_WEIGHTING,
+    Attribution,
+    attribute_energy,
+    attribute_energy_band,
+)
+from llenergymeasure.energy.types import ValidityWarning
 from llenergymeasure.harness.serving.driver import DriveResult, drive_closed_loop, drive_open_loop
 from llenergymeasure.harness.serving.metrics import (
-    STEADY_RULE,
     activity,
     e2e_s,
     request_records,
-    steady_window,
     ttft_s,
     window_record,
 )
@@ -36,21 +40,18 @@ from llenergymeasure.harness.serving.schedule import (
     request_prompts,
     with_output_lengths,
 )
+from llenergymeasure.harness.serving.steady import STEADY_RULE, steady_checks, steady_window
 from llenergymeasure.harness.stats import latency_stats_ms
 from llenergymeasure.harness.window import Passes, read_timeseries
 from llenergymeasure.results.models import ExperimentResult
-from llenergymeasure.results.serving_models import ServingRecord
+from llenergymeasure.results.serving_models import ServingRecord, SteadyChecks
 
 
 def create_serving_backend(config: ExperimentConfig, model_path: str) -> Any:
-    """The backend's serving engine (``backends/<name>_serving.py``)."""
-    if config.backend == "vllm":
-        from llenergymeasure.backends.vllm.serving import VLLMServingBackend
+    """The backend's serving engine (its registry entry's ``serving_factory``), imported now."""
+    from llenergymeasure.backends.registry import get, load_factory
 
-        return VLLMServingBackend(config, model_path)
-    from llenergymeasure.backends.pytorch.serving import PyTorchServingBackend
-
-    return PyTorchServingBackend(config, model_path)
+    return load_factory(get(config.backend), serving=True)(config, model_path)
 
 
 def serving_prompts(
@@ -96,14 +97,29 @@ class ServingRun:
         window_s: tuple[float, float],
         idle_w: float | None,
     ) -> ExperimentResult:
-        """``result`` with its ``serving`` record (per-request energy when a series exists).
+        """``result`` with its ``serving`` record (per-request energy when a series exists) and
+        the steady checks' warnings (``overloaded``, ``throughput_drift``) in its warnings.
 
         ``window_s`` is the metered window on the ``perf_counter`` clock: from just before the
         meter started to just after the last synchronize, so every token the window measured
         falls inside it."""
+        record = self.record(result, timeseries, window_s, idle_w)
+        warnings = self.checks()[1]
         return result.model_copy(
-            update={"serving": self.record(result, timeseries, window_s, idle_w)}
+            update={"serving": record, "warnings": [*result.warnings, *warnings]}
         )
+
+    def checks(self) -> tuple[SteadyChecks | None, list[ValidityWarning]]:
+        """``steady_checks`` over the steady window, else over the sending span (first to last
+        send: an overloaded run has no steady window, and that is where it shows)."""
+        timelines = self.drive.timelines
+        window, which = steady_window(timelines)[0], "steady"
+        if window is None:
+            sends = [t.injected_s for t in timelines]
+            if not sends or max(sends) <= min(sends):
+                return None, []
+            window, which = (min(sends), max(sends)), "sending span"
+        return steady_checks(timelines, window, which, closed_loop=self.drive.mode == "closed")
 
     def record(
         self,
@@ -129,7 +145,7 @@ class ServingRun:
             t, p = series
             t_abs = [origin + x for x in t]
             acts = [activity(x) for x in timelines]
-            attribution = attribute_energy(
+            attribution = attribute_energy_band(
                 t_abs, p, acts, *full, total_energy_j=total, idle_w=idle_w or 0.0
             )
             if steady is not None:
@@ -148,7 +164,7 @@ class ServingRun:
             *full,
             origin,
             slo,
-            sent_inside_only=False,
+            completed_inside_only=False,
             request_energy=attribution,
             energy_j=full_j,
             energy_above_idle_j=full_above_j,
@@ -161,7 +177,7 @@ class ServingRun:
                 *steady,
                 origin,
                 slo,
-                sent_inside_only=True,
+                completed_inside_only=True,
                 request_energy=attribution,
                 energy_j=steady_j,
                 energy_above_idle_j=steady_above_j,
@@ -178,7 +194,9 @@ class ServingRun:
             full=full_rec,
             steady=steady_rec,
             steady_unavailable_reason=steady_reason,
+            steady_checks=self.checks()[0],
             attribution_unavailable_reason=reason,
+            attribution_weighting=BAND_WEIGHTING if attribution is not None else None,
             attribution_intervals=(
                 {
                     "by_tokens": attribution.intervals_by_tokens,
@@ -283,7 +301,13 @@ def generation_output(
             )
         )
     return GenerationOutput(
-        requests=records, duration_s=duration_s, timing_source=f"serving: {timing_source}"
+        requests=records,
+        duration_s=duration_s,
+        timing_source=f"serving: {timing_source}",
+        prefill_overlap_reason=(
+            "a serving run prefills arriving requests while others decode; the per-request "
+            "energies of `serving` split the window instead"
+        ),
     )
 
 
