@@ -5,6 +5,7 @@ entries it refuses, TTL boundaries, the oldest entry's window) and the resident-
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -108,7 +109,10 @@ def test_measured_baseline_is_written_to_a_new_nested_cache_dir_and_read_back(
     e0 = data["entries"][KEY0 + "|cold"]
     assert e0["idle_power_w"] == pytest.approx(81.0)
     assert e0["idle_power_se_w"] == pytest.approx((20 / 3) ** 0.5 / 2)  # SD sqrt(20/3) / sqrt(4)
-    assert e0["drift"] == pytest.approx(0.0)  # halves (80+82)/2 = 81 and (78+84)/2 = 81
+    # fitted line: slope 0.8 W/s, 79.8 W at the first window; SE from the residuals 0.2, 1.4,
+    # -3.4, 1.8 (16.8 / 2 / 5 -> SE(slope) 1.2961): +3.0 % over the window but not significant
+    assert e0["drift"] == pytest.approx(2.4 / 79.8)
+    assert e0["drift_se"] == pytest.approx(math.sqrt(8.4 / 5) * 3 / 79.8)
     assert e0["measured_at_epoch"] == 5_000.0 and e0["measured_at"] == first.measured_at
     assert e0["duration_s"] == 4.0 and e0["n_windows"] == 4 and e0["n_samples"] == 40
     assert e0["state"] == {}  # a scripted meter has no NVML state
@@ -121,7 +125,8 @@ def test_measured_baseline_is_written_to_a_new_nested_cache_dir_and_read_back(
     assert hit.kind == "cold" and hit.cache_key == f"{KEY0}|cold,{KEY1}|cold"
     assert hit.idle_power_w == {0: pytest.approx(81.0), 1: pytest.approx(60.0)}
     assert hit.idle_power_se_w == {0: pytest.approx(first.idle_power_se_w[0]), 1: 0.0}
-    assert hit.drift == {0: pytest.approx(0.0), 1: 0.0}
+    assert hit.drift == {0: pytest.approx(2.4 / 79.8), 1: 0.0}
+    assert hit.drift_se == {0: pytest.approx(first.drift_se[0]), 1: 0.0}
     assert hit.state == {0: {}, 1: {}}
     assert hit.n_windows == 4 and hit.duration_s == 4.0 and hit.measured_at == first.measured_at
     assert hit.n_samples == 80  # 40 per GPU

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from llenergymeasure.config.validity import ValiditySettings
-from llenergymeasure.energy.baseline import _rejection, idle_statistics
+from llenergymeasure.energy.baseline import idle_statistics, rejection_reason
 
 
 def test_a_gpu_missing_from_a_sub_window_gets_no_statistics_the_others_do() -> None:
@@ -48,21 +48,34 @@ def test_drift_of_a_first_half_at_zero_watts_is_zero_and_small_powers_are_fine()
 
 def test_rejection_text_names_gpu_value_and_limit() -> None:
     th = ValiditySettings(baseline_max_util_pct=10.0, baseline_max_drift=0.03)
-    reason = _rejection({1: 35.0, 0: 12.5}, {0: 0.01, 1: -0.08}, th)
+    reason = rejection_reason({1: 35.0, 0: 12.5}, {0: 0.01, 1: -0.08}, {}, th, 2)
     assert reason == (
         "GPU 0 utilisation reached 12.5 % (limit 10 %); "
         "GPU 1 utilisation reached 35 % (limit 10 %); "
-        "GPU 1 idle power drifted -8.0 % between the halves of the window (limit 3 %)"
+        "GPU 1 idle power drifted -8.0 % over the window (fitted line; limit 3 %)"
     )
-    assert _rejection({0: 10.0}, {0: 0.0299}, th) is None  # at the limits: accepted
+    assert rejection_reason({0: 10.0}, {0: 0.0299}, {}, th, 2) is None  # at the limits: accepted
+
+
+def test_a_drift_rejects_only_when_significant_against_its_se() -> None:
+    th = ValiditySettings(baseline_max_drift=0.03)
+    # 10 windows: t(0.975, 8) = 2.306; +8 % with SE 3.5 % -> 8.07 % needed: accepted
+    assert rejection_reason({}, {0: 0.08}, {0: 0.035}, th, 10) is None
+    # with SE 3.4 % -> 7.84 % < 8 %: rejected, the SE named
+    assert rejection_reason({}, {0: 0.08}, {0: 0.034}, th, 10) == (
+        "GPU 0 idle power drifted +8.0 % over the window (fitted line, SE 3.4 %; limit 3 %)"
+    )
+    # significant but small: accepted
+    assert rejection_reason({}, {0: 0.029}, {0: 0.0}, th, 10) is None
 
 
 def test_a_drift_of_exactly_the_limit_is_accepted() -> None:
     # 160 / 128 - 1 = 0.25 exactly in binary; the limit rejects only what exceeds it
     _, _, drifts = idle_statistics([(1.0, {0: 128.0}), (1.0, {0: 160.0})])
     assert drifts[0] == 0.25
-    assert _rejection({}, drifts, ValiditySettings(baseline_max_drift=0.25)) is None
-    assert _rejection({}, {0: -0.25}, ValiditySettings(baseline_max_drift=0.25)) is None
-    assert _rejection({}, {0: 0.2500001}, ValiditySettings(baseline_max_drift=0.25)) == (
-        "GPU 0 idle power drifted +25.0 % between the halves of the window (limit 25 %)"
+    th = ValiditySettings(baseline_max_drift=0.25)
+    assert rejection_reason({}, drifts, {}, th, 2) is None
+    assert rejection_reason({}, {0: -0.25}, {}, th, 2) is None
+    assert rejection_reason({}, {0: 0.2500001}, {}, th, 2) == (
+        "GPU 0 idle power drifted +25.0 % over the window (fitted line; limit 25 %)"
     )

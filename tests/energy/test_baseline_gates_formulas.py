@@ -74,14 +74,16 @@ def no_sleep(_: float) -> None:
 
 def test_idle_mean_se_and_drift_by_hand() -> None:
     # four 1 s windows at 80, 82, 78, 84 W: mean 81; deviations -1, 1, -3, 3 -> sum of squares 20,
-    # sample variance 20/3, SD 2.5820, SE = SD / sqrt(4) = 1.2910; halves 81 and 81 -> drift 0
+    # sample variance 20/3, SD 2.5820, SE = SD / sqrt(4) = 1.2910. Drift: the least-squares line
+    # through (0.5, 80), (1.5, 82), (2.5, 78), (3.5, 84) has slope 4 / 5 = 0.8 W/s and 79.8 W at
+    # 0.5 s, so drift = 0.8 * 3 / 79.8 (the halves, 81 and 81, said 0: blind to the order)
     means, ses, drifts = idle_statistics(
         [(1.0, {0: 80.0}), (1.0, {0: 82.0}), (1.0, {0: 78.0}), (1.0, {0: 84.0})]
     )
     assert means[0] == pytest.approx(81.0)
     assert ses[0] == pytest.approx(math.sqrt(20 / 3) / 2, rel=1e-12)
     assert ses[0] == pytest.approx(1.2910, abs=1e-4)
-    assert drifts[0] == pytest.approx(0.0)
+    assert drifts[0] == pytest.approx(2.4 / 79.8)
 
 
 def test_idle_mean_is_energy_over_time_and_drift_over_halves() -> None:
@@ -91,15 +93,17 @@ def test_idle_mean_is_energy_over_time_and_drift_over_halves() -> None:
     assert means[0] == pytest.approx(320.0 / 3.0)
     assert ses[0] == pytest.approx(10.0)
     assert drifts[0] == pytest.approx(0.2)
-    # odd count: the middle window is in neither half: 110 / 100 - 1
+    # three windows: the middle one counts too (the halves left it out: 110 / 100 - 1 = 0.1);
+    # mean 236.667 W, slope (110 - 100) / 2 = 5 W/s, fit at 0.5 s 231.667 W -> drift 10 / 231.667
     _, _, d3 = idle_statistics([(1.0, {0: 100.0}), (1.0, {0: 500.0}), (1.0, {0: 110.0})])
-    assert d3[0] == pytest.approx(0.1)
+    assert d3[0] == pytest.approx(10.0 / (710.0 / 3 - 5.0))
 
 
 def test_resident_idle_settles_then_measures_and_caches_by_kind(tmp_path: Path) -> None:
     # settle: 120 W, then 110 W (|110/120 - 1| = 8.3 % > 2 %), then 108 W (|108/110 - 1| = 1.8 %):
     # settled after 3 windows = 3.0 s. Then 4 windows at 100, 102, 98, 100 W: mean 100, SD
-    # sqrt(8/3) = 1.63299, SE 0.81650; drift (98 + 100)/2 / ((100 + 102)/2) - 1 = 99/101 - 1
+    # sqrt(8/3) = 1.63299, SE 0.81650; fitted slope -2 / 5 = -0.4 W/s, 100.6 W at the first
+    # window -> drift -0.4 * 3 / 100.6
     meter = ScriptedMeter([120.0, 110.0, 108.0, 100.0, 102.0, 98.0, 100.0])
     rec = measure_idle_baseline(
         meter, 4.0, tmp_path, 3600, kind="resident", key_extra="cfg1", sleep=no_sleep
@@ -107,7 +111,7 @@ def test_resident_idle_settles_then_measures_and_caches_by_kind(tmp_path: Path) 
     assert rec.kind == "resident" and rec.settle_s == pytest.approx(3.0) and rec.n_windows == 4
     assert rec.idle_power_w[0] == pytest.approx(100.0)
     assert rec.idle_power_se_w[0] == pytest.approx(math.sqrt(8 / 3) / 2)
-    assert rec.drift[0] == pytest.approx(99 / 101 - 1)
+    assert rec.drift[0] == pytest.approx(-1.2 / 100.6)
     assert rec.accepted and rec.cache_key == "GPU-scripted|driver 1|700000mW|resident|cfg1"
     # the same config hits the cache; another config or the cold kind does not
     again = measure_idle_baseline(
@@ -120,12 +124,28 @@ def test_resident_idle_settles_then_measures_and_caches_by_kind(tmp_path: Path) 
     assert cold.idle_power_w[0] == pytest.approx(90.0) and cold.idle_power_se_w[0] == 0.0
 
 
-def test_drifting_idle_window_is_rejected_not_cached_not_applied(tmp_path: Path) -> None:
-    # 100, 100, 104, 104 W: drift 104/100 - 1 = +4 % > 3 %
+def test_a_step_the_halves_rejected_is_not_a_significant_drift(tmp_path: Path) -> None:
+    # 100, 100, 104, 104 W: the halves said +4 % > 3 % and rejected it. The fit: slope 8 / 5 =
+    # 1.6 W/s, 99.6 W at the first window, drift 4.8 / 99.6 = +4.8 %; residuals 0.4, -1.2, 1.2,
+    # -0.4 -> s^2 = 3.2 / 2, SE(slope) = sqrt(1.6 / 5), SE(drift) = 0.566 * 3 / 99.6 = 1.70 %;
+    # t(0.975, 2) = 4.303 times that is 7.3 % > 4.8 %: not significant, accepted
     rec = measure_idle_baseline(
         ScriptedMeter([100.0, 100.0, 104.0, 104.0]), 4.0, tmp_path, 3600, sleep=no_sleep
     )
-    assert not rec.accepted and "+4.0 %" in (rec.rejected_reason or "")
+    assert rec.drift[0] == pytest.approx(4.8 / 99.6)
+    assert rec.drift_se[0] == pytest.approx(math.sqrt(1.6 / 5) * 3 / 99.6)
+    assert rec.accepted and rec.rejected_reason is None
+
+
+def test_drifting_idle_window_is_rejected_not_cached_not_applied(tmp_path: Path) -> None:
+    # 100, 102, 104, 106 W: a straight line, 2 W/s from 100 W: drift +6 % > 3 %, SE 0
+    rec = measure_idle_baseline(
+        ScriptedMeter([100.0, 102.0, 104.0, 106.0]), 4.0, tmp_path, 3600, sleep=no_sleep
+    )
+    assert not rec.accepted and rec.drift_se == {0: 0.0}
+    assert rec.rejected_reason == (
+        "GPU 0 idle power drifted +6.0 % over the window (fitted line, SE 0.0 %; limit 3 %)"
+    )
     assert not (tmp_path / "idle_baseline.json").exists()
     m = EnergyMeasurement(
         meter="x",
@@ -373,7 +393,9 @@ def test_baseline_warnings_reach_the_result_as_info() -> None:
 
 def test_idle_cross_check_is_judged_over_the_whole_window(tmp_path: Path) -> None:
     # sub-windows whose integrated power is 10 % off each (a 1 s window's ends), +10 % then -10 %:
-    # no warning per sub-window; over the whole window 200 J counter vs 200 J integrated agree
+    # no warning per sub-window; over the whole window 400 J counter vs 400 J integrated agree.
+    # (The drift, fitted on the integrated power 110, 90, 110, 90 W, is -11 % with an SE of 16 %:
+    # not significant, so the window is accepted and cached.)
     class Skewed(ScriptedMeter):
         def stop(self) -> EnergyMeasurement:
             m = super().stop()
@@ -385,7 +407,7 @@ def test_idle_cross_check_is_judged_over_the_whole_window(tmp_path: Path) -> Non
                 update={"devices": [d], "warnings": [_warn("counter_power_mismatch")]}
             )
 
-    rec = measure_idle_baseline(Skewed([100.0, 100.0]), 2.0, tmp_path, 3600, sleep=no_sleep)
+    rec = measure_idle_baseline(Skewed([100.0] * 4), 4.0, tmp_path, 3600, sleep=no_sleep)
     assert rec.warnings == [] and (tmp_path / "idle_baseline.json").exists()
 
     # all +10 %: 220 J integrated vs 200 J counter over the window -> the warning is kept

@@ -18,7 +18,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, ClassVar, Protocol
@@ -63,6 +63,29 @@ class RampPower:
         return ramp + self.end_w * max(t - self.over_s, 0.0)
 
 
+class SteppedPower:
+    """Piecewise-constant power: ``watts[k]`` over [k * step_s, (k + 1) * step_s), the last value
+    held after; exact energy. For idle noise from a seeded generator, with or without a trend."""
+
+    def __init__(self, watts: Sequence[float], step_s: float = 0.1):
+        self.watts = [float(w) for w in watts]
+        self.step_s = float(step_s)
+        self._cum = [0.0]
+        for w in self.watts:
+            self._cum.append(self._cum[-1] + w * self.step_s)
+
+    def power_w(self, t: float) -> float:
+        k = min(max(int(t // self.step_s), 0), len(self.watts) - 1)
+        return self.watts[k]
+
+    def energy_j(self, t: float) -> float:
+        t = max(t, 0.0)
+        k = int(t // self.step_s)
+        if k >= len(self.watts):
+            return self._cum[-1] + self.watts[-1] * (t - len(self.watts) * self.step_s)
+        return self._cum[k] + self.watts[k] * (t - k * self.step_s)
+
+
 class FakeNVMLError(Exception):
     """Same shape as pynvml.NVMLError: ``value`` holds the NVML return code."""
 
@@ -98,7 +121,7 @@ class FakeGpu:
     counter_resets_at_s: tuple[float, ...] = ()
     update_period_s: float = 0.0  # readings change only every this many seconds (0: continuous)
     power_limit_mw: int = 700_000
-    temperature_c: int = 45
+    temperature_c: int | Callable[[float], int] = 45  # or a function of seconds
     sm_clock_mhz: int = 1980
     gpu_util_pct: int = 100
     memory_used_mib: int = 1024
@@ -137,6 +160,8 @@ class FakeNvml:
         clock: Callable[[], float] = time.perf_counter,
         init_error: int | None = None,
         driver_version: str = "580.00.00",
+        read_latency_s: float = 0.0,
+        advance: Callable[[float], object] | None = None,
     ):
         self.gpus = gpus if gpus is not None else [FakeGpu()]
         for k, g in enumerate(self.gpus):
@@ -150,6 +175,10 @@ class FakeNvml:
         self.init_depth = 0
         self._lock = threading.Lock()
         self._stalls_done: set[tuple[int, int]] = set()
+        # Each device call costs ``read_latency_s`` on the clock (``advance``, e.g. a ManualClock's):
+        # a fake-clock model of NVML's few-ms reads, taken before the value is read.
+        self.read_latency_s = read_latency_s
+        self.advance = advance
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -171,6 +200,8 @@ class FakeNvml:
             raise FakeNVMLError(2)
         if self.init_depth <= 0:
             raise FakeNVMLError(1)
+        if self.advance is not None and self.read_latency_s > 0:
+            self.advance(self.read_latency_s)
         return self.gpus[handle.index]
 
     def _maybe_stall(self, handle: _Handle) -> None:
@@ -269,8 +300,8 @@ class FakeNvml:
             return int(since * gpu.counter_scale * 1000)
         return int(gpu.counter_offset_mj + gpu.trace.energy_j(t) * gpu.counter_scale * 1000)
 
-    def _power_mw(self, handle: _Handle) -> int:
-        gpu = self._gpu(handle)
+    def _power_mw(self, handle: _Handle, gpu: FakeGpu | None = None) -> int:
+        gpu = gpu if gpu is not None else self._gpu(handle)
         self._maybe_stall(handle)
         return round(gpu.trace.power_w(self._t(gpu)) * 1000)
 
@@ -295,7 +326,7 @@ class FakeNvml:
             ):
                 out.append(
                     SimpleNamespace(
-                        nvmlReturn=0, value=SimpleNamespace(uiVal=self._power_mw(handle))
+                        nvmlReturn=0, value=SimpleNamespace(uiVal=self._power_mw(handle, gpu))
                     )
                 )
             else:
@@ -307,6 +338,8 @@ class FakeNvml:
         gpu = self._gpu(handle)
         if sensor != self.NVML_TEMPERATURE_GPU:  # the only sensor NVML defines
             raise FakeNVMLError(2)
+        if callable(gpu.temperature_c):
+            return int(gpu.temperature_c(self._t(gpu)))
         return gpu.temperature_c
 
     def nvmlDeviceGetClockInfo(self, handle: _Handle, clock: int) -> int:

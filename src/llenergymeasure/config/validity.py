@@ -63,7 +63,10 @@ class ValiditySettings(BaseModel):
         0.03,
         gt=0.0,
         le=1.0,
-        description="idle window rejected when its last half's mean power differs from its first half's by more",
+        description=(
+            "idle window rejected when its fitted drift exceeds this and is significant against "
+            "its standard error"
+        ),
     )
     baseline_max_util_pct: float = Field(
         0.0, ge=0.0, le=100.0, description="idle window rejected when GPU utilisation exceeds this"

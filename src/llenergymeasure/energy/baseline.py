@@ -14,10 +14,12 @@ and at 124-126 W right after warmup with a model resident. So two baselines are 
   reused for another.
 
 Each idle window is a series of ~1 s sub-windows: the mean is their energy over their time, its
-standard error is the sub-window means' standard deviation / sqrt(n), and the drift is the last
-half's mean over the first half's, minus one. A window whose GPU utilisation exceeds
-``baseline_max_util_pct`` or whose drift exceeds ``baseline_max_drift`` is rejected (recorded,
-not applied, not cached).
+standard error is the sub-window means' standard deviation / sqrt(n), and the drift is the
+relative change of the least-squares line through the sub-window means (on the sampled power where
+there is one: a 1 s counter window sees 10 or 11 updates), with its own standard error. A window
+whose GPU utilisation exceeds ``baseline_max_util_pct``, or whose drift exceeds
+``baseline_max_drift`` and is significant against its SE, is rejected (recorded, not applied, not
+cached).
 
 Energy above resident idle = raw - idle_power_w * duration_s, **not clamped**: a negative value
 says the baseline was higher than the window's own draw, which is information. Its standard error
@@ -33,6 +35,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +44,7 @@ from llenergymeasure.config.validity import ValiditySettings
 from llenergymeasure.energy import checks
 from llenergymeasure.energy.meters import EnergyMeter
 from llenergymeasure.energy.types import BaselineRecord, EnergyMeasurement, ValidityWarning
+from llenergymeasure.results.stats import t_quantile_975
 
 CACHE_FILE = "idle_baseline.json"
 CACHE_VERSION = 2  # 2: cold/resident kinds, SE, state (issue 19); version-1 entries are ignored
@@ -73,17 +77,64 @@ def _save_cache(path: Path, entries: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def drift_fit(points: list[tuple[float, float]]) -> tuple[float, float | None]:
+    """(drift, its standard error) of ``[(mid-time s, mean W)]`` in time order: the least-squares
+    line through the sub-window means, drift = fitted W at the last mid-time / at the first - 1,
+    SE = SE(slope) * (last - first mid-time) / fitted W at the first. With two points the drift
+    is their ratio and has no SE (None); with fewer, 0 and None. A fit at or below 0 W: 0."""
+    n = len(points)
+    if n < 2:
+        return 0.0, None
+    xs = [x for x, _ in points]
+    ys = [y for _, y in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx <= 0:
+        return 0.0, None
+    slope = sum((x - mx) * (y - my) for x, y in points) / sxx
+    span = xs[-1] - xs[0]
+    first = my + slope * (xs[0] - mx)
+    if first <= 0:
+        return 0.0, None
+    drift = slope * span / first
+    if n == 2:
+        return drift, None
+    ssr = sum((y - (my + slope * (x - mx))) ** 2 for x, y in points)
+    se_slope = math.sqrt(ssr / (n - 2) / sxx)
+    return drift, se_slope * span / first
+
+
+def drift_statistics(
+    sub_windows: list[tuple[float, dict[int, float]]],
+) -> tuple[dict[int, float], dict[int, float | None]]:
+    """(drift, SE of the drift) per GPU from ``[(duration_s, {gpu: energy_j})]`` in time order,
+    each sub-window's mean W placed at its mid-time (``drift_fit``); sub-windows without time
+    are left out. A GPU missing from a sub-window gets nothing."""
+    drifts: dict[int, float] = {}
+    ses: dict[int, float | None] = {}
+    gpus = sorted(set().union(*(e.keys() for _, e in sub_windows))) if sub_windows else []
+    for g in gpus:
+        if any(g not in e for _, e in sub_windows):
+            continue
+        points: list[tuple[float, float]] = []
+        t = 0.0
+        for d, e in sub_windows:
+            if d > 0:
+                points.append((t + d / 2, e[g] / d))
+            t += max(d, 0.0)
+        drifts[g], ses[g] = drift_fit(points)
+    return drifts, ses
+
+
 def idle_statistics(
     sub_windows: list[tuple[float, dict[int, float]]],
 ) -> tuple[dict[int, float], dict[int, float], dict[int, float]]:
     """(mean W, SE of the mean W, drift) per GPU from ``[(duration_s, {gpu: energy_j})]``.
 
     mean = sum(energy) / sum(duration); SE = stdev(sub-window mean W) / sqrt(n) (0 for n = 1);
-    drift = mean W of the last half of the sub-windows / the first half's - 1 (0 for n < 2; with
-    an odd n the middle one is in neither half)."""
+    drift = the fitted relative change over the window (``drift_statistics``)."""
     means: dict[int, float] = {}
     ses: dict[int, float] = {}
-    drifts: dict[int, float] = {}
     total_s = sum(d for d, _ in sub_windows)
     gpus = sorted(set().union(*(e.keys() for _, e in sub_windows))) if sub_windows else []
     for g in gpus:
@@ -93,14 +144,8 @@ def idle_statistics(
         powers = [e[g] / d for d, e in sub_windows if d > 0]
         n = len(powers)
         ses[g] = statistics.stdev(powers) / math.sqrt(n) if n >= 2 else 0.0
-        half = n // 2
-        if half >= 1:
-            first = statistics.fmean(powers[:half])
-            last = statistics.fmean(powers[n - half :])
-            drifts[g] = last / first - 1.0 if first > 0 else 0.0
-        else:
-            drifts[g] = 0.0
-    return means, ses, drifts
+    drifts, _ = drift_statistics(sub_windows)
+    return means, ses, {g: d for g, d in drifts.items() if g in means}
 
 
 def _window(
@@ -150,6 +195,74 @@ def settle(
     return spent
 
 
+@dataclass
+class _IdleWindows:
+    """What the idle sub-windows saw, gathered for ``measure_idle_baseline``."""
+
+    counter: list[tuple[float, dict[int, float]]] = field(default_factory=list)
+    power: list[tuple[float, dict[int, float]]] = field(default_factory=list)
+    warnings: dict[tuple[str, int | None], ValidityWarning] = field(default_factory=dict)
+    n_samples: dict[int, int] = field(default_factory=dict)
+    max_util: dict[int, float] = field(default_factory=dict)
+    integrated: dict[int, float | None] = field(default_factory=dict)
+
+    def add(self, m: EnergyMeasurement) -> None:
+        self.counter.append((m.duration_s, {d.nvml_index: d.energy_j for d in m.devices}))
+        self.power.append(
+            (
+                m.duration_s,
+                {
+                    d.nvml_index: d.integrated_energy_j
+                    for d in m.devices
+                    if d.integrated_energy_j is not None
+                },
+            )
+        )
+        for d in m.devices:
+            self.n_samples[d.nvml_index] = self.n_samples.get(d.nvml_index, 0) + d.n_samples
+            prev = self.integrated.get(d.nvml_index, 0.0)
+            self.integrated[d.nvml_index] = (
+                prev + d.integrated_energy_j
+                if prev is not None and d.integrated_energy_j is not None and d.method == "counter"
+                else None
+            )
+        for w in m.warnings:
+            if w.code not in _IGNORED_IN_BASELINE:
+                self.warnings.setdefault((w.code, w.device), w)
+
+    def drift(self) -> tuple[dict[int, float], dict[int, float | None]]:
+        """Drift and its SE per GPU from the sampled power where every sub-window has it (no
+        counter quantisation: a 1 s counter window sees 10 or 11 updates), else the counter."""
+        by_counter = drift_statistics(self.counter)
+        by_power = drift_statistics(self.power)
+        drifts = {g: by_power[0].get(g, d) for g, d in by_counter[0].items()}
+        ses = {g: by_power[1][g] if g in by_power[0] else se for g, se in by_counter[1].items()}
+        return drifts, ses
+
+
+def _measure_windows(
+    meter: EnergyMeter, n: int, step: float, sleep: Callable[[float], None]
+) -> tuple[_IdleWindows | None, dict[int, dict[str, Any]]]:
+    """``n`` sub-windows of ``step`` s: (what they saw, or None when one measured nothing; the
+    GPU state at the end, with the start state and the highest utilisation seen)."""
+    seen = _IdleWindows()
+    state: dict[int, dict[str, Any]] = _state(meter)
+    for _ in range(n):
+        m = _window(meter, step, sleep)
+        if m.duration_s <= 0 or not m.devices:
+            return None, {}
+        seen.add(m)
+        for i, st in _state(meter).items():
+            if "util_pct" in st:
+                seen.max_util[i] = max(seen.max_util.get(i, 0.0), float(st["util_pct"]))
+    end_state = _state(meter)
+    for i, st in end_state.items():
+        st["start"] = state.get(i, {})
+        if i in seen.max_util:
+            st["max_util_pct"] = seen.max_util[i]
+    return seen, end_state
+
+
 def measure_idle_baseline(
     meter: EnergyMeter,
     duration_s: float,
@@ -186,10 +299,10 @@ def measure_idle_baseline(
     suffix = f"|{kind}" + (f"|{key_extra}" if key_extra else "")
     keys = {i: ident + suffix for i, ident in identity.items()}
     use_cache = cache_dir is not None and ttl_s > 0 and bool(keys)
-    cache_path = Path(cache_dir) / CACHE_FILE if cache_dir is not None else None
+    cache_path = Path(cache_dir) / CACHE_FILE if cache_dir is not None and use_cache else None
     cache_key = ",".join(keys[i] for i in sorted(keys)) or None
 
-    if use_cache and cache_path is not None:
+    if cache_path is not None:
         cached = _from_cache(_load_cache(cache_path), keys, clock(), ttl_s, kind, cache_key)
         if cached is not None:
             return cached
@@ -200,107 +313,98 @@ def measure_idle_baseline(
         else None
     )
     n = max(2, round(duration_s / SUB_WINDOW_S))
-    step = duration_s / n
-    subs: list[tuple[float, dict[int, float]]] = []
-    warnings: dict[tuple[str, int | None], ValidityWarning] = {}
-    n_samples: dict[int, int] = {}
-    max_util: dict[int, float] = {}
-    integrated: dict[int, float | None] = {}
-    state: dict[int, dict[str, Any]] = _state(meter)
-    for _ in range(n):
-        m = _window(meter, step, sleep)
-        if m.duration_s <= 0 or not m.devices:
-            return BaselineRecord(
-                available=False, kind=kind, unavailable_reason="the idle window measured nothing"
-            )
-        subs.append((m.duration_s, {d.nvml_index: d.energy_j for d in m.devices}))
-        for d in m.devices:
-            n_samples[d.nvml_index] = n_samples.get(d.nvml_index, 0) + d.n_samples
-            prev = integrated.get(d.nvml_index, 0.0)
-            integrated[d.nvml_index] = (
-                prev + d.integrated_energy_j
-                if prev is not None and d.integrated_energy_j is not None and d.method == "counter"
-                else None
-            )
-        for w in m.warnings:
-            if w.code not in _IGNORED_IN_BASELINE:
-                warnings.setdefault((w.code, w.device), w)
-        for i, st in _state(meter).items():
-            if "util_pct" in st:
-                max_util[i] = max(max_util.get(i, 0.0), float(st["util_pct"]))
-    end_state = _state(meter)
-    for i, st in end_state.items():
-        st["start"] = state.get(i, {})
-        if i in max_util:
-            st["max_util_pct"] = max_util[i]
-    means, ses, drifts = idle_statistics(subs)
-    for i, total_integrated in integrated.items():
-        counter_j = sum(e.get(i, 0.0) for _, e in subs)
+    seen, end_state = _measure_windows(meter, n, duration_s / n, sleep)
+    if seen is None:
+        return BaselineRecord(
+            available=False, kind=kind, unavailable_reason="the idle window measured nothing"
+        )
+    means, ses, _ = idle_statistics(seen.counter)
+    drifts, drift_ses = seen.drift()
+    for i, total_integrated in seen.integrated.items():
+        counter_j = sum(e.get(i, 0.0) for _, e in seen.counter)
         mismatch = checks.counter_power_mismatch(i, counter_j, total_integrated)
         if mismatch is not None:
-            warnings.setdefault((mismatch.code, mismatch.device), mismatch)
-    rejected = _rejection(max_util, drifts, th)
+            seen.warnings.setdefault((mismatch.code, mismatch.device), mismatch)
+    rejected = rejection_reason(seen.max_util, drifts, drift_ses, th, n)
     record = BaselineRecord(
         kind=kind,
         idle_power_w=means,
         idle_power_se_w=ses,
         drift=drifts,
+        drift_se={i: se for i, se in drift_ses.items() if se is not None},
         n_windows=n,
         settle_s=settle_s,
         state=end_state,
         accepted=rejected is None,
         rejected_reason=rejected,
-        duration_s=sum(d for d, _ in subs),
+        duration_s=sum(d for d, _ in seen.counter),
         measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         from_cache=False,
         cache_key=cache_key,
-        n_samples=sum(n_samples.values()),
-        warnings=list(warnings.values()),
+        n_samples=sum(seen.n_samples.values()),
+        warnings=list(seen.warnings.values()),
     )
     # A window that saw other processes, throttling, load or drift is not cached: it is not idle.
     # Nor is one that has no mean for some GPU (a device missing from a sub-window).
     if (
-        use_cache
-        and cache_write
+        cache_write
         and cache_path is not None
         and not record.warnings
         and record.accepted
         and all(i in means for i in keys)
     ):
-        entries = _load_cache(cache_path)
-        now = clock()
-        for i, key in keys.items():
-            entries[key] = {
-                "idle_power_w": means[i],
-                "idle_power_se_w": ses.get(i, 0.0),
-                "drift": drifts.get(i, 0.0),
-                "state": end_state.get(i, {}),
-                "measured_at_epoch": now,
-                "measured_at": record.measured_at,
-                "duration_s": record.duration_s,
-                "n_windows": n,
-                "n_samples": n_samples.get(i, 0),
-            }
-        # a read-only cache directory costs the next run a re-measure, nothing more
-        with contextlib.suppress(OSError):
-            _save_cache(cache_path, entries)
+        _store(cache_path, keys, record, clock(), seen.n_samples)
     return record
 
 
-def _rejection(
-    max_util: dict[int, float], drifts: dict[int, float], th: ValiditySettings
+def _store(
+    cache_path: Path, keys: dict[int, str], record: BaselineRecord, now: float, n_samples: dict
+) -> None:
+    entries = _load_cache(cache_path)
+    for i, key in keys.items():
+        entries[key] = {
+            "idle_power_w": record.idle_power_w[i],
+            "idle_power_se_w": record.idle_power_se_w.get(i, 0.0),
+            "drift": record.drift.get(i, 0.0),
+            "drift_se": record.drift_se.get(i),
+            "state": record.state.get(i, {}),
+            "measured_at_epoch": now,
+            "measured_at": record.measured_at,
+            "duration_s": record.duration_s,
+            "n_windows": record.n_windows,
+            "n_samples": n_samples.get(i, 0),
+        }
+    # a read-only cache directory costs the next run a re-measure, nothing more
+    with contextlib.suppress(OSError):
+        _save_cache(cache_path, entries)
+
+
+def rejection_reason(
+    max_util: dict[int, float],
+    drifts: dict[int, float],
+    drift_ses: dict[int, float | None],
+    th: ValiditySettings,
+    n_windows: int,
 ) -> str | None:
+    """Why an idle window is rejected, or None. Utilisation above the limit rejects; a drift
+    rejects when it is both above ``baseline_max_drift`` and significant: above t(0.975, n - 2)
+    times its standard error (a drift without an SE, from two sub-windows, is judged on its
+    size alone). Noise and the counter's quantisation raise the SE, a real trend does not."""
     reasons = [
         f"GPU {i} utilisation reached {u:g} % (limit {th.baseline_max_util_pct:g} %)"
         for i, u in sorted(max_util.items())
         if u > th.baseline_max_util_pct
     ]
-    reasons += [
-        f"GPU {i} idle power drifted {d * 100:+.1f} % between the halves of the window "
-        f"(limit {th.baseline_max_drift * 100:g} %)"
-        for i, d in sorted(drifts.items())
-        if abs(d) > th.baseline_max_drift
-    ]
+    t_crit = t_quantile_975(n_windows - 2) if n_windows > 2 else math.inf
+    for i, d in sorted(drifts.items()):
+        se = drift_ses.get(i)
+        if abs(d) <= th.baseline_max_drift or (se is not None and abs(d) <= t_crit * se):
+            continue
+        se_text = f", SE {se * 100:.1f} %" if se is not None else ""
+        reasons.append(
+            f"GPU {i} idle power drifted {d * 100:+.1f} % over the window (fitted line"
+            f"{se_text}; limit {th.baseline_max_drift * 100:g} %)"
+        )
     return "; ".join(reasons) or None
 
 
@@ -329,6 +433,9 @@ def _from_cache(
         idle_power_w={i: float(e["idle_power_w"]) for i, e in hits.items()},
         idle_power_se_w={i: float(e.get("idle_power_se_w", 0.0)) for i, e in hits.items()},
         drift={i: float(e.get("drift", 0.0)) for i, e in hits.items()},
+        drift_se={
+            i: float(e["drift_se"]) for i, e in hits.items() if e.get("drift_se") is not None
+        },
         state={i: dict(e.get("state") or {}) for i, e in hits.items()},
         n_windows=int(oldest.get("n_windows", 0)),
         duration_s=float(oldest.get("duration_s", 0.0)),

@@ -160,7 +160,15 @@ class BaselineRecord(_Record):
     n_windows: int = Field(0, description="sub-windows (about 1 s each) the idle mean is over")
     settle_s: float | None = Field(None, description="time waited for power to settle first")
     drift: dict[int, float] = Field(
-        default_factory=dict, description="last half's mean idle W / first half's - 1"
+        default_factory=dict,
+        description=(
+            "fitted relative change of idle W over the window (least-squares line through the "
+            "sub-window means: fit at the last / at the first - 1)"
+        ),
+    )
+    drift_se: dict[int, float] = Field(
+        default_factory=dict,
+        description="standard error of drift (from the fit's residuals; absent under 3 sub-windows)",
     )
     state: dict[int, dict[str, Any]] = Field(
         default_factory=dict,
