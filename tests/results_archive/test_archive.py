@@ -186,15 +186,25 @@ def test_sql_errors_are_archive_errors_naming_the_problem(legacy_root: Path) -> 
         archive.query("SELEC 1")
 
 
+#: the board of the energy study: one fake NVML GPU, measured (issue 25 item 10)
+BOARD = "1x Fake GPU @ unknown limit"
+BOARD_SLUG = "1x-fake-gpu-unknown-limit"
+
+
 def test_leaderboard_fronts_and_traceability(
     energy_root: Path, cpu_root: Path, tmp_path: Path
 ) -> None:
     archive = _archive(energy_root, cpu_root)
-    (board,) = leaderboards(archive)  # one model (tiny-llama), one GPU label
+    # one model (tiny-llama); boards by the GPUs the runs measured: the fake NVML GPU (the CPU
+    # machine's snapshot has no power limit for it), and none for the CPU study
+    boards = {b["gpu"]: b for b in leaderboards(archive)}
+    assert sorted(boards) == [BOARD, "no measured GPU"]
+    board = boards[BOARD]
     assert board["model"] == "synthetic/tiny-llama"
     assert len(board["points"]) == 3  # the energy study's configs
-    assert len(board["excluded"]) == 2  # the CPU study measured no energy: said, not dropped
-    assert all("energy was not measured" in e["reason"] for e in board["excluded"])
+    cpu = boards["no measured GPU"]
+    assert cpu["points"] == [] and len(cpu["excluded"]) == 2  # no energy: said, not dropped
+    assert all("energy was not measured" in e["reason"] for e in cpu["excluded"])
     pts = board["points"]
     for name, metric, maximise in (
         ("throughput", "output_tokens_per_s", True),
@@ -217,10 +227,12 @@ def test_leaderboard_fronts_and_traceability(
             )
     paths = write_leaderboards(archive, tmp_path / "lb")
     assert sorted(p.name for p in paths) == [
-        "leaderboard_synthetic-tiny-llama_no-gpu.csv",
-        "leaderboard_synthetic-tiny-llama_no-gpu.json",
+        f"leaderboard_synthetic-tiny-llama_{BOARD_SLUG}.csv",
+        f"leaderboard_synthetic-tiny-llama_{BOARD_SLUG}.json",
+        "leaderboard_synthetic-tiny-llama_no-measured-gpu.csv",
+        "leaderboard_synthetic-tiny-llama_no-measured-gpu.json",
     ]
-    csv_text = (tmp_path / "lb" / "leaderboard_synthetic-tiny-llama_no-gpu.csv").read_text()
+    csv_text = (tmp_path / "lb" / f"leaderboard_synthetic-tiny-llama_{BOARD_SLUG}.csv").read_text()
     assert len(csv_text.strip().splitlines()) == 1 + 3
     assert math.isfinite(pts[0]["energy_per_output_token_j_mean"])
 
@@ -255,12 +267,12 @@ def test_docs_list_every_column_of_the_archive_views() -> None:
     assert table("### Table `run_status`") == set(RUN_STATUS_COLUMNS)
     documented = table("### View `configs`")
     assert documented == {*CONFIG_ID_COLUMNS, "n_runs", "n_failed", "run_ids", "run_dirs",
-                          "<metric>_<stat>", "config.*"}  # fmt: skip
+                          "n_invalid", "invalid_runs", "<metric>_<stat>", "config.*"}  # fmt: skip
     configs_row = next(line for line in section.splitlines() if "`<metric>_<stat>`" in line)
     for name in (*CONFIG_METRICS, *CONFIG_STATS):
         assert f"`{name}`" in configs_row, name
     assert set(configs_view_columns()) == {
-        *CONFIG_ID_COLUMNS, "n_runs", "n_failed", "run_ids", "run_dirs",
+        *CONFIG_ID_COLUMNS, "n_runs", "n_failed", "run_ids", "run_dirs", "n_invalid", "invalid_runs",
         *(f"{m}_{s}" for m in CONFIG_METRICS for s in CONFIG_STATS),
         *(c for c in run_column_types() if c.startswith("config.")),
     }  # fmt: skip

@@ -154,6 +154,8 @@ def test_leaderboard_command(energy_root: Path, tmp_path: Path) -> None:
     out = llem("results", "leaderboard", str(tmp_path / "lb"), "-r", str(energy_root))
     assert out.returncode == 0, out.stderr
     board = json.loads(
-        (tmp_path / "lb" / "leaderboard_synthetic-tiny-llama_no-gpu.json").read_text()
+        (
+            tmp_path / "lb" / "leaderboard_synthetic-tiny-llama_1x-fake-gpu-unknown-limit.json"
+        ).read_text()
     )
     assert board["throughput_front"] and board["latency_front"] and len(board["points"]) == 3

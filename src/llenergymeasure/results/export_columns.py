@@ -101,6 +101,10 @@ RUN_COLUMNS: dict[str, str] = {
     "energy.sample_period_s": "power sampler's polling period",
     "energy.n_devices": "GPUs measured",
     "energy.nvml_indices": "NVML indices of the measured GPUs, comma-separated",
+    "energy.gpus": (
+        "the measured GPUs and their power limit, e.g. 1x NVIDIA H100 80GB HBM3 @ 700 W "
+        "(not the machine's GPUs)"
+    ),
     "energy.integrated_energy_j": "sum over GPUs of the integrated sampled power (cross-check)",
     "energy.peak_power_w": "highest sampled power of any measured GPU",
     "energy.gpu_utilization_pct": "each measured GPU's mean NVML utilisation, comma-separated in nvml_indices order (about 0: held but idle, its energy still in the total)",

@@ -62,6 +62,34 @@ def _per_device(values: Iterable[float | None]) -> str | None:
     return ",".join(cells) if any(cells) else None
 
 
+def measured_gpus_label(result: ExperimentResult) -> str | None:
+    """The GPUs the run's energy was measured on, as ``<count>x <model> @ <limit> W`` (groups
+    joined by `` + ``): the devices of ``energy.devices``, each with its power limit from the
+    environment snapshot's entry of the same NVML index (the enforced limit where read, else the
+    management limit). None when no GPU was measured. Not the machine's GPUs: a 1-GPU run on an
+    8-GPU node is ``1x ...``."""
+    devices = result.energy.devices
+    if not devices:
+        return None
+    env = result.environment
+    gpus = {g.nvml_index: g for g in env.gpus} if env is not None else {}
+    groups: dict[tuple[str, str], int] = {}
+    for d in sorted(devices, key=lambda d: d.nvml_index):
+        info = gpus.get(d.nvml_index)
+        name = d.name or (info.name if info is not None else None) or "unknown GPU"
+        limit = None
+        if info is not None:
+            limit = (
+                info.enforced_power_limit_w
+                if info.enforced_power_limit_w is not None
+                else info.power_limit_w
+            )
+        limit_text = f" @ {limit:g} W" if limit is not None else " @ unknown limit"
+        key = (name, limit_text)
+        groups[key] = groups.get(key, 0) + 1
+    return " + ".join(f"{n}x {name}{limit}" for (name, limit), n in groups.items())
+
+
 def run_identity(result: ExperimentResult) -> tuple[str, int | None]:
     """(run id, cycle) of a result. The study runner hands the harness its run id
     ``NNN_c<cycle>_<backend>_<hash8>`` as the experiment id; the cycle is read back from it."""
@@ -163,6 +191,7 @@ def run_record(result: ExperimentResult) -> dict[str, Any]:
         "energy.sample_period_s": energy.sample_period_s,
         "energy.n_devices": len(devices),
         "energy.nvml_indices": ",".join(str(d.nvml_index) for d in devices) or None,
+        "energy.gpus": measured_gpus_label(result),
         "energy.integrated_energy_j": (
             sum(v for v in integrated if v is not None)
             if integrated and all(v is not None for v in integrated)

@@ -1,6 +1,11 @@
 """Leaderboard export: per (model, GPU), the Pareto fronts of energy per token against throughput
 and against latency, over every configuration in the archive.
 
+The GPU of a board is what the runs *measured* (``energy.gpus``: the devices of the energy record
+with their power limit, e.g. ``1x NVIDIA H100 80GB HBM3 @ 700 W``), not the machine they ran on: a
+1-GPU run on an 8-GPU node belongs on a 1-GPU board, and a run at a 400 W cap is not ranked with
+runs at 700 W. The machine's GPUs are kept in each point as ``node_gpus``.
+
 A point is one configuration of one study (the archive's ``configs`` view: means and 95 % CIs over
 that study's cycles); configurations of different studies are separate points, so a point never
 mixes environments. Each point carries its study directory, config hash, run ids and run
@@ -32,6 +37,7 @@ LATENCY = "ttft_p50_ms"
 POINT_FIELDS = (
     "model",
     "gpu",
+    "node_gpus",
     "study_name",
     "study_dir",
     "config_hash",
@@ -48,8 +54,61 @@ POINT_FIELDS = (
 )
 
 
-def _gpu_label(count: Any, model: Any) -> str:
+NO_GPU = "no measured GPU"
+
+
+def _node_label(count: Any, model: Any) -> str:
+    """The machine's GPUs (NVML's count and GPU 0's model): information, not the board."""
     return f"{count}x {model}" if model else "no GPU"
+
+
+def _label_from_lists(row: dict[str, Any]) -> str | None:
+    """A run's measured-GPU label from its per-GPU JSON lists (``env.gpus.*``, by NVML index) and
+    ``energy.nvml_indices``: for results exported before ``energy.gpus`` existed."""
+    indices = [int(i) for i in str(row.get("nvml_indices") or "").split(",") if i.strip()]
+    if not indices:
+        return None
+
+    def listed(col: str) -> list[Any]:
+        try:
+            value = json.loads(row.get(col) or "[]")
+        except (TypeError, ValueError):
+            return []
+        return value if isinstance(value, list) else []
+
+    names, limits, enforced = listed("names"), listed("limits"), listed("enforced")
+    groups: dict[str, int] = {}
+    for i in indices:
+        name = names[i] if i < len(names) and names[i] else "unknown GPU"
+        limit = enforced[i] if i < len(enforced) and enforced[i] is not None else None
+        if limit is None and i < len(limits):
+            limit = limits[i]
+        key = f"{name} @ {limit:g} W" if limit is not None else f"{name} @ unknown limit"
+        groups[key] = groups.get(key, 0) + 1
+    return " + ".join(f"{n}x {key}" for key, n in groups.items())
+
+
+def _measured_gpus(archive: Archive) -> dict[tuple[str, str], dict[str, str]]:
+    """(study dir, config hash) -> {run id: the GPUs its energy was measured on and their power
+    limit} (``energy.gpus``; rebuilt from the per-GPU lists where an older export lacks it)."""
+    rows = archive.records(
+        'SELECT "study.dir" AS study_dir, config_hash, run_id, "energy.gpus" AS label, '
+        '"energy.nvml_indices" AS nvml_indices, "env.gpus.name" AS names, '
+        '"env.gpus.power_limit_w" AS limits, "env.gpus.enforced_power_limit_w" AS enforced '
+        "FROM runs ORDER BY run_id"
+    )
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    for r in rows:
+        label = r["label"] or _label_from_lists(r) or NO_GPU
+        out.setdefault((str(r["study_dir"]), str(r["config_hash"])), {})[str(r["run_id"])] = label
+    return out
+
+
+def _board_gpu(labels: dict[str, str], run_ids: list[str]) -> str:
+    """The board of a point: the measured GPUs of the runs behind it (every run when none is
+    valid); runs that measured different GPUs give each label, joined by `` | ``."""
+    chosen = [labels[i] for i in run_ids if i in labels] or list(labels.values())
+    return " | ".join(sorted(set(chosen))) or NO_GPU
 
 
 def _slug(text: str) -> str:
@@ -120,15 +179,20 @@ def leaderboards(archive: Archive) -> list[dict[str, Any]]:
         'FROM configs ORDER BY "config.model", "env.gpu_model", "study.dir", config_label'
     )
     invalid = _invalid_runs(archive)
+    measured = _measured_gpus(archive)
     boards: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
-        gpu = _gpu_label(r.pop("gpu_count"), r.pop("gpu_model"))
-        point = {"model": r["model"], "gpu": gpu, **r}
+        node = _node_label(r.pop("gpu_count"), r.pop("gpu_model"))
+        key = (str(r["study_dir"]), str(r["config_hash"]))
         run_ids = (r["run_ids"] or "").split(";") if r["run_ids"] else []
         run_dirs = (r["run_dirs"] or "").split(";") if r["run_dirs"] else []
-        bad = invalid.get((str(r["study_dir"]), str(r["config_hash"])), {})
+        bad = invalid.get(key, {})
+        valid_ids = [i for i in run_ids if i not in bad]
+        # the board is the GPUs the runs behind the numbers measured, not the machine's
+        gpu = _board_gpu(measured.get(key, {}), valid_ids)
+        point = {"model": r["model"], "gpu": gpu, "node_gpus": node, **r}
         # the point's runs are those behind its numbers: the valid ones
-        point["run_ids"] = [i for i in run_ids if i not in bad]
+        point["run_ids"] = valid_ids
         point["run_dirs"] = [d for d in run_dirs if d not in bad]
         point["invalid_runs"] = {i: bad[i] for i in run_ids if i in bad}
         boards.setdefault((str(r["model"]), gpu), []).append(point)
