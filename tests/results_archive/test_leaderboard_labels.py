@@ -106,3 +106,29 @@ def test_a_one_gpu_run_on_an_eight_gpu_node_is_on_a_one_gpu_board(tmp_path: Path
     ]
     data = json.loads(paths[0].read_text())
     assert data["gpu"].startswith("1x NVIDIA H200 @")
+
+
+def test_compare_flags_a_different_measured_gpu(tmp_path: Path) -> None:
+    """Two configs measured on GPUs at different power limits: compare says the environments
+    differ, on energy.gpus, though the machine (env.gpu_count, GPU 0) is the same."""
+    from llenergymeasure.results.archive.compare import compare, resolve
+
+    root = tmp_path / "results"
+    study_dir, _ = build_study_dir(root, fail_run=None, write_aggregate=False)
+    hashes: dict[str, str] = {}
+    for folder in sorted(p for p in study_dir.iterdir() if (p / "result.json").exists()):
+        r = ExperimentResult.model_validate_json((folder / "result.json").read_text())
+        index, limit = (3, 400.0) if r.config.backend == "pytorch" else (5, 700.0)
+        (folder / "result.json").write_text(_on_gpu(r, index, limit).model_dump_json())
+        if r.config.batch_size == 1:
+            hashes[r.config.backend] = r.config_hash
+    write_exports(load_study_dir(study_dir), study_dir)
+    archive = Archive([root], cache_dir=None, cache=False)
+    result = compare(
+        archive, resolve(archive, hashes["pytorch"][:12]), resolve(archive, hashes["vllm"][:12])
+    )
+    assert result.environment_differs == ["energy.gpus"]
+    assert result.environment["energy.gpus"] == (
+        "1x NVIDIA H200 @ 400 W",
+        "1x NVIDIA H200 @ 700 W",
+    )

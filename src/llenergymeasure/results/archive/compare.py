@@ -22,6 +22,7 @@ from llenergymeasure.results.stats import t_quantile_975
 
 #: environment columns whose difference makes a comparison one across environments.
 ENV_FIELDS = (
+    "energy.gpus",
     "env.gpu_model",
     "env.gpu_count",
     "env.gpu_power_limit_w",
