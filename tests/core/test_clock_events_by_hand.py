@@ -1,5 +1,6 @@
-"""Clock events and the counter/power cross-check by hand, word for word: the power cap's share
-from the samples or from NVML's violation counter (which wins), heat and hardware slowdowns with
+"""Clock events and the counter/power cross-check by hand, word for word: the power cap from the
+samples and from NVML's violation counter (each reported as what it is), judged against the mean
+power and the enforced limit, heat and hardware slowdowns with
 their reason names and violation time, and the cross-check's tolerance on its exact value."""
 
 from __future__ import annotations
@@ -18,38 +19,85 @@ def _one(ws: list, code: str):  # type: ignore[no-untyped-def]
 
 
 def test_power_cap_from_the_samples() -> None:
-    # 3 of 4 read samples at the power cap (one unread): 75 %; no violation counter
+    # 3 of 4 read samples with sw_power_cap (one unread): 75 %; no violation counter, no limit
     reasons = np.array([CAP, 0, CAP, np.nan, CAP], dtype=float)
     [w] = clock_events(3, reasons, None, 2.0)
     assert (w.code, w.severity, w.device) == ("power_capped", "info", 3)
     assert w.message == (
-        "GPU 3 held its power limit for 75 % of the window (normal at TDP; the clocks followed "
-        "the power cap)"
+        "GPU 3: power management lowered the clocks (sw_power_cap in 3 of 4 samples (75 %)); the "
+        "power limit is unknown here; at the limit this is normal at TDP, well below it the cap "
+        "acted on short power peaks"
     )
     assert w.details == {
         "n_samples": 3,
         "sample_share": 0.75,
         "violation_s": 0.0,
         "violation_share": None,
+        "mean_power_w": None,
+        "power_limit_w": None,
+        "mean_power_share_of_limit": None,
     }
 
 
-def test_power_cap_share_from_the_violation_counter_wins_over_the_samples() -> None:
-    # samples say 25 %, NVML's power violation counter 1.5 s of a 2 s window: 75 % is reported
+def test_power_cap_at_64_percent_of_the_limit_is_not_called_holding_the_limit() -> None:
+    """Issue 25 item 14: an H100 at a mean 450 W of its 700 W limit was told it "held its power
+    limit for 12-13 % of the window". Both sources are reported apart, as what they are, and the
+    mean power against the limit says the cap acted on peaks."""
+    reasons = np.array([CAP, 0, 0, 0, 0, 0, 0, 0], dtype=float)  # 1 of 8 samples: 12.5 %
+    [w] = clock_events(
+        0, reasons, {"power": 1_300_000_000}, 10.0, mean_power_w=450.0, power_limit_w=700.0
+    )
+    assert "held its power limit" not in w.message
+    assert w.message == (
+        "GPU 0: power management lowered the clocks (sw_power_cap in 1 of 8 samples (12 %); "
+        "NVML power violation time 1.300 s, 13 % of the window); mean power 450 W is only 64 % "
+        "of the 700 W limit: the cap acted on short power peaks (it reacts within milliseconds; "
+        "the power reading is a ~100 ms average), not on sustained power at the limit; the "
+        "clocks dipped in those peaks"
+    )
+    assert w.details["mean_power_share_of_limit"] == pytest.approx(450 / 700)
+    assert (w.details["violation_share"], w.details["sample_share"]) == (0.13, 0.125)
+    # at 90 % of the limit and above, the GPU ran at its limit
+    [at] = clock_events(0, reasons, None, 10.0, mean_power_w=630.0, power_limit_w=700.0)
+    assert at.message.endswith(
+        "mean power 630 W is 90 % of the 700 W limit: the GPU ran at its power limit and the "
+        "clocks followed the cap (normal at TDP)"
+    )
+    [under] = clock_events(0, reasons, None, 10.0, mean_power_w=629.0, power_limit_w=700.0)
+    assert "only 90 % of the 700 W limit: the cap acted on short power peaks" in under.message
+    # a limit of 0 W (not reported) is unknown, not a division
+    [zero] = clock_events(0, reasons, None, 10.0, mean_power_w=450.0, power_limit_w=0.0)
+    assert "the power limit is unknown here" in zero.message
+    assert zero.details["mean_power_share_of_limit"] is None
+
+
+def test_power_cap_from_the_violation_counter_alone_and_both_reported_apart() -> None:
+    # samples say 25 %, NVML's power violation counter 1.5 s of a 2 s window: both are stated
     w = _one(
         clock_events(0, np.array([CAP, 0, 0, 0], dtype=float), {"power": 1_500_000_000}, 2.0),
         "power_capped",
     )
-    assert w.message.startswith("GPU 0 held its power limit for 75 % of the window")
+    assert w.message.startswith(
+        "GPU 0: power management lowered the clocks (sw_power_cap in 1 of 4 samples (25 %); "
+        "NVML power violation time 1.500 s, 75 % of the window); "
+    )
     assert w.details["violation_s"] == 1.5 and w.details["violation_share"] == 0.75
     assert w.details["sample_share"] == 0.25
     # the counter alone (no sample saw the cap), even 1 ns of it, is a power cap
     tiny = _one(clock_events(0, np.zeros(4), {"power": 1, "thermal": 0}, 1.0), "power_capped")
     assert tiny.details["n_samples"] == 0 and tiny.details["violation_s"] == 1e-9
-    # a window of no duration has no share: 0 % is printed, the share is None
+    assert tiny.message.startswith(
+        "GPU 0: power management lowered the clocks (NVML power violation time 0.000 s, 0 % of "
+        "the window); "
+    )
+    # a window of no duration has no share: none is printed, the share is None
     flat = _one(clock_events(0, np.zeros(2), {"power": 500_000_000}, 0.0), "power_capped")
-    assert flat.message.startswith("GPU 0 held its power limit for 0 % of the window")
+    assert flat.message.startswith(
+        "GPU 0: power management lowered the clocks (NVML power violation time 0.500 s); "
+    )
     assert flat.details["violation_share"] is None
+    # no sample read the reasons and no violation time: no warning
+    assert clock_events(0, np.array([np.nan, np.nan]), {"power": 0}, 1.0) == []
 
 
 def test_heat_with_samples_names_and_violation_time() -> None:

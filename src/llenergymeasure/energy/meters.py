@@ -147,6 +147,18 @@ def violation_ns(nvml: Nvml, index: int) -> dict[str, int]:
     return out
 
 
+def power_limits_w(nvml: Nvml, indices: list[int]) -> dict[int, float]:
+    """Each GPU's enforced power limit (W), for judging ``power_capped``; a GPU that does not
+    report one is left out."""
+    out: dict[int, float] = {}
+    for i in indices:
+        try:
+            out[i] = nvml.power_limit_mw(i) / 1000.0
+        except NvmlError:
+            continue
+    return out
+
+
 def gpu_pids(nvml: Nvml, indices: list[int]) -> dict[int, set[int]]:
     out: dict[int, set[int]] = {}
     for i in indices:

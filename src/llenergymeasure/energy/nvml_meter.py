@@ -23,6 +23,7 @@ from llenergymeasure.energy.meters import (
     MeterBase,
     gpu_pids,
     identity,
+    power_limits_w,
     utc_now_iso,
     violation_ns,
     window_checks,
@@ -104,6 +105,7 @@ class NvmlMeter(MeterBase):
         self._started_at: str | None = None
         self._pids_start: dict[int, set[int]] = {}
         self._viol_start: dict[int, dict[str, int]] = {}
+        self._limits_w: dict[int, float] = {}
 
     def _read_counters(self) -> list[int | None]:
         out: list[int | None] = []
@@ -126,6 +128,7 @@ class NvmlMeter(MeterBase):
         if self.check_processes:
             self._pids_start = gpu_pids(self.nvml, self.nvml_indices)
             self._viol_start = {i: violation_ns(self.nvml, i) for i in self.nvml_indices}
+        self._limits_w = power_limits_w(self.nvml, self.nvml_indices)
 
     def stop(self) -> EnergyMeasurement:
         if not self._open:
@@ -196,7 +199,16 @@ class NvmlMeter(MeterBase):
             else:
                 reasons = np.empty(0)
                 util = memory = None
-            warnings.extend(checks.clock_events(i, reasons, violation_deltas.get(i), duration))
+            warnings.extend(
+                checks.clock_events(
+                    i,
+                    reasons,
+                    violation_deltas.get(i),
+                    duration,
+                    mean_power_w=float(energy) / duration if duration > 0 else None,
+                    power_limit_w=self._limits_w.get(i),
+                )
+            )
             devices.append(
                 DeviceEnergy(
                     nvml_index=i,
