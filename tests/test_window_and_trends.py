@@ -234,6 +234,60 @@ def test_trend_warnings_read_the_saved_time_series(tmp_path: Path) -> None:
     assert codes == {"host_bound", "thermal_drift"}
 
 
+def test_a_held_gpu_that_ran_nothing_is_unused_not_host_bound() -> None:
+    # utilisation 0 % and power at idle in every sample: a GPU held but deliberately left idle
+    w = checks.host_bound(1, np.zeros(10), np.full(10, 100.0), idle_w=100.0, limit_w=700.0)
+    assert w is not None and (w.code, w.severity, w.device) == ("unused_gpu", "info", 1)
+    assert "ran no kernel" in w.message and "10 samples" in w.message
+    # one sample with a kernel (5 %): the GPU did work; judged as before
+    util = np.array([0.0] * 9 + [5.0])
+    w = checks.host_bound(1, util, np.full(10, 100.0), idle_w=100.0, limit_w=700.0)
+    assert w is not None and w.code == "host_bound"
+
+
+def _serving_series(tmp_path: Path, busy: tuple[float, float]) -> Path:
+    # 100 samples over 10 s: busy (90 %, 400 W) inside ``busy``, idle (0 %, 100 W) elsewhere
+    t = np.linspace(0.0, 9.9, 100)
+    on = (t >= busy[0]) & (t <= busy[1])
+    values = np.full((t.size, 1, len(COLUMNS)), np.nan)
+    values[:, 0, COLUMNS.index("power_w")] = np.where(on, 400.0, 100.0)
+    values[:, 0, COLUMNS.index("gpu_util_pct")] = np.where(on, 90.0, 0.0)
+    return write_timeseries_csv(tmp_path / "ts.csv", t, [0], values)
+
+
+def test_low_load_serving_is_judged_only_while_a_request_is_in_flight(tmp_path: Path) -> None:
+    # a request in flight 2-4 s of a 10 s window, the GPU busy then: the idle 80 % is the load
+    path = _serving_series(tmp_path, (2.0, 4.0))
+    passes = win.Passes(busy_s=[(2.0, 4.0)])
+    warns = win.trend_warnings(path, 9.9, passes, idle_w={0: 100.0}, limit_w={0: 700.0})
+    assert [w.code for w in warns if w.code in ("host_bound", "unused_gpu")] == []
+    # the same series read as an offline window: host-bound (80 % of samples near idle)
+    offline = win.trend_warnings(path, 9.9, win.Passes(), idle_w={0: 100.0}, limit_w={0: 700.0})
+    assert "host_bound" in {w.code for w in offline}
+    # requests in flight 0-10 s while the GPU idled 80 % of it: host-bound, said for serving
+    passes = win.Passes(busy_s=[(0.0, 9.9)])
+    (w,) = [
+        w
+        for w in win.trend_warnings(path, 9.9, passes, idle_w={0: 100.0}, limit_w={0: 700.0})
+        if w.code == "host_bound"
+    ]
+    assert "request was in flight" in w.message and "load.rate_rps" in w.message
+    assert "larger batch" not in w.message
+
+
+def test_serving_busy_spans_merge_overlapping_requests() -> None:
+    from llenergymeasure.backends.serving_base import RequestTimeline
+    from llenergymeasure.harness.serving.run import busy_spans
+
+    def req(i: int, sent: float, end: float) -> RequestTimeline:
+        t = RequestTimeline(index=i, input_tokens=1, injected_s=sent)
+        t.finished_s = end
+        return t
+
+    tl = [req(0, 10.0, 11.0), req(1, 10.5, 12.0), req(2, 13.0, 13.5)]
+    assert busy_spans(tl, 10.0) == [(0.0, 2.0), (3.0, 3.5)]
+
+
 # -- cycles ---------------------------------------------------------------------------------------
 
 

@@ -32,6 +32,8 @@ COUNTER_POWER_TOLERANCE = 0.05  # counter vs integrated power relative disagreem
 HOST_BOUND_SHARE = 0.5
 HOST_BOUND_UTIL_PCT = 50.0
 HOST_BOUND_POWER_SHARE = 0.10
+# unused_gpu: a held GPU whose utilisation stayed under this in every sample ran no kernel at all
+UNUSED_UTIL_PCT = 1.0
 THROUGHPUT_DRIFT_TOLERANCE = 0.05  # first vs last third of the window, relative
 THERMAL_DRIFT_C = 2.0  # mean temperature of the last third minus the first third
 MIN_TREND_SAMPLES = 6  # fewer samples (or passes) than this: no trend warning either way
@@ -51,6 +53,7 @@ CODES = (
     "counter_power_mismatch",
     "integrated_power_only",
     "host_bound",
+    "unused_gpu",
     "throughput_drift",
     "thermal_drift",
 )
@@ -383,13 +386,32 @@ def host_bound(
     power_w: np.ndarray,
     idle_w: float | None,
     limit_w: float | None,
+    *,
+    serving: bool = False,
 ) -> ValidityWarning | None:
     """The GPU sat near idle for most of the window: the host (Python, the launch loop, the CPU
     share of the engine) sets the speed, so the number moves with the host's load and says little
     about the GPU. Utilisation is NVML's (share of time a kernel ran); power is judged against
-    the measured idle baseline and the power limit, only when both are known."""
+    the measured idle baseline and the power limit, only when both are known.
+
+    Not host-bound: a held GPU that ran no kernel at all (utilisation under ``UNUSED_UTIL_PCT``
+    in every sample) is ``unused_gpu`` (info): nothing waited on the host there. In a serving
+    run (``serving``) the caller passes only the samples with a request in flight (idle time
+    between arrivals is the load, not the host), and the message speaks of the load point."""
     util = util_pct[~np.isnan(util_pct)]
     power = power_w[~np.isnan(power_w)]
+    if util.size >= MIN_TREND_SAMPLES and float(np.max(util)) < UNUSED_UTIL_PCT:
+        return ValidityWarning(
+            code="unused_gpu",
+            severity="info",
+            message=(
+                f"GPU {device} ran no kernel in the window (utilisation under "
+                f"{UNUSED_UTIL_PCT:g} % in all {util.size} samples): it was held but unused; its "
+                "energy is in the total (a held GPU counts busy or idle), not a host-bound engine"
+            ),
+            device=device,
+            details={"max_util_pct": float(np.max(util)), "n_samples": int(util.size)},
+        )
     reasons: list[str] = []
     details: dict[str, float | int | None] = {"idle_w": idle_w, "power_limit_w": limit_w}
     if util.size >= MIN_TREND_SAMPLES:
@@ -413,13 +435,22 @@ def host_bound(
             )
     if not reasons:
         return None
-    return ValidityWarning(
-        code="host_bound",
-        message=(
+    if serving:
+        message = (
+            f"GPU {device} was near idle for most of the time a request was in flight: "
+            f"{'; '.join(reasons)}. At this load point the engine's host-side loop (scheduling, "
+            "sampling, detokenising) paces the few requests in flight, so tokens/s and J/token "
+            "move with the host's load; a higher load.rate_rps or concurrency fills the GPU"
+        )
+    else:
+        message = (
             f"GPU {device} was near idle for most of the window: {'; '.join(reasons)}. The host "
             "sets this workload's speed, so its tokens/s and J/token move with the host's load; "
             "a larger batch, a static cache with torch_compile, or another engine keeps the GPU busy"
-        ),
+        )
+    return ValidityWarning(
+        code="host_bound",
+        message=message,
         device=device,
         details=details,
     )

@@ -144,6 +144,9 @@ class Passes:
     outputs: list[GenerationOutput] = field(default_factory=list)
     starts_s: list[float] = field(default_factory=list)  # seconds from the window's start
     durations_s: list[float] = field(default_factory=list)
+    #: serving runs: the spans (s from the window's start) with a request in flight; the
+    #: host_bound check judges only samples inside them (idle between arrivals is the load)
+    busy_s: list[tuple[float, float]] | None = None
 
     def record(self, min_window_s: float, max_window_s: float | None) -> WindowRecord:
         return WindowRecord(
@@ -245,7 +248,8 @@ def trend_warnings(
     limit_w: dict[int, float],
 ) -> list[ValidityWarning]:
     """``host_bound`` and ``thermal_drift`` per GPU from the sampler's time series (relative to
-    the window's start), ``throughput_drift`` from the passes' host-clock spans."""
+    the window's start), ``throughput_drift`` from the passes' host-clock spans (a serving run is
+    one pass: its drift is ``harness/serving/steady.py``'s, over the requests)."""
     from llenergymeasure.energy import checks
 
     warnings: list[ValidityWarning] = []
@@ -256,13 +260,20 @@ def trend_warnings(
             util = cols.get("gpu_util_pct")
             power = cols.get("power_w")
             temp = cols.get("temperature_c")
-            nan = t[inside] * float("nan")
+            judged = inside
+            if passes.busy_s is not None:
+                busy = inside & False
+                for a, b in passes.busy_s:
+                    busy |= (t >= a) & (t <= b)
+                judged = inside & busy
+            nan = t[judged] * float("nan")
             w = checks.host_bound(
                 index,
-                util[inside] if util is not None else nan,
-                power[inside] if power is not None else nan,
+                util[judged] if util is not None else nan,
+                power[judged] if power is not None else nan,
                 idle_w.get(index),
                 limit_w.get(index),
+                serving=passes.busy_s is not None,
             )
             if w is not None:
                 warnings.append(w)

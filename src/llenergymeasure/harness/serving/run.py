@@ -273,7 +273,10 @@ def run_serving(
         drive = loop.run_until_complete(drive_open_loop(backend, sent, offsets))
     out = generation_output(drive.timelines, drive.end_s - drive.start_s, backend.clock_note())
     passes = Passes(
-        outputs=[out], starts_s=[drive.start_s - t_start], durations_s=[drive.end_s - drive.start_s]
+        outputs=[out],
+        starts_s=[drive.start_s - t_start],
+        durations_s=[drive.end_s - drive.start_s],
+        busy_s=busy_spans(drive.timelines, t_start),
     )
     return ServingRun(
         config=config,
@@ -282,6 +285,18 @@ def run_serving(
         prompts=list(sent),
         timing_source=backend.clock_note(),
     )
+
+
+def busy_spans(timelines: Sequence[RequestTimeline], origin_s: float) -> list[tuple[float, float]]:
+    """The spans (s from ``origin_s``) with at least one request in flight, merged."""
+    spans = sorted((t.injected_s - origin_s, t.end_s - origin_s) for t in timelines)
+    out: list[tuple[float, float]] = []
+    for a, b in spans:
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def generation_output(
