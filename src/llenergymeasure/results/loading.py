@@ -25,6 +25,7 @@ from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.study import StudyConfig
 from llenergymeasure.errors import LLEMError
 from llenergymeasure.results.models import SCHEMA_VERSION, ExperimentResult, RunFailure, StudyResult
+from llenergymeasure.results.serving_capacity import with_slo_capacity
 from llenergymeasure.results.stats import summarise
 
 STUDY_RESULT_FILE = "study_result.json"
@@ -278,7 +279,7 @@ def rebuild_study_result(study_dir: Path) -> StudyResult:
         environment=results[0].environment if results else None,
         runners=runners,
         runs=results,
-        summaries=summarise(results, failures),
+        summaries=with_slo_capacity(summarise(results, failures), results),
         failures=failures,
         invalid_points=invalid,
         interrupted=incomplete,

@@ -27,7 +27,7 @@ from llenergymeasure.energy.types import (
 )
 from llenergymeasure.environment.snapshot import EnvironmentSnapshot
 from llenergymeasure.results.distributions import LatencyStats
-from llenergymeasure.results.serving_models import ServingRecord
+from llenergymeasure.results.serving_models import ServingRecord, SloCapacity
 
 # 1.1: measurement window by time, warmup by convergence (issue 14)
 # 1.2: *_adjusted_j renamed *_above_idle_j (unclamped, with SE); cold/resident baselines, validity
@@ -327,6 +327,9 @@ class ConfigSummary(_Record):
     metrics: dict[str, MetricStats] = Field(default_factory=dict)
     warnings: list[ValidityWarning] = Field(
         default_factory=list, description="e.g. cycles_disagree: J/token CV above the threshold"
+    )
+    slo_capacity: SloCapacity | None = Field(
+        None, description="serving rate sweeps: the sweep's highest rate meeting the SLO target"
     )
 
     @model_validator(mode="before")

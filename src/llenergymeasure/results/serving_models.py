@@ -131,3 +131,22 @@ class ServingRecord(_Record):
     )
     attribution_intervals: dict[str, int] = Field(default_factory=dict)
     requests: list[ServingRequest] = Field(default_factory=list)
+
+
+class SloCapacity(_Record):
+    """The highest rate of a rate sweep at which the SLO holds for enough requests (DistServe's
+    goodput): configs that differ only in ``load.rate_rps``, valid runs only."""
+
+    target_attainment: float = Field(..., description="share of requests that must meet the SLO")
+    window: str = Field("full", description="the window whose slo_attainment is judged")
+    rates_rps: list[float] = Field(..., description="the swept rates, ascending")
+    attainment: list[float | None] = Field(
+        ..., description="per rate: mean slo_attainment over its valid runs (None: none)"
+    )
+    n_runs: list[int] = Field(..., description="per rate: valid runs with an attainment")
+    config_hashes: list[str]
+    max_rate_rps: float | None = Field(
+        None,
+        description="highest swept rate at which this and every lower rate met the target",
+    )
+    note: str = Field(..., description="how to read max_rate_rps (bounded, open-ended, none)")

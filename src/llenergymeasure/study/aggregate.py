@@ -15,6 +15,7 @@ from llenergymeasure.config.study import StudyConfig
 from llenergymeasure.harness.request import RESULT_FILE
 from llenergymeasure.results.io import atomic_write_text
 from llenergymeasure.results.models import ExperimentResult, RunFailure
+from llenergymeasure.results.serving_capacity import with_slo_capacity
 from llenergymeasure.results.stats import summarise
 from llenergymeasure.results.study_result import StudyResult
 from llenergymeasure.runners.resolution import ResolvedRunner
@@ -85,7 +86,7 @@ def collect_study_result(
         environment=env_snapshot,
         runners={b: r.model_dump() for b, r in runners.items()},
         runs=results,
-        summaries=summarise(results, failures),
+        summaries=with_slo_capacity(summarise(results, failures), results),
         failures=failures,
         invalid_points=[p.describe() for p in expansion.invalid] + list(expansion.duplicates),
         interrupted=False,
