@@ -48,6 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from llenergymeasure.backends.openai.section import OpenAIConfig
 from llenergymeasure.backends.pytorch.section import PyTorchConfig
 from llenergymeasure.backends.section import BackendSection
 from llenergymeasure.backends.tensorrt.section import TensorRTConfig
@@ -174,6 +175,15 @@ BUILTIN_BACKENDS: tuple[BackendSpec, ...] = (
         extra_env_vars=("LLEM_RUNNER_TRTLLM",),
         colour="#2ca02c",
         section_in_every_hash=True,
+    ),
+    BackendSpec(
+        name="openai",
+        title="OpenAI-compatible server",
+        section=OpenAIConfig,
+        factory="llenergymeasure.backends.openai.backend:create",
+        serving_factory="llenergymeasure.backends.openai.backend:create_serving",
+        aliases=("endpoint",),
+        colour="#9467bd",
     ),
 )
 
