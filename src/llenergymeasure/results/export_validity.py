@@ -14,6 +14,7 @@ from typing import Any
 from llenergymeasure.energy.types import BaselineRecord
 from llenergymeasure.environment.snapshot import EnvironmentSnapshot
 from llenergymeasure.results.models import ExperimentResult
+from llenergymeasure.results.stats import baseline_identity
 
 #: GpuInfo fields exported as ``env.gpus.<field>`` JSON lists
 GPU_FIELDS = (
@@ -52,6 +53,10 @@ VALIDITY_COLUMNS: dict[str, str] = {
     "boundary.cpu": "CPU package energy: rapl or not measured (never added to total_energy_j)",
     "baseline.idle_power_se_w": "standard error of baseline.idle_power_w (root-sum-square over GPUs)",
     "baseline.accepted": "the resident idle baseline passed its utilisation and drift checks",
+    "baseline.identity": (
+        "which resident idle measurement was subtracted (its cache key, time and idle W, joined by a vertical bar): runs with the "
+        "same value share its error"
+    ),
     "cold_baseline.idle_power_w": "cold idle power (before the engine started), summed over GPUs",
     "cold_baseline.idle_power_se_w": "its standard error (root-sum-square over GPUs)",
     "cold_baseline.from_cache": "the cold idle baseline came from the on-disk cache",
@@ -86,6 +91,11 @@ def _gpu_values(env: EnvironmentSnapshot | None) -> dict[str, Any]:
     }
 
 
+def _identity(result: ExperimentResult) -> str | None:
+    key = baseline_identity(result)
+    return "|".join(key) if key is not None else None
+
+
 def validity_values(result: ExperimentResult) -> dict[str, Any]:
     """``VALIDITY_COLUMNS`` of one run."""
     split = result.energy_split
@@ -108,6 +118,7 @@ def validity_values(result: ExperimentResult) -> dict[str, Any]:
         "boundary.cpu": result.boundary.cpu if result.boundary else None,
         "baseline.idle_power_se_w": resident_se,
         "baseline.accepted": result.baseline.accepted if result.baseline else None,
+        "baseline.identity": _identity(result),
         "cold_baseline.idle_power_w": cold,
         "cold_baseline.idle_power_se_w": cold_se,
         "cold_baseline.from_cache": (

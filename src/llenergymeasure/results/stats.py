@@ -140,6 +140,91 @@ def invalid_warnings(invalid: Sequence[ExperimentResult]) -> list[ValidityWarnin
     ]
 
 
+#: above-idle metric -> the standard error its idle baseline gives one run's value
+BASELINE_SE: dict[str, Callable[[ExperimentResult], float | None]] = {
+    "total_energy_above_idle_j": lambda r: r.total_energy_above_idle_se_j,
+    "energy_per_output_token_above_idle_j": lambda r: r.energy_per_output_token_above_idle_se_j,
+}
+
+
+def baseline_identity(result: ExperimentResult) -> tuple[str, ...] | None:
+    """Which idle-baseline measurement a run subtracted: runs with the same identity (the cache
+    entry and the time it was measured) share one baseline's error. None when the record cannot
+    tell (no baseline, or one without cache key and time): treated as the run's own."""
+    b = result.baseline
+    if b is None or not b.available or not b.accepted:
+        return None
+    if b.cache_key is None and b.measured_at is None:
+        return None
+    idle = ",".join(f"{i}:{w!r}" for i, w in sorted(b.idle_power_w.items()))
+    return (str(b.cache_key), str(b.measured_at), idle)
+
+
+def shared_baseline_se(ses: Sequence[tuple[tuple[str, ...] | None, float | None]]) -> float:
+    """The standard error a cross-cycle mean inherits from idle baselines that several of its runs
+    share, one ``(baseline identity, the run's baseline SE)`` per run in the mean.
+
+    A run's value is x_i = raw_i - P_g T_i (per token: divided by its tokens); its baseline SE is
+    u_i = c_i s_g. Over the n runs the mean's baseline error is (1/n) sum_g delta_g sum_{i in g}
+    c_i: a baseline used by one run adds an independent error, which the cycles' spread already
+    shows; a baseline shared by a group g of two or more runs moves them together, which the
+    spread does not show and averaging does not reduce. Its part is (1/n) sum_{i in g} u_i, and
+    groups are independent of each other: SE = sqrt(sum over shared groups of that squared).
+    (Counting a shared group's between-group part both here and in the spread makes the interval
+    slightly conservative when there are several shared groups.)
+    """
+    n = len(ses)
+    groups: dict[tuple[str, ...], list[float]] = {}
+    for key, u in ses:
+        if key is not None and u is not None:
+            groups.setdefault(key, []).append(u)
+    return math.sqrt(sum((sum(us) / n) ** 2 for us in groups.values() if len(us) >= 2))
+
+
+def widen_for_shared_baseline(stats: MetricStats, shared_se: float) -> MetricStats:
+    """The cross-cycle interval with a shared baseline's error: SE of the mean =
+    sqrt(sd^2 / n + shared_se^2), half-width = t(0.975, n - 1) x that SE (t for the whole, which
+    is conservative for the baseline's part, itself a mean over many idle sub-windows)."""
+    if stats.n < 2 or shared_se <= 0 or stats.std is None or stats.mean is None:
+        return stats
+    half = t_quantile_975(stats.n - 1) * math.sqrt(stats.std**2 / stats.n + shared_se**2)
+    return stats.model_copy(
+        update={
+            "ci95_low": stats.mean - half,
+            "ci95_high": stats.mean + half,
+            "ci95_half_width": half,
+        }
+    )
+
+
+def shared_baseline_warnings(
+    widened: dict[str, tuple[float, float, MetricStats]],
+) -> list[ValidityWarning]:
+    """``shared_baseline`` (info): which intervals include a shared idle baseline's error."""
+    if not widened:
+        return []
+    parts = [
+        f"{m}: ±{st.ci95_half_width:.4g} (±{before:.4g} from the cycles' spread alone; shared "
+        f"baseline SE {se:.4g})"
+        for m, (se, before, st) in widened.items()
+    ]
+    return [
+        ValidityWarning(
+            code="shared_baseline",
+            severity="info",
+            message=(
+                "runs of this config subtracted the same idle baseline (from the cache), whose "
+                "error moves them together and does not average down over cycles; the 95 % CI "
+                "includes it: " + "; ".join(parts)
+            ),
+            details={
+                m: {"shared_baseline_se": se, "ci95_half_width_spread_only": before}
+                for m, (se, before, _) in widened.items()
+            },
+        )
+    ]
+
+
 #: metric name -> how to read it from a result (None when absent)
 METRICS: dict[str, Callable[[ExperimentResult], float | None]] = {
     "total_energy_j": lambda r: r.total_energy_j,
@@ -177,9 +262,19 @@ def summarise(
         rs = [r for r in all_rs if r.valid]
         invalid = [r for r in all_rs if not r.valid]
         metrics = {}
+        widened: dict[str, tuple[float, float, MetricStats]] = {}
         for name, get in METRICS.items():
-            vals = [v for v in (get(r) for r in rs) if v is not None]
-            metrics[name] = describe(vals)
+            pairs = [(r, v) for r in rs if (v := get(r)) is not None]
+            used = [r for r, _ in pairs]
+            stats = describe([v for _, v in pairs])
+            se_of = BASELINE_SE.get(name)
+            if se_of is not None:
+                shared = shared_baseline_se([(baseline_identity(r), se_of(r)) for r in used])
+                before = stats.ci95_half_width
+                stats = widen_for_shared_baseline(stats, shared)
+                if before is not None and stats.ci95_half_width != before:
+                    widened[name] = (shared, before, stats)
+            metrics[name] = stats
         out.append(
             ConfigSummary(
                 config_hash=h,
@@ -194,7 +289,8 @@ def summarise(
                 invalid_run_ids=[r.experiment_id for r in invalid],
                 metrics=metrics,
                 warnings=cycle_warnings(metrics["energy_per_output_token_j"])
-                + invalid_warnings(invalid),
+                + invalid_warnings(invalid)
+                + shared_baseline_warnings(widened),
             )
         )
     return out

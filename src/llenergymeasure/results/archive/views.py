@@ -207,6 +207,46 @@ def t975_macro() -> str:
     )
 
 
+#: above-idle metric -> SQL of one run's baseline standard error (as ``results.stats.BASELINE_SE``)
+SHARED_BASELINE_SE = {
+    "total_energy_above_idle_j": quote("total_energy_above_idle_se_j"),
+    "energy_per_output_token_above_idle_j": (
+        f"{quote('total_energy_above_idle_se_j')} / nullif(output_tokens, 0)"
+    ),
+}
+
+
+def _shared_baseline_sql() -> str:
+    """Per (study, config) and above-idle metric: the SE its mean inherits from idle baselines
+    shared by two or more of its valid runs, sqrt(sum_g (sum_{i in g} u_i)^2) / n
+    (``results.stats.shared_baseline_se``)."""
+    ident = quote("baseline.identity")
+    per_group, per_config = [], []
+    for m, se in SHARED_BASELINE_SE.items():
+        used = f"valid IS NOT FALSE AND {quote(m)} IS NOT NULL"
+        per_group += [
+            f"sum({se}) FILTER (WHERE {used} AND {ident} IS NOT NULL) AS {quote(m + '_u')}",
+            f"count({se}) FILTER (WHERE {used} AND {ident} IS NOT NULL) AS {quote(m + '_k')}",
+        ]
+        per_config.append(
+            f"sqrt(sum({quote(m + '_u')} ^ 2) FILTER (WHERE {quote(m + '_k')} >= 2)) / "
+            f"max(n.{quote(m + '_n')}) AS {quote(m + '_shared')}"
+        )
+    counts = ", ".join(
+        f"count({quote(m)}) FILTER (WHERE valid IS NOT FALSE) AS {quote(m + '_n')}"
+        for m in SHARED_BASELINE_SE
+    )
+    d = quote("study.dir")
+    return (
+        f"SELECT grp.s_dir, grp.s_hash, {', '.join(per_config)} FROM ("
+        f"SELECT {d} AS s_dir, config_hash AS s_hash, {', '.join(per_group)} FROM runs "
+        f"GROUP BY {d}, config_hash, {ident}) grp "
+        f"JOIN (SELECT {d} AS n_dir, config_hash AS n_hash, {counts} FROM runs "
+        f"GROUP BY {d}, config_hash) n ON n.n_dir = grp.s_dir AND n.n_hash = grp.s_hash "
+        "GROUP BY grp.s_dir, grp.s_hash"
+    )
+
+
 def configs_view_sql() -> str:
     """One row per (study, config hash): the config, its runs, and mean/SD/95 % CI per metric."""
     types_ = run_column_types()
@@ -233,6 +273,7 @@ def configs_view_sql() -> str:
             f"stddev_samp({q}) {valid} AS {quote(m + '_std')}",
             f"count({q}) {valid} AS {quote(m + '_n')}",
         ]
+    shared = {m: f"sb.{quote(m + '_shared')}" for m in SHARED_BASELINE_SE}
     outer = [quote(c) for c in CONFIG_ID_COLUMNS]
     outer += [
         "n_runs",
@@ -245,6 +286,9 @@ def configs_view_sql() -> str:
     for m in CONFIG_METRICS:
         mean, std, n = quote(m + "_mean"), quote(m + "_std"), quote(m + "_n")
         half = f"(t975({n} - 1) * {std} / sqrt({n}))"
+        if m in shared:  # a shared idle baseline's error, as results.stats adds it
+            sh = f"coalesce({shared[m]}, 0)"
+            half = f"(t975({n} - 1) * sqrt({std} ^ 2 / {n} + {sh} ^ 2))"
         outer += [
             mean,
             std,
@@ -266,6 +310,8 @@ def configs_view_sql() -> str:
         "  FROM run_status WHERE status IN ('failed', 'timeout', 'interrupted')\n"
         "  GROUP BY study_dir, config_hash) f\n"
         f"ON f.f_dir = g.{quote('study.dir')} AND f.f_hash = g.config_hash\n"
+        f"LEFT JOIN ({_shared_baseline_sql()}) sb\n"
+        f"ON sb.s_dir = g.{quote('study.dir')} AND sb.s_hash = g.config_hash\n"
     )
 
 
