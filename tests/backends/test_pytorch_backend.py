@@ -157,6 +157,18 @@ def test_timing_per_request(backend: Any, ragged_prompts: list[Prompt]) -> None:
     assert len({round(r.ttft_s, 9) for r in first_batch}) == 1
 
 
+def test_each_static_batch_records_its_prefill_span(
+    backend: Any, ragged_prompts: list[Prompt]
+) -> None:
+    # 5 prompts at batch_size 3: two batches, each (its start in the call, + its first token)
+    out = backend.generate(ragged_prompts)
+    spans = out.prefill_spans_s
+    assert spans is not None and len(spans) == 2 and out.prefill_overlap_reason is None
+    for (a, b), batch in zip(spans, (out.requests[:3], out.requests[3:]), strict=True):
+        assert b - a == pytest.approx(max(r.ttft_s for r in batch))
+    assert 0.0 <= spans[0][0] < spans[0][1] <= spans[1][0] < spans[1][1] <= out.duration_s
+
+
 def test_output_stops_at_eos_and_padding_is_not_counted(model_dir: str) -> None:
     """Without fixed lengths, a row ends at its EOS; later positions hold padding, never counted.
 
