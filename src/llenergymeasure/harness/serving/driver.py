@@ -44,8 +44,13 @@ class DriveResult:
         return max((t.injected_s for t in self.timelines), default=self.start_s)
 
 
-async def _run_one(engine: ServingEngine, timeline: RequestTimeline, prompt: Prompt) -> None:
-    timeline.injected_s = time.perf_counter()
+async def _run_one(
+    engine: ServingEngine,
+    timeline: RequestTimeline,
+    prompt: Prompt,
+    clock: Callable[[], float] = time.perf_counter,
+) -> None:
+    timeline.injected_s = clock()
     try:
         await engine.submit(timeline.index, prompt, timeline)
     except asyncio.CancelledError:
@@ -53,7 +58,7 @@ async def _run_one(engine: ServingEngine, timeline: RequestTimeline, prompt: Pro
     except Exception as exc:  # recorded per request; the driver raises once all are done
         timeline.error = f"{type(exc).__name__}: {exc}"
         if timeline.finished_s is None:
-            timeline.finished_s = time.perf_counter()
+            timeline.finished_s = clock()
 
 
 def _raise_failures(timelines: list[RequestTimeline]) -> None:
@@ -90,7 +95,7 @@ async def drive_open_loop(
             # about a millisecond and fire late under load); never send before the time
             while clock() < timeline.scheduled_s:
                 await asyncio.sleep(0)
-            tasks.append(asyncio.ensure_future(_run_one(engine, timeline, prompt)))
+            tasks.append(asyncio.ensure_future(_run_one(engine, timeline, prompt, clock)))
             await asyncio.sleep(0)  # let the task reach the engine now, not after the next sleep
         await asyncio.gather(*tasks)
     except BaseException:
@@ -129,7 +134,7 @@ async def drive_closed_loop(
                 index=i, input_tokens=len(prompts[i].token_ids), scheduled_s=now
             )
             timelines.append(timeline)
-            await _run_one(engine, timeline, prompts[i])
+            await _run_one(engine, timeline, prompts[i], clock)
             if timeline.error:
                 return
 
