@@ -275,6 +275,9 @@ def test_hf_silent_hub_hits_the_bounded_timeout(tmp_path: Path) -> None:
     assert "ERROR loading the Hugging Face dataset 'org/silent' took longer than 2 s" in (
         child.stdout
     ), child.stdout + child.stderr
+    # the message above can only come from the bounded wait giving up, which is the point; its
+    # duration is not bounded from above here (a loaded machine stretches it), only from below:
+    # the loader waited its whole timeout before saying so (the subprocess timeout guards a hang)
     elapsed = float(child.stdout.split("ELAPSED")[1])
-    assert elapsed < 10
+    assert elapsed >= 2.0
     assert held, "the child never contacted the loopback hub"

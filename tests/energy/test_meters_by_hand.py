@@ -14,7 +14,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -262,7 +261,13 @@ def test_closing_with_a_window_open_stops_the_sampler_thread() -> None:
         meter.stop()
 
 
-def test_null_meter_records_the_window_and_the_reason() -> None:
+def test_null_meter_records_the_window_and_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    from llenergymeasure.energy import meters as meters_module
+
+    clock = ManualClock()  # the window's length from a clock the test moves, not the machine's
+    monkeypatch.setattr(meters_module, "time", types.SimpleNamespace(perf_counter=clock))
     m = NullMeter("no GPU here")
     assert (m.nvml_indices, m.last, m.ignore_pids) == ([], None, set())
     assert m.cache_identity() is None and m.write_timeseries(Path("unused")) is None
@@ -271,9 +276,9 @@ def test_null_meter_records_the_window_and_the_reason() -> None:
     assert first.unavailable_reason == "no GPU here" and first.total_energy_j is None
     before = datetime.now().astimezone()
     with m:
-        time.sleep(0.01)
+        clock.advance(0.25)
     last = m.last
-    assert last is not None and 0.01 <= last.duration_s < 5.0
+    assert last is not None and last.duration_s == pytest.approx(0.25)
     started = utc(last.started_at)
     assert before - timedelta(seconds=1) <= started <= datetime.now().astimezone()
     again = m.stop()  # a second stop has no window open
