@@ -85,6 +85,16 @@ def test_pytorch_serving_attributes_the_window_energy_to_requests(
     energies = [r.energy_j for r in s.requests]
     assert all(e is not None and e >= 0 for e in energies)
     assert sum(energies) == pytest.approx(result.total_energy_j, rel=1e-6)  # type: ignore[arg-type]
+    # the band: by tokens and per request; the midpoint inside it
+    assert s.attribution_weighting is not None and "midpoint" in s.attribution_weighting
+    for r in s.requests:
+        assert r.energy_low_j is not None and r.energy_high_j is not None
+        assert r.energy_low_j - 1e-9 <= r.energy_j <= r.energy_high_j + 1e-9  # type: ignore[operator]
+    # the window was checked for steadiness, and the serving run gives no prefill split
+    assert s.steady_checks is not None
+    assert result.energy_split is not None and "overlapped" in (
+        result.energy_split.unavailable_reason or ""
+    )
     assert s.full.energy_j == pytest.approx(result.total_energy_j)
     assert s.full.request_energy_j is not None and s.full.request_energy_j.n == n
     assert s.full.energy_per_output_token_j == pytest.approx(result.total_energy_j / (4 * n))  # type: ignore[operator]
@@ -103,6 +113,7 @@ def test_pytorch_serving_attributes_the_window_energy_to_requests(
     if s.steady is not None:
         assert 0.0 <= s.steady.start_s < s.steady.end_s <= s.full.end_s
         assert s.steady.n_requests == sum(r.in_steady_window for r in s.requests)
+        assert s.steady.goodput_rps is None or s.steady.goodput_rps <= s.steady.requests_per_s
 
 
 def test_serving_config_errors_name_the_field() -> None:
