@@ -326,6 +326,9 @@ def run_harness(
         t_meter = time.perf_counter()
         meter.start()
         t_start = time.perf_counter()
+        window_started = getattr(backend, "window_started", None)  # backends/openai: telemetry
+        if window_started is not None:
+            window_started(t_start)
         if config.workload == "serving":
             serving = run_serving(backend, prompts, config, t_start)
             passes, prompts = serving.passes, serving.prompts
@@ -418,6 +421,10 @@ def run_harness(
                 (t_meter, t_start + duration_s),
                 sum(idle.values()) if idle else None,
             )
+        finish = getattr(backend, "finish_result", None)  # backends/openai: telemetry, gate
+        if finish is not None:
+            share = settings.validity.min_running_batch_share
+            result = finish(result, output_dir, t_start, share)
         atomic_write_text(output_dir / RESULT_FILE, result.model_dump_json(indent=2))
         phases.enter("done")
         return result

@@ -1,0 +1,73 @@
+"""``backend: openai`` through the whole harness, on the fake server: the result, the telemetry file
+and the endpoint facts (the harness's window_started / finish_result hooks)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llenergymeasure import ExperimentConfig, ExperimentResult
+from llenergymeasure.errors import ExperimentError
+from llenergymeasure.harness.core import run_harness
+from llenergymeasure.harness.request import HarnessRequest, HarnessSettings
+from tests.fakes.openai_server import FakeOpenAIServer, Script
+
+PAGE = "vllm:num_requests_running 2\nvllm:generation_tokens_total 40\n"
+
+
+def _request(cache: Path, server: FakeOpenAIServer, **top: Any) -> HarnessRequest:
+    data = {
+        "model": "synthetic/tiny-llama",
+        "backend": "openai",
+        "precision": "fp32",
+        "n": 4,
+        "max_output_tokens": 3,
+        "dataset": {"source": "synthetic", "input_tokens": 8},
+        "warmup": {"mode": "fixed", "runs": 1},
+        "baseline": {"enabled": False},
+        "openai": {"base_url": server.base_url, "model": server.model},
+        **top,
+    }
+    return HarnessRequest(
+        config=ExperimentConfig.from_dict(data),
+        settings=HarnessSettings(energy_backend="auto", model_cache_dir=str(cache), run_id="o1"),
+    )
+
+
+@pytest.mark.parametrize(
+    "top",
+    [{}, {"workload": "serving", "load": {"concurrency": 2, "n_requests": 6}}],
+    ids=["offline", "closed-loop"],
+)
+def test_harness_runs_the_endpoint_and_records_telemetry(
+    tmp_path: Path, shared_model_cache: Path, top: dict[str, Any]
+) -> None:
+    out = tmp_path / "run"
+    with FakeOpenAIServer(scripts=[Script(tokens=["x", "y", "z"])], metrics_pages=[PAGE]) as s:
+        result = run_harness(_request(shared_model_cache, s, **top), out)
+        n_posts = len(s.bodies)
+    assert ExperimentResult.model_validate_json((out / "result.json").read_text()) == result
+    n = 6 if top else 4
+    assert result.n_requests == n and result.output_tokens == 3 * n
+    assert result.input_tokens == 7 * n  # the fake server's usage.prompt_tokens
+    assert n_posts > n  # warmup requests first
+    endpoint = result.extra["endpoint"]
+    assert endpoint["mode"] == "attach" and endpoint["requests_failed"] == 0
+    assert endpoint["requests_sent"] == n  # counted from the window's start
+    tel = result.extra["engine_telemetry"]
+    assert tel["dialect"] == "vllm" and tel["n_scrapes"] >= 1 and tel["running_requests_mean"] == 2
+    assert tel["saturation_target"] == (2.0 if top else 4.0)
+    rows = list(csv.DictReader((out / "engine_telemetry.csv").open()))
+    assert len(rows) == tel["n_scrapes"] and rows[0]["running"] == "2.0"
+
+
+def test_every_request_failing_fails_the_run_with_the_servers_words(
+    tmp_path: Path, shared_model_cache: Path
+) -> None:
+    script = Script(status=400, error_message="This model's maximum context length is 8")
+    with FakeOpenAIServer(scripts=[script]) as s, pytest.raises(ExperimentError) as info:
+        run_harness(_request(shared_model_cache, s), tmp_path / "run")
+    assert "maximum context length is 8" in str(info.value)
