@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from llenergymeasure.backends import registry
+
 
 @pytest.fixture(autouse=True)
 def _isolated_user_dirs(
@@ -18,15 +20,8 @@ def _isolated_user_dirs(
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.setenv(var, "1")
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    for var in (
-        "LLEM_CONFIG",
-        "LLEM_RUNNER_PYTORCH",
-        "LLEM_RUNNER_VLLM",
-        "LLEM_RUNNER_TENSORRT",
-        "LLEM_RUNNER_TRTLLM",
-        "LLEM_CARBON_INTENSITY",
-        "LLEM_DATACENTER_PUE",
-    ):
+    runner_vars = [name for spec in registry.specs() for name in spec.env_vars]
+    for var in ("LLEM_CONFIG", *runner_vars, "LLEM_CARBON_INTENSITY", "LLEM_DATACENTER_PUE"):
         monkeypatch.delenv(var, raising=False)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from llenergymeasure.backends import registry
 from llenergymeasure.config.user import load_user_config
 from tests.helpers import tiny_experiment, user_config_file, write
 
@@ -85,7 +86,7 @@ def test_config_json(tmp_path: Path, shared_model_cache: Path) -> None:
     data = json.loads(out.stdout)
     assert data["user_config"] == {"path": str(uc), "exists": True}
     assert data["values"]["measurement"]["energy_backend"] == "none"
-    assert set(data["runners"]) == {"pytorch", "vllm", "tensorrt"}
+    assert set(data["runners"]) == set(registry.names())
     assert data["environment"]["python_version"]
     assert {m["meter"] for m in data["energy_meters"]} >= {"nvml", "zeus", "rapl"}
 

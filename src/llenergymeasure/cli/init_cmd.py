@@ -21,17 +21,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from llenergymeasure.backends import registry
 from llenergymeasure.config.user import load_user_config, user_config_path
 from llenergymeasure.errors import ConfigError, LLEMError
-
-#: the image each backend's docker runner uses by default (docs/runners.md).
-IMAGES = {
-    "pytorch": "llenergymeasure:pytorch",
-    "vllm": "llenergymeasure:vllm",
-    "tensorrt": "llenergymeasure:trtllm",
-}
-#: the module whose presence means the backend can run here without a container.
-ENGINE_MODULES = {"pytorch": "torch", "vllm": "vllm", "tensorrt": "tensorrt_llm"}
 
 
 @dataclass
@@ -70,7 +62,11 @@ def detect() -> Detected:
         found.docker_problem = str(exc).split(";")[0]
     except Exception as exc:  # the SDK raises its own types when listing
         found.docker_problem = f"{type(exc).__name__}: {exc}"
-    found.engines = {b: importlib.util.find_spec(m) is not None for b, m in ENGINE_MODULES.items()}
+    # a backend's first engine module present means it can run here without a container
+    found.engines = {
+        s.name: not s.engine_modules or importlib.util.find_spec(s.engine_modules[0]) is not None
+        for s in registry.specs()
+    }
     try:
         from llenergymeasure.energy import meter_availability
 
@@ -81,18 +77,22 @@ def detect() -> Detected:
 
 
 def _runner_line(backend: str, found: Detected) -> str:
-    image = IMAGES[backend]
-    if found.docker and image in found.images:
+    spec = registry.get(backend)
+    image = spec.image
+    engine = spec.engine_modules[0] if spec.engine_modules else None
+    if found.docker and image is not None and image in found.images:
         return f"  {backend}: docker:{image}  # image {image} is built here"
     if found.engines.get(backend):
-        return f"  {backend}: local  # {ENGINE_MODULES[backend]} is importable in this Python"
-    if found.docker:
+        if engine is None:
+            return f"  {backend}: local  # it imports no engine"
+        return f"  {backend}: local  # {engine} is importable in this Python"
+    if found.docker and image is not None:
         return (
             f"  {backend}: docker:{image}  # not importable here; build the image with "
-            f"`make images BACKENDS={backend if backend != 'tensorrt' else 'trtllm'}`"
+            f"`make images BACKENDS={spec.target}`"
         )
-    why = found.docker_problem or "no Docker"
-    return f"  # {backend}: local  # {ENGINE_MODULES[backend]} is not importable and {why}"
+    why = found.docker_problem or "no Docker" if image is not None else "it has no image"
+    return f"  # {backend}: local  # {engine} is not importable and {why}"
 
 
 def render(found: Detected, results_dir: str = "./results") -> str:
@@ -107,7 +107,7 @@ def render(found: Detected, results_dir: str = "./results") -> str:
     else:
         reason = nvml[2].split(";")[0].split(": NVML call")[0]
         backend, why = "none", f"no GPU energy meter here ({reason}); results say so"
-    runner_lines = [_runner_line(b, found) for b in IMAGES]
+    runner_lines = [_runner_line(b, found) for b in registry.names()]
     header = "local | docker | docker:<image> per backend (LLEM_RUNNER_<BACKEND> overrides)"
     if all(line.lstrip().startswith("#") for line in runner_lines):
         runner_block = [f"runners: {{}}  # {header}", *runner_lines]

@@ -6,16 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from llenergymeasure.backends import registry
 from llenergymeasure.errors import RunnerError
 
 RunnerKind = Literal["local", "docker", "singularity", "slurm"]
-
-#: image tag used by ``docker`` without an explicit image, per backend
-DEFAULT_IMAGES = {
-    "pytorch": "llenergymeasure:pytorch",
-    "vllm": "llenergymeasure:vllm",
-    "tensorrt": "llenergymeasure:trtllm",
-}
 
 ACCEPTED = "local, docker, docker:<image>, slurm (singularity:<path> is planned)"
 
@@ -53,7 +47,8 @@ def parse_runner_spec(value: str, where: str = "runner") -> RunnerSpec:
         image = raw.split(":", 1)[1].strip()
         if not image:
             raise RunnerError(
-                f"{where}: {value!r} names no image; write docker:<image>, e.g. docker:llenergymeasure:vllm"
+                f"{where}: {value!r} names no image; write docker:<image>, e.g. "
+                f"docker:{registry.EXAMPLE_IMAGE}"
             )
         return RunnerSpec(kind="docker", image=image)
     if low.startswith("singularity:"):

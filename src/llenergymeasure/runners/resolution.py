@@ -2,7 +2,8 @@
 
 Precedence, highest first (decision E of the architecture decisions):
 
-1. ``LLEM_RUNNER_<BACKEND>`` environment variable (``LLEM_RUNNER_TRTLLM`` also names tensorrt)
+1. ``LLEM_RUNNER_<BACKEND>`` environment variable (and a backend's other names for it,
+   ``extra_env_vars`` in ``backends/registry.py``)
 2. ``runners.<backend>`` in the user config
 3. ``llem run --runner`` (the ``cli_runner`` argument)
 4. ``local``
@@ -17,15 +18,10 @@ from collections.abc import Iterable, Mapping
 
 from pydantic import BaseModel, ConfigDict
 
-from llenergymeasure.config.runner_spec import DEFAULT_IMAGES, RunnerSpec, parse_runner_spec
+from llenergymeasure.backends import registry
+from llenergymeasure.config.runner_spec import RunnerSpec, parse_runner_spec
 from llenergymeasure.config.user import UserConfig
 from llenergymeasure.errors import RunnerError
-
-ENV_NAMES = {
-    "pytorch": ("LLEM_RUNNER_PYTORCH",),
-    "vllm": ("LLEM_RUNNER_VLLM",),
-    "tensorrt": ("LLEM_RUNNER_TENSORRT", "LLEM_RUNNER_TRTLLM"),
-}
 
 
 class ResolvedRunner(BaseModel):
@@ -61,8 +57,9 @@ def resolve_runner(
 ) -> ResolvedRunner:
     """Resolve one backend's runner with the documented precedence."""
     env = os.environ if environ is None else environ
+    spec_of_backend = registry.get(backend)
     candidates: list[tuple[str, str, str]] = []  # (value, source, where)
-    for name in ENV_NAMES[backend]:
+    for name in spec_of_backend.env_vars:
         if env.get(name, "").strip():
             candidates.append((env[name], f"env:{name}", name))
             break
@@ -80,7 +77,12 @@ def resolve_runner(
         raise RunnerError(
             f"{where}: singularity runners ({value!r}) are not supported yet; use local or docker"
         )
-    image = spec.image or (DEFAULT_IMAGES[backend] if spec.kind == "docker" else None)
+    image = spec.image or (spec_of_backend.image if spec.kind == "docker" else None)
+    if spec.kind == "docker" and image is None:
+        raise RunnerError(
+            f"{where}: backend {backend!r} has no default image; name one, e.g. "
+            f"docker:llenergymeasure:{backend}"
+        )
     if spec.kind == "slurm":
         # SLURM jobs run the harness on the node, or in the user config's slurm.container image
         image = user_config.slurm.container_image if user_config is not None else None

@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llenergymeasure.backends import registry
 from llenergymeasure.errors import RunnerError
 from llenergymeasure.harness.request import REQUEST_FILE, HarnessRequest
 from llenergymeasure.runners.docker.container_spec import (
@@ -65,8 +66,8 @@ PASSTHROUGH_ENV = (
     "https_proxy",
     "no_proxy",
 )
-#: engine tuning variables, passed through by prefix
-PASSTHROUGH_PREFIXES = ("VLLM_", "NCCL_", "TLLM_", "TRTLLM_")
+#: engine tuning variables, passed through by prefix (NCCL's, and each backend's registry entry's)
+PASSTHROUGH_PREFIXES = ("NCCL_", *registry.env_prefixes())
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ class ContainerSettings:
     def __post_init__(self) -> None:
         if not self.image or not self.image.strip():
             raise RunnerError(
-                "the docker runner needs an image, e.g. docker:llenergymeasure:pytorch"
+                f"the docker runner needs an image, e.g. docker:{registry.EXAMPLE_IMAGE}"
             )
         if self.user is not None and not re.fullmatch(r"\d+(:\d+)?", self.user):
             raise RunnerError(

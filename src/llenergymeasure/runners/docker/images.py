@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from llenergymeasure.backends import registry
 from llenergymeasure.errors import DockerUnavailableError, RunnerError
 from llenergymeasure.runners.docker.container_spec import (
     MANAGED_LABEL,
@@ -29,20 +30,12 @@ from llenergymeasure.runners.docker.daemon import (
 #: the seconds one version-check container may take (an import of the package)
 VERSION_CHECK_TIMEOUT_S = 120.0
 
-# Images whose build command is known (anything else: "build or pull it").
-_BUILD_COMMANDS = {
-    "llenergymeasure:pytorch": "make images  (or: docker/build-image.sh pytorch)",
-    "llenergymeasure:vllm": "make images  (or: docker/build-image.sh vllm)",
-    "llenergymeasure:trtllm": "make images  (or: docker/build-image.sh trtllm)",
-    "llenergymeasure:pytorch-ci": "make images-ci  (or: docker/ci/build-ci-images.sh pytorch)",
-    "llenergymeasure:vllm-ci": "make images-ci  (or: docker/ci/build-ci-images.sh vllm)",
-}
-
 
 def build_hint(image: str) -> str:
     """The command that builds ``image`` (or how to get it when it is not one of ours)."""
-    if image in _BUILD_COMMANDS:
-        return _BUILD_COMMANDS[image]
+    known = registry.build_commands()  # the backends' images (anything else: build or pull it)
+    if image in known:
+        return known[image]
     return f"docker pull {image}, or build it from docker/<backend>.Dockerfile with --tag {image}"
 
 
