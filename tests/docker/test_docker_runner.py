@@ -167,10 +167,10 @@ def test_timeout_stops_and_removes_the_container(
     pytorch_image: str, shared_model_cache: Path, tmp_path: Path
 ) -> None:
     runner = DockerRunner(pytorch_image, model_cache_dir=shared_model_cache)
-    t0 = time.monotonic()
     outcome = runner.run(_request(shared_model_cache, n=64), tmp_path / "run", timeout_s=1.5)
     assert outcome.status == "timeout"
-    assert time.monotonic() - t0 < 30
+    # stopped, not left to finish (no bound on the wall time, which the machine's load sets)
+    assert not (tmp_path / "run" / "result.json").exists()
     assert outcome.error_path is not None and outcome.error_path.exists()
     assert json.loads(outcome.error_path.read_text())["error_type"] == "Timeout"
     assert "timed out after 1.5 s" in (outcome.message or "")

@@ -242,11 +242,12 @@ def test_detach_returns_after_submission_and_resume_collects(
 ) -> None:
     env = _env(tmp_path, shared_model_cache, slurm_cluster)
     study = _study(tmp_path, n_configs=1, n_cycles=1)
-    start = time.monotonic()
     code, out = _llem(["run", str(study), "--runner", "slurm", "--detach"], env, timeout=120)
     assert code == 0, out
-    assert time.monotonic() - start < 60
     study_dir = next((tmp_path / "results").glob("*/manifest.json")).parent
+    # it returned after submission, without waiting for the jobs: nothing was collected (an
+    # invariant, where a bound on the command's wall time depended on the machine's load)
+    assert not (study_dir / "study_result.json").exists()
     try:
         assert f"llem status {study_dir}" in out.replace("\n", "")
         run = _manifest(study_dir)["runs"][0]
