@@ -81,3 +81,18 @@ def test_vllm_says_when_its_prefills_overlap_decodes() -> None:
     big = [Prompt(token_ids=[1] * 400, max_new_tokens=8) for _ in range(3)]
     reason = backend._prefill_overlap(big)
     assert reason is not None and "max_num_batched_tokens 1000" in reason
+
+
+def test_tensorrt_says_when_its_prefills_overlap_decodes() -> None:
+    from types import SimpleNamespace
+
+    from llenergymeasure.backends.tensorrt.backend import TensorRTBackend
+
+    backend = TensorRTBackend.__new__(TensorRTBackend)
+    backend._spec = SimpleNamespace(max_batch_size=4, max_num_tokens=1000)  # type: ignore[assignment]
+    prompts = [Prompt(token_ids=[1] * 100, max_new_tokens=8) for _ in range(4)]
+    assert backend._prefill_overlap(prompts) is None
+    reason = backend._prefill_overlap(prompts * 2)
+    assert reason is not None and "max_batch_size 4" in reason
+    backend._spec = SimpleNamespace(max_batch_size=None, max_num_tokens=None)  # type: ignore[assignment]
+    assert backend._prefill_overlap(prompts * 100) is None  # limits unknown: one round assumed

@@ -258,7 +258,27 @@ class TensorRTBackend:
             timing_source=source,
             timing_unavailable_reason=reason,
             output_token_ids=token_ids,
+            prefill_overlap_reason=self._prefill_overlap(prompts),
         )
+
+    def _prefill_overlap(self, prompts: list[Prompt]) -> str | None:
+        """Why the in-flight batcher ran some prefills beside other requests' decodes, or None
+        when the engine's limits (where set) take every prompt in one round."""
+        spec = self._spec
+        seqs = getattr(spec, "max_batch_size", None)
+        budget = getattr(spec, "max_num_tokens", None)
+        if isinstance(seqs, int) and len(prompts) > seqs:
+            return (
+                f"TensorRT-LLM ran {len(prompts)} prompts with max_batch_size {seqs}: later "
+                "prompts' prefills ran beside earlier ones' decodes"
+            )
+        tokens = sum(len(p.token_ids) for p in prompts)
+        if isinstance(budget, int) and tokens > budget:
+            return (
+                f"the prompts' {tokens} tokens exceed max_num_tokens {budget}: TensorRT-LLM "
+                "prefilled them over several steps beside the first requests' decodes"
+            )
+        return None
 
     def synchronize(self) -> None:
         """The runtime's GPU work lives in its executor process(es), which this process cannot
