@@ -1,22 +1,28 @@
-"""The local runner: each experiment in a fresh ``multiprocessing`` spawn process.
+"""The local runner: each experiment in a fresh interpreter on this machine.
 
-A fresh interpreter per experiment gives clean GPU state (decision I). The child leads its own
-process group, so a timeout or Ctrl-C stops it together with any engine workers it started. The
-child's exception, ``os._exit``, segfault or OOM kill all end as a failed ``RunOutcome`` naming the
-cause, with ``error.json`` written by the child where it could, else by this runner.
+A fresh interpreter per experiment gives clean GPU state (decision I). It is started as
+``python -m llenergymeasure.runners.local_child`` (``subprocess``, not a ``multiprocessing``
+spawn, which re-imports the caller's ``__main__``: a user's unguarded script would run again in
+the child). The child leads its own session and process group, so a timeout or Ctrl-C stops it
+together with any engine workers it started. The child's exception, ``os._exit``, segfault or OOM
+kill all end as a failed ``RunOutcome`` naming the cause, with ``error.json`` written by the child
+where it could, else by this runner.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from llenergymeasure.harness.request import (
+    LOG_FILE,
     REQUEST_FILE,
     HarnessRequest,
 )
@@ -98,13 +104,35 @@ def _how_it_ended(exit_code: int | None) -> str:
     return f"the experiment process exited with status {exit_code} without writing a result"
 
 
-def _child_entry(
-    target: Callable[..., None], env: dict[str, str], request_path: str, output_dir: str, **kw: Any
-) -> None:
-    """First code in the spawned child: its own variables (set here, not in the parent, so runners
-    starting children from several threads never see each other's), then ``target``."""
-    os.environ.update(env)
-    target(request_path, output_dir, **kw)
+def target_spec(target: Callable[..., Any]) -> str:
+    """``module:qualified.name`` of an importable entry function (the child imports it)."""
+    module = getattr(target, "__module__", None)
+    qualname = getattr(target, "__qualname__", "")
+    if not module or module == "__main__" or "<" in qualname:
+        raise ValueError(
+            f"the local runner's target {target!r} must be a module-level function of an "
+            "importable module (the child interpreter imports it by name)"
+        )
+    return f"{module}:{qualname}"
+
+
+def child_argv(request_path: Path, run_dir: Path, target: Callable[..., Any] | None) -> list[str]:
+    """The child's command line: this interpreter, the child module, the request and folder."""
+    argv = [sys.executable, "-m", "llenergymeasure.runners.local_child"]
+    argv += [str(request_path), str(run_dir)]
+    if target is None:
+        return [*argv, "--controller-pid", str(os.getpid())]
+    return [*argv, "--target", target_spec(target)]
+
+
+def child_environ(extra: Mapping[str, str], target: Callable[..., Any] | None) -> dict[str, str]:
+    """This process's variables, the child's own on top; with a custom target, this process's
+    ``sys.path`` too (a spawn passed it on; the target's module must be importable there)."""
+    env = {**os.environ, **extra}
+    if target is not None:
+        paths = [p for p in sys.path if p] + env.get("PYTHONPATH", "").split(os.pathsep)
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if p))
+    return env
 
 
 class LocalRunner:
@@ -126,7 +154,8 @@ class LocalRunner:
         gpus: list[int] | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        #: the child's entry function, ``f(request_path, output_dir)``; the harness by default
+        #: the child's entry function, ``f(request_path, output_dir)``, a module-level function the
+        #: child imports by name; the harness by default
         self.target = target
         self.poll_s = poll_s
         self.gpus = list(gpus) if gpus is not None else None
@@ -145,47 +174,53 @@ class LocalRunner:
     def run(
         self, request: HarnessRequest, run_dir: Path, timeout_s: float | None = None
     ) -> RunOutcome:
-        from llenergymeasure.harness.entry import spawn_child_main
-
         run_dir = Path(run_dir)
         env = self.child_env(request)  # a bad GPU selection fails before anything starts
         run_dir.mkdir(parents=True, exist_ok=True)
         request_path = request.write(run_dir / REQUEST_FILE)
-        ctx = multiprocessing.get_context("spawn")
-        # The harness child checks its parent is still this process once its death signal is
-        # armed (a controller killed while the child starts must not leave an orphan measuring).
-        kwargs = {} if self.target else {"controller_pid": os.getpid()}
-        proc = ctx.Process(
-            target=_child_entry,
-            args=(self.target or spawn_child_main, env, str(request_path), str(run_dir)),
-            kwargs=kwargs,
-            name=f"llem-{run_dir.name}",
-            daemon=False,
-        )
+        argv = child_argv(request_path, run_dir, self.target)
         deadline = time.monotonic() + timeout_s if timeout_s else None
-        try:
-            proc.start()  # inside the try: Ctrl-C during a slow spawn must still stop the child
-            while True:
-                proc.join(self.poll_s)
-                if proc.exitcode is not None:
-                    break
-                if deadline is not None and time.monotonic() > deadline:
-                    assert proc.pid is not None
-                    _kill_group(proc.pid)
-                    proc.join(5)
-                    return outcome_from_dir(
-                        run_dir,
-                        proc.exitcode,
-                        ended=f"the experiment timed out after {timeout_s:g} s and was stopped",
-                        timed_out=True,
-                    )
-        except KeyboardInterrupt:
-            if proc.pid is not None:
-                _kill_group(proc.pid, grace_s=3.0)
-                proc.join(5)
-            raise
+        proc: subprocess.Popen[bytes] | None = None
+        # What the interpreter prints before the harness takes its output over (an import error)
+        # goes to the run's log too.
+        with (run_dir / LOG_FILE).open("ab") as log:
+            try:
+                # inside the try: Ctrl-C during a slow start must still stop the child
+                proc = subprocess.Popen(
+                    argv,
+                    env=child_environ(env, self.target),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                )
+                while True:
+                    try:
+                        proc.wait(self.poll_s)
+                        break
+                    except subprocess.TimeoutExpired:
+                        pass
+                    if deadline is not None and time.monotonic() > deadline:
+                        _kill_group(proc.pid)
+                        _reap(proc)
+                        return outcome_from_dir(
+                            run_dir,
+                            proc.returncode,
+                            ended=f"the experiment timed out after {timeout_s:g} s and was stopped",
+                            timed_out=True,
+                        )
+            except KeyboardInterrupt:
+                if proc is not None:
+                    _kill_group(proc.pid, grace_s=3.0)
+                    _reap(proc)
+                raise
         # Engine workers left behind by a crashed child: stop them so they free the GPU.
-        assert proc.pid is not None
         if _group_alive(proc.pid):
             _kill_group(proc.pid, grace_s=2.0)
-        return outcome_from_dir(run_dir, proc.exitcode, ended=_how_it_ended(proc.exitcode))
+        return outcome_from_dir(run_dir, proc.returncode, ended=_how_it_ended(proc.returncode))
+
+
+def _reap(proc: subprocess.Popen[bytes], timeout_s: float = 5.0) -> None:
+    """Collect the child's exit status once it was signalled (None stays when it will not end)."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout_s)
