@@ -201,8 +201,12 @@ def test_zeus_reset_without_a_power_timeline_leaves_energy_unknown() -> None:
     nvml = Nvml(fake)
     nvml.init()
     gpu.counter_resets_at_s = (fake.now() + 0.5,)
-    meter = ZeusMeter(
-        fake_zeus(fake, clock=clock), resolve_devices([0], nvml, {}), nvml, timeseries=False
+    meter = ZeusMeter(  # Zeus alone: no power timeline and no sampler to bridge the reset
+        fake_zeus(fake, clock=clock),
+        resolve_devices([0], nvml, {}),
+        nvml,
+        timeseries=False,
+        sample=False,
     )
     meter.start()
     clock.advance(1.0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import math
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -108,7 +109,10 @@ def setup(
     nvml = Nvml(fake)
     nvml.init()
     mapping = resolve_devices(list(range(len(fake.gpus))), nvml, {})
-    return ZeusMeter(zeus, mapping, nvml, **kw), fake, clock
+    kw.setdefault("sample", False)  # Zeus alone; the sampler beside it: test_zeus_gates.py
+    kw.setdefault("wall_clock", clock)
+    meter = ZeusMeter(zeus, mapping, nvml, clock=clock, background_sampling=False, **kw)
+    return meter, fake, clock
 
 
 def window(meter: ZeusMeter, clock: ManualClock, seconds: float = 2.0) -> Any:
@@ -131,7 +135,10 @@ def test_a_two_gpu_window_by_hand(tmp_path: Path) -> None:
 
     zeus = ScriptedZeus(n_gpus=2, time_s=2.0, energy_j={0: 400.0, 1: 80.0}, timeline=timeline)
     gpus = [FakeGpu(name="H200"), FakeGpu(name="H100", violation_ns_per_s={1: 0.5e9})]
-    meter, fake, clock = setup(zeus, gpus, sensor_period_s=0.1, sample_period_s=0.05)
+    # Zeus stamps on the real wall clock: the window is 2 s by Zeus's account, near 0 s by it
+    meter, fake, clock = setup(
+        zeus, gpus, sensor_period_s=0.1, sample_period_s=0.05, wall_clock=time.time
+    )
     assert zeus.monitor_kwargs == {"gpu_indices": [0, 1], "cpu_indices": []}  # no CPU RAPL
     assert zeus.power_kwargs == {
         "gpu_indices": [0, 1],
@@ -167,22 +174,20 @@ def test_a_two_gpu_window_by_hand(tmp_path: Path) -> None:
     assert m.warnings[1].details["relative"] == pytest.approx(rel)
     thermal = m.warnings[2].details
     assert thermal["violation_s"] == pytest.approx(1.0) and thermal["violation_share"] == 0.5
-    # the time series: the three stamps inside the window, power only, GPU 1 had none there
+    # the time series: Zeus's step function on a regular 0.05 s grid over the 2 s window (each
+    # value in force at each grid time), power only; GPU 1's one sample holds 40 W throughout
     path = meter.write_timeseries(tmp_path / "ts.csv")
     assert path == tmp_path / "ts.csv"
     rows = list(csv.reader(path.open()))
     assert tuple(rows[0]) == TIMESERIES_HEADER
     power = TIMESERIES_HEADER.index("power_w")
-    got = [(r[0], r[1], r[power]) for r in rows[1:]]
-    t_mid, t_end = f"{mid - w0:.6f}", f"{w1 - w0:.6f}"
-    assert got == [
-        ("0.000000", "0", "150"),
-        ("0.000000", "1", ""),
-        (t_mid, "0", "210"),
-        (t_mid, "1", ""),
-        (t_end, "0", "190"),
-        (t_end, "1", ""),
-    ]
+    got = [(float(r[0]), r[1], r[power]) for r in rows[1:]]
+    grid = [k * 0.05 for k in range(40)] + [2.0]
+    assert [t for t, i, _ in got if i == "0"] == pytest.approx(grid)
+    expect0 = ["150" if t < mid - w0 else "210" if t < w1 - w0 else "190" for t in grid]
+    expect0 = [e if t < w1 - w0 + 0.25 else "170" for e, t in zip(expect0, grid, strict=True)]
+    assert [p for _, i, p in got if i == "0"] == expect0
+    assert {p for _, i, p in got if i == "1"} == {"40"}
     assert all(c == "" for r in rows[1:] for k, c in enumerate(r) if k not in (0, 1, power))
     ids = meter.cache_identity()
     assert ids == {i: baseline_identity(meter.nvml, i, fake.gpus[i].uuid) for i in (0, 1)}  # type: ignore[arg-type]
@@ -197,8 +202,12 @@ def test_no_series_before_a_window_or_without_samples_inside_it(tmp_path: Path) 
     assert meter.write_timeseries(tmp_path / "a.csv") is None  # no window yet
     m = window(meter, clock)
     assert m.devices[0].integrated_energy_j == pytest.approx(180.0)  # 90 W held for 2 s
-    assert meter.write_timeseries(tmp_path / "b.csv") is None  # no sample inside the window
-    assert not (tmp_path / "b.csv").exists()
+    # no sample inside the window, but the value in force there is the one before it: the
+    # series holds it on the grid (a step function, never interpolated from nothing)
+    path = meter.write_timeseries(tmp_path / "b.csv")
+    assert path is not None
+    rows = list(csv.reader(path.open()))[1:]
+    assert len(rows) == 21 and {r[2] for r in rows} == {"90"}  # 0, 0.1, ..., 2.0 s
     zeus.timeline = lambda end: {}
     window(meter, clock)
     assert meter.write_timeseries(tmp_path / "c.csv") is None
@@ -259,7 +268,9 @@ def test_a_gpu_missing_from_the_power_timeline_has_no_samples() -> None:
     d0, d1 = m.devices
     assert (d0.n_samples, d0.peak_power_w) == (1, 50.0)
     assert (d1.n_samples, d1.peak_power_w, d1.integrated_energy_j) == (0, None, None)
-    assert meter._series is not None and meter._series[0].size == 1
+    assert meter._series is not None
+    t, values = meter._series
+    assert t.size == 21 and np.all(values[:, 0, 0] == 50.0) and np.isnan(values[:, 1, 0]).all()
 
 
 def test_a_zero_length_window_has_no_mean_power() -> None:

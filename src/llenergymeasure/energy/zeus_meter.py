@@ -1,17 +1,23 @@
-"""The Zeus meter: ``zeus.monitor.ZeusMonitor`` windows, with Zeus's ``PowerMonitor`` for the
-time series.
+"""The Zeus meter: ``zeus.monitor.ZeusMonitor`` windows, with Zeus's ``PowerMonitor`` for power
+and the project's NVML sampler beside it for everything else.
 
-Single NVML owner: when Zeus is the meter, Zeus polls NVML (its PowerMonitor processes) and our
-sampler does not run. This meter still makes a few one-off NVML queries at the window's edges
-(processes on the GPU, violation counters, UUID and power limit), which are not polling.
+Zeus reads the energy counter (its window is the energy) and polls power in its own processes;
+our ``Sampler`` polls the rest at the same period (temperature, SM clock, utilisation,
+clock-event reasons, memory in use; never the slow counter), so the same checks apply as with
+the NVML meter: ``sampler_gap`` on the sampler's rows, ``thermal_slowdown`` / ``hw_slowdown`` /
+``power_capped`` from the reason masks, ``host_bound`` and ``thermal_drift`` from the saved
+series, utilisation and memory per GPU. ``docs/methodology.md`` has the table of checks per meter.
+
+Zeus's PowerMonitor sends a sample only when the power value changes, so its series is a step
+function: it is integrated as one (each value held until the next) for the cross-check, and the
+saved time series holds, at each of the sampler's rows, the Zeus value in force there, so every
+reader of the CSV (which interpolates linearly between rows) sees a regular series. A GPU missing
+from Zeus's timeline falls back to the sampler's own power reading. Without NVML (or with
+``sample=False``) the series is Zeus's step function on a regular grid of ``sample_period_s``.
 
 Zeus (0.11+) takes CUDA indices and applies ``CUDA_VISIBLE_DEVICES`` itself, but only integer
 entries: with GPU-/MIG- UUIDs in that variable this meter reports itself unusable and ``auto``
 selection falls back to the NVML meter, which maps UUIDs (``energy.devices``).
-
-Zeus's PowerMonitor sends a sample only when the power value changes, so its series is irregular:
-it is integrated as a step function (each value held until the next), and the sampler-gap check
-does not apply to it.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +40,23 @@ from llenergymeasure.energy.meters import (
     MeterBase,
     gpu_pids,
     identity,
+    power_limits_w,
     utc_now_iso,
     violation_ns,
     window_checks,
     write_timeseries_csv,
 )
 from llenergymeasure.energy.nvml import Nvml
-from llenergymeasure.energy.sampler import COLUMNS, POWER
+from llenergymeasure.energy.sampler import (
+    COLUMNS,
+    MEMORY,
+    POWER,
+    REASONS,
+    UTIL,
+    Sampler,
+    busy_stats,
+    integrate_power,
+)
 from llenergymeasure.energy.types import DeviceEnergy, EnergyMeasurement, ValidityWarning
 
 
@@ -84,9 +101,41 @@ def step_integral(t: np.ndarray, p: np.ndarray, t_start: float, t_end: float) ->
     return float(sum(pp[j] * (tt[j + 1] - tt[j]) for j in range(len(pp))))
 
 
+def step_values(t: np.ndarray, p: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The step function's value at each time of ``at``: the last sample at or before it (of
+    equal stamps the later one), the first sample before the first stamp; as ``step_integral``."""
+    order = np.argsort(t, kind="stable")
+    t, p = t[order], p[order]
+    k = np.searchsorted(t, at, side="right") - 1
+    return p[np.clip(k, 0, t.size - 1)]
+
+
+@dataclass
+class _Window:
+    """One closed window: Zeus's duration and wall-clock edges, the span on the sampler's clock
+    and the sampler's rows (times from the window's start; a copy whose power column becomes
+    Zeus's step values)."""
+
+    duration: float
+    window_s: float
+    wall0: float
+    wall1: float
+    times: np.ndarray
+    values: np.ndarray
+
+    @property
+    def inside(self) -> np.ndarray:
+        return (self.times > 0.0) & (self.times < self.window_s)
+
+
 class ZeusMeter(MeterBase):
     """Energy from ``ZeusMonitor.begin_window``/``end_window`` (Zeus reads the NVML counter on
-    Volta and newer, integrates power on older GPUs)."""
+    Volta and newer, integrates power on older GPUs), checked like the NVML meter's.
+
+    ``sample=False`` leaves our sampler off (Zeus alone: no reasons, utilisation or temperature,
+    so fewer checks). ``clock`` (the sampler's, ``perf_counter``), ``wall_clock`` (Zeus's
+    timestamps, ``time.time``) and ``background_sampling`` are test seams, as in ``NvmlMeter``.
+    """
 
     name = "zeus"
     available = True
@@ -101,6 +150,10 @@ class ZeusMeter(MeterBase):
         sample_period_s: float | None = None,
         timeseries: bool = True,
         check_processes: bool = True,
+        sample: bool = True,
+        clock: Callable[[], float] = time.perf_counter,
+        wall_clock: Callable[[], float] = time.time,
+        background_sampling: bool = True,
     ):
         super().__init__()
         if not mapping.targets:
@@ -113,6 +166,7 @@ class ZeusMeter(MeterBase):
         self.sensor_period_s = float(sensor_period_s)
         self.sample_period_s = float(sample_period_s or sensor_period_s)
         self.check_processes = check_processes and nvml is not None
+        self._clock, self._wall = clock, wall_clock
         try:
             self.monitor = zeus_monitor.ZeusMonitor(gpu_indices=self.cuda_indices, cpu_indices=[])
         except Exception as exc:  # Zeus raises ValueError/RuntimeError/its own errors
@@ -121,6 +175,16 @@ class ZeusMeter(MeterBase):
         if n_gpus == 0 or max(self.cuda_indices) >= n_gpus:
             raise EnergyMeterError(
                 f"Zeus sees {n_gpus} GPU(s); CUDA device(s) {self.cuda_indices} are not among them"
+            )
+        self.sampler: Sampler | None = None
+        if sample and nvml is not None:
+            self.sampler = Sampler(
+                nvml,
+                self.nvml_indices,
+                self.sample_period_s,
+                read_counter=[False] * len(self.nvml_indices),  # Zeus reads the counter
+                clock=clock,
+                background=background_sampling,
             )
         self.power_monitor: Any = None
         self.timeseries_problem: str | None = None
@@ -140,6 +204,7 @@ class ZeusMeter(MeterBase):
         self._started_at: str | None = None
         self._pids_start: dict[int, set[int]] = {}
         self._viol_start: dict[int, dict[str, int]] = {}
+        self._limits_w: dict[int, float] = {}
         self._series: tuple[np.ndarray, np.ndarray] | None = None
 
     def start(self) -> None:
@@ -150,20 +215,28 @@ class ZeusMeter(MeterBase):
         self._n += 1
         key = f"llem-window-{self._n}"
         self._started_at = utc_now_iso()
-        self._wall0 = time.time()
-        self._t0 = time.perf_counter()
+        self._wall0 = self._wall()
+        self._t0 = self._clock()
         self.monitor.begin_window(key, sync_execution=False)
         self._key = key
+        if self.sampler is not None:
+            self.sampler.begin(self._t0)
         if self.check_processes and self.nvml is not None:
             self._pids_start = gpu_pids(self.nvml, self.nvml_indices)
             self._viol_start = {i: violation_ns(self.nvml, i) for i in self.nvml_indices}
+        if self.nvml is not None:
+            self._limits_w = power_limits_w(self.nvml, self.nvml_indices)
 
     def stop(self) -> EnergyMeasurement:
         if self._key is None:
             raise EnergyMeterError("stop() called without start()")
         key, self._key = self._key, None
-        m = self.monitor.end_window(key, sync_execution=False)
-        wall1 = time.time()
+        try:
+            m = self.monitor.end_window(key, sync_execution=False)
+        finally:
+            if self.sampler is not None:
+                self.sampler.end()
+        t1, wall1 = self._clock(), self._wall()
         duration = float(m.time)
         warnings: list[ValidityWarning] = list(self.mapping_warnings)
         w = checks.short_window(duration, self.sensor_period_s)
@@ -184,49 +257,28 @@ class ZeusMeter(MeterBase):
                 )
             except Exception as exc:
                 self.timeseries_problem = f"Zeus PowerMonitor timeline failed: {exc}"
-        self._store_series(timelines, self._wall0, wall1)
-
+        if self.sampler is not None:
+            times, values = self.sampler.buffer.view()
+            times, values = times - self._t0, values.copy()
+        else:
+            times = np.empty(0)
+            values = np.empty((0, len(self.targets), len(COLUMNS)))
+        win = _Window(duration, t1 - self._t0, self._wall0, wall1, times, values)
         devices: list[DeviceEnergy] = []
-        for target in self.targets:
-            i, c = target.nvml_index, target.cuda_index
-            energy = float(m.gpu_energy.get(c, math.nan))
-            line = timelines.get(c, [])
-            integrated = None
-            peak = None
-            n = 0
-            if line:
-                arr = np.asarray(line, dtype=np.float64)
-                integrated = step_integral(
-                    arr[:, 0], arr[:, 1], self._wall0, self._wall0 + duration
-                )
-                inside = arr[(arr[:, 0] >= self._wall0) & (arr[:, 0] <= wall1)]
-                n = int(inside.shape[0])
-                peak = float(inside[:, 1].max()) if n else None
-            if energy < 0:
-                w = checks.counter_reset(i, 1, integrated or 0.0)
-                if w is not None:
-                    warnings.append(w)
-                energy = integrated if integrated is not None else math.nan
-            else:
-                w = checks.counter_power_mismatch(i, energy, integrated)
-                if w is not None:
-                    warnings.append(w)
-            warnings.extend(checks.clock_events(i, np.empty(0), violation_deltas.get(i), duration))
-            devices.append(
-                DeviceEnergy(
-                    nvml_index=i,
-                    cuda_index=c,
-                    uuid=target.uuid,
-                    name=target.name,
-                    energy_j=energy,
-                    method="zeus",
-                    integrated_energy_j=integrated,
-                    mean_power_w=energy / duration
-                    if duration > 0 and not math.isnan(energy)
-                    else None,
-                    peak_power_w=peak,
-                    n_samples=n,
-                    power_source="instant" if self.power_monitor is not None else None,
+        for d, target in enumerate(self.targets):
+            dev, extra = self._device(
+                d, target, m.gpu_energy, timelines.get(target.cuda_index, []), win
+            )
+            devices.append(dev)
+            warnings.extend(extra)
+            warnings.extend(
+                checks.clock_events(
+                    dev.nvml_index,
+                    values[win.inside, d, REASONS] if times.size else np.empty(0),
+                    violation_deltas.get(dev.nvml_index),
+                    duration,
+                    mean_power_w=dev.mean_power_w,
+                    power_limit_w=self._limits_w.get(dev.nvml_index),
                 )
             )
         if self.timeseries_problem:
@@ -237,50 +289,130 @@ class ZeusMeter(MeterBase):
                     severity="info",
                 )
             )
+        self._series = self._window_series(times, values, timelines, duration)
         total = sum(d.energy_j for d in devices)
+        sources = [
+            s
+            for s, on in (
+                ("zeus_power_monitor", bool(timelines)),
+                ("nvml_sampler", self.sampler is not None),
+            )
+            if on
+        ]
         self.last = EnergyMeasurement(
             meter=self.name,
             available=True,
             duration_s=duration,
             sensor_period_s=self.sensor_period_s,
-            sample_period_s=self.sample_period_s if self.power_monitor is not None else None,
+            sample_period_s=self.sample_period_s if sources else None,
             total_energy_j=None if math.isnan(total) else total,
             devices=devices,
             warnings=warnings,
             started_at=self._started_at,
-            timeseries_source="zeus_power_monitor" if self.power_monitor is not None else None,
+            timeseries_source="+".join(sources) or None,
         )
         return self.last
 
-    def _store_series(
-        self, timelines: dict[int, list[tuple[float, float]]], wall0: float, wall1: float
-    ) -> None:
-        """Keep the window's samples as (times, values) in the sampler's column layout."""
-        if not timelines:
-            self._series = None
-            return
-        stamps = sorted(
-            {
-                ts
-                for c in self.cuda_indices
-                for ts, _ in timelines.get(c, [])
-                if wall0 <= ts <= wall1
-            }
+    def _power(
+        self, d: int, line: list[tuple[float, float]], win: _Window
+    ) -> tuple[float | None, int, float | None, str | None]:
+        """(integrated J, samples in the window, peak W, power source) for device ``d``, from
+        Zeus's timeline as a step function; its values go into the series at the sampler's rows.
+        Without a timeline for it: from the sampler's own power reading."""
+        if line:
+            arr = np.asarray(line, dtype=np.float64)
+            integrated = step_integral(arr[:, 0], arr[:, 1], win.wall0, win.wall0 + win.duration)
+            in_window = arr[(arr[:, 0] >= win.wall0) & (arr[:, 0] <= win.wall1)]
+            n = int(in_window.shape[0])
+            if win.times.size:  # the series: Zeus's value in force at each sampler row
+                win.values[:, d, POWER] = step_values(arr[:, 0] - win.wall0, arr[:, 1], win.times)
+            return integrated, n, float(in_window[:, 1].max()) if n else None, "instant"
+        own = win.values[:, d, POWER] if win.times.size else np.empty(0)
+        if own.size == 0 or np.isnan(own).all():
+            return None, 0, None, None
+        read = own[win.inside & ~np.isnan(own)]
+        source = self.nvml.power_source(self.nvml_indices[d]) if self.nvml is not None else None
+        return (
+            integrate_power(win.times, own, 0.0, win.window_s),
+            int(read.size),
+            float(read.max()) if read.size else None,
+            source,
         )
-        if not stamps:
-            self._series = None
-            return
-        t = np.asarray(stamps, dtype=np.float64)
-        values = np.full((t.size, len(self.targets), len(COLUMNS)), np.nan)
-        pos = {ts: k for k, ts in enumerate(stamps)}
+
+    def _device(
+        self,
+        d: int,
+        target: DeviceTarget,
+        gpu_energy: Mapping[int, float],
+        line: list[tuple[float, float]],
+        win: _Window,
+    ) -> tuple[DeviceEnergy, list[ValidityWarning]]:
+        """One GPU's record and its warnings (reset, cross-check, sampler gap)."""
+        i = target.nvml_index
+        warnings: list[ValidityWarning] = []
+        energy = float(gpu_energy.get(target.cuda_index, math.nan))
+        integrated, n, peak, power_source = self._power(d, line, win)
+        if energy < 0:
+            w = checks.counter_reset(i, 1, integrated or 0.0)
+            energy = integrated if integrated is not None else math.nan
+        else:
+            w = checks.counter_power_mismatch(i, energy, integrated)
+        if w is not None:
+            warnings.append(w)
+        util = memory = None
+        if win.times.size:
+            sensor = float(self.sensor_period_s or DEFAULT_SENSOR_PERIOD_S)
+            w = checks.sampler_gap(i, win.times, max(sensor, self.sample_period_s))
+            if w is not None:
+                warnings.append(w)
+            util, memory = busy_stats(
+                win.values[win.inside, d, UTIL], win.values[win.inside, d, MEMORY]
+            )
+        duration = win.duration
+        mean_w = energy / duration if duration > 0 and not math.isnan(energy) else None
+        device = DeviceEnergy(
+            nvml_index=i,
+            cuda_index=target.cuda_index,
+            uuid=target.uuid,
+            name=target.name,
+            energy_j=energy,
+            method="zeus",
+            integrated_energy_j=integrated,
+            mean_power_w=mean_w,
+            peak_power_w=peak,
+            n_samples=n,
+            power_source=power_source,
+            mean_utilization_pct=util,
+            max_memory_used_mb=memory,
+        )
+        return device, warnings
+
+    def _window_series(
+        self,
+        times: np.ndarray,
+        values: np.ndarray,
+        timelines: dict[int, list[tuple[float, float]]],
+        duration: float,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The saved series, times from the window's start: the sampler's rows (their power
+        column already Zeus's step value), or without a sampler Zeus's step function on a
+        regular grid of ``sample_period_s`` over the window."""
+        if times.size:
+            return times, values
+        lines = {c: timelines.get(c) for c in self.cuda_indices}
+        if not any(lines.values()) or duration <= 0:
+            return None
+        grid = np.append(np.arange(0.0, duration, self.sample_period_s), duration)
+        out = np.full((grid.size, len(self.targets), len(COLUMNS)), np.nan)
         for d, c in enumerate(self.cuda_indices):
-            for ts, watts in timelines.get(c, []):
-                if ts in pos:
-                    values[pos[ts], d, POWER] = watts
-        self._series = (t - wall0, values)
+            line = lines[c]
+            if line:
+                arr = np.asarray(line, dtype=np.float64)
+                out[:, d, POWER] = step_values(arr[:, 0] - self._wall0, arr[:, 1], grid)
+        return grid, out
 
     def write_timeseries(self, path: Path) -> Path | None:
-        """CSV of the last window's Zeus power samples (power only; Zeus records nothing else)."""
+        """CSV of the last window's series (``_window_series``), one row per device per time."""
         if self._series is None:
             return None
         t_rel, values = self._series
@@ -293,6 +425,9 @@ class ZeusMeter(MeterBase):
         if self._closed:
             return
         self._closed = True
+        if self._key is not None and self.sampler is not None:
+            self.sampler.end()
+            self._key = None
         if self.power_monitor is not None:
             with contextlib.suppress(Exception):
                 self.power_monitor.stop()

@@ -90,7 +90,7 @@ def evaluate_gates(
     )
     worst = 0.0
     for d in energy.devices:
-        if d.method == "counter" and d.integrated_energy_j is not None and d.energy_j > 0:
+        if d.method in ("counter", "zeus") and d.integrated_energy_j is not None and d.energy_j > 0:
             worst = max(worst, abs(d.integrated_energy_j - d.energy_j) / d.energy_j)
     gates.append(
         GateResult(

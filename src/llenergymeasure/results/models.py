@@ -147,6 +147,11 @@ class NeighbourRecord(_Record):
     run_id: str
     gpus: list[int] = Field(default_factory=list, description="the GPUs the neighbour held")
     overlap_s: float = Field(..., description="seconds both runs' processes ran at once")
+    window_overlap_s: float | None = Field(
+        None,
+        description="seconds the neighbour's process ran during this run's measured window "
+        "(what neighbour_load counts; null: the window's time was not recorded)",
+    )
 
 
 class PlacementRecord(_Record):

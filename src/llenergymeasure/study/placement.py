@@ -7,8 +7,9 @@
   else what its backend's section says (``gpus_needed``: one GPU, or ``tensor x pipeline``
   parallel size);
 - its **placement** once it ended: the GPUs it held and every other run that overlapped it in
-  time, written into its ``result.json`` with a ``neighbour_load`` warning (an atomic rewrite by
-  the controller, the only writer once the run's process has exited).
+  time (and for how long it overlapped the measured window), written into its ``result.json``
+  with a ``neighbour_load`` warning when one ran during that window (an atomic rewrite by the
+  controller, the only writer once the run's process has exited).
 """
 
 from __future__ import annotations
@@ -135,6 +136,27 @@ def overlap_s(a: Span, b: Span, now: float) -> float:
     return max(0.0, min(end_a, end_b) - max(a.start, b.start))
 
 
+def measured_window(result: ExperimentResult) -> tuple[float, float] | None:
+    """Wall-clock (start, end) of the run's measured window, from its energy record (the meter
+    stamps the window's opening in UTC), or None when the result does not say."""
+    energy = result.energy
+    if not energy.started_at or not energy.duration_s or energy.duration_s <= 0:
+        return None
+    try:
+        start = _dt.datetime.fromisoformat(energy.started_at).timestamp()
+    except ValueError:
+        return None
+    return start, start + energy.duration_s
+
+
+def window_overlap_s(other: Span, window: tuple[float, float], now_wall: float | None) -> float:
+    """Seconds ``other``'s process ran inside ``window`` (wall clock); a span still running runs
+    until ``now_wall`` (the window's end when not given)."""
+    end = other.end_wall if other.end_wall is not None else now_wall
+    end = window[1] if end is None else end
+    return max(0.0, min(end, window[1]) - max(other.start_wall, window[0]))
+
+
 def _iso(t: float | None) -> str | None:
     if t is None:
         return None
@@ -142,9 +164,16 @@ def _iso(t: float | None) -> str | None:
 
 
 def placement_for(
-    span: Span, spans: Sequence[Span], pool: GpuPool, limit: int, now: float
+    span: Span,
+    spans: Sequence[Span],
+    pool: GpuPool,
+    limit: int,
+    now: float,
+    window: tuple[float, float] | None = None,
+    now_wall: float | None = None,
 ) -> PlacementRecord:
-    """This run's placement: its GPUs and every other span that overlapped it in time."""
+    """This run's placement: its GPUs and every other span that overlapped its process in time,
+    each with the seconds it overlapped the measured ``window`` (wall clock) when that is known."""
     neighbours = []
     for other in spans:
         if other is span or other.run_id == span.run_id:
@@ -152,7 +181,14 @@ def placement_for(
         seconds = overlap_s(span, other, now)
         if seconds > 0:
             neighbours.append(
-                NeighbourRecord(run_id=other.run_id, gpus=list(other.gpus), overlap_s=seconds)
+                NeighbourRecord(
+                    run_id=other.run_id,
+                    gpus=list(other.gpus),
+                    overlap_s=seconds,
+                    window_overlap_s=(
+                        window_overlap_s(other, window, now_wall) if window is not None else None
+                    ),
+                )
             )
     return PlacementRecord(
         gpus=list(span.gpus),
@@ -165,26 +201,47 @@ def placement_for(
     )
 
 
-def neighbour_warning(placement: PlacementRecord, run_s: float | None) -> ValidityWarning | None:
-    """``neighbour_load`` when any other run overlapped this one (not a gate: information)."""
-    if not placement.neighbours:
+def neighbour_warning(
+    placement: PlacementRecord, run_s: float | None, window_s: float | None = None
+) -> ValidityWarning | None:
+    """``neighbour_load`` when another run ran during this run's measured window (not a gate:
+    information). A neighbour counts only for the seconds it overlapped the window: one that ran
+    only during this run's load or warmup did not share the host with what was measured (a
+    baseline it overlapped is marked apart). Without a known window (``window_overlap_s`` None)
+    the overlap of the two processes counts, as before issue 25."""
+    counted = [
+        n for n in placement.neighbours if n.window_overlap_s is None or n.window_overlap_s > 0
+    ]
+    if not counted:
         return None
-    longest = max(n.overlap_s for n in placement.neighbours)
-    listed = ", ".join(
-        f"{n.run_id} on GPU(s) {n.gpus} for {n.overlap_s:.1f} s" for n in placement.neighbours
-    )
-    of = f" of this run's {run_s:.1f} s" if run_s else ""
+    by_window = all(n.window_overlap_s is not None for n in counted)
+
+    def seconds(n: NeighbourRecord) -> float:
+        return n.window_overlap_s if n.window_overlap_s is not None else n.overlap_s
+
+    longest = max(seconds(n) for n in counted)
+    listed = ", ".join(f"{n.run_id} on GPU(s) {n.gpus} for {seconds(n):.1f} s" for n in counted)
+    if by_window:
+        of = f" of its {window_s:.1f} s window" if window_s else ""
+        head = (
+            f"{len(counted)} other run(s) ran during this run's measured window (up to "
+            f"{longest:.1f} s{of})"
+        )
+    else:
+        of = f" of this run's {run_s:.1f} s" if run_s else ""
+        head = f"{len(counted)} other run(s) ran beside this one (up to {longest:.1f} s{of})"
     return ValidityWarning(
         code="neighbour_load",
         message=(
-            f"{len(placement.neighbours)} other run(s) ran beside this one (up to "
-            f"{longest:.1f} s{of}): {listed}. They share the host CPU, PCIe and cooling with "
-            "this run's GPUs, which can move its energy and throughput"
+            f"{head}: {listed}. They share the host CPU, PCIe and cooling with this run's GPUs, "
+            "which can move its energy and throughput"
         ),
         details={
-            "neighbours": [n.model_dump() for n in placement.neighbours],
+            "neighbours": [n.model_dump() for n in counted],
             "max_overlap_s": longest,
+            "counted_over": "window" if by_window else "process",
             "run_s": run_s,
+            "window_s": window_s,
         },
     )
 
@@ -242,15 +299,18 @@ def amend_result(
 ) -> ExperimentResult:
     """Write ``placement`` (and ``neighbour_load`` where a neighbour overlapped) into the run's
     ``result.json``, atomically; returns the amended result."""
-    placement = placement_for(span, spans, pool, limit, now)
+    window = measured_window(result)
+    placement = placement_for(span, spans, pool, limit, now, window, now_wall)
     update: dict[str, Any] = {"placement": placement}
     run_s = (span.end - span.start) if span.end is not None else None
-    warning = neighbour_warning(placement, run_s)
+    window_s = window[1] - window[0] if window is not None else None
+    warning = neighbour_warning(placement, run_s, window_s)
     if warning is not None:
         update["warnings"] = [
             *[w for w in result.warnings if w.code != "neighbour_load"],
             warning,
         ]
+    if placement.neighbours:  # a baseline has its own window: judged apart from the run's
         update["baseline"] = _mark_baseline(result.baseline, span, spans, now_wall)
         update["cold_baseline"] = _mark_baseline(result.cold_baseline, span, spans, now_wall)
     amended = result.model_copy(update=update)
