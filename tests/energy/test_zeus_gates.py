@@ -28,7 +28,12 @@ from llenergymeasure.energy.nvml import (
     Nvml,
 )
 from llenergymeasure.energy.sampler import integrate_power
-from llenergymeasure.energy.zeus_meter import ZeusMeter, step_integral, step_values
+from llenergymeasure.energy.zeus_meter import (
+    ZeusMeter,
+    start_power_monitor,
+    step_integral,
+    step_values,
+)
 from llenergymeasure.harness.validity import evaluate_gates
 from llenergymeasure.harness.window import Passes, read_timeseries, trend_warnings
 from tests.fakes.clock import ManualClock
@@ -208,3 +213,33 @@ def test_step_values_match_step_integral() -> None:
     v = step_values(t, p, grid)
     riemann = float(np.sum(v[:-1] * np.diff(grid)))
     assert riemann == pytest.approx(step_integral(t, p, 1.0, 4.0), rel=1e-3)
+
+
+def test_power_monitor_arguments_of_zeus_016_and_of_its_later_main_branch() -> None:
+    """Zeus 0.15/0.16: update_period, power_domains; Zeus's main after 0.16: gpu_update_period,
+    gpu_power_domains (and every CPU package unless cpu_indices=[])."""
+    calls: list[dict[str, Any]] = []
+
+    def later(**kw: Any) -> str:
+        calls.append(kw)
+        if "update_period" in kw:
+            raise TypeError("PowerMonitor.__init__() got an unexpected keyword 'update_period'")
+        return "monitor"
+
+    assert start_power_monitor(SimpleNamespace(PowerMonitor=later), [0, 1], 0.1) == "monitor"
+    assert calls[1] == {
+        "gpu_indices": [0, 1],
+        "cpu_indices": [],
+        "gpu_update_period": 0.1,
+        "gpu_power_domains": ["device_instant"],
+    }
+    calls.clear()
+
+    def v016(**kw: Any) -> str:
+        calls.append(kw)
+        return "monitor"
+
+    assert start_power_monitor(SimpleNamespace(PowerMonitor=v016), [0], 0.05) == "monitor"
+    assert calls == [
+        {"gpu_indices": [0], "update_period": 0.05, "power_domains": ["device_instant"]}
+    ]

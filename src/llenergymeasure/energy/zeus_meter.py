@@ -78,6 +78,24 @@ def zeus_device_problem(environ: Mapping[str, str]) -> str | None:
     return None
 
 
+def start_power_monitor(zeus_monitor: Any, cuda_indices: list[int], period_s: float) -> Any:
+    """Zeus's ``PowerMonitor`` on the GPUs' instantaneous power, every ``period_s``. Zeus 0.15
+    and 0.16 name the arguments ``update_period`` / ``power_domains``; Zeus's main branch after
+    0.16 names them ``gpu_update_period`` / ``gpu_power_domains`` and monitors every CPU package
+    unless ``cpu_indices=[]``: the second spelling is tried when the first is refused."""
+    try:
+        return zeus_monitor.PowerMonitor(
+            gpu_indices=cuda_indices, update_period=period_s, power_domains=["device_instant"]
+        )
+    except TypeError:
+        return zeus_monitor.PowerMonitor(
+            gpu_indices=cuda_indices,
+            cpu_indices=[],
+            gpu_update_period=period_s,
+            gpu_power_domains=["device_instant"],
+        )
+
+
 def step_integral(t: np.ndarray, p: np.ndarray, t_start: float, t_end: float) -> float | None:
     """Integral (J) of a step function: each power value held until the next sample.
 
@@ -190,10 +208,8 @@ class ZeusMeter(MeterBase):
         self.timeseries_problem: str | None = None
         if timeseries:
             try:
-                self.power_monitor = zeus_monitor.PowerMonitor(
-                    gpu_indices=self.cuda_indices,
-                    update_period=self.sample_period_s,
-                    power_domains=["device_instant"],
+                self.power_monitor = start_power_monitor(
+                    zeus_monitor, self.cuda_indices, self.sample_period_s
                 )
             except Exception as exc:
                 self.timeseries_problem = f"Zeus PowerMonitor unavailable: {exc}"
