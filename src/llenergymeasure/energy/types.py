@@ -118,7 +118,9 @@ class EnergyMeasurement(_Record):
     warnings: list[ValidityWarning] = Field(default_factory=list)
     started_at: str | None = Field(None, description="UTC ISO time the window opened")
     timeseries_source: str | None = Field(
-        None, description="where the power time series came from: nvml_sampler, zeus_power_monitor"
+        None,
+        description="where the time series came from: nvml_sampler, zeus_power_monitor, or "
+        "zeus_power_monitor+nvml_sampler (Zeus's power at the sampler's rows)",
     )
 
     @model_validator(mode="before")
