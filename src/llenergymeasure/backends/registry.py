@@ -23,28 +23,30 @@ backend), the study sweep grammar, runner resolution (``LLEM_RUNNER_<NAME>``, de
 ``llem init``, the harness's engine import, the environment snapshot's package versions, the
 report's colours and the serving workload all read this registry.
 
-A backend can also be registered at run time, from code outside the package::
+A backend can also be registered at run time, from code outside the package, in two ways:
+
+- ``LLEM_BACKENDS=my_package.echo:SPEC`` (comma-separated ``module:attribute`` of ``BackendSpec``
+  objects): this module imports them when it is first imported, so the spec is known in every
+  process that inherits the variable (the local runner's child does; a container or a cluster
+  job needs the variable and the module there too), and its ``section`` becomes a field of
+  ``ExperimentConfig``. ``tests/fakes/echo_backend.py`` is such a backend.
+- ``register(spec)`` in a running process: the spec is known in that process only, and its
+  ``section`` is a config field only if it was registered before ``llenergymeasure.config.
+  experiment`` was first imported (otherwise the backend runs on its section's defaults)::
 
     from llenergymeasure.backends.registry import BackendSpec, register
     from llenergymeasure.backends.section import BackendSection
 
     register(BackendSpec(name="echo", title="Echo", section=BackendSection,
                          factory="my_package.echo:create"))
-
-Such a backend runs like a built-in one, with two limits: its ``section`` becomes a field of
-``ExperimentConfig`` only if it was registered before ``llenergymeasure.config.experiment`` was
-first imported (otherwise the backend takes no section and runs on its section's defaults), and
-a fresh process (the local runner spawns one per experiment, a container starts its own) knows it
-only if the module that registers it is imported there too: the local runner's child imports the
-script that started it (``multiprocessing``'s spawn re-imports ``__main__``), so registering at
-the top of that script is enough.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -218,6 +220,39 @@ for _spec in BUILTIN_BACKENDS:
     register(_spec)
 
 
+#: ``module:attribute,...`` of ``BackendSpec`` objects to register when this module is imported
+PLUGINS_ENV = "LLEM_BACKENDS"
+
+
+def register_from_environment(environ: Mapping[str, str]) -> list[BackendSpec]:
+    """Register the specs that ``LLEM_BACKENDS`` names (a spec already registered is skipped).
+
+    Read at import, so every process that imports the package registers them before any config
+    is validated: the local runner's child inherits the variable.
+    """
+    added = []
+    for item in (p.strip() for p in environ.get(PLUGINS_ENV, "").split(",")):
+        if not item:
+            continue
+        module_name, sep, attribute = item.partition(":")
+        if not (sep and module_name and attribute):
+            raise ValueError(
+                f"{PLUGINS_ENV}: {item!r} is not 'module:attribute' of a BackendSpec, e.g. "
+                "'my_package.echo:SPEC'"
+            )
+        try:
+            spec = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as exc:
+            raise ImportError(f"{PLUGINS_ENV}: cannot load {item!r}: {exc}") from exc
+        if not isinstance(spec, BackendSpec):
+            raise TypeError(
+                f"{PLUGINS_ENV}: {item!r} is a {type(spec).__name__}, not a BackendSpec"
+            )
+        if _REGISTRY.get(spec.name) is not spec:
+            added.append(register(spec))
+    return added
+
+
 def specs() -> tuple[BackendSpec, ...]:
     """Every registered backend, built-in ones first, in registration order."""
     return tuple(_REGISTRY.values())
@@ -296,3 +331,7 @@ def load_factory(spec: BackendSpec, serving: bool = False) -> Callable[..., Any]
     module_name, _, attribute = target.partition(":")
     factory: Callable[..., Any] = getattr(importlib.import_module(module_name), attribute)
     return factory
+
+
+# Last, so a plugin module that imports the package finds every function above.
+register_from_environment(os.environ)
