@@ -18,6 +18,7 @@ import pytest
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.energy.types import EnergyMeasurement
 from llenergymeasure.harness.request import HarnessRequest, HarnessSettings
+from llenergymeasure.results.export_placement import placement_values
 from llenergymeasure.results.models import ExperimentResult
 from llenergymeasure.study.placement import (
     Span,
@@ -90,6 +91,9 @@ def test_only_the_window_overlap_counts(tmp_path: Path) -> None:
     assert [n["run_id"] for n in w.details["neighbours"]] == ["C", "D"]
     on_disk = json.loads(path.read_text())
     assert on_disk["placement"]["neighbours"][0]["window_overlap_s"] == 0.0
+    row = placement_values(out)
+    assert row["placement.neighbour_overlap_s"] == 40.0  # B, during load and warmup
+    assert row["placement.neighbour_window_overlap_s"] == pytest.approx(5.0)  # C
 
 
 def test_a_neighbour_only_during_load_and_warmup_leaves_no_warning(tmp_path: Path) -> None:
@@ -105,6 +109,8 @@ def test_without_a_recorded_window_the_process_overlap_counts() -> None:
     assert measured_window(_result(None)) is None
     placement = placement_for(SPANS[0], SPANS[:2], pool_from([0, 1]), 2, 120.0)
     assert placement.neighbours[0].window_overlap_s is None
+    row = placement_values(_result(None).model_copy(update={"placement": placement}))
+    assert row["placement.neighbour_window_overlap_s"] is None
     w = neighbour_warning(placement, 100.0)
     assert w is not None and w.details["counted_over"] == "process"
     assert w.message.startswith(

@@ -14,7 +14,8 @@ PLACEMENT_COLUMNS: dict[str, str] = {
     "placement.devices": "their UUIDs (or CUDA_VISIBLE_DEVICES entries), JSON list",
     "placement.concurrent_runs": "execution.concurrent_runs of the study",
     "placement.n_neighbours": "other runs that overlapped this one in time (on other GPUs)",
-    "placement.neighbour_overlap_s": "longest overlap with one neighbour, seconds",
+    "placement.neighbour_overlap_s": "longest overlap of this run's process with one neighbour's, seconds",
+    "placement.neighbour_window_overlap_s": "longest time one neighbour ran during this run's measured window, seconds (what neighbour_load counts; empty when the window was not recorded)",
     "placement.neighbours": "the neighbours' run ids, comma-separated",
 }
 
@@ -30,5 +31,9 @@ def placement_values(result: ExperimentResult) -> dict[str, Any]:
         "placement.concurrent_runs": p.concurrent_runs,
         "placement.n_neighbours": len(p.neighbours),
         "placement.neighbour_overlap_s": max((n.overlap_s for n in p.neighbours), default=0.0),
+        "placement.neighbour_window_overlap_s": max(
+            (n.window_overlap_s for n in p.neighbours if n.window_overlap_s is not None),
+            default=None,
+        ),
         "placement.neighbours": ",".join(n.run_id for n in p.neighbours) or None,
     }
