@@ -25,6 +25,7 @@ from llenergymeasure.energy.types import (
     ValidityWarning,
 )
 from llenergymeasure.environment.snapshot import EnvironmentSnapshot
+from llenergymeasure.harness.records import LoadedModel, MeasuredWindow
 from llenergymeasure.harness.request import HarnessRequest, HarnessSettings
 from llenergymeasure.harness.result import build_result
 from llenergymeasure.results.models import (
@@ -91,21 +92,30 @@ def _build(
         ),
         snapshot=EnvironmentSnapshot(hostname="h"),
         started_at="2026-01-01T00:00:00+00:00",
-        resolved=SimpleNamespace(path="/m", weights=resolved_weights),
-        load_info=LoadInfo(parameters=None, weights=load_weights, device="cpu", cuda_devices=[3]),
-        load=LoadRecord(duration_s=1.0),
+        model=LoadedModel(
+            resolved=SimpleNamespace(path="/m", weights=resolved_weights),
+            load_info=LoadInfo(
+                parameters=None, weights=load_weights, device="cpu", cuda_devices=[3]
+            ),
+            load=LoadRecord(duration_s=1.0),
+            import_s=0.0,
+        ),
         warmup=WarmupRecord(mode="fixed", runs=1),
         baseline=baseline,
         cold_baseline=cold,
-        energy=energy,
-        cpu_energy=cpu or CpuEnergy(available=False, unavailable_reason="no RAPL"),
+        window=MeasuredWindow(
+            energy=energy,
+            cpu_energy=cpu or CpuEnergy(available=False, unavailable_reason="no RAPL"),
+            out=GenerationOutput(requests=requests, duration_s=duration_s),
+            prompts=[Prompt(token_ids=[1] * 7, max_new_tokens=t) for t in tokens],
+            duration_s=duration_s,
+            peak_bytes=peak_bytes,
+            timeseries_file=None,
+            record=kw.pop("window", None),
+            edges=kw.pop("edges", None),
+            split=kw.pop("split", None),
+        ),
         co2=CarbonEstimate(co2_g=None),
-        out=GenerationOutput(requests=requests, duration_s=duration_s),
-        prompts=[Prompt(token_ids=[1] * 7, max_new_tokens=t) for t in tokens],
-        duration_s=duration_s,
-        peak_bytes=peak_bytes,
-        timeseries_file=None,
-        import_s=0.0,
         **kw,
     )
 
@@ -180,34 +190,39 @@ def test_apply_baseline_se_is_root_sum_square_over_gpus() -> None:
 
 
 def test_quantisation_bound_from_window_edges_or_mean_power() -> None:
-    # edges sampled: 0.1 s x (150 W + 250 W) = 40 J, relative 40 / 100 = 0.4
+    # edges sampled, not aligned: 0.1 s x max(150 W, 250 W) = 25 J, relative 25 / 100 = 0.25
     r = _build(_energy(), edges={3: {"start_power_w": 150.0, "end_power_w": 250.0}})
+    assert r.energy_quantisation_bound_j == pytest.approx(25.0)
+    assert r.energy_quantisation_bound_rel == pytest.approx(0.25)
+    assert r.window_gpu_state == {3: {"start_power_w": 150.0, "end_power_w": 250.0}}
+    # no edges: the mean power (200 W) at both ends: 0.1 x 200 = 20 J; 0.2 s period: 40
+    r = _build(_energy(period=0.2))
     assert r.energy_quantisation_bound_j == pytest.approx(40.0)
     assert r.energy_quantisation_bound_rel == pytest.approx(0.4)
-    assert r.window_gpu_state == {3: {"start_power_w": 150.0, "end_power_w": 250.0}}
-    # no edges: the mean power (200 W) at both ends: 0.1 x 400 = 40 J as well; 0.2 s period: 80
-    r = _build(_energy(period=0.2))
-    assert r.energy_quantisation_bound_j == pytest.approx(80.0)
-    assert r.energy_quantisation_bound_rel == pytest.approx(0.8)
     assert r.window_gpu_state == {}
     # no period known: no bound
     r = _build(_energy(period=None))
     assert r.energy_quantisation_bound_j is None and r.energy_quantisation_bound_rel is None
+    # the meter's own bound (edges on counter updates) wins over the edges: 1.5 J
+    r = _build(_energy(quantisation_bound_j=1.5), edges={3: {"start_power_w": 150.0}})
+    assert r.energy_quantisation_bound_j == pytest.approx(1.5)
 
 
 def test_gates_use_the_thresholds_given_and_the_defaults_otherwise() -> None:
-    # a 0.5 s window fails the default 1 s minimum ...
+    # a 0.5 s window fails the default 1 s minimum, and its quantisation bound (0.1 x 200 W
+    # = 20 J of 100 J) the default 5 % ...
     r = _build(_energy())
-    assert r.valid is False and r.failed_gates == ["short_window"]
+    assert r.valid is False and r.failed_gates == ["short_window", "quantisation"]
     short = next(g for g in r.gates if g.name == "short_window")
     assert (short.value, short.threshold) == (0.5, 1.0)
     # ... and passes a 0.25 s one; every gate is recorded either way
-    r = _build(_energy(), thresholds=ValiditySettings(min_window_s=0.25))
+    lax = ValiditySettings(min_window_s=0.25, max_quantisation_rel=0.2)
+    r = _build(_energy(), thresholds=lax)
     assert r.valid is True and r.failed_gates == []
     assert [g.name for g in r.gates][:3] == ["short_window", "foreign_process", "counter_reset"]
-    assert all(g.passed for g in r.gates) and len(r.gates) == 7
+    assert all(g.passed for g in r.gates) and len(r.gates) == 8
     # a counter reset fails its own gate as well
-    r = _build(_energy(counter_resets=2), thresholds=ValiditySettings(min_window_s=0.25))
+    r = _build(_energy(counter_resets=2), thresholds=lax)
     assert r.valid is False and r.failed_gates == ["counter_reset"]
 
 

@@ -21,6 +21,7 @@ from llenergymeasure.energy.types import (
     EnergyMeasurement,
 )
 from llenergymeasure.environment.snapshot import EnvironmentSnapshot
+from llenergymeasure.harness.records import LoadedModel, MeasuredWindow
 from llenergymeasure.harness.request import HarnessRequest, HarnessSettings
 from llenergymeasure.harness.result import build_result
 from llenergymeasure.harness.stats import coefficient_of_variation, latency_stats_ms, percentile
@@ -167,32 +168,36 @@ def _build(
         ),
         snapshot=EnvironmentSnapshot(hostname="h1"),
         started_at="2026-01-01T00:00:00+00:00",
-        resolved=SimpleNamespace(path="/models/tiny", weights="pretrained"),
-        load_info=LoadInfo(
-            parameters=parameters,
-            weights=weights,
-            dtype="float32",
-            device="cuda:0",
-            cuda_devices=[0],
-            extra={"engine": "x"},
+        model=LoadedModel(
+            resolved=SimpleNamespace(path="/models/tiny", weights="pretrained"),
+            load_info=LoadInfo(
+                parameters=parameters,
+                weights=weights,
+                dtype="float32",
+                device="cuda:0",
+                cuda_devices=[0],
+                extra={"engine": "x"},
+            ),
+            load=LoadRecord(duration_s=1.0),
+            import_s=0.5,
         ),
-        load=LoadRecord(duration_s=1.0),
         warmup=WarmupRecord(mode="fixed", runs=1),
         baseline=BaselineRecord(idle_power_w={0: IDLE_W}),
-        energy=energy,
-        cpu_energy=CpuEnergy(available=True, package_j=12.0),
-        co2=CarbonEstimate(co2_g=1.5),
-        out=GenerationOutput(
-            requests=requests,
+        window=MeasuredWindow(
+            energy=energy,
+            cpu_energy=CpuEnergy(available=True, package_j=12.0),
+            out=GenerationOutput(
+                requests=requests,
+                duration_s=WINDOW_S,
+                timing_source="streamer" if ttft_s is not None else None,
+                timing_unavailable_reason=timing_reason,
+            ),
+            prompts=[Prompt(token_ids=[1] * 8, max_new_tokens=t) for t in tokens],
             duration_s=WINDOW_S,
-            timing_source="streamer" if ttft_s is not None else None,
-            timing_unavailable_reason=timing_reason,
+            peak_bytes=3 * 2**20,
+            timeseries_file="timeseries.csv",
         ),
-        prompts=[Prompt(token_ids=[1] * 8, max_new_tokens=t) for t in tokens],
-        duration_s=WINDOW_S,
-        peak_bytes=3 * 2**20,
-        timeseries_file="timeseries.csv",
-        import_s=0.5,
+        co2=CarbonEstimate(co2_g=1.5),
     )
 
 

@@ -22,34 +22,34 @@ import datetime as _dt
 import os
 import time
 import traceback
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llenergymeasure._proc import descendant_pids
 from llenergymeasure._version import __version__
 from llenergymeasure.backends.base import Backend
 from llenergymeasure.config.experiment import ExperimentConfig
-from llenergymeasure.energy.types import ValidityWarning
+from llenergymeasure.energy.types import BaselineRecord
 from llenergymeasure.errors import ExperimentError
-from llenergymeasure.harness.request import (
-    ERROR_FILE,
-    RESULT_FILE,
-    TIMESERIES_FILE,
-    HarnessRequest,
+from llenergymeasure.harness.phases import (
+    Held,
+    MeterFactory,
+    carbon,
+    follow_the_engine,
+    measure_window,
+    prepare_prompts,
+    resident_baseline,
+    take_snapshot,
+    warm_up,
+    window_figures,
 )
+from llenergymeasure.harness.records import LoadedModel
+from llenergymeasure.harness.request import ERROR_FILE, RESULT_FILE, HarnessRequest
 from llenergymeasure.harness.result import build_result
-from llenergymeasure.harness.validity import energy_split, first_token_s, window_edges
-from llenergymeasure.harness.window import merge_outputs, run_passes, run_warmup, trend_warnings
 from llenergymeasure.results.io import atomic_write_json, atomic_write_text
-from llenergymeasure.results.models import (
-    SCHEMA_VERSION,
-    ExperimentResult,
-    LoadRecord,
-)
+from llenergymeasure.results.models import SCHEMA_VERSION, ExperimentResult, LoadRecord
 
 PROGRESS_FILE = "progress.json"
-MeterFactory = Callable[[str, list[int]], Any]
 
 
 def _now() -> str:
@@ -81,15 +81,6 @@ class _Phases:
             )
 
 
-#: the engine libraries each backend imports, loaded before the load timer starts so that
-#: ``load.duration_s`` is the model's load and not the interpreter's import of torch or vLLM.
-ENGINE_MODULES = {
-    "pytorch": ("torch", "transformers"),
-    "vllm": ("vllm",),
-    "tensorrt": ("tensorrt_llm",),
-}
-
-
 def _import_engine(backend: str, model_path: str | None = None, compiles: bool = False) -> float:
     """Import the backend's engine; a failure is left for ``backend.load`` to report clearly.
 
@@ -99,8 +90,12 @@ def _import_engine(backend: str, model_path: str | None = None, compiles: bool =
     """
     import importlib
 
+    from llenergymeasure.backends.registry import engine_modules
+
+    # the engine libraries the backend imports (its registry entry), loaded before the load timer
+    # starts so that ``load.duration_s`` is the model's load and not the import of its engine
     t0 = time.perf_counter()
-    for name in ENGINE_MODULES.get(backend, ()):
+    for name in engine_modules(backend):
         try:
             importlib.import_module(name)
         except Exception:  # the backend's load() raises BackendUnavailableError with guidance
@@ -175,256 +170,58 @@ def run_harness(
 ) -> ExperimentResult:
     """Run one experiment in this process and write ``result.json`` (or ``error.json``).
 
-    ``meter_factory(energy_backend, cuda_devices)`` replaces ``energy.select_meter`` (tests inject a
-    meter driven by a fake NVML). Raises ``ExperimentError`` with the failing phase after writing
-    ``error.json``.
+    The phases, in the protocol's order (module docstring); each is a function of
+    ``harness/phases.py`` (or ``load_engine`` here). ``meter_factory(energy_backend,
+    cuda_devices)`` replaces ``energy.select_meter`` (tests inject a meter driven by a fake NVML).
+    Raises ``ExperimentError`` with the failing phase after writing ``error.json``.
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    config = request.config
-    settings = request.settings
+    config, settings = request.config, request.settings
     phases = _Phases(output_dir)
     started_at = _now()
-    backend: Backend | None = None
-    meters: list[Any] = []
+    held = Held()
     try:
         phases.enter("environment")
-        from llenergymeasure.energy import (
-            RaplMeter,
-            apply_baseline,
-            estimate_co2,
-            measure_idle_baseline,
-            select_meter,
-        )
-        from llenergymeasure.environment.snapshot import (
-            capture_environment,
-            record_engine_libraries,
-        )
+        from llenergymeasure.energy import select_meter
 
         make_meter = meter_factory or select_meter
-        snapshot = capture_environment(
-            carbon_intensity_gco2_kwh=settings.carbon_intensity_gco2_kwh,
-            carbon_intensity_source=settings.carbon_intensity_source,
-            datacenter_pue=settings.datacenter_pue,
-            datacenter_pue_source=settings.datacenter_pue_source,
-        )
-
-        phases.enter("model", config.model)
-        from llenergymeasure.backends import create_backend
-        from llenergymeasure.config.user import OutputSettings
-        from llenergymeasure.models.synthetic import resolve_model
-
-        cache_dir = (
-            Path(settings.model_cache_dir)
-            if settings.model_cache_dir
-            else OutputSettings().resolved_model_cache_dir()
-        )
-        resolved = resolve_model(config.model, cache_dir)
-        if config.workload == "serving":  # harness/serving/run.py: the load driver and its record
-            from llenergymeasure.harness.serving.run import create_serving_backend
-
-            backend = create_serving_backend(config, resolved.path)
-        else:
-            backend = create_backend(config, resolved.path, cache_dir)
-
-        phases.enter("import")
-        import_s = _import_engine(
-            config.backend,
-            resolved.path,
-            compiles=bool(getattr(config.backend_section(), "torch_compile", False)),
-        )
-
-        phases.enter("load")
-        load_devices = planned_cuda_devices(config, _visible_gpu_count(snapshot.gpu_count))
-        # One meter serves the load window and the measured window (one NVML/Zeus owner, one
-        # start-up); it is rebuilt only if the engine ended up on other GPUs than planned.
-        meter = make_meter(settings.energy_backend, load_devices)
-        meters.append(meter)
-        meter.ignore_pids.add(os.getpid())
-        baseline_cache = (
-            Path(settings.baseline_cache_dir)
-            if settings.baseline_cache_dir
-            else cache_dir / "baseline"
-        )
-        cold_baseline = None
-        if config.baseline.enabled and load_devices:
-            phases.enter("baseline", f"cold idle, {config.baseline.duration_s:g} s")
-            cold_baseline = measure_idle_baseline(
-                meter,
-                config.baseline.duration_s,
-                baseline_cache,
-                config.baseline.cache_ttl_s,
-                kind="cold",
-                thresholds=settings.validity,
-                cache_write=not settings.concurrent,  # a neighbour may be running now
-            )
-            phases.enter("load")
-        t0 = time.perf_counter()
-        meter.start()
-        load_info = backend.load()
-        backend.synchronize()
-        load_measure = meter.stop()
-        record_engine_libraries(snapshot)
-        load_s = time.perf_counter() - t0
-        load = LoadRecord(
-            duration_s=load_s,
-            energy_j=load_measure.total_energy_j if load_measure.available else None,
-            meter=load_measure.meter,
-        )
+        snapshot = take_snapshot(settings)
+        loaded = load_engine(request, snapshot, make_meter, held, phases)
+        backend = loaded.backend
 
         phases.enter("prompts")
-        from llenergymeasure.datasets import load_prompts, warmup_prompts
-
-        prompt_seed = settings.prompt_seed if settings.prompt_seed is not None else config.seed
-        prompts = load_prompts(config.model_copy(update={"seed": prompt_seed}), backend.tokenizer())
-        if not prompts:
-            raise ExperimentError("the dataset produced no prompts", phase="prompts")
-        serving = None
-        if config.workload == "serving":
-            from llenergymeasure.harness.serving.run import run_serving, serving_prompts
-
-            prompts = serving_prompts(config, prompts, backend.tokenizer())
-
-        phases.enter("warmup")
-        warmup = run_warmup(
-            backend,
-            warmup_prompts(prompts, config),
-            config,
-            on_step=lambda detail: phases.enter("warmup", detail),
-            meter=meter,
+        prompts = prepare_prompts(config, settings, backend)
+        warmup = warm_up(backend, prompts, config, phases, held.meter)
+        engine_devices = list(loaded.model.load_info.cuda_devices)
+        meter = follow_the_engine(
+            held, make_meter, config, settings.energy_backend, loaded.devices, engine_devices
         )
-
-        # With gpus set the meter stays on every GPU held, the engine's or not (idle draw counts).
-        if config.gpus is None and sorted(load_info.cuda_devices) != sorted(load_devices):
-            meter.close()
-            meter = make_meter(settings.energy_backend, list(load_info.cuda_devices))
-            meters.append(meter)
-            meter.ignore_pids.add(os.getpid())
-        meter.ignore_pids.update(descendant_pids(os.getpid()))
-
-        baseline = None
-        if config.baseline.enabled:
-            phases.enter("baseline", f"resident idle, {config.baseline.duration_s:g} s")
-            baseline = measure_idle_baseline(
-                meter,
-                config.baseline.duration_s,
-                baseline_cache,
-                config.baseline.cache_ttl_s,
-                kind="resident",
-                key_extra=config.config_hash,
-                thresholds=settings.validity,
-                cache_write=not settings.concurrent,
-            )
-
-        on_gpu = bool(load_info.cuda_devices)
-        min_window_s = config.measurement.resolved_min_window_s(on_gpu)
-        max_window_s = config.measurement.max_window_s
-        phases.enter("measure", f"{len(prompts)} prompts, window >= {min_window_s:g} s")
-        rapl = RaplMeter()
-        backend.synchronize()
-        rapl.start()
-        t_meter = time.perf_counter()
-        meter.start()
-        t_start = time.perf_counter()
-        window_started = getattr(backend, "window_started", None)  # backends/openai: telemetry
-        if window_started is not None:
-            window_started(t_start)
-        if config.workload == "serving":
-            serving = run_serving(backend, prompts, config, t_start)
-            passes, prompts = serving.passes, serving.prompts
-        else:
-            passes = run_passes(
-                backend,
-                prompts,
-                min_window_s,
-                max_window_s,
-                t_start,
-                on_pass=lambda n: phases.enter("measure", f"pass {n} done"),
-            )
-        backend.synchronize()
-        duration_s = time.perf_counter() - t_start
-        energy = meter.stop()
-        cpu_energy = rapl.stop()
-        out = merge_outputs(passes.outputs)
+        baseline = resident_baseline(meter, config, settings, loaded.baseline_cache, phases)
+        run = measure_window(backend, meter, prompts, config, bool(engine_devices), phases)
 
         phases.enter("result")
-        energy = apply_baseline(energy, baseline)
-        timeseries_file = None
-        written = None
-        try:
-            written = meter.write_timeseries(output_dir / TIMESERIES_FILE)
-            timeseries_file = written.name if written else None
-            energy.warnings.extend(
-                trend_warnings(
-                    written,
-                    duration_s,
-                    passes,
-                    idle_w=dict(baseline.idle_power_w) if baseline and baseline.available else {},
-                    limit_w={
-                        g.nvml_index: g.power_limit_w
-                        for g in snapshot.gpus
-                        if g.power_limit_w is not None
-                    },
-                )
-            )
-        except OSError as exc:
-            energy.warnings.append(
-                ValidityWarning(
-                    code="timeseries_not_written",
-                    message=f"could not write the power time series: {exc}",
-                )
-            )
+        window, written = window_figures(run, meter, baseline, snapshot, output_dir, backend)
         result = build_result(
             request=request,
             snapshot=snapshot,
             started_at=started_at,
-            resolved=resolved,
-            load_info=load_info,
-            load=load,
+            model=loaded.model,
             warmup=warmup,
             baseline=baseline,
-            energy=energy,
-            cpu_energy=cpu_energy,
-            co2=estimate_co2(
-                energy.total_energy_j,
-                snapshot.carbon_intensity_gco2_kwh,
-                snapshot.datacenter_pue,
-                snapshot.carbon_intensity_source,
-                country_iso_code=settings.carbon_country_iso_code,
-                region=settings.carbon_region,
-            ),
-            out=out,
-            prompts=prompts * len(passes.outputs),
-            duration_s=duration_s,
-            peak_bytes=backend.peak_memory_bytes(),
-            timeseries_file=timeseries_file,
-            import_s=import_s,
-            window=passes.record(min_window_s, max_window_s),
-            cold_baseline=cold_baseline,
+            window=window,
+            co2=carbon(window.energy, snapshot, settings),
+            cold_baseline=loaded.cold_baseline,
             thresholds=settings.validity,
-            edges=window_edges(written, duration_s),
-            split=energy_split(
-                written,
-                energy,
-                passes.starts_s,
-                passes.durations_s,
-                [first_token_s(o) for o in passes.outputs],
-                out.input_tokens,
-                out.output_tokens,
-            ),
         )
-        if serving is not None:
+        if run.serving is not None:
             idle = baseline.idle_power_w if baseline and baseline.available else None
-            result = serving.attach(
+            result = run.serving.attach(
                 result,
                 written,
-                (t_meter, t_start + duration_s),
+                (run.t_meter, run.t_start + run.duration_s),
                 sum(idle.values()) if idle else None,
             )
-        finish = getattr(backend, "finish_result", None)  # backends/openai: telemetry, gate
-        if finish is not None:
-            share = settings.validity.min_running_batch_share
-            result = finish(result, output_dir, t_start, share)
         atomic_write_text(output_dir / RESULT_FILE, result.model_dump_json(indent=2))
         phases.enter("done")
         return result
@@ -437,14 +234,93 @@ def run_harness(
             raise ExperimentError(f"{type(exc).__name__}: {exc}", phase=phase) from exc
         raise
     finally:
-        for m in meters:
-            with contextlib.suppress(Exception):
-                m.close()
-        if backend is not None:
-            try:
-                backend.close()
-            except Exception as exc:  # never mask the experiment's own error
-                print(f"[llem] warning: backend close failed: {exc}", flush=True)
+        held.release()
+
+
+@dataclass(frozen=True)
+class LoadedEngine:
+    """What the load phase leaves: the backend, the model record, where the meter was planned,
+    the cold idle baseline (measured before the load) and the baseline cache directory."""
+
+    backend: Backend
+    model: LoadedModel
+    devices: list[int]
+    cold_baseline: BaselineRecord | None
+    baseline_cache: Path
+
+
+def load_engine(
+    request: HarnessRequest,
+    snapshot: Any,
+    make_meter: MeterFactory,
+    held: Held,
+    phases: _Phases,
+) -> LoadedEngine:
+    """Resolve the model, create the backend, import its engine (untimed), open the meter on the
+    planned GPUs, measure cold idle before the engine starts, then load timed and metered."""
+    from llenergymeasure.backends import create_backend
+    from llenergymeasure.config.user import OutputSettings
+    from llenergymeasure.energy import measure_idle_baseline
+    from llenergymeasure.environment.snapshot import record_engine_libraries
+    from llenergymeasure.models.synthetic import resolve_model
+
+    config, settings = request.config, request.settings
+    phases.enter("model", config.model)
+    cache_dir = (
+        Path(settings.model_cache_dir)
+        if settings.model_cache_dir
+        else OutputSettings().resolved_model_cache_dir()
+    )
+    resolved = resolve_model(config.model, cache_dir)
+    if config.workload == "serving":  # harness/serving/run.py: the load driver and its record
+        from llenergymeasure.harness.serving.run import create_serving_backend
+
+        held.backend = create_serving_backend(config, resolved.path)
+    else:
+        held.backend = create_backend(config, resolved.path, cache_dir)
+    backend = held.backend
+
+    phases.enter("import")
+    import_s = _import_engine(
+        config.backend,
+        resolved.path,
+        compiles=bool(getattr(config.backend_section(), "torch_compile", False)),
+    )
+
+    phases.enter("load")
+    load_devices = planned_cuda_devices(config, _visible_gpu_count(snapshot.gpu_count))
+    # One meter serves the load window and the measured window (one NVML/Zeus owner, one
+    # start-up); it is rebuilt only if the engine ended up on other GPUs than planned.
+    meter = held.open_meter(make_meter, settings.energy_backend, load_devices)
+    baseline_cache = (
+        Path(settings.baseline_cache_dir) if settings.baseline_cache_dir else cache_dir / "baseline"
+    )
+    cold_baseline = None
+    if config.baseline.enabled and load_devices:
+        phases.enter("baseline", f"cold idle, {config.baseline.duration_s:g} s")
+        cold_baseline = measure_idle_baseline(
+            meter,
+            config.baseline.duration_s,
+            baseline_cache,
+            config.baseline.cache_ttl_s,
+            kind="cold",
+            thresholds=settings.validity,
+            cache_write=not settings.concurrent,  # a neighbour may be running now
+        )
+        phases.enter("load")
+    t0 = time.perf_counter()
+    meter.start()
+    load_info = backend.load()
+    backend.synchronize()
+    load_measure = meter.stop()
+    record_engine_libraries(snapshot)
+    load = LoadRecord(
+        duration_s=time.perf_counter() - t0,
+        energy_j=load_measure.total_energy_j if load_measure.available else None,
+        meter=load_measure.meter,
+    )
+    model = LoadedModel(resolved=resolved, load_info=load_info, load=load, import_s=import_s)
+    return LoadedEngine(backend, model, load_devices, cold_baseline, baseline_cache)
 
 
 def write_error(output_dir: Path, phase: str, exc: BaseException) -> Path:

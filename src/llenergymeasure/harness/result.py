@@ -11,6 +11,7 @@ from llenergymeasure.backends.base import GenerationOutput, Prompt
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.validity import ValiditySettings
 from llenergymeasure.energy.types import BaselineRecord, EnergyMeasurement, ValidityWarning
+from llenergymeasure.harness.records import LoadedModel, MeasuredWindow
 from llenergymeasure.harness.request import HarnessRequest
 from llenergymeasure.harness.stats import latency_stats_ms
 from llenergymeasure.harness.validity import (
@@ -20,13 +21,10 @@ from llenergymeasure.harness.validity import (
     quantisation_bound,
 )
 from llenergymeasure.results.models import (
-    EnergySplit,
     ExperimentResult,
     FlopsEstimate,
-    LoadRecord,
     ModelRecord,
     WarmupRecord,
-    WindowRecord,
 )
 
 
@@ -135,27 +133,19 @@ def build_result(
     request: HarnessRequest,
     snapshot: Any,
     started_at: str,
-    resolved: Any,
-    load_info: Any,
-    load: LoadRecord,
+    model: LoadedModel,
     warmup: WarmupRecord,
-    baseline: Any,
-    energy: EnergyMeasurement,
-    cpu_energy: Any,
+    baseline: BaselineRecord | None,
+    window: MeasuredWindow,
     co2: Any,
-    out: GenerationOutput,
-    prompts: list[Prompt],
-    duration_s: float,
-    peak_bytes: int | None,
-    timeseries_file: str | None,
-    import_s: float,
-    window: WindowRecord | None = None,
     cold_baseline: BaselineRecord | None = None,
     thresholds: ValiditySettings | None = None,
-    edges: dict[int, dict[str, float]] | None = None,
-    split: EnergySplit | None = None,
 ) -> ExperimentResult:
+    """The result of one experiment from its phases' records: derived figures per denominator,
+    validity gates and warnings (``docs/results.md`` names each field)."""
     config = request.config
+    energy, out, duration_s = window.energy, window.out, window.duration_s
+    load_info = model.load_info
     n_requests = len(out.requests)
     out_tokens = out.output_tokens
     in_tokens = out.input_tokens
@@ -163,7 +153,7 @@ def build_result(
     above = energy.total_energy_above_idle_j
     above_se = energy.total_energy_above_idle_se_j
     gates = evaluate_gates(energy, duration_s, thresholds or ValiditySettings())
-    bound_j, bound_rel = quantisation_bound(energy, edge_powers(edges or {}))
+    bound_j, bound_rel = quantisation_bound(energy, edge_powers(window.edges or {}))
 
     def per(value: float | None, denom: int) -> float | None:
         return value / denom if value is not None and denom > 0 else None
@@ -179,7 +169,7 @@ def build_result(
     )
     warnings = (
         list(energy.warnings)
-        + harness_warnings(config, out, prompts, warmup, energy)
+        + harness_warnings(config, out, window.prompts, warmup, energy)
         + baseline_warnings(cold_baseline, baseline)
     )
     timing_reason = out.timing_unavailable_reason
@@ -196,27 +186,27 @@ def build_result(
         ended_at=_now(),
         model=ModelRecord(
             id=config.model,
-            path=resolved.path,
+            path=model.resolved.path,
             weights=load_info.weights
             if load_info.weights in ("random", "pretrained")
-            else resolved.weights,
+            else model.resolved.weights,
             parameters=params,
             dtype=load_info.dtype,
             device=load_info.device,
             cuda_devices=list(load_info.cuda_devices),
         ),
-        load=load,
+        load=model.load,
         warmup=warmup,
         baseline=baseline,
         cold_baseline=cold_baseline,
         energy=energy,
-        cpu_energy=cpu_energy,
+        cpu_energy=window.cpu_energy,
         co2=co2,
         n_requests=n_requests,
         input_tokens=in_tokens,
         output_tokens=out_tokens,
         duration_s=duration_s,
-        window=window,
+        window=window.record,
         output_tokens_per_s=out_tokens / duration_s if duration_s > 0 else 0.0,
         requests_per_s=n_requests / duration_s if duration_s > 0 else 0.0,
         total_energy_j=total,
@@ -231,14 +221,14 @@ def build_result(
         mean_power_w=total / duration_s if total is not None and duration_s > 0 else None,
         energy_quantisation_bound_j=bound_j,
         energy_quantisation_bound_rel=bound_rel,
-        energy_split=split,
-        window_gpu_state=edges or {},
+        energy_split=window.split,
+        window_gpu_state=window.edges or {},
         prompt_seed=(
             request.settings.prompt_seed
             if request.settings.prompt_seed is not None
             else config.seed
         ),
-        boundary=energy_boundary(energy, cpu_energy) if energy.available else None,
+        boundary=energy_boundary(energy, window.cpu_energy) if energy.available else None,
         valid=all(g.passed for g in gates),
         failed_gates=[g.name for g in gates if not g.passed],
         gates=gates,
@@ -247,9 +237,9 @@ def build_result(
         request_latency_ms=latency_stats_ms(lats),
         timing_source=out.timing_source,
         timing_unavailable_reason=None if ttfts else timing_reason,
-        peak_memory_mb=peak_bytes / 2**20 if peak_bytes is not None else None,
+        peak_memory_mb=window.peak_bytes / 2**20 if window.peak_bytes is not None else None,
         flops=flops,
         warnings=warnings,
-        timeseries_file=timeseries_file,
-        extra={**load_info.extra, "engine_import_s": import_s},
+        timeseries_file=window.timeseries_file,
+        extra={**load_info.extra, "engine_import_s": model.import_s},
     )
