@@ -25,8 +25,8 @@ def test_power_cap_from_the_samples() -> None:
     assert (w.code, w.severity, w.device) == ("power_capped", "info", 3)
     assert w.message == (
         "GPU 3: power management lowered the clocks (sw_power_cap in 3 of 4 samples (75 %)); the "
-        "power limit is unknown here; at the limit this is normal at TDP, well below it the cap "
-        "acted on short power peaks"
+        "power limit is unknown here; at the limit this is normal at TDP, well below it the "
+        "clocks were lowered in bursts, not for time spent at the limit"
     )
     assert w.details == {
         "n_samples": 3,
@@ -51,9 +51,9 @@ def test_power_cap_at_64_percent_of_the_limit_is_not_called_holding_the_limit() 
     assert w.message == (
         "GPU 0: power management lowered the clocks (sw_power_cap in 1 of 8 samples (12 %); "
         "NVML power violation time 1.300 s, 13 % of the window); mean power 450 W is only 64 % "
-        "of the 700 W limit: the cap acted on short power peaks (it reacts within milliseconds; "
-        "the power reading is a ~100 ms average), not on sustained power at the limit; the "
-        "clocks dipped in those peaks"
+        "of the 700 W limit, so this is not time spent at the limit: the clocks were lowered in "
+        "bursts, most likely on short power peaks (power management reacts within milliseconds; "
+        "the power reading is a ~100 ms average)"
     )
     assert w.details["mean_power_share_of_limit"] == pytest.approx(450 / 700)
     assert (w.details["violation_share"], w.details["sample_share"]) == (0.13, 0.125)
@@ -64,7 +64,7 @@ def test_power_cap_at_64_percent_of_the_limit_is_not_called_holding_the_limit() 
         "clocks followed the cap (normal at TDP)"
     )
     [under] = clock_events(0, reasons, None, 10.0, mean_power_w=629.0, power_limit_w=700.0)
-    assert "only 90 % of the 700 W limit: the cap acted on short power peaks" in under.message
+    assert "only 90 % of the 700 W limit, so this is not time spent at the limit" in under.message
     # a limit of 0 W (not reported) is unknown, not a division
     [zero] = clock_events(0, reasons, None, 10.0, mean_power_w=450.0, power_limit_w=0.0)
     assert "the power limit is unknown here" in zero.message

@@ -51,7 +51,7 @@ def test_nvml_meter_power_cap_below_the_limit_is_peaks() -> None:
     assert w.details["power_limit_w"] == 700.0
     assert w.details["mean_power_w"] == pytest.approx(450.0)
     assert w.details["mean_power_share_of_limit"] == pytest.approx(450 / 700)
-    assert "only 64 % of the 700 W limit: the cap acted on short power peaks" in w.message
+    assert "only 64 % of the 700 W limit, so this is not time spent at the limit" in w.message
 
 
 def test_nvml_meter_power_cap_at_the_limit() -> None:

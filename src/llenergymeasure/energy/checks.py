@@ -38,8 +38,8 @@ THROUGHPUT_DRIFT_TOLERANCE = 0.05  # first vs last third of the window, relative
 THERMAL_DRIFT_C = 2.0  # mean temperature of the last third minus the first third
 MIN_TREND_SAMPLES = 6  # fewer samples (or passes) than this: no trend warning either way
 # power_capped: a mean power at or above this share of the enforced limit is "at the limit"; below
-# it the power cap acted on short peaks (it reacts within milliseconds, the power reading is a
-# ~100 ms average), so the sample share is not a share of time spent at the limit.
+# it the clocks were lowered in bursts (most likely short power peaks: power management reacts
+# within milliseconds, the power reading is a ~100 ms average), not for time spent at the limit.
 POWER_CAP_AT_LIMIT_SHARE = 0.9
 
 CODES = (
@@ -127,7 +127,7 @@ def power_capped(
     if ratio is None:
         why = (
             "the power limit is unknown here; at the limit this is normal at TDP, well below it "
-            "the cap acted on short power peaks"
+            "the clocks were lowered in bursts, not for time spent at the limit"
         )
     elif ratio >= POWER_CAP_AT_LIMIT_SHARE:
         why = (
@@ -137,9 +137,9 @@ def power_capped(
     else:
         why = (
             f"mean power {mean_power_w:.0f} W is only {ratio * 100:.0f} % of the "
-            f"{power_limit_w:.0f} W limit: the cap acted on short power peaks (it reacts within "
-            "milliseconds; the power reading is a ~100 ms average), not on sustained power at the "
-            "limit; the clocks dipped in those peaks"
+            f"{power_limit_w:.0f} W limit, so this is not time spent at the limit: the clocks were "
+            "lowered in bursts, most likely on short power peaks (power management reacts within "
+            "milliseconds; the power reading is a ~100 ms average)"
         )
     return ValidityWarning(
         code="power_capped",
