@@ -140,11 +140,11 @@ def test_resume_in_a_read_only_study_dir_is_a_clear_error(
         assert res.returncode == 0, res.stdout + res.stderr
         # a study directory as an interrupted study leaves it: study.yaml and a manifest
         from llenergymeasure.config.study import StudyConfig
-        from llenergymeasure.study.runner import StudyRunner
+        from llenergymeasure.study.runner import StudyOptions, StudyRunner
 
         sr = StudyRunner(
             StudyConfig.from_yaml(f),
-            results_dir=where,
+            StudyOptions(results_dir=where),
             user_config_path=user_config_file(tmp_path, shared_model_cache),
             source_path=f,
         )

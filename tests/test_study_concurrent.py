@@ -28,7 +28,7 @@ from llenergymeasure.errors import ConfigError, RunnerError, StudyInterrupted
 from llenergymeasure.runners.resolution import ResolvedRunner
 from llenergymeasure.study import concurrent as concurrent_mod
 from llenergymeasure.study.placement import discover_pool, gpus_needed
-from llenergymeasure.study.runner import StudyRunner
+from llenergymeasure.study.runner import StudyOptions, StudyRunner
 from tests.concurrent_doubles import STARTED_FILE, Log, max_at_once, overlapping_pairs
 from tests.helpers import within
 
@@ -50,10 +50,11 @@ def _study(limit: int, sweep: dict | None = None, n_cycles: int = 2, gap: float 
     )
 
 
-def _runner(tmp_path: Path, study: StudyConfig, pool: Any, **kw: Any) -> StudyRunner:
-    return StudyRunner(
-        study, user_config=UserConfig(), results_dir=tmp_path / "results", gpu_pool=pool, **kw
-    )
+def _runner(
+    tmp_path: Path, study: StudyConfig, pool: Any, fail_fast: bool = False, **kw: Any
+) -> StudyRunner:
+    options = StudyOptions(results_dir=tmp_path / "results", gpu_pool=pool, fail_fast=fail_fast)
+    return StudyRunner(study, options, user_config=UserConfig(), **kw)
 
 
 @pytest.fixture
@@ -278,7 +279,7 @@ def test_too_few_gpus_is_refused_naming_option_value_and_gpus(tmp_path: Path) ->
     runner = _runner(tmp_path, study, {0: "GPU-only"})
     resolved = {"vllm": ResolvedRunner(backend="vllm", kind="local", source="test")}
     with pytest.raises(ConfigError) as err:
-        concurrent_mod.concurrency_pool(runner, runner.plan(), resolved)
+        runner.concurrency_pool(runner.plan(), resolved)
     text = str(err.value)
     assert "execution.concurrent_runs = 2" in text and "1 GPU(s): 0 (GPU-only)" in text
     assert "needs 2 GPU(s)" in text and "execution.concurrent_runs: 1" in text
@@ -298,7 +299,7 @@ def test_slurm_with_concurrent_runs_is_refused(tmp_path: Path) -> None:
     runner = _runner(tmp_path, _study(2), [0, 1])
     resolved = {"pytorch": ResolvedRunner(backend="pytorch", kind="slurm", source="--runner")}
     with pytest.raises(RunnerError, match=r"runner is slurm \(from --runner\).*not supported"):
-        concurrent_mod.concurrency_pool(runner, runner.plan(), resolved)
+        runner.concurrency_pool(runner.plan(), resolved)
 
 
 def test_pool_comes_from_cuda_visible_devices_else_nvml() -> None:
@@ -329,7 +330,7 @@ _CONTROLLER = textwrap.dedent(
     from llenergymeasure.config.user import UserConfig
     from llenergymeasure.errors import StudyInterrupted
     from llenergymeasure.study import concurrent as c
-    from llenergymeasure.study.runner import StudyRunner
+    from llenergymeasure.study.runner import StudyOptions, StudyRunner
     from tests.concurrent_doubles import Log
 
     install_stop_handlers()
@@ -341,7 +342,8 @@ _CONTROLLER = textwrap.dedent(
 
     c.executor_for = fake
     study = StudyConfig.model_validate_json(Path(sys.argv[1]).read_text())
-    runner = StudyRunner(study, user_config=UserConfig(), results_dir=sys.argv[2], gpu_pool=[0, 1])
+    options = StudyOptions(results_dir=sys.argv[2], gpu_pool=[0, 1])
+    runner = StudyRunner(study, options, user_config=UserConfig())
     log.behaviour = {r.run_id: "hang" for r in runner.plan()}
     try:
         runner.run()

@@ -87,8 +87,16 @@ def run_study(
     )
 
 
-def _run(study: StudyConfig, **options: Any) -> StudyResult:
+def _run(
+    study: StudyConfig,
+    *,
+    source_path: Path | None,
+    user_config_path: str | Path | None,
+    **options: Any,
+) -> StudyResult:
     """The single internal path both public functions take."""
-    from llenergymeasure.study.runner import StudyRunner
+    from llenergymeasure.study.runner import StudyOptions, StudyRunner
 
-    return StudyRunner(study, **options).run()
+    return StudyRunner(
+        study, StudyOptions(**options), source_path=source_path, user_config_path=user_config_path
+    ).run()

@@ -16,7 +16,7 @@ from llenergymeasure.errors import ConfigError
 from llenergymeasure.results.models import ExperimentResult, LoadRecord, ModelRecord, WarmupRecord
 from llenergymeasure.study.manifest import Manifest, ManifestRun, ManifestStore
 from llenergymeasure.study.planning import PlannedRun
-from llenergymeasure.study.runner import StudyRunner
+from llenergymeasure.study.runner import StudyOptions, StudyRunner
 
 
 def _study() -> StudyConfig:
@@ -52,7 +52,8 @@ def result_json(run: PlannedRun) -> str:
 
 @pytest.fixture
 def setup(tmp_path: Path) -> tuple[StudyRunner, ManifestStore, list[PlannedRun]]:
-    runner = StudyRunner(_study(), user_config=UserConfig(), results_dir=tmp_path, no_gaps=True)
+    options = StudyOptions(results_dir=tmp_path, no_gaps=True)
+    runner = StudyRunner(_study(), options, user_config=UserConfig())
     plan = runner.plan()
     manifest = Manifest(
         study_name="r",
@@ -143,7 +144,7 @@ def _save_study(tmp_path: Path, study: StudyConfig, n_cycles: int) -> Path:
 
 def test_resume_reads_the_study_and_cycles_from_the_directory(tmp_path: Path) -> None:
     d = _save_study(tmp_path, _study(), n_cycles=4)  # the study file says 2; the manifest 4
-    runner = StudyRunner(None, resume_dir=d, user_config=UserConfig(), no_gaps=True)
+    runner = StudyRunner(None, StudyOptions(no_gaps=True), resume_dir=d, user_config=UserConfig())
     assert runner.study.study_design_hash == _study().study_design_hash
     plan = runner.plan()
     assert len(plan) == 3 * 4 and max(r.cycle for r in plan) == 4

@@ -66,10 +66,9 @@ def test_the_studys_shuffle_seed_reaches_the_plan() -> None:
 
 def test_cycles_given_to_the_runner_override_the_studys(tmp_path: Path) -> None:
     from llenergymeasure.config.user import UserConfig
-    from llenergymeasure.study.runner import StudyRunner
+    from llenergymeasure.study.runner import StudyOptions, StudyRunner
 
-    runner = StudyRunner(
-        _study(), user_config=UserConfig(), results_dir=tmp_path, n_cycles=2, no_gaps=True
-    )
+    options = StudyOptions(results_dir=tmp_path, n_cycles=2, no_gaps=True)
+    runner = StudyRunner(_study(), options, user_config=UserConfig())
     plan = runner.plan()
     assert len(plan) == 6 * 2 and max(r.cycle for r in plan) == 2  # the study says 3

@@ -13,7 +13,7 @@ from llenergymeasure import StudyConfig
 from llenergymeasure.config.user import UserConfig
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.study.manifest import Manifest
-from llenergymeasure.study.runner import StudyRunner
+from llenergymeasure.study.runner import StudyOptions, StudyRunner
 
 
 def _study(sizes: list[int]) -> StudyConfig:
@@ -62,12 +62,14 @@ def test_a_changed_study_names_both_design_hashes(tmp_path: Path) -> None:
 def test_the_study_file_in_the_directory_is_used_when_none_is_given(tmp_path: Path) -> None:
     original = _study([1, 2, 4])
     d = _study_dir(tmp_path, original, n_cycles=3)
-    runner = StudyRunner(None, resume_dir=d, user_config=UserConfig(), no_gaps=True)
+    runner = StudyRunner(None, StudyOptions(no_gaps=True), resume_dir=d, user_config=UserConfig())
     assert runner.study.study_design_hash == original.study_design_hash
     assert runner.resume_dir == d
     # the manifest's cycle count wins over the study file's (1): 3 configs x 3 cycles
     plan = runner.plan()
     assert len(plan) == 9 and sorted({r.cycle for r in plan}) == [1, 2, 3]
     # the same study given explicitly resumes too
-    given = StudyRunner(_study([1, 2, 4]), resume_dir=d, user_config=UserConfig(), no_gaps=True)
+    given = StudyRunner(
+        _study([1, 2, 4]), StudyOptions(no_gaps=True), resume_dir=d, user_config=UserConfig()
+    )
     assert len(given.plan()) == 9

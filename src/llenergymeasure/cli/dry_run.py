@@ -21,10 +21,11 @@ def print_dry_run(
     results_dir: Path | None,
 ) -> None:
     from llenergymeasure.study.planning import estimate_duration_s
-    from llenergymeasure.study.runner import StudyRunner
+    from llenergymeasure.study.runner import StudyOptions, StudyRunner
 
     sr = StudyRunner(
-        study, runner=runner_opt, n_cycles=cycles, no_gaps=no_gaps, results_dir=results_dir
+        study,
+        StudyOptions(runner=runner_opt, n_cycles=cycles, no_gaps=no_gaps, results_dir=results_dir),
     )
     runners = sr.resolve()
     configs = study.expand()
@@ -76,10 +77,9 @@ def print_dry_run(
     )
     if study.execution.concurrent_runs > 1:
         from llenergymeasure.errors import LLEMError
-        from llenergymeasure.study.concurrent import concurrency_pool
 
         try:
-            pool = concurrency_pool(sr, plan, runners)
+            pool = sr.concurrency_pool(plan, runners)
             console.print(
                 f"side by side: up to {study.execution.concurrent_runs} run(s) at once on "
                 f"disjoint GPUs of {escape(pool.describe() if pool else '?')}; the estimate above "

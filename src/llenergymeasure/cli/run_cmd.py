@@ -59,7 +59,7 @@ def run_command(
     as_json: bool = False,
     strict: bool = False,
 ) -> int:
-    from llenergymeasure.study.runner import StudyRunner
+    from llenergymeasure.study.runner import StudyOptions, StudyRunner
 
     if as_json:  # stdout carries the JSON summary alone; progress and questions go to stderr
         console = Console(stderr=True)
@@ -84,15 +84,17 @@ def run_command(
     progress = LiveProgress(console, fields)
     sr = StudyRunner(
         study,
-        runner=runner,
-        results_dir=results_dir,
-        n_cycles=cycles,
-        no_gaps=no_gaps or is_experiment,
-        fail_fast=fail_fast,
+        StudyOptions(
+            runner=runner,
+            results_dir=results_dir,
+            n_cycles=cycles,
+            no_gaps=no_gaps or is_experiment,
+            fail_fast=fail_fast,
+            detach=detach,
+        ),
         resume_dir=resume,
         source_path=file,
         observer=progress,
-        detach=detach,
     )
     if any(r.kind == "slurm" for r in sr.resolve().values()):
         from llenergymeasure.cli.slurm_cmd import SlurmProgress

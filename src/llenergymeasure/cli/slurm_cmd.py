@@ -13,6 +13,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from llenergymeasure.results.layout import STUDY_RESULT_FILE
 from llenergymeasure.results.models import ExperimentResult
 from llenergymeasure.runners.base import RunOutcome
 from llenergymeasure.study.planning import PlannedRun
@@ -123,22 +124,24 @@ def status_command(study_dir: Path, console: Console) -> int:
     """
     from llenergymeasure.errors import RunnerError
     from llenergymeasure.runners.slurm.driver import LIVE, SlurmStudyDriver
-    from llenergymeasure.study.manifest import ManifestStore
-    from llenergymeasure.study.runner import StudyRunner, _NullObserver, _study_lock
+    from llenergymeasure.study.manifest import ManifestStore, study_lock
+    from llenergymeasure.study.observer import NullObserver
+    from llenergymeasure.study.runner import StudyRunner
 
     sr = StudyRunner(None, resume_dir=study_dir)
     plan = {r.run_id: r for r in sr.plan()}
-    store = ManifestStore(Path(study_dir), sr._resume_manifest)
+    assert sr.resume_manifest is not None  # read from study_dir, or StudyRunner raised
+    store = ManifestStore(Path(study_dir), sr.resume_manifest)
     attached = False
     with contextlib.ExitStack() as stack:
         try:
-            stack.enter_context(_study_lock(Path(study_dir)))
+            stack.enter_context(study_lock(Path(study_dir)))
         except RunnerError:
             attached = True  # a controller is following the study: only read
         live = [plan[r.run_id] for r in store.manifest.runs if r.status in LIVE and r.job_id]
         if live and not attached:
             driver = SlurmStudyDriver(
-                sr.user_config.slurm, store, _NullObserver(), None, check=False
+                sr.user_config.slurm, store, NullObserver(), None, check=False
             )
             driver._reattach(live)
     runs = store.manifest.runs
@@ -153,6 +156,6 @@ def status_command(study_dir: Path, console: Console) -> int:
         console.print(f"reattach and collect when done: llem run --resume {study_dir}")
     elif any(r.status != "completed" for r in runs):
         console.print(f"rerun the unfinished runs: llem run --resume {study_dir}")
-    elif not (Path(study_dir) / "study_result.json").exists():
+    elif not (Path(study_dir) / STUDY_RESULT_FILE).exists():
         console.print(f"all runs done; collect the study: llem run --resume {study_dir}")
     return 0

@@ -21,18 +21,19 @@ import ctypes
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from llenergymeasure.errors import RunnerError
 from llenergymeasure.harness.request import HarnessRequest
-from llenergymeasure.results.models import RunnerRecord
 from llenergymeasure.runners.base import RunOutcome
 from llenergymeasure.runners.outcome import read_back
+from llenergymeasure.runners.resolution import ResolvedRunner
 from llenergymeasure.study.execution import executor_for, new_attempt_dir
 from llenergymeasure.study.manifest import ManifestStore
+from llenergymeasure.study.observer import StudyObserver
 from llenergymeasure.study.placement import (
     OPTION,
     GpuPool,
@@ -44,10 +45,7 @@ from llenergymeasure.study.placement import (
     pool_from,
 )
 from llenergymeasure.study.planning import PlannedRun
-
-if TYPE_CHECKING:
-    from llenergymeasure.runners.resolution import ResolvedRunner
-    from llenergymeasure.study.runner import StudyObserver, StudyRunner
+from llenergymeasure.study.requests import RequestBuilder, runner_record
 
 #: how long an interrupted run's worker is waited for (its executor stops its process first)
 STOP_WAIT_S = 60.0
@@ -307,11 +305,16 @@ class ConcurrentScheduler:
 
 
 def concurrency_pool(
-    runner: StudyRunner, plan: list[PlannedRun], runners: dict[str, ResolvedRunner]
+    plan: list[PlannedRun],
+    runners: dict[str, ResolvedRunner],
+    *,
+    limit: int,
+    gpu_pool: Sequence[int] | Mapping[int, str] | None,
+    environ: Mapping[str, str],
 ) -> GpuPool | None:
-    """The GPU pool for ``execution.concurrent_runs`` > 1, checked against every planned run
-    (``ConfigError`` / ``RunnerError`` before anything runs); None for one run at a time."""
-    limit = runner.study.execution.concurrent_runs
+    """The GPU pool for ``execution.concurrent_runs`` (``limit``) > 1, checked against every
+    planned run (``ConfigError`` / ``RunnerError`` before anything runs); None for one run at a
+    time. ``gpu_pool``: the GPUs given (None: the visible ones, read from ``environ`` and NVML)."""
     if limit <= 1:
         return None
     slurm = [r for r in runners.values() if r.kind == "slurm"]
@@ -322,48 +325,44 @@ def concurrency_pool(
             f"of its own; side-by-side placement under SLURM is not supported. Set {OPTION}: 1, "
             "or run on the node with the local or docker runner"
         )
-    if runner.gpu_pool is not None:
-        pool = pool_from(runner.gpu_pool)
+    if gpu_pool is not None:
+        pool = pool_from(gpu_pool)
     else:
         from llenergymeasure.environment.snapshot import capture_environment
 
-        pool = discover_pool(runner.environ, capture_environment(environ=runner.environ))
+        pool = discover_pool(environ, capture_environment(environ=environ))
     check_plan_fits(plan, pool, limit)
     return pool
 
 
 def run_concurrently(
-    runner: StudyRunner,
     store: ManifestStore,
     to_run: list[PlannedRun],
     runners: dict[str, ResolvedRunner],
     pool: GpuPool,
+    *,
+    limit: int,
+    requests: RequestBuilder,
+    model_cache_dir: Path,
+    observer: StudyObserver,
+    fail_fast: bool = False,
 ) -> None:
-    """The study loop of ``StudyRunner`` for ``execution.concurrent_runs`` > 1."""
-    cache = runner.user_config.output.resolved_model_cache_dir()
+    """The study loop for ``execution.concurrent_runs`` (``limit``) > 1. Raises
+    ``KeyboardInterrupt`` once every run still going is stopped and recorded."""
 
     def make_request(run: PlannedRun, gpus: list[int]) -> HarnessRequest:
-        resolved = runners[run.config.backend]
-        return HarnessRequest(
-            config=run.config,
-            runner=RunnerRecord(kind=resolved.kind, image=resolved.image, source=resolved.source),
-            settings=runner._settings(run, concurrent=True),
-        )
+        return requests.request(run, runner_record(runners[run.config.backend]), concurrent=True)
 
     def make_executor(run: PlannedRun, gpus: list[int]) -> Any:
-        return executor_for(runners[run.config.backend], cache, gpus=gpus)
+        return executor_for(runners[run.config.backend], model_cache_dir, gpus=gpus)
 
-    scheduler = ConcurrentScheduler(
+    ConcurrentScheduler(
         store,
         to_run,
-        limit=runner.study.execution.concurrent_runs,
+        limit=limit,
         pool=pool,
         make_request=make_request,
         make_executor=make_executor,
-        observer=runner.observer,
-        fail_fast=runner.fail_fast,
-    )
-    try:
-        scheduler.drive()
-    except KeyboardInterrupt as exc:
-        runner._interrupted(store, None, exc)  # every run is recorded; says how to resume
+        observer=observer,
+        fail_fast=fail_fast,
+    ).drive()

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from llenergymeasure.harness.request import HarnessRequest
 from llenergymeasure.runners.base import RunOutcome
 from llenergymeasure.runners.outcome import read_back
 from llenergymeasure.runners.resolution import ResolvedRunner
 from llenergymeasure.study.manifest import ManifestStore
+from llenergymeasure.study.observer import StudyObserver
 from llenergymeasure.study.planning import PlannedRun
-
-if TYPE_CHECKING:
-    from llenergymeasure.study.runner import StudyObserver
 
 
 def executor_for(

@@ -1,15 +1,10 @@
 """``StudyRunner``: plan, run every experiment in isolation, keep the manifest, aggregate.
 
-Layout of a study directory (``<results_dir>/<name>_<YYYYmmdd-HHMMSS>/``)::
-
-    study.yaml            the study file as given
-    manifest.json         every planned run and its status (atomic rewrite per transition)
-    NNN_c<cycle>_<backend>_<hash8>/    one folder per run attempt (``_a2`` etc. for reruns)
-        request.json  result.json | error.json  timeseries.csv  run.log  progress.json
-    study_result.json     the StudyResult (at the end)
-    summary.csv           one row per config
-
-Nothing already written is rewritten: a rerun (resume, or a retry) gets a new attempt folder.
+The study directory (``<results_dir>/<name>_<YYYYmmdd-HHMMSS>/``) holds ``study.yaml``,
+``manifest.json`` (every planned run and its status, rewritten atomically per transition), one
+folder per run attempt (``_a2`` etc. for reruns), and at the end ``study_result.json`` and
+``summary.csv``; ``results/layout.py`` names every file. Nothing already written is rewritten: a
+rerun (resume, or a retry) gets a new attempt folder.
 """
 
 from __future__ import annotations
@@ -20,8 +15,8 @@ import shlex
 import shutil
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import yaml
 
@@ -37,8 +32,8 @@ from llenergymeasure.errors import (
     filesystem_error,
     is_filesystem_error,
 )
-from llenergymeasure.harness.request import RESULT_FILE, HarnessRequest, HarnessSettings
 from llenergymeasure.results.io import atomic_write_text
+from llenergymeasure.results.layout import MANIFEST_FILE, RESULT_FILE, STUDY_FILE
 from llenergymeasure.results.models import ExperimentResult, RunnerRecord
 from llenergymeasure.results.study_result import StudyResult
 from llenergymeasure.runners.base import RunOutcome
@@ -46,8 +41,9 @@ from llenergymeasure.runners.resolution import ResolvedRunner, resolve_runners
 from llenergymeasure.study.aggregate import collect_study_result
 from llenergymeasure.study.concurrent import concurrency_pool, run_concurrently
 from llenergymeasure.study.execution import executor_for, run_attempt
-from llenergymeasure.study.manifest import MANIFEST_FILE, Manifest, ManifestRun, ManifestStore
-from llenergymeasure.study.manifest import study_lock as _study_lock
+from llenergymeasure.study.manifest import Manifest, ManifestRun, ManifestStore, study_lock
+from llenergymeasure.study.observer import NullObserver, StudyObserver
+from llenergymeasure.study.placement import GpuPool
 from llenergymeasure.study.planning import (
     Gaps,
     PlannedRun,
@@ -55,41 +51,8 @@ from llenergymeasure.study.planning import (
     resolve_gaps,
 )
 from llenergymeasure.study.recovery import adopt_finished_results, refuse_if_still_running
-
-STUDY_FILE = "study.yaml"
-
-
-class StudyObserver(Protocol):
-    """Progress hooks for the CLI's live view (all optional to implement)."""
-
-    def on_start(
-        self, study_dir: Path, plan: list[PlannedRun], to_run: list[PlannedRun]
-    ) -> None: ...
-    def on_gap(self, seconds: float, kind: str) -> None: ...
-    def on_run_start(self, run: PlannedRun, position: int, total: int, run_dir: Path) -> None: ...
-    def on_run_end(
-        self, run: PlannedRun, outcome: RunOutcome, result: ExperimentResult | None
-    ) -> None: ...
-
-
-class _NullObserver:
-    def on_start(self, study_dir: Path, plan: list[PlannedRun], to_run: list[PlannedRun]) -> None:
-        pass
-
-    def on_gap(self, seconds: float, kind: str) -> None:
-        pass
-
-    def on_run_start(self, run: PlannedRun, position: int, total: int, run_dir: Path) -> None:
-        pass
-
-    def on_run_end(
-        self, run: PlannedRun, outcome: RunOutcome, result: ExperimentResult | None
-    ) -> None:
-        pass
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+from llenergymeasure.study.requests import RequestBuilder, runner_record
+from llenergymeasure.timestamps import utc_now
 
 
 class StudyRunner:
@@ -98,36 +61,36 @@ class StudyRunner:
     def __init__(
         self,
         study: StudyConfig | None,
+        options: StudyOptions | None = None,
         *,
-        runner: str | None = None,
-        results_dir: str | Path | None = None,
-        user_config_path: str | Path | None = None,
-        user_config: UserConfig | None = None,
-        n_cycles: int | None = None,
-        no_gaps: bool = False,
-        fail_fast: bool = False,
         resume_dir: str | Path | None = None,
         source_path: str | Path | None = None,
-        observer: StudyObserver | None = None,
+        user_config_path: str | Path | None = None,
+        user_config: UserConfig | None = None,
         environ: dict[str, str] | None = None,
-        detach: bool = False,
-        gpu_pool: Sequence[int] | Mapping[int, str] | None = None,
+        observer: StudyObserver | None = None,
     ) -> None:
+        options = options or StudyOptions()
+        n_cycles, no_gaps = options.n_cycles, options.no_gaps
         #: execution.concurrent_runs > 1: the GPUs to place runs on (None: the visible ones)
-        self.gpu_pool = gpu_pool
+        self.gpu_pool = options.gpu_pool
         #: slurm runner: return once the runs are submitted (StudyDetached says how to follow)
-        self.detach = detach
+        self.detach = options.detach
         self.environ = dict(os.environ if environ is None else environ)
         self.user_config = user_config or load_user_config(user_config_path, self.environ)
-        self.cli_runner = runner
+        self.cli_runner = options.runner
         self.results_dir = (
-            Path(results_dir) if results_dir else self.user_config.output.resolved_results_dir()
+            Path(options.results_dir)
+            if options.results_dir
+            else self.user_config.output.resolved_results_dir()
         )
-        self.fail_fast = fail_fast
+        self.fail_fast = options.fail_fast
         self.no_gaps = no_gaps
-        self.observer: StudyObserver = observer or _NullObserver()
+        self.observer: StudyObserver = observer or NullObserver()
         self.resume_dir = Path(resume_dir) if resume_dir else None
         self.source_path = Path(source_path) if source_path else None
+        #: the manifest of the study resumed (``resume_dir``), else None
+        self.resume_manifest: Manifest | None = None
         if self.resume_dir is not None:
             study = self._study_for_resume(study)
         if study is None:
@@ -167,15 +130,15 @@ class StudyRunner:
                 f"{study.study_design_hash[:12]} vs {manifest.study_design_hash[:12]} in the manifest): "
                 "its experiments changed. Resume with the original study file, or start a new study"
             )
-        self._resume_manifest = manifest
+        self.resume_manifest = manifest
         return study
 
     def resolve(self) -> dict[str, ResolvedRunner]:
         """Resolve every backend's runner (multi-backend rule included) before anything runs."""
         cli_runner = self.cli_runner
         submitted = []
-        if self.resume_dir is not None:
-            submitted = [r for r in self._resume_manifest.runs if r.job_id]
+        if self.resume_manifest is not None:
+            submitted = [r for r in self.resume_manifest.runs if r.job_id]
         if submitted and cli_runner is None:
             cli_runner = "slurm"  # a study submitted to SLURM resumes there (still lowest rank)
         runners = resolve_runners(self.study.backends, self.user_config, cli_runner, self.environ)
@@ -192,8 +155,8 @@ class StudyRunner:
 
     def plan(self) -> list[PlannedRun]:
         cycles = self.n_cycles
-        if self.resume_dir is not None:
-            cycles = self._resume_manifest.n_cycles
+        if self.resume_manifest is not None:
+            cycles = self.resume_manifest.n_cycles
         return plan_study(self.study, self.gaps, cycles)
 
     def _preflight(self, runners: dict[str, ResolvedRunner]) -> None:
@@ -237,25 +200,22 @@ class StudyRunner:
         data = self.study.model_dump(mode="json", exclude_defaults=False)
         return header + yaml.safe_dump(data, sort_keys=False)
 
-    def _settings(self, run: PlannedRun, concurrent: bool = False) -> HarnessSettings:
-        ctx = context_from_user_config(self.user_config, self.environ)
-        cache = self.user_config.output.resolved_model_cache_dir()
-        return HarnessSettings(
-            energy_backend=self.user_config.measurement.energy_backend,
-            carbon_country_iso_code=self.user_config.measurement.carbon_country_iso_code,
-            carbon_region=self.user_config.measurement.carbon_region,
-            model_cache_dir=str(cache),
-            baseline_cache_dir=str(cache / "baseline"),
-            run_id=run.run_id,
-            cycle=run.cycle,
-            concurrent=concurrent,
-            validity=self.user_config.validity,
-            prompt_seed=(
-                run.config.seed + run.cycle - 1
-                if self.study.execution.vary_prompt_seed
-                else run.config.seed
-            ),
-            **ctx,
+    @property
+    def requests(self) -> RequestBuilder:
+        """Builds each run's ``HarnessRequest`` (the one place one is built)."""
+        return RequestBuilder(self.user_config, self.environ, self.study.execution.vary_prompt_seed)
+
+    def concurrency_pool(
+        self, plan: list[PlannedRun], runners: dict[str, ResolvedRunner]
+    ) -> GpuPool | None:
+        """The GPUs for ``execution.concurrent_runs`` > 1, checked against ``plan`` (None: one
+        run at a time); see ``study/concurrent.py``."""
+        return concurrency_pool(
+            plan,
+            runners,
+            limit=self.study.execution.concurrent_runs,
+            gpu_pool=self.gpu_pool,
+            environ=self.environ,
         )
 
     # -- running -------------------------------------------------------------------------------
@@ -278,11 +238,11 @@ class StudyRunner:
         self._preflight(runners)
         # execution.concurrent_runs > 1: the GPU pool, checked against the plan before anything
         # is written (None: one run at a time)
-        pool = concurrency_pool(self, plan, runners)
-        started_at = _now()
-        if self.resume_dir is not None:
+        pool = self.concurrency_pool(plan, runners)
+        started_at = utc_now()
+        if self.resume_dir is not None and self.resume_manifest is not None:
             study_dir = self.resume_dir
-            store = ManifestStore(study_dir, self._resume_manifest)
+            store = ManifestStore(study_dir, self.resume_manifest)
             planned_ids = [r.run_id for r in plan]
             manifest_ids = [r.run_id for r in store.manifest.runs]
             if planned_ids != manifest_ids:
@@ -300,7 +260,7 @@ class StudyRunner:
                 raise
         self.study_dir = study_dir
 
-        with _study_lock(study_dir):
+        with study_lock(study_dir):
             if self.resume_dir is not None:
                 refuse_if_still_running(store)
                 adopt_finished_results(store)
@@ -316,7 +276,20 @@ class StudyRunner:
                     store, self.study, self.gaps, started_at, runners, env_snapshot
                 )
             if pool is not None:
-                run_concurrently(self, store, to_run, runners, pool)
+                try:
+                    run_concurrently(
+                        store,
+                        to_run,
+                        runners,
+                        pool,
+                        limit=self.study.execution.concurrent_runs,
+                        requests=self.requests,
+                        model_cache_dir=self.user_config.output.resolved_model_cache_dir(),
+                        observer=self.observer,
+                        fail_fast=self.fail_fast,
+                    )
+                except KeyboardInterrupt as exc:
+                    self._interrupted(store, None, exc)  # every run is recorded
                 return collect_study_result(
                     store, self.study, self.gaps, started_at, runners, env_snapshot
                 )
@@ -372,16 +345,14 @@ class StudyRunner:
         from llenergymeasure.runners.slurm.driver import SlurmStudyDriver
 
         image = next((r.image for r in runners.values() if r.image), None)
+        requests = self.requests
         driver = SlurmStudyDriver(
             self.user_config.slurm,
             store,
             self.observer,
-            lambda run: HarnessRequest(
-                config=run.config,
-                runner=RunnerRecord(
-                    kind="slurm", image=image, source=runners[run.config.backend].source
-                ),
-                settings=self._settings(run),
+            lambda run: requests.request(
+                run,
+                RunnerRecord(kind="slurm", image=image, source=runners[run.config.backend].source),
             ),
             image=image,
             fail_fast=self.fail_fast,
@@ -413,20 +384,11 @@ class StudyRunner:
         position: int,
         total: int,
     ) -> RunOutcome:
-        def make_request() -> HarnessRequest:
-            return HarnessRequest(
-                config=run.config,
-                runner=RunnerRecord(
-                    kind=resolved.kind, image=resolved.image, source=resolved.source
-                ),
-                settings=self._settings(run),
-            )
-
         cache = self.user_config.output.resolved_model_cache_dir()
         return run_attempt(
             store,
             run,
-            make_request,
+            lambda: self.requests.request(run, runner_record(resolved)),
             lambda: executor_for(resolved, cache),
             self.observer,
             position,
@@ -447,3 +409,21 @@ class StudyRunner:
         )
         stopped.exit_code = exit_code  # 130 for Ctrl-C, 143 for SIGTERM
         raise stopped
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    """How to run a study: the options of ``llem run`` and ``run_study`` (all optional)."""
+
+    #: the runner for every backend (``--runner``), above the user config and env vars
+    runner: str | None = None
+    #: where the study directory goes (None: the user config's ``output.results_dir``)
+    results_dir: str | Path | None = None
+    #: cycles, overriding the study's ``execution.n_cycles``
+    n_cycles: int | None = None
+    no_gaps: bool = False
+    fail_fast: bool = False
+    #: slurm runner: return once the runs are submitted
+    detach: bool = False
+    #: execution.concurrent_runs > 1: the GPUs to place runs on (None: the visible ones)
+    gpu_pool: Sequence[int] | Mapping[int, str] | None = None
