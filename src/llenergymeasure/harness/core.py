@@ -44,12 +44,12 @@ from llenergymeasure.harness.phases import (
     window_figures,
 )
 from llenergymeasure.harness.records import LoadedModel
-from llenergymeasure.harness.request import ERROR_FILE, RESULT_FILE, HarnessRequest
+from llenergymeasure.harness.request import HarnessRequest
 from llenergymeasure.harness.result import build_result
 from llenergymeasure.results.io import atomic_write_json, atomic_write_text
+from llenergymeasure.results.layout import ERROR_FILE, PROGRESS_FILE, RESULT_FILE
 from llenergymeasure.results.models import SCHEMA_VERSION, ExperimentResult, LoadRecord
 
-PROGRESS_FILE = "progress.json"
 
 
 def _now() -> str:
@@ -215,7 +215,10 @@ def run_harness(
             thresholds=settings.validity,
         )
         if run.serving is not None:
-            idle = baseline.idle_power_w if baseline and baseline.available else None
+            # energy above idle only against an accepted baseline, as apply_baseline does for
+            # the window's own figures: a rejected one is recorded, never subtracted
+            usable = baseline is not None and baseline.available and baseline.accepted
+            idle = baseline.idle_power_w if baseline is not None and usable else None
             result = run.serving.attach(
                 result,
                 written,
