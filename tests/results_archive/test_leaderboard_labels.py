@@ -106,6 +106,19 @@ def test_a_one_gpu_run_on_an_eight_gpu_node_is_on_a_one_gpu_board(tmp_path: Path
     ]
     data = json.loads(paths[0].read_text())
     assert data["gpu"].startswith("1x NVIDIA H200 @")
+    # llem results show RUN says both: what was measured, and the machine
+    import os
+    import subprocess
+    import sys
+
+    run = next(p for p in sorted(study_dir.iterdir()) if (p / "result.json").exists())
+    out = subprocess.run(
+        [sys.executable, "-m", "llenergymeasure", "results", "show", str(run)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "250"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "GPUs measured" in out.stdout and "1x NVIDIA H200 @ 400 W" in out.stdout
+    assert "GPUs of the machine" in out.stdout and "8x NVIDIA H200" in out.stdout
 
 
 def test_compare_flags_a_different_measured_gpu(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from llenergymeasure.errors import LLEMError
+from llenergymeasure.results.layout import RESULT_FILE
 
 if TYPE_CHECKING:
     from llenergymeasure.results.archive.store import Archive
@@ -291,12 +292,13 @@ def _show_run(archive: Archive, study_dir: str, run_id: str) -> None:
             else "yes",
         ),
         ("meter", str(r["energy.meter"])),
-        ("GPU", f"{r['env.gpu_count'] or 0}x {r['env.gpu_model'] or '—'}"),
+        ("GPUs measured", str(r["energy.gpus"] or "—")),
+        ("GPUs of the machine", f"{r['env.gpu_count'] or 0}x {r['env.gpu_model'] or '—'}"),
         ("runner", str(r["runner.kind"]) + (f":{r['runner.image']}" if r["runner.image"] else "")),
     ):
         t.add_row(name, escape(value))
     console.print(t)
-    result_file = Path(str(r["run_dir"])) / "result.json" if r["run_dir"] else None
+    result_file = Path(str(r["run_dir"])) / RESULT_FILE if r["run_dir"] else None
     try:
         data = json.loads(result_file.read_text()) if result_file else {}
         warnings = {(w["code"], w["message"]) for w in data.get("warnings", [])}
