@@ -254,6 +254,7 @@ def test_a_clean_window_passes_every_gate() -> None:
         "sampler_gap",
         "thermal_slowdown",
         "hw_slowdown",
+        "quantisation",
     ]
     assert all(g.passed for g in gates)
     mismatch = next(g for g in gates if g.name == "counter_power_mismatch")
@@ -312,8 +313,10 @@ def test_no_energy_means_no_gate() -> None:
 
 
 def test_quantisation_bound_by_hand() -> None:
-    # period 0.1 s; GPU 0 edges 100 W and 300 W, GPU 1 edges 50 W and 250 W:
-    # 0.1 x 400 + 0.1 x 300 = 70 J over 2000 J = 3.5 %
+    # period 0.1 s; GPU 0 edges 100 W and 300 W, GPU 1 edges 50 W and 250 W, neither on a
+    # counter update: each end's error has its own sign, so the bound is period x the larger
+    # edge power (the sum was the width of the range, twice the 1 / N of steady power):
+    # 0.1 x 300 + 0.1 x 250 = 55 J over 2000 J = 2.75 %
     m = _measurement(
         total_energy_j=2000.0,
         devices=[
@@ -325,12 +328,36 @@ def test_quantisation_bound_by_hand() -> None:
         0: {"start_power_w": 100.0, "end_power_w": 300.0},
         1: {"start_power_w": 50.0, "end_power_w": 250.0},
     }
-    assert quantisation_bound(m, edge_powers(edges)) == (pytest.approx(70.0), pytest.approx(0.035))
-    # GPU 1 without sampled edges counts its mean power at both ends: 40 + 0.1 x 400 = 80 J
-    assert quantisation_bound(m, edge_powers({0: edges[0]})) == (
-        pytest.approx(80.0),
-        pytest.approx(0.04),
+    assert quantisation_bound(m, edge_powers(edges)) == (
+        pytest.approx(55.0),
+        pytest.approx(0.0275),
     )
+    # GPU 1 without sampled edges counts its mean power at both ends: 30 + 0.1 x 200 = 50 J
+    assert quantisation_bound(m, edge_powers({0: edges[0]})) == (
+        pytest.approx(50.0),
+        pytest.approx(0.025),
+    )
+    # a device whose meter stated its own bound (edges on counter updates) counts that: 30 + 2
+    aligned = DeviceEnergy(nvml_index=1, energy_j=800.0, quantisation_bound_j=2.0)
+    m2 = _measurement(total_energy_j=2000.0, devices=[m.devices[0], aligned])
+    assert quantisation_bound(m2, edge_powers(edges)) == (pytest.approx(32.0), pytest.approx(0.016))
+
+
+def test_the_quantisation_gate_fails_above_its_threshold() -> None:
+    # 2 s at 500 W = 1000 J, edges off the counter's updates: 0.1 x 500 / 1000 = 5 %: passes at
+    # the default 5 %, fails at 4 %; the meter's own 2 J (0.2 %) passes either
+    dev = [DeviceEnergy(nvml_index=0, energy_j=1000.0, mean_power_w=500.0)]
+    [q] = [
+        g
+        for g in evaluate_gates(_measurement(devices=dev), 2.0, ValiditySettings())
+        if g.name == "quantisation"
+    ]
+    assert q.passed and q.value == pytest.approx(0.05) and q.threshold == 0.05
+    assert _failed(_measurement(devices=dev), max_quantisation_rel=0.04) == ["quantisation"]
+    own = [
+        DeviceEnergy(nvml_index=0, energy_j=1000.0, mean_power_w=500.0, quantisation_bound_j=2.0)
+    ]
+    assert _failed(_measurement(devices=own), max_quantisation_rel=0.004) == []
 
 
 def _series(path: Path, t: list[float], p: list[float]) -> Path:

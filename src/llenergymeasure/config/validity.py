@@ -50,6 +50,15 @@ class ValiditySettings(BaseModel):
     fail_on_foreign_process: bool = Field(
         True, description="gate foreign_process: another process used a measured GPU"
     )
+    max_quantisation_rel: float = Field(
+        0.05,
+        gt=0.0,
+        le=1.0,
+        description=(
+            "gate quantisation: the window edges' quantisation bound over the energy above this "
+            "fails (about 1 / N for N sensor periods with edges off the counter's updates)"
+        ),
+    )
     baseline_settle_tolerance: float = Field(
         0.02,
         gt=0.0,

@@ -17,6 +17,12 @@ import numpy as np
 
 from llenergymeasure.energy import checks
 from llenergymeasure.energy.devices import DeviceMapping, DeviceTarget
+from llenergymeasure.energy.edges import (
+    CounterEdge,
+    await_counter_updates,
+    edge_correction_j,
+    quantisation_bound_j,
+)
 from llenergymeasure.energy.errors import EnergyMeterError
 from llenergymeasure.energy.meters import (
     DEFAULT_SENSOR_PERIOD_S,
@@ -70,6 +76,8 @@ class NvmlMeter(MeterBase):
         counter_every: int = 10,
         clock: Callable[[], float] = time.perf_counter,
         background_sampling: bool = True,
+        align_edges: bool = False,
+        sleep: Callable[[float], None] = time.sleep,
     ):
         super().__init__()
         if not mapping.targets:
@@ -106,6 +114,10 @@ class NvmlMeter(MeterBase):
         self._pids_start: dict[int, set[int]] = {}
         self._viol_start: dict[int, dict[str, int]] = {}
         self._limits_w: dict[int, float] = {}
+        self.align_edges = align_edges
+        self._sleep = sleep
+        self._edges0: list[CounterEdge | None] = []
+        self._edges1: list[CounterEdge | None] = []
 
     def _read_counters(self) -> list[int | None]:
         out: list[int | None] = []
@@ -113,14 +125,37 @@ class NvmlMeter(MeterBase):
             out.append(self.nvml.total_energy_mj(i) if has else None)
         return out
 
+    def _counter_edges(self) -> tuple[float, list[CounterEdge | None]]:
+        """(the edge's time, each GPU's counter there). With ``align_edges`` the edge waits for
+        every counter's next update (at most ``1.5 * sensor_period_s``); else it is now."""
+        with_counter = [
+            i for has, i in zip(self.has_counter, self.nvml_indices, strict=True) if has
+        ]
+        if not self.align_edges or not with_counter:
+            t = self._clock()
+            return t, [
+                CounterEdge(c, t, None) if c is not None else None for c in self._read_counters()
+            ]
+        found = iter(
+            await_counter_updates(
+                self.nvml.total_energy_mj,
+                with_counter,
+                self._clock,
+                self._sleep,
+                1.5 * float(self.sensor_period_s or DEFAULT_SENSOR_PERIOD_S),
+            )
+        )
+        edges = [next(found) if has else None for has in self.has_counter]
+        return self._clock(), edges
+
     def start(self) -> None:
         if self._closed:
             raise EnergyMeterError("this NVML meter was closed; create a new one with select_meter")
         if self._open:
             raise EnergyMeterError("a window is already open on this meter; call stop() first")
         self._started_at = utc_now_iso()
-        self._t0 = self._clock()
-        self._c0 = self._read_counters()
+        self._t0, self._edges0 = self._counter_edges()
+        self._c0 = [e.counter_mj if e is not None else None for e in self._edges0]
         if self.sampler is not None:
             self.sampler.begin(self._t0)
         self._open = True
@@ -133,9 +168,9 @@ class NvmlMeter(MeterBase):
     def stop(self) -> EnergyMeasurement:
         if not self._open:
             raise EnergyMeterError("stop() called without start()")
-        t1 = self._clock()
         try:
-            c1 = self._read_counters()
+            t1, self._edges1 = self._counter_edges()
+            c1 = [e.counter_mj if e is not None else None for e in self._edges1]
         finally:
             if self.sampler is not None:
                 self.sampler.end()
@@ -177,6 +212,7 @@ class NvmlMeter(MeterBase):
                 seq_c = np.concatenate(([float(c0)], col, [float(c1d)]))
                 seq_p = np.concatenate(([np.nan], power[inside], [np.nan])) if times.size else None
                 energy, resets, substituted = counter_energy(seq_t, seq_c, seq_p)
+                energy, bound = self._edge_terms(d, energy, power, duration)
                 method: Literal["counter", "integrated_power"] = "counter"
                 w = checks.counter_reset(i, resets, substituted)
                 if w is not None:
@@ -186,6 +222,7 @@ class NvmlMeter(MeterBase):
                     warnings.append(w)
             else:
                 energy = integrated if integrated is not None else math.nan
+                bound = None
                 method = "integrated_power"
                 warnings.append(checks.integrated_power_only(i))
             if times.size:
@@ -225,6 +262,8 @@ class NvmlMeter(MeterBase):
                     counter_resets=resets,
                     mean_utilization_pct=util,
                     max_memory_used_mb=memory,
+                    edges_aligned=self._aligned(d),
+                    quantisation_bound_j=bound,
                 )
             )
         total = sum(dv.energy_j for dv in devices)  # held GPUs count whether busy or idle
@@ -241,6 +280,27 @@ class NvmlMeter(MeterBase):
             timeseries_source="nvml_sampler" if self.sampler is not None else None,
         )
         return self.last
+
+    def _aligned(self, d: int) -> bool | None:
+        e0, e1 = self._edges0[d], self._edges1[d]
+        return None if e0 is None or e1 is None else e0.aligned and e1.aligned
+
+    def _edge_terms(
+        self, d: int, energy: float, power: np.ndarray, duration: float
+    ) -> tuple[float, float | None]:
+        """(counter energy corrected to [t0, t1], its quantisation bound in J) for device ``d``.
+        The edge powers are the sampler's first and last readings (taken at the edges), else
+        the window's mean power."""
+        e0, e1 = self._edges0[d], self._edges1[d]
+        if e0 is None or e1 is None:
+            return energy, None
+        mean = energy / duration if duration > 0 else 0.0
+        ok = power[~np.isnan(power)] if power.size else power
+        p0 = float(ok[0]) if ok.size else mean
+        p1 = float(ok[-1]) if ok.size else mean
+        energy += edge_correction_j(e0, e1, self._t0, self._t1, p0, p1)
+        period = float(self.sensor_period_s or DEFAULT_SENSOR_PERIOD_S)
+        return energy, quantisation_bound_j(e0, e1, p0, p1, period)
 
     def write_timeseries(self, path: Path) -> Path | None:
         """CSV of the last window's samples, one row per device per sample."""

@@ -53,7 +53,11 @@ def _build_nvml(
     try:
         mapping = resolve_devices(cuda_devices, nvml, environ)
         return NvmlMeter(
-            nvml, mapping, sensor_period_s=sensor_period_s, sample_period_s=sample_period_s
+            nvml,
+            mapping,
+            sensor_period_s=sensor_period_s,
+            sample_period_s=sample_period_s,
+            align_edges=True,
         )
     except (EnergyMeterError, NvmlError):
         nvml.shutdown()

@@ -86,6 +86,20 @@ class DeviceEnergy(_Record):
     max_memory_used_mb: float | None = Field(
         None, description="highest device memory in use over the window's samples, MiB (1.3)"
     )
+    edges_aligned: bool | None = Field(
+        None,
+        description=(
+            "both ends of the window were placed on an update of this GPU's energy counter "
+            "(NVML meter: it waits up to 1.5 sensor periods for one); null: no counter"
+        ),
+    )
+    quantisation_bound_j: float | None = Field(
+        None,
+        description=(
+            "largest error of energy_j from the window's edges: power x the update time's "
+            "resolution per aligned edge, sensor period x the larger edge power otherwise"
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -2,9 +2,11 @@
 
 - **Gates** (``evaluate_gates``): each run is ``valid`` or names the gates it failed; thresholds
   come from the user config's ``validity:`` section (``config/validity.py``).
-- **Quantisation bound** (``quantisation_bound``): the counter and the power sensor update every
-  ``sensor_period_s``; each end of the window can miss up to one period at the power it had
-  there, so the bound is period * (P_start + P_end) / E, summed over GPUs.
+- **Quantisation bound** (``quantisation_bound``): the largest error of the energy from the
+  window's edges, summed over GPUs: the meter's own ``quantisation_bound_j`` where it states one
+  (the NVML meter places each edge on a counter update: power x the update time's resolution),
+  else period * max(P_start, P_end) (``energy/edges.py`` says why: the two ends' errors have
+  opposite signs); gated by ``validity.max_quantisation_rel``.
 - **Prefill/decode split** (``energy_split``): an estimate from each batch's prefill span and
   the sampled power: the energy integrated over every batch's [start, last first token] is
   prefill, the rest decode; the shares scale the counter's energy. None, with the reason, when
@@ -33,6 +35,7 @@ GATES = (
     "sampler_gap",
     "thermal_slowdown",
     "hw_slowdown",
+    "quantisation",
 )
 
 
@@ -133,6 +136,20 @@ def evaluate_gates(
                 f"(counted from {th.min_slowdown_samples} samples on)",
             )
         )
+    _, rel = quantisation_bound(energy, {})
+    gates.append(
+        GateResult(
+            name="quantisation",
+            passed=rel is None or rel <= th.max_quantisation_rel,
+            value=rel,
+            threshold=th.max_quantisation_rel,
+            detail=(
+                "no quantisation bound (no total energy)"
+                if rel is None
+                else f"edge quantisation bound {rel * 100:.2f} % of the energy"
+            ),
+        )
+    )
     return gates
 
 
@@ -172,21 +189,25 @@ def edge_powers(edges: dict[int, dict[str, float]]) -> dict[int, tuple[float, fl
 def quantisation_bound(
     energy: EnergyMeasurement, edges: dict[int, tuple[float, float]]
 ) -> tuple[float | None, float | None]:
-    """(bound in J, bound / total energy): sensor_period_s * (P_start + P_end), summed over
-    GPUs; a GPU without sampled edges counts its mean power at both ends."""
+    """(bound in J, bound / total energy), summed over GPUs: the device's own
+    ``quantisation_bound_j`` where the meter gave one, else sensor_period_s * max(P_start,
+    P_end); a GPU without sampled edges counts its mean power at both ends."""
     total = energy.total_energy_j
     period = energy.sensor_period_s
     if not energy.available or total is None or not period or not energy.devices:
         return None, None
     bound = 0.0
     for d in energy.devices:
+        if d.quantisation_bound_j is not None:
+            bound += d.quantisation_bound_j
+            continue
         if d.nvml_index in edges:
             p0, p1 = edges[d.nvml_index]
         elif d.mean_power_w is not None:
             p0 = p1 = d.mean_power_w
         else:
             return None, None
-        bound += period * (p0 + p1)
+        bound += period * max(p0, p1)
     return bound, (bound / total if total > 0 else None)
 
 
