@@ -225,6 +225,10 @@ def run_harness(
                 (run.t_meter, run.t_start + run.duration_s),
                 sum(idle.values()) if idle else None,
             )
+        finish = getattr(backend, "finish_result", None)  # backends/openai: telemetry, gate
+        if finish is not None:
+            share = settings.validity.min_running_batch_share
+            result = finish(result, output_dir, run.t_start, share)
         atomic_write_text(output_dir / RESULT_FILE, result.model_dump_json(indent=2))
         phases.enter("done")
         return result

@@ -204,6 +204,9 @@ def measure_window(
     t_meter = time.perf_counter()
     meter.start()
     t_start = time.perf_counter()
+    window_started = getattr(backend, "window_started", None)  # backends/openai: telemetry
+    if window_started is not None:
+        window_started(t_start)
     serving = None
     if config.workload == "serving":
         from llenergymeasure.harness.serving.run import run_serving
