@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from llenergymeasure.config.experiment import ExperimentConfig
+from llenergymeasure.config.labels import run_labels
 from llenergymeasure.results.export_rows import flatten, run_identity
 from llenergymeasure.results.models import ConfigSummary, ExperimentResult, MetricStats, StudyResult
 from llenergymeasure.results.stats import METRICS
@@ -99,11 +100,12 @@ def config_points(study: StudyResult) -> list[ConfigPoint]:
                 "", s.config_hash, s.label, s.backend, s.config, s, n_failed=s.n_failed
             )
             order.append(s.config_hash)
+    labels = run_labels(study.runs)
     for r in sorted(study.runs, key=lambda r: run_identity(r)[0]):
         point = by_hash.get(r.config_hash)
         if point is None:
             point = ConfigPoint(
-                "", r.config_hash, r.config.label(), r.config.backend, r.config, None
+                "", r.config_hash, labels[r.config_hash], r.config.backend, r.config, None
             )
             by_hash[r.config_hash] = point
             order.append(r.config_hash)

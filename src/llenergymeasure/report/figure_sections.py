@@ -156,7 +156,8 @@ def power_section(
             continue
         idle = r.baseline.idle_power_w if r.baseline is not None and r.baseline.available else {}
         point = key_of.get(r.config_hash)
-        title = f"{run_id} · {point.key + ' ' if point else ''}{r.config.label()}"
+        name = f"{point.key} {point.label}" if point else r.config.label()
+        title = f"{run_id} · {name}"
         png = power_figure(series, r.duration_s, dict(idle), title)
         blocks.append(
             figs.add(

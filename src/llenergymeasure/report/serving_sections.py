@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from llenergymeasure.config.labels import run_labels
 from llenergymeasure.report.embedded_figures import EmbeddedFigures
 from llenergymeasure.report.html_cells import esc, table
 from llenergymeasure.results.models import ExperimentResult, StudyResult
@@ -54,8 +55,9 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 def excluded_runs(study: StudyResult) -> list[tuple[str, str, list[str]]]:
     """(run id, config label, failed gates) of the serving runs a validity gate marked invalid."""
+    labels = run_labels(study.runs)
     return [
-        (r.experiment_id, r.config.label(), list(r.failed_gates))
+        (r.experiment_id, labels[r.config_hash], list(r.failed_gates))
         for r in study.runs
         if r.serving is not None and not r.valid
     ]
@@ -72,6 +74,7 @@ def serving_points(study: StudyResult) -> tuple[list[ServingPoint], str, float |
     use_e2e = slo is not None and slo.ttft_ms is None and slo.e2e_ms is not None
     latency_name = "end-to-end latency" if use_e2e else "time to first token"
     bound = (slo.e2e_ms if use_e2e else slo.ttft_ms) if slo is not None else None
+    labels = run_labels(study.runs)
     points = []
     for runs in groups.values():
         records = [r.serving for r in runs if r.serving is not None]
@@ -81,7 +84,7 @@ def serving_points(study: StudyResult) -> tuple[list[ServingPoint], str, float |
         lat = [w.e2e_ms if use_e2e else w.ttft_ms for w in windows]
         points.append(
             ServingPoint(
-                label=runs[0].config.label(),
+                label=labels[runs[0].config_hash],
                 load=runs[0].serving.load,  # type: ignore[union-attr]
                 backend=runs[0].config.backend,
                 tokens_per_s=statistics.fmean(w.output_tokens_per_s for w in windows),

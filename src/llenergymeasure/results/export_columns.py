@@ -65,7 +65,10 @@ RUN_COLUMNS: dict[str, str] = {
     "run_id": "ExperimentResult.experiment_id: in a study, the run id NNN_c<cycle>_<backend>_<hash8>",
     "cycle": "cycle number, parsed from the run id (empty outside a study)",
     "config_hash": "SHA-256 of the resolved config (64 hex digits)",
-    "config_label": "ExperimentConfig.label(): the config's name, else model/backend/bs<batch>",
+    "config_label": (
+        "the config's name in its study: its own name, else model/backend/bs<batch> and each "
+        "field that varies in the study (field=value)"
+    ),
     "schema_version": "result schema version",
     "llenergymeasure_version": "version of llenergymeasure that produced the run",
     "started_at": "ISO-8601 start of the run",

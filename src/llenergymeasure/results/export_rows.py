@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from llenergymeasure.config.experiment import ExperimentConfig
+from llenergymeasure.config.labels import run_labels
 from llenergymeasure.energy.types import ValidityWarning
 from llenergymeasure.environment.snapshot import EnvironmentSnapshot
 from llenergymeasure.results.export_columns import (
@@ -137,8 +138,11 @@ def environment_values(env: EnvironmentSnapshot | None) -> dict[str, Any]:
     return out
 
 
-def run_record(result: ExperimentResult) -> dict[str, Any]:
-    """One run as a flat mapping with exactly the keys of ``run_columns()``."""
+def run_record(result: ExperimentResult, label: str | None = None) -> dict[str, Any]:
+    """One run as a flat mapping with exactly the keys of ``run_columns()``.
+
+    ``label``: the config's name within its study (``config.labels.study_labels``); the config's
+    own ``label()`` when not given."""
     run_id, cycle = run_identity(result)
     energy = result.energy
     devices = energy.devices
@@ -150,7 +154,7 @@ def run_record(result: ExperimentResult) -> dict[str, Any]:
         "run_id": run_id,
         "cycle": cycle,
         "config_hash": result.config_hash,
-        "config_label": result.config.label(),
+        "config_label": label or result.config.label(),
         "schema_version": result.schema_version,
         "llenergymeasure_version": result.llenergymeasure_version,
         "started_at": result.started_at,
@@ -230,8 +234,11 @@ def run_record(result: ExperimentResult) -> dict[str, Any]:
 
 
 def run_records(study: StudyResult) -> list[dict[str, Any]]:
-    """Every completed run of the study as a flat record, ordered by run id."""
-    return sorted((run_record(r) for r in study.runs), key=lambda rec: str(rec["run_id"]))
+    """Every completed run of the study as a flat record, ordered by run id, each config named
+    as the study's summaries name it."""
+    labels = run_labels(study.runs)
+    records = (run_record(r, labels[r.config_hash]) for r in study.runs)
+    return sorted(records, key=lambda rec: str(rec["run_id"]))
 
 
 def summary_metrics(summaries: Iterable[ConfigSummary]) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from llenergymeasure.config.labels import run_labels
 from llenergymeasure.energy.types import ValidityWarning
 from llenergymeasure.results.models import ConfigSummary, ExperimentResult, MetricStats, RunFailure
 
@@ -256,6 +257,7 @@ def summarise(
     failed: dict[str, int] = {}
     for f in failures:
         failed[f.config_hash] = failed.get(f.config_hash, 0) + 1
+    labels = run_labels(rs[0] for rs in groups.values())
     out = []
     for h, all_rs in groups.items():
         cfg = all_rs[0].config
@@ -278,7 +280,7 @@ def summarise(
         out.append(
             ConfigSummary(
                 config_hash=h,
-                label=cfg.label(),
+                label=labels[h],
                 backend=cfg.backend,
                 model=cfg.model,
                 config=cfg,
