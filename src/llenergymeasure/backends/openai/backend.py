@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from llenergymeasure.backends.base import GenerationOutput, LoadInfo, Prompt, RequestRecord
 from llenergymeasure.backends.openai.client import StreamingClient
-from llenergymeasure.backends.openai.http import BaseURL, EndpointError, error_message, get
+from llenergymeasure.backends.openai.http import (
+    BaseURL,
+    EndpointError,
+    HTTPStatusError,
+    error_message,
+    get,
+)
 from llenergymeasure.backends.openai.launch import (
     LaunchedServer,
     max_num_seqs_of,
@@ -62,6 +68,18 @@ ATTACH_NOTE = (
 MAX_ERRORS_KEPT = 20
 
 
+def _refused(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a refused connection: nothing listens any more."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError) or isinstance(
+            getattr(seen, "reason", None), ConnectionRefusedError
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _gpu_count() -> int:
     try:
         import pynvml
@@ -79,6 +97,8 @@ class OpenAIBackend:
     """An OpenAI-compatible server behind the ``Backend`` protocol and ``ServingEngine.submit``."""
 
     name = "openai"
+    #: the load driver counts a failed request apart instead of failing the run (driver.py)
+    tolerates_failed_requests = True
 
     def __init__(
         self,
@@ -270,12 +290,23 @@ class OpenAIBackend:
             raise ExperimentError("the openai backend was asked for requests before load()")
         return self.client
 
-    def _server_gone(self) -> str | None:
+    def _server_gone(self, exc: EndpointError) -> str | None:
+        """Why the server is lost (it exited, or no longer accepts connections), else None."""
         if self.server is not None and not self.server.alive():
             return (
                 f"the launched server exited (code {self.server.process.returncode}) during the "
                 f"run; its log ends with:\n{self.server.log_tail(1500)}"
             )
+        if isinstance(exc, HTTPStatusError) or not _refused(exc):
+            return None
+        try:
+            get(self.base_url, "/v1/models", timeout_s=5.0)
+        except EndpointError as probe:
+            if _refused(probe):
+                return (
+                    f"the server at openai.base_url={self.base_url.url('')} stopped accepting "
+                    f"connections during the run ({exc}); restart it and run the experiment again"
+                )
         return None
 
     def _record_failure(self, error: str) -> None:
@@ -290,7 +321,7 @@ class OpenAIBackend:
         try:
             await client.submit(index, prompt, timeline)
         except EndpointError as exc:
-            gone = self._server_gone()
+            gone = self._server_gone(exc)
             self._record_failure(f"request {index}: {exc}")
             if gone:
                 raise ExperimentError(gone, phase="measure") from exc

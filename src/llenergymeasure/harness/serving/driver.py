@@ -38,6 +38,8 @@ class DriveResult:
     end_s: float
     mode: str
     lags_s: list[float] = field(default_factory=list)
+    #: requests that failed, left out of ``timelines`` (engines that tolerate failed requests)
+    failed: list[RequestTimeline] = field(default_factory=list)
 
     @property
     def last_injection_s(self) -> float:
@@ -56,9 +58,30 @@ async def _run_one(
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # recorded per request; the driver raises once all are done
+        if isinstance(exc, ExperimentError) and _tolerates_failures(engine):
+            raise  # such an engine raises this only when the run is lost (its server died)
         timeline.error = f"{type(exc).__name__}: {exc}"
         if timeline.finished_s is None:
             timeline.finished_s = clock()
+
+
+def _tolerates_failures(engine: ServingEngine) -> bool:
+    """An engine over a network (backends/openai) loses single requests without losing the run:
+    its failed requests are counted apart, and only a run where every request failed fails."""
+    return bool(getattr(engine, "tolerates_failed_requests", False))
+
+
+def _split_failures(
+    engine: ServingEngine, timelines: list[RequestTimeline]
+) -> tuple[list[RequestTimeline], list[RequestTimeline]]:
+    """(completed, failed) for a tolerant engine with at least one completed request; else raise
+    when any failed."""
+    failed = [t for t in timelines if t.error]
+    done = [t for t in timelines if not t.error]
+    if failed and done and _tolerates_failures(engine):
+        return done, failed
+    _raise_failures(timelines)
+    return timelines, []
 
 
 def _raise_failures(timelines: list[RequestTimeline]) -> None:
@@ -103,9 +126,11 @@ async def drive_open_loop(
             task.cancel()
         raise
     end = clock()
-    _raise_failures(timelines)
+    timelines, failed = _split_failures(engine, timelines)
     lags = [t.injected_s - t.scheduled_s for t in timelines]
-    return DriveResult(timelines=timelines, start_s=start, end_s=end, mode="open", lags_s=lags)
+    return DriveResult(
+        timelines=timelines, start_s=start, end_s=end, mode="open", lags_s=lags, failed=failed
+    )
 
 
 async def drive_closed_loop(
@@ -135,7 +160,7 @@ async def drive_closed_loop(
             )
             timelines.append(timeline)
             await _run_one(engine, timeline, prompts[i], clock)
-            if timeline.error:
+            if timeline.error and not _tolerates_failures(engine):
                 return
 
     workers = [asyncio.ensure_future(client()) for _ in range(concurrency)]
@@ -147,6 +172,8 @@ async def drive_closed_loop(
         raise
     end = clock()
     timelines.sort(key=lambda t: t.index)
-    _raise_failures(timelines)
+    timelines, failed = _split_failures(engine, timelines)
     lags = [t.injected_s - t.scheduled_s for t in timelines]
-    return DriveResult(timelines=timelines, start_s=start, end_s=end, mode="closed", lags_s=lags)
+    return DriveResult(
+        timelines=timelines, start_s=start, end_s=end, mode="closed", lags_s=lags, failed=failed
+    )
