@@ -18,7 +18,6 @@ The harness does not know whether it runs in a container, except to record it.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import os
 import time
 import traceback
@@ -49,11 +48,7 @@ from llenergymeasure.harness.result import build_result
 from llenergymeasure.results.io import atomic_write_json, atomic_write_text
 from llenergymeasure.results.layout import ERROR_FILE, PROGRESS_FILE, RESULT_FILE
 from llenergymeasure.results.models import SCHEMA_VERSION, ExperimentResult, LoadRecord
-
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+from llenergymeasure.timestamps import utc_now
 
 
 class _Phases:
@@ -179,7 +174,7 @@ def run_harness(
     output_dir.mkdir(parents=True, exist_ok=True)
     config, settings = request.config, request.settings
     phases = _Phases(output_dir)
-    started_at = _now()
+    started_at = utc_now()
     held = Held()
     try:
         phases.enter("environment")
@@ -225,10 +220,6 @@ def run_harness(
                 (run.t_meter, run.t_start + run.duration_s),
                 sum(idle.values()) if idle else None,
             )
-        finish = getattr(backend, "finish_result", None)  # backends/openai: telemetry, gate
-        if finish is not None:
-            share = settings.validity.min_running_batch_share
-            result = finish(result, output_dir, run.t_start, share)
         atomic_write_text(output_dir / RESULT_FILE, result.model_dump_json(indent=2))
         phases.enter("done")
         return result
@@ -339,6 +330,6 @@ def write_error(output_dir: Path, phase: str, exc: BaseException) -> Path:
         "error_type": type(exc).__name__,
         "message": str(exc) or type(exc).__name__,
         "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-        "time": _now(),
+        "time": utc_now(),
     }
     return atomic_write_json(Path(output_dir) / ERROR_FILE, payload)

@@ -22,7 +22,7 @@ from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.energy.types import BaselineRecord, EnergyMeasurement, ValidityWarning
 from llenergymeasure.errors import ExperimentError
 from llenergymeasure.harness.records import MeasuredWindow
-from llenergymeasure.harness.request import TIMESERIES_FILE, HarnessSettings
+from llenergymeasure.harness.request import HarnessSettings
 from llenergymeasure.harness.validity import energy_split, window_edges
 from llenergymeasure.harness.window import (
     Passes,
@@ -31,6 +31,7 @@ from llenergymeasure.harness.window import (
     run_warmup,
     trend_warnings,
 )
+from llenergymeasure.results.layout import TIMESERIES_FILE
 from llenergymeasure.results.models import WarmupRecord
 
 MeterFactory = Callable[[str, list[int]], Any]
@@ -204,9 +205,6 @@ def measure_window(
     t_meter = time.perf_counter()
     meter.start()
     t_start = time.perf_counter()
-    window_started = getattr(backend, "window_started", None)  # backends/openai: telemetry
-    if window_started is not None:
-        window_started(t_start)
     serving = None
     if config.workload == "serving":
         from llenergymeasure.harness.serving.run import run_serving

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import uuid
 from typing import Any
 
@@ -26,10 +25,7 @@ from llenergymeasure.results.models import (
     ModelRecord,
     WarmupRecord,
 )
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+from llenergymeasure.timestamps import utc_now
 
 
 def harness_warnings(
@@ -183,7 +179,7 @@ def build_result(
         runner=request.runner,
         environment=snapshot,
         started_at=started_at,
-        ended_at=_now(),
+        ended_at=utc_now(),
         model=ModelRecord(
             id=config.model,
             path=model.resolved.path,
