@@ -33,13 +33,16 @@ from llenergymeasure.errors import ExperimentError
 from llenergymeasure.harness.phases import (
     Held,
     MeterFactory,
+    attach_serving,
     carbon,
     follow_the_engine,
     measure_window,
     prepare_prompts,
     resident_baseline,
+    rewarm_after_baseline,
     take_snapshot,
     warm_up,
+    warmup_level,
     window_figures,
 )
 from llenergymeasure.harness.records import LoadedModel
@@ -188,11 +191,13 @@ def run_harness(
         phases.enter("prompts")
         prompts = prepare_prompts(config, settings, backend)
         warmup = warm_up(backend, prompts, config, phases, held.meter)
+        target = warmup_level(warmup, held.meter, config)
         engine_devices = list(loaded.model.load_info.cuda_devices)
         meter = follow_the_engine(
             held, make_meter, config, settings.energy_backend, loaded.devices, engine_devices
         )
         baseline = resident_baseline(meter, config, settings, loaded.baseline_cache, phases)
+        rewarm = rewarm_after_baseline(backend, prompts, config, target, baseline, meter, phases)
         run = measure_window(backend, meter, prompts, config, bool(engine_devices), phases)
 
         phases.enter("result")
@@ -207,19 +212,14 @@ def run_harness(
             window=window,
             co2=carbon(window.energy, snapshot, settings),
             cold_baseline=loaded.cold_baseline,
+            rewarm=rewarm,
             thresholds=settings.validity,
         )
-        if run.serving is not None:
-            # energy above idle only against an accepted baseline, as apply_baseline does for
-            # the window's own figures: a rejected one is recorded, never subtracted
-            usable = baseline is not None and baseline.available and baseline.accepted
-            idle = baseline.idle_power_w if baseline is not None and usable else None
-            result = run.serving.attach(
-                result,
-                written,
-                (run.t_meter, run.t_start + run.duration_s),
-                sum(idle.values()) if idle else None,
-            )
+        result = attach_serving(result, run, written, baseline)
+        finish = getattr(backend, "finish_result", None)  # backends/openai: telemetry, gate
+        if finish is not None:
+            share = settings.validity.min_running_batch_share
+            result = finish(result, output_dir, run.t_start, share)
         atomic_write_text(output_dir / RESULT_FILE, result.model_dump_json(indent=2))
         phases.enter("done")
         return result

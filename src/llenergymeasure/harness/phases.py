@@ -23,6 +23,7 @@ from llenergymeasure.energy.types import BaselineRecord, EnergyMeasurement, Vali
 from llenergymeasure.errors import ExperimentError
 from llenergymeasure.harness.records import MeasuredWindow
 from llenergymeasure.harness.request import HarnessSettings
+from llenergymeasure.harness.rewarm import Level, needs_rewarm, run_rewarm, warm_level
 from llenergymeasure.harness.validity import energy_split, window_edges
 from llenergymeasure.harness.window import (
     Passes,
@@ -32,7 +33,7 @@ from llenergymeasure.harness.window import (
     trend_warnings,
 )
 from llenergymeasure.results.layout import TIMESERIES_FILE
-from llenergymeasure.results.models import WarmupRecord
+from llenergymeasure.results.models import RewarmRecord, WarmupRecord
 
 MeterFactory = Callable[[str, list[int]], Any]
 
@@ -164,6 +165,38 @@ def resident_baseline(
     )
 
 
+def warmup_level(warmup: WarmupRecord, meter: Any, config: ExperimentConfig) -> Level | None:
+    """The warmup's end level a re-warm returns to (only a run with a baseline may need one)."""
+    return warm_level(warmup, meter) if config.baseline.enabled else None
+
+
+def rewarm_after_baseline(
+    backend: Backend,
+    prompts: list[Prompt],
+    config: ExperimentConfig,
+    target: Level | None,
+    baseline: BaselineRecord | None,
+    meter: Any,
+    phases: Phases,
+) -> RewarmRecord | None:
+    """Re-warm to ``target`` after a resident baseline measured in this run (``harness/rewarm.py``);
+    None when there was no idle pause (baseline off, unavailable or read from the cache)."""
+    if target is None or baseline is None or not needs_rewarm(baseline):
+        return None
+    from llenergymeasure.datasets import warmup_prompts
+
+    phases.enter("rewarm")
+    return run_rewarm(
+        backend,
+        warmup_prompts(prompts, config),
+        config,
+        target,
+        baseline,
+        meter,
+        on_step=lambda detail: phases.enter("rewarm", detail),
+    )
+
+
 @dataclass
 class WindowRun:
     """What the measured window ran, before the result phase turns it into figures."""
@@ -205,6 +238,9 @@ def measure_window(
     t_meter = time.perf_counter()
     meter.start()
     t_start = time.perf_counter()
+    window_started = getattr(backend, "window_started", None)  # backends/openai: telemetry
+    if window_started is not None:
+        window_started(t_start)
     serving = None
     if config.workload == "serving":
         from llenergymeasure.harness.serving.run import run_serving
@@ -312,4 +348,22 @@ def carbon(energy: EnergyMeasurement, snapshot: Any, settings: HarnessSettings) 
         snapshot.carbon_intensity_source,
         country_iso_code=settings.carbon_country_iso_code,
         region=settings.carbon_region,
+    )
+
+
+def attach_serving(
+    result: Any, run: WindowRun, written: Path | None, baseline: BaselineRecord | None
+) -> Any:
+    """The result with its serving record (per-request energy from the written series). Energy
+    above idle only against a baseline that was accepted, as ``apply_baseline`` does for the
+    window's own figures: a rejected one is recorded, never subtracted."""
+    if run.serving is None:
+        return result
+    usable = baseline is not None and baseline.available and baseline.accepted
+    idle = baseline.idle_power_w if baseline is not None and usable else None
+    return run.serving.attach(
+        result,
+        written,
+        (run.t_meter, run.t_start + run.duration_s),
+        sum(idle.values()) if idle else None,
     )

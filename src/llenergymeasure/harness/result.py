@@ -12,6 +12,7 @@ from llenergymeasure.config.validity import ValiditySettings
 from llenergymeasure.energy.types import BaselineRecord, EnergyMeasurement, ValidityWarning
 from llenergymeasure.harness.records import LoadedModel, MeasuredWindow
 from llenergymeasure.harness.request import HarnessRequest
+from llenergymeasure.harness.rewarm import rewarm_warnings
 from llenergymeasure.harness.stats import latency_stats_ms
 from llenergymeasure.harness.validity import (
     edge_powers,
@@ -23,6 +24,7 @@ from llenergymeasure.results.models import (
     ExperimentResult,
     FlopsEstimate,
     ModelRecord,
+    RewarmRecord,
     WarmupRecord,
 )
 from llenergymeasure.timestamps import utc_now
@@ -135,6 +137,7 @@ def build_result(
     window: MeasuredWindow,
     co2: Any,
     cold_baseline: BaselineRecord | None = None,
+    rewarm: RewarmRecord | None = None,
     thresholds: ValiditySettings | None = None,
 ) -> ExperimentResult:
     """The result of one experiment from its phases' records: derived figures per denominator,
@@ -167,6 +170,7 @@ def build_result(
         list(energy.warnings)
         + harness_warnings(config, out, window.prompts, warmup, energy)
         + baseline_warnings(cold_baseline, baseline)
+        + rewarm_warnings(rewarm)
     )
     timing_reason = out.timing_unavailable_reason
     if not ttfts and timing_reason is None:
@@ -195,6 +199,7 @@ def build_result(
         warmup=warmup,
         baseline=baseline,
         cold_baseline=cold_baseline,
+        rewarm=rewarm,
         energy=energy,
         cpu_energy=window.cpu_energy,
         co2=co2,

@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 
 from llenergymeasure.report.html_cells import esc
-from llenergymeasure.results.layout import FIGURES_DIR
+
+FIGURES_DIR = "figures"
 
 
 class EmbeddedFigures:

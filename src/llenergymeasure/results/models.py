@@ -87,6 +87,48 @@ class WarmupRecord(_Record):
     meter: str | None = None
 
 
+class RewarmRecord(_Record):
+    """The re-warm between a resident idle baseline measured in this run and the window.
+
+    The baseline's settle and idle window leave the GPU idle for up to a minute, so it cools and
+    clocks down; a run whose baseline came from the cache starts its window straight after
+    warmup. Re-warm runs the warmup's batch again until its latency, power and temperature are
+    back at the warmup's end (``docs/methodology.md``), bounded like warmup.
+    """
+
+    batches: int = Field(..., description="batches of the warmup's batch run again")
+    duration_s: float
+    reached: bool = Field(..., description="the last batch was back at the warmup's level")
+    stopped_by: Literal["reached", "max_runs", "max_s"]
+    latencies_s: list[float] = Field(default_factory=list)
+    energy_j: float | None = Field(
+        None, description="GPU energy over the re-warm, not in the window"
+    )
+    target_latency_s: float | None = Field(None, description="the warmup's last batch latency")
+    target_power_w: dict[int, float] = Field(
+        default_factory=dict, description="NVML index -> mean W over the warmup's last batch"
+    )
+    target_temperature_c: dict[int, float] = Field(
+        default_factory=dict, description="NVML index -> temperature at the warmup's end"
+    )
+    before_power_w: dict[int, float] = Field(
+        default_factory=dict, description="the resident idle W the re-warm started from"
+    )
+    before_temperature_c: dict[int, float] = Field(
+        default_factory=dict, description="temperature at the idle baseline's end"
+    )
+    after_power_w: dict[int, float] = Field(
+        default_factory=dict, description="mean W over the last re-warm batch"
+    )
+    after_temperature_c: dict[int, float] = Field(
+        default_factory=dict, description="temperature at the last re-warm batch's end"
+    )
+    tolerance: float = Field(
+        ..., description="relative: latency <= target x (1 + t), power >= target x (1 - t)"
+    )
+    temperature_tolerance_c: float = Field(..., description="temperature >= target - this")
+
+
 class WindowRecord(_Record):
     """How the measured window was filled: whole passes over the prompts, repeated by time."""
 
@@ -194,6 +236,11 @@ class ExperimentResult(_Record):
     )
     cold_baseline: BaselineRecord | None = Field(
         None, description="cold idle: the GPUs before the engine started (reported, not applied)"
+    )
+    rewarm: RewarmRecord | None = Field(
+        None,
+        description="re-warm after a resident baseline measured in this run; null when the "
+        "baseline came from the cache or was off (no idle pause before the window)",
     )
     energy: EnergyMeasurement
     cpu_energy: CpuEnergy = Field(default_factory=CpuEnergy)

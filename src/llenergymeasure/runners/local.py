@@ -21,8 +21,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from llenergymeasure.harness.request import HarnessRequest
-from llenergymeasure.results.layout import LOG_FILE, REQUEST_FILE
+from llenergymeasure.harness.request import (
+    LOG_FILE,
+    REQUEST_FILE,
+    HarnessRequest,
+)
 from llenergymeasure.runners.base import RunOutcome
 from llenergymeasure.runners.outcome import outcome_from_dir
 from llenergymeasure.runners.placement import device_entries
