@@ -48,6 +48,7 @@ BEHAVIOUR_PREFIXES = [
     "llenergymeasure.harness",
     "llenergymeasure.backends",
     "llenergymeasure.report",
+    "llenergymeasure.quality",
     "llenergymeasure.datasets",
     "llenergymeasure.config.validate",
     "llenergymeasure.config.user",
@@ -59,6 +60,7 @@ DATA_EXCEPTIONS = {
     "llenergymeasure.results.layout",
     "llenergymeasure.results.models",
     "llenergymeasure.results.serving_models",
+    "llenergymeasure.results.quality_models",
     "llenergymeasure.results.distributions",
     "llenergymeasure.results.io",
 }

@@ -20,6 +20,10 @@ class BackendSection(BaseModel):
     # Frozen: a config is a value; its hash is computed once and can never go stale.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    #: lm-eval request types the backend's quality adapter computes (docs/quality.md): every
+    #: backend generates; a backend whose package has a log-likelihood adapter adds those
+    QUALITY_REQUESTS: ClassVar[frozenset[str]] = frozenset({"generate_until"})
+
     def gpus_problem(self, gpus: list[int], backend: str) -> str | None:
         """Why an experiment's ``gpus`` list does not fit these settings, or None when it does.
 

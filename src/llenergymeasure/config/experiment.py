@@ -30,6 +30,7 @@ from llenergymeasure.config.gpus import check_gpu_list, hashable_gpus
 from llenergymeasure.config.loading import LoadedYaml, read_yaml_file
 from llenergymeasure.config.parsing import STUDY_KEYS, is_study_data, parse_model
 from llenergymeasure.config.paths import resolve_experiment_paths
+from llenergymeasure.config.quality import QualityConfig, requests_problem
 from llenergymeasure.config.workload import LoadConfig, SLOConfig, WorkloadKind
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.models.presets import (
@@ -266,6 +267,9 @@ class ExperimentConfig(_ExperimentSections):
         description="GPUs the experiment holds: CUDA indices as llem sees them (config/gpus.py); "
         "none: the runner's default",
     )
+    quality: QualityConfig | None = Field(
+        None, description="lm-eval tasks run after the measured window (docs/quality.md)"
+    )
 
     # -- validators --------------------------------------------------------------------------
 
@@ -322,6 +326,20 @@ class ExperimentConfig(_ExperimentSections):
         self._check_workload()
         if self.gpus is not None:
             problem = self.backend_section().gpus_problem(self.gpus, self.backend)
+            if problem:
+                raise ValueError(problem)
+        if self.quality is not None and self.workload != "offline":
+            raise ValueError(
+                "quality: runs after an offline measured window; remove it from a "
+                "`workload: serving` experiment (measure quality in an offline experiment of the "
+                "same engine settings)"
+            )
+        if self.quality is not None:  # local task YAMLs a backend cannot score (docs/quality.md)
+            problem = requests_problem(
+                self.quality.local_output_types(),
+                self.backend_section().QUALITY_REQUESTS,
+                registry.get(self.backend).title,
+            )
             if problem:
                 raise ValueError(problem)
         if self.dataset.kind == "synthetic" and self.dataset.input_tokens > self.max_input_tokens:
@@ -382,6 +400,8 @@ class ExperimentConfig(_ExperimentSections):
                 data.pop(spec.name)
         data[self.backend] = self.backend_section().model_dump(mode="json")
         hashable_gpus(data, self.gpus)  # absent when None: every earlier hash unchanged
+        if self.quality is None:  # absent when None: every earlier hash unchanged
+            data.pop("quality", None)
         return data
 
     @cached_property

@@ -68,6 +68,15 @@ def _resolve_experiment_mapping(data: dict[str, Any], base_dir: Path) -> dict[st
         trace = out["load"]["trace_file"]
         if not os.path.isabs(trace) and not trace.startswith("~"):
             out["load"] = {**out["load"], "trace_file": os.path.normpath(str(base_dir / trace))}
+    quality = out.get("quality")
+    if isinstance(quality, dict) and isinstance(quality.get("tasks"), list):  # local task YAMLs
+        tasks = [
+            os.path.normpath(str(base_dir / t))
+            if isinstance(t, str) and t.endswith((".yaml", ".yml")) and not os.path.isabs(t)
+            else t
+            for t in quality["tasks"]
+        ]
+        out["quality"] = {**quality, "tasks": tasks}
     return out
 
 

@@ -220,6 +220,10 @@ def run_harness(
         if finish is not None:
             share = settings.validity.min_running_batch_share
             result = finish(result, output_dir, run.t_start, share)
+        if config.quality is not None:  # lm-eval tasks in their own windows (docs/quality.md)
+            from llenergymeasure.quality.phase import run_quality_phase
+
+            result = run_quality_phase(result, backend, meter, config, enter=phases.enter)
         atomic_write_text(output_dir / RESULT_FILE, result.model_dump_json(indent=2))
         phases.enter("done")
         return result

@@ -27,6 +27,7 @@ from llenergymeasure.energy.types import (
 )
 from llenergymeasure.environment.snapshot import EnvironmentSnapshot
 from llenergymeasure.results.distributions import LatencyStats
+from llenergymeasure.results.quality_models import QualityRecord
 from llenergymeasure.results.serving_models import ServingRecord, SloCapacity
 
 # 1.1: measurement window by time, warmup by convergence (issue 14)
@@ -299,6 +300,9 @@ class ExperimentResult(_Record):
     )
     placement: PlacementRecord | None = Field(
         None, description="study runs side by side: the GPUs held and the neighbours (1.3)"
+    )
+    quality: QualityRecord | None = Field(
+        None, description="lm-eval tasks after the measured window, each in its own energy window"
     )
 
     @model_validator(mode="before")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -11,6 +11,11 @@ from llenergymeasure.backends.section import BackendSection
 
 class PyTorchConfig(BackendSection):
     """Knobs of the transformers backend."""
+
+    #: lm-eval requests its quality adapter (backends/pytorch/quality.py) computes
+    QUALITY_REQUESTS: ClassVar[frozenset[str]] = frozenset(
+        {"loglikelihood", "loglikelihood_rolling", "generate_until"}
+    )
 
     attn_implementation: (
         Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"] | None

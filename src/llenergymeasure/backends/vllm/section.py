@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
 from llenergymeasure.backends.section import ParallelSection
@@ -9,6 +11,11 @@ from llenergymeasure.backends.section import ParallelSection
 
 class VLLMConfig(ParallelSection):
     """Engine arguments of ``vllm.LLM`` that researchers sweep."""
+
+    #: lm-eval requests its quality adapter (backends/vllm/quality.py) computes
+    QUALITY_REQUESTS: ClassVar[frozenset[str]] = frozenset(
+        {"loglikelihood", "loglikelihood_rolling", "generate_until"}
+    )
 
     tensor_parallel_size: int = Field(1, ge=1, le=64)
     pipeline_parallel_size: int = Field(1, ge=1, le=64)
