@@ -125,7 +125,7 @@ def test_the_default_sampler_runs_a_named_daemon_thread_at_its_period() -> None:
     s.begin(time.perf_counter())
     try:
         assert s.running
-        [thread] = [t for t in threading.enumerate() if t.name == "llem-nvml-sampler"]
+        [thread] = [t for t in threading.enumerate() if t.name == "llem-nvml-sampler-0"]
         assert thread.daemon  # a harness that dies does not hang on its sampler
         with pytest.raises(RuntimeError) as twice:
             s.begin(time.perf_counter())
@@ -186,3 +186,47 @@ def test_after_a_stalled_read_the_thread_resumes_its_period() -> None:
     t, _ = s.buffer.view()
     assert (t > start + 0.3).sum() >= 3  # sampling went on after the stall
     assert t.size <= (t[-1] - t[0]) / 0.02 + 3
+
+
+def test_each_device_keeps_the_time_its_power_was_read() -> None:
+    # 3 GPUs, every NVML call 5 ms on a manual clock; a row starts at 1000 s. The devices of one
+    # row are read one after another, 7 calls each (power field first, then 5 extras, counter
+    # on the first row): GPU 0's power returns at +5 ms, GPU 1's at +7 x 5 + 5 = +40 ms, GPU 2's
+    # at +75 ms. The row's time stays its start; each device's own time is kept beside it.
+    clock = ManualClock(1000.0)
+    fake = FakeNvml(
+        [FakeGpu() for _ in range(3)], clock=clock, read_latency_s=0.005, advance=clock.advance
+    )
+    nvml = Nvml(fake)
+    nvml.init()
+    s = Sampler(nvml, [0, 1, 2], 0.1, clock=clock, background=False)
+    clock.t = 1000.0
+    s.begin(clock())
+    t, _ = s.buffer.view()
+    assert t.tolist() == [1000.0]
+    assert s.buffer.device_times()[0] == pytest.approx([1000.005, 1000.040, 1000.075])
+
+
+def test_several_devices_are_read_by_threads_of_their_own() -> None:
+    # one reader thread per GPU (named by NVML index), so a busy main thread's GIL hand-backs
+    # overlap instead of adding up over 6 calls x N GPUs; end() stops and joins them all
+    import threading
+    import time
+
+    nvml = Nvml(FakeNvml([FakeGpu() for _ in range(3)]))
+    nvml.init()
+    s = Sampler(nvml, [0, 1, 2], 0.05)
+    s.begin(time.perf_counter())
+    try:
+        names = sorted(t.name for t in threading.enumerate() if t.name.startswith("llem-nvml"))
+        assert names == ["llem-nvml-sampler-0", "llem-nvml-sampler-1", "llem-nvml-sampler-2"]
+    finally:
+        s.end()
+    assert not s.running
+    assert not [t for t in threading.enumerate() if t.name.startswith("llem-nvml-sampler")]
+    # begin's and end's rows hold every device, each at its own read time, in order
+    dev_t = s.buffer.device_times()
+    assert not np.isnan(dev_t[0]).any() and not np.isnan(dev_t[-1]).any()
+    for d in range(3):
+        col = dev_t[:, d][~np.isnan(dev_t[:, d])]
+        assert np.all(np.diff(col) > 0)

@@ -85,7 +85,7 @@ def test_a_constant_idle_gpu_is_not_rejected_for_1_to_8_gpus_at_2_to_6_ms_reads(
                 assert rec.available and rec.n_windows == 10
                 total += 1
                 rejected += not rec.accepted
-                assert max(abs(d) for d in rec.drift.values()) < 0.01, rec.drift
+                assert max(abs(d) for d in rec.drift.values()) < 0.02, rec.drift
     # 96 baselines, 360 GPU windows: none rejected (target under 1 %)
     assert total == 96 and rejected == 0
 

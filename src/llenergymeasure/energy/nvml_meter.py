@@ -30,7 +30,6 @@ from llenergymeasure.energy.meters import (
     gpu_pids,
     identity,
     power_limits_w,
-    utc_now_iso,
     violation_ns,
     window_checks,
     write_timeseries_csv,
@@ -49,6 +48,7 @@ from llenergymeasure.energy.sampler import (
     integrate_power,
 )
 from llenergymeasure.energy.types import DeviceEnergy, EnergyMeasurement, ValidityWarning
+from llenergymeasure.timestamps import utc_now
 
 
 class NvmlMeter(MeterBase):
@@ -153,7 +153,7 @@ class NvmlMeter(MeterBase):
             raise EnergyMeterError("this NVML meter was closed; create a new one with select_meter")
         if self._open:
             raise EnergyMeterError("a window is already open on this meter; call stop() first")
-        self._started_at = utc_now_iso()
+        self._started_at = utc_now("milliseconds")
         self._t0, self._edges0 = self._counter_edges()
         self._c0 = [e.counter_mj if e is not None else None for e in self._edges0]
         if self.sampler is not None:
@@ -186,8 +186,10 @@ class NvmlMeter(MeterBase):
 
         if self.sampler is not None:
             times, values = self.sampler.buffer.view()
+            read_t = self.sampler.buffer.device_times()
         else:
             times, values = np.empty(0), np.empty((0, len(self.nvml_indices), len(COLUMNS)))
+            read_t = np.empty((0, len(self.nvml_indices)))
         inside = (times > t0) & (times < t1)
 
         violation_deltas: dict[int, dict[str, int]] = {}
@@ -201,7 +203,9 @@ class NvmlMeter(MeterBase):
         for d, target in enumerate(self.targets):
             i = target.nvml_index
             power = values[:, d, POWER] if times.size else np.empty(0)
-            integrated = integrate_power(times, power, t0, t1) if times.size else None
+            # each GPU's own read times (its reads in a row are not at the row's time)
+            dev_t = np.where(np.isnan(read_t[:, d]), times, read_t[:, d]) if times.size else times
+            integrated = integrate_power(dev_t, power, t0, t1) if times.size else None
             valid_power = power[inside & ~np.isnan(power)] if times.size else np.empty(0)
             resets = 0
             if self.has_counter[d]:
@@ -227,7 +231,7 @@ class NvmlMeter(MeterBase):
                 warnings.append(checks.integrated_power_only(i))
             if times.size:
                 ok = ~np.isnan(power)
-                edge_t = times[ok]
+                edge_t = dev_t[ok]
                 w = checks.sampler_gap(i, edge_t, max(sensor_period, self.sample_period_s))
                 if w is not None:
                     warnings.append(w)

@@ -40,11 +40,14 @@ Reader = Callable[[], float]
 
 
 class SampleBuffer:
-    """Rows of (time, per-device columns) in preallocated arrays; grows by doubling."""
+    """Rows of (time, per-device columns) in preallocated arrays; grows by doubling. Each row
+    also holds each device's own read time (``device_t``: when its power reading returned),
+    since the devices of one row are read one after another or side by side."""
 
     def __init__(self, n_devices: int, capacity: int = 1024):
         self.n_devices = n_devices
         self.t = np.empty(capacity, dtype=np.float64)
+        self.device_t = np.full((capacity, n_devices), np.nan, dtype=np.float64)  # power read
         self.values = np.full((capacity, n_devices, len(COLUMNS)), np.nan, dtype=np.float64)
         self.n = 0
 
@@ -58,10 +61,13 @@ class SampleBuffer:
             cap = 2 * row
             t_new = np.empty(cap, dtype=np.float64)
             t_new[:row] = self.t
+            d_new = np.full((cap, self.n_devices), np.nan, dtype=np.float64)
+            d_new[:row] = self.device_t
             v_new = np.full((cap, self.n_devices, len(COLUMNS)), np.nan, dtype=np.float64)
             v_new[:row] = self.values
-            self.t, self.values = t_new, v_new
+            self.t, self.device_t, self.values = t_new, d_new, v_new
         self.t[row] = t
+        self.device_t[row] = np.nan
         self.values[row] = np.nan
         self.n = row + 1
         return row
@@ -69,6 +75,10 @@ class SampleBuffer:
     def view(self) -> tuple[np.ndarray, np.ndarray]:
         """(times, values) of the rows so far (views, not copies)."""
         return self.t[: self.n], self.values[: self.n]
+
+    def device_times(self) -> np.ndarray:
+        """Each device's read time per row so far, ``[rows, devices]`` (a view)."""
+        return self.device_t[: self.n]
 
 
 def bind_readers(
@@ -134,8 +144,15 @@ def bind_readers(
 class Sampler:
     """Samples the given NVML devices every ``period_s`` on a daemon thread.
 
-    ``begin()`` takes the first row synchronously and starts the thread; ``end()`` stops and
-    joins it, then takes a last row, so the time series always spans the window.
+    ``begin()`` takes the first row synchronously and starts the threads; ``end()`` stops and
+    joins them, then takes a last row, so the time series always spans the window.
+
+    In the background each device has its own reader thread on the shared schedule (slot ``k``
+    at ``t0 + k * period`` is row ``k``): every NVML call releases the GIL and must take it back
+    on return, which from a busy main thread (a CPU-bound generate loop) takes up to the 5 ms
+    switch interval, so 6 calls x 8 GPUs read one after another by one thread cost 48 such
+    waits per sample; threads of their own overlap them (``benchmarks/sampler_many_gpus.py``,
+    ``docs/performance.md``). Each device's read time is kept (``SampleBuffer.device_times``).
 
     Test seams: ``clock`` stamps the rows (``time.perf_counter`` by default); with
     ``background=False`` no thread runs and rows are taken only by ``begin``, ``end`` and explicit
@@ -175,10 +192,12 @@ class Sampler:
         self.buffer = SampleBuffer(len(self.nvml_indices))
         self.read_errors = 0
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
         self.t0 = 0.0
         self.clock = clock
         self.background = background
+        self._device_errors = [0] * len(self.nvml_indices)
 
     @property
     def columns_read(self) -> list[set[str]]:
@@ -189,66 +208,91 @@ class Sampler:
         ]
 
     def sample(self) -> None:
-        """Take one row now. Only the reads, nothing else."""
+        """Take one row now, reading the devices one after another. Only the reads."""
         row = self.buffer.next_row(self.clock())
-        values = self.buffer.values
-        err = self._error_type
-        for d, readers in enumerate(self._readers):
-            for col, read in readers:
-                try:
-                    values[row, d, col] = read()
-                except err:
-                    self.read_errors += 1
-        if self._ticks % self.counter_every == 0:
-            for d, readers in enumerate(self._counter_readers):
-                for col, read in readers:
-                    try:
-                        values[row, d, col] = read()
-                    except err:
-                        self.read_errors += 1
+        counter = self._ticks % self.counter_every == 0
+        for d in range(len(self._readers)):
+            got, at = self._read_values(d, counter)
+            self._write(row, d, got, at)
         self._ticks += 1
 
-    def _run(self) -> None:
-        period = self.period_s
-        next_t = self.t0 + period
-        stop = self._stop
-        clock = self.clock
+    def _read_values(self, d: int, counter: bool) -> tuple[list[tuple[int, float]], float]:
+        """Device ``d``'s readings as ``(column, value)`` (a failed read is counted and left out),
+        and the device's read time: when its first reading (power) returned, the moment that
+        value was seen (a stalled read shows as the gap before it)."""
+        err = self._error_type
+        readers = self._readers[d] + self._counter_readers[d] if counter else self._readers[d]
+        out: list[tuple[int, float]] = []
+        at: float | None = None
+        for col, read in readers:
+            try:
+                out.append((col, read()))
+            except err:
+                self._device_errors[d] += 1
+            if at is None:
+                at = self.clock()
+        return out, at if at is not None else self.clock()
+
+    def _write(self, row: int, d: int, got: list[tuple[int, float]], at: float) -> None:
+        """Store device ``d``'s readings in ``row`` (creating the rows up to it, each at its slot's
+        time, for the reader threads), under the lock: a row added by one reader thread may
+        reallocate the arrays another is about to write to."""
+        with self._lock:
+            buf = self.buffer
+            while buf.n <= row:
+                buf.next_row(self.t0 + buf.n * self.period_s)
+            for col, value in got:
+                buf.values[row, d, col] = value
+            buf.device_t[row, d] = at
+            self.read_errors = sum(self._device_errors)
+
+    def _run_device(self, d: int) -> None:
+        """One device's reader thread: slot ``k`` at ``t0 + k * period`` goes to row ``k``; a
+        slot already past when the reads end is skipped (its row has no value of this device,
+        which the sampler-gap check sees)."""
+        period, t0, stop, clock = self.period_s, self.t0, self._stop, self.clock
+        k = 1
         while not stop.is_set():
-            delay = next_t - clock()
+            delay = t0 + k * period - clock()
             if delay > 0 and stop.wait(delay):
                 break
-            self.sample()
-            next_t += period
-            now = clock()
-            if next_t < now:  # fell behind (a stalled read): resume the cadence from now
-                next_t = now + period
+            got, at = self._read_values(d, k % self.counter_every == 0)
+            self._write(k, d, got, at)
+            k = max(k + 1, int((clock() - t0) / period) + 1)
 
     def begin(self, t0: float) -> None:
-        """Start a window at ``t0`` (perf_counter seconds): first row now, then the thread."""
-        if self._thread is not None:
+        """Start a window at ``t0`` (perf_counter seconds): first row now, then the threads."""
+        if self._threads:
             raise RuntimeError("sampler already running; call end() first")
         self.buffer.reset()
         self.read_errors = 0
+        self._device_errors = [0] * len(self.nvml_indices)
         self._ticks = 0
         self.t0 = t0
         self.sample()
         self._stop.clear()
         if not self.background:
             return
-        self._thread = threading.Thread(target=self._run, name="llem-nvml-sampler", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(
+                target=self._run_device, args=(d,), name=f"llem-nvml-sampler-{i}", daemon=True
+            )
+            for d, i in enumerate(self.nvml_indices)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def end(self) -> None:
-        """Stop the thread, wait for it, take the last row."""
-        thread, self._thread = self._thread, None
+        """Stop the threads, wait for them, take the last row."""
+        threads, self._threads = self._threads, []
         self._stop.set()
-        if thread is not None:
+        for thread in threads:
             thread.join()
         self.sample()
 
     @property
     def running(self) -> bool:
-        return self._thread is not None
+        return bool(self._threads)
 
 
 def busy_stats(util_pct: np.ndarray, memory_mb: np.ndarray) -> tuple[float | None, float | None]:
