@@ -17,7 +17,8 @@ from typing import Any
 
 from llenergymeasure.energy.types import BaselineRecord, EnergyMeasurement
 from llenergymeasure.environment.snapshot import EnvironmentSnapshot
-from llenergymeasure.harness.request import RESULT_FILE, HarnessRequest
+from llenergymeasure.harness.request import HarnessRequest
+from llenergymeasure.results.layout import RESULT_FILE
 from llenergymeasure.results.models import ExperimentResult, LoadRecord, ModelRecord, WarmupRecord
 from llenergymeasure.runners.base import RunOutcome
 

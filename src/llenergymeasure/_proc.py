@@ -39,10 +39,6 @@ def descendant_pids(root: int, include_zombies: bool = False) -> set[int]:
     return found
 
 
-#: written by a local experiment process into its run directory as soon as it starts
-PROCESS_FILE = "process.json"
-
-
 def _start_ticks(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (/proc/PID/stat field 22)."""
     try:

@@ -17,7 +17,8 @@ def report_command(study_dir: Path) -> Path:
     ``ReportDependencyError`` when the ``[report]`` extra is not installed.
     """
     from llenergymeasure.report import generate_study_artifacts
+    from llenergymeasure.results.layout import REPORT_FILE
     from llenergymeasure.results.loading import load_study_dir
 
     study = load_study_dir(Path(study_dir))
-    return generate_study_artifacts(study, Path(study_dir))["report.html"]
+    return generate_study_artifacts(study, Path(study_dir))[REPORT_FILE]

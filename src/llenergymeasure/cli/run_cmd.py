@@ -25,6 +25,7 @@ from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.study import StudyConfig
 from llenergymeasure.config.validate import load_config_file
 from llenergymeasure.errors import ConfigError, StudyInterrupted
+from llenergymeasure.results.layout import RESULT_FILE, STUDY_FILE
 
 
 def _confirmed(console: Console, sr: Any, assume_yes: bool) -> bool:
@@ -77,7 +78,7 @@ def run_command(
             study = loaded
     if dry_run:
         if study is None:
-            study = StudyConfig.from_yaml(resume / "study.yaml")  # type: ignore[operator]
+            study = StudyConfig.from_yaml(resume / STUDY_FILE)  # type: ignore[operator]
         print_dry_run(console, study, runner, cycles, no_gaps, results_dir)
         return 0
     fields = _varying_fields(study.expand()) if study is not None else []
@@ -133,14 +134,14 @@ def run_command(
         run = result.runs[0]
         path = Path(result.study_dir or ".")
         folder = next(
-            (p for p in path.iterdir() if p.is_dir() and (p / "result.json").exists()), None
+            (p for p in path.iterdir() if p.is_dir() and (p / RESULT_FILE).exists()), None
         )
         if as_json:
             from llenergymeasure.cli.json_out import print_experiment_json
 
-            print_experiment_json(run, folder / "result.json" if folder else None)
+            print_experiment_json(run, folder / RESULT_FILE if folder else None)
             return strict_code
-        print_experiment_summary(console, run, folder / "result.json" if folder else None)
+        print_experiment_summary(console, run, folder / RESULT_FILE if folder else None)
         return strict_code
     if as_json:
         from llenergymeasure.cli.json_out import print_study_json

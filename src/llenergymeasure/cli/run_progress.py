@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from llenergymeasure.cli.run_fields import _distinguish, _fmt
+from llenergymeasure.results.layout import PROGRESS_FILE
 from llenergymeasure.results.models import ExperimentResult
 from llenergymeasure.runners.base import RunOutcome
 from llenergymeasure.study.planning import PlannedRun
@@ -103,7 +104,7 @@ class LiveProgress:
         if run_dir is None:
             return "starting"
         try:
-            data = json.loads((run_dir / "progress.json").read_text())
+            data = json.loads((run_dir / PROGRESS_FILE).read_text())
             return data.get("phase", "?") + (f" {data['detail']}" if data.get("detail") else "")
         except (OSError, ValueError):
             return "starting"

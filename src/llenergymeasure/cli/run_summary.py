@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from llenergymeasure.cli.run_fields import _distinguish, _fmt, _varying_fields
+from llenergymeasure.results.layout import REPORT_FILE
 from llenergymeasure.results.models import ExperimentResult, StudyResult
 
 
@@ -73,7 +74,7 @@ def print_experiment_summary(
         console.print(f"[yellow]warning[/] {escape(f'[{w.code}] {w.message}')}")
     if result_path is not None:
         console.print(f"result: [bold]{escape(str(result_path))}[/]")
-        report = result_path.parent.parent / "report.html"
+        report = result_path.parent.parent / REPORT_FILE
         if report.exists():
             console.print(f"report: [bold]{escape(str(report))}[/]")
 
@@ -142,7 +143,7 @@ def print_study_summary(console: Console, study_result: StudyResult) -> None:
         )
     if study_result.study_dir:
         console.print(f"study directory: [bold]{escape(str(study_result.study_dir))}[/]")
-        report = Path(study_result.study_dir) / "report.html"
+        report = Path(study_result.study_dir) / REPORT_FILE
         if report.exists():
             console.print(f"report: [bold]{escape(str(report))}[/]")
 

@@ -7,7 +7,6 @@ and records why in ``probe_errors[field]``.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import importlib.metadata
 import os
 import platform
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llenergymeasure.backends import registry
 from llenergymeasure.environment.slurm import SlurmInfo, slurm_info
+from llenergymeasure.timestamps import utc_now
 
 #: distributions recorded besides this package and the backends' engine packages
 _OTHER_PACKAGES = (
@@ -79,7 +79,7 @@ class EnvironmentSnapshot(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    captured_at: str = Field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat())
+    captured_at: str = Field(default_factory=utc_now)
     hostname: str | None = None
     os: str | None = None
     kernel: str | None = None

@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from llenergymeasure.harness.request import LOG_FILE
+from llenergymeasure.results.layout import LOG_FILE, PROCESS_FILE
 
 
 def run_request_file(request_path: Path, output_dir: Path) -> int:
@@ -50,7 +50,7 @@ def spawn_child_main(request_path: str, output_dir: str, controller_pid: int | N
     # controller (the orphan was handed to init or a subreaper): end before touching anything.
     if controller_pid is not None and os.getppid() != controller_pid:
         os._exit(ORPHANED_EXIT)
-    from llenergymeasure._proc import PROCESS_FILE, process_record
+    from llenergymeasure._proc import process_record
     from llenergymeasure.results.io import atomic_write_json
 
     with contextlib.suppress(OSError):  # a full disk is reported by the run itself

@@ -59,10 +59,3 @@ class HarnessRequest(BaseModel):
     @classmethod
     def read(cls, path: Path) -> HarnessRequest:
         return cls.model_validate_json(Path(path).read_text())
-
-
-RESULT_FILE = "result.json"
-ERROR_FILE = "error.json"
-REQUEST_FILE = "request.json"
-TIMESERIES_FILE = "timeseries.csv"
-LOG_FILE = "run.log"

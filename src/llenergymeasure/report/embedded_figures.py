@@ -7,8 +7,7 @@ import re
 from pathlib import Path
 
 from llenergymeasure.report.html_cells import esc
-
-FIGURES_DIR = "figures"
+from llenergymeasure.results.layout import FIGURES_DIR
 
 
 class EmbeddedFigures:

@@ -24,9 +24,9 @@ from llenergymeasure.report.table_sections import (
     warnings_section,
 )
 from llenergymeasure.results.export import require
+from llenergymeasure.results.layout import REPORT_FILE
 from llenergymeasure.results.models import StudyResult
 
-REPORT_FILE = "report.html"
 __all__ = ["FIGURES_DIR", "REPORT_FILE", "generate_report"]
 
 

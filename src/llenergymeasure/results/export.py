@@ -27,10 +27,8 @@ from typing import Any
 from llenergymeasure.errors import LLEMError
 from llenergymeasure.results.export_columns import run_columns, summary_columns
 from llenergymeasure.results.export_rows import run_records, summary_metrics, summary_records
+from llenergymeasure.results.layout import RESULTS_PARQUET, SUMMARY_FILE
 from llenergymeasure.results.models import StudyResult
-
-RESULTS_PARQUET = "results.parquet"
-SUMMARY_CSV = "summary.csv"
 
 
 class ReportDependencyError(LLEMError):
@@ -98,7 +96,7 @@ def write_exports(study: StudyResult, study_dir: Path) -> dict[str, Path]:
     if not study_dir.is_dir():
         raise FileNotFoundError(f"study directory {str(study_dir)!r} does not exist")
     written: dict[str, Path] = {}
-    written["summary.csv"] = atomic_write_text(study_dir / SUMMARY_CSV, summary_csv_text(study))
+    written[SUMMARY_FILE] = atomic_write_text(study_dir / SUMMARY_FILE, summary_csv_text(study))
     require("pyarrow")
     frame = runs_dataframe(study)
     if len(frame):  # an empty study keeps every column, so its file still shows the schema
@@ -110,5 +108,5 @@ def write_exports(study: StudyResult, study_dir: Path) -> dict[str, Path]:
         tmp.replace(target)
     finally:
         tmp.unlink(missing_ok=True)
-    written["results.parquet"] = target
+    written[RESULTS_PARQUET] = target
     return written

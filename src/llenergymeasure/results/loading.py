@@ -24,16 +24,17 @@ from llenergymeasure._version import __version__
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.study import StudyConfig
 from llenergymeasure.errors import LLEMError
+from llenergymeasure.results.layout import (
+    ERROR_FILE,
+    MANIFEST_FILE,
+    REQUEST_FILE,
+    RESULT_FILE,
+    STUDY_FILE,
+    STUDY_RESULT_FILE,
+)
 from llenergymeasure.results.models import SCHEMA_VERSION, ExperimentResult, RunFailure, StudyResult
 from llenergymeasure.results.serving_capacity import with_slo_capacity
 from llenergymeasure.results.stats import summarise
-
-STUDY_RESULT_FILE = "study_result.json"
-MANIFEST_FILE = "manifest.json"
-STUDY_FILE = "study.yaml"
-RESULT_FILE = "result.json"
-ERROR_FILE = "error.json"
-REQUEST_FILE = "request.json"
 
 _RUN_FOLDER = re.compile(
     r"^(?P<run_id>\d+_c(?P<cycle>\d+)_[A-Za-z0-9]+_[0-9a-f]{8})(?:_a(?P<attempt>\d+))?$"

@@ -21,11 +21,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from llenergymeasure.harness.request import (
-    LOG_FILE,
-    REQUEST_FILE,
-    HarnessRequest,
-)
+from llenergymeasure.harness.request import HarnessRequest
+from llenergymeasure.results.layout import LOG_FILE, REQUEST_FILE
 from llenergymeasure.runners.base import RunOutcome
 from llenergymeasure.runners.outcome import outcome_from_dir
 from llenergymeasure.runners.placement import device_entries

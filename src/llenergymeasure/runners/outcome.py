@@ -12,12 +12,10 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from llenergymeasure.harness.request import ERROR_FILE, LOG_FILE, RESULT_FILE
 from llenergymeasure.results.io import atomic_write_json
+from llenergymeasure.results.layout import ERROR_FILE, LOG_FILE, PROGRESS_FILE, RESULT_FILE
 from llenergymeasure.results.models import ExperimentResult
 from llenergymeasure.runners.base import RunOutcome
-
-PROGRESS_FILE = "progress.json"
 
 
 def read_back(outcome: RunOutcome, advice: str = "") -> tuple[RunOutcome, ExperimentResult | None]:

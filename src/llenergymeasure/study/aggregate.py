@@ -6,14 +6,13 @@ extra is installed, the parquet export and the HTML report.
 
 from __future__ import annotations
 
-import datetime as _dt
 from pathlib import Path
 from typing import Any
 
 from llenergymeasure._version import __version__
 from llenergymeasure.config.study import StudyConfig
-from llenergymeasure.harness.request import RESULT_FILE
 from llenergymeasure.results.io import atomic_write_text
+from llenergymeasure.results.layout import ERROR_FILE, RESULT_FILE, STUDY_RESULT_FILE, SUMMARY_FILE
 from llenergymeasure.results.models import ExperimentResult, RunFailure
 from llenergymeasure.results.serving_capacity import with_slo_capacity
 from llenergymeasure.results.stats import summarise
@@ -21,13 +20,7 @@ from llenergymeasure.results.study_result import StudyResult
 from llenergymeasure.runners.resolution import ResolvedRunner
 from llenergymeasure.study.manifest import ManifestStore
 from llenergymeasure.study.planning import Gaps, measurement_protocol
-
-STUDY_RESULT_FILE = "study_result.json"
-SUMMARY_FILE = "summary.csv"
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+from llenergymeasure.timestamps import utc_now
 
 
 def collect_study_result(
@@ -61,7 +54,7 @@ def collect_study_result(
                 )
                 continue
         if entry.status in ("failed", "timeout", "interrupted"):
-            err = run_dir / "error.json" if run_dir is not None else None
+            err = run_dir / ERROR_FILE if run_dir is not None else None
             failures.append(
                 RunFailure(
                     run_id=entry.run_id,
@@ -81,7 +74,7 @@ def collect_study_result(
         study_design_hash=study.study_design_hash,
         study_dir=str(store.study_dir),
         started_at=started_at,
-        ended_at=_now(),
+        ended_at=utc_now(),
         measurement_protocol=measurement_protocol(study, gaps, n_cycles),
         environment=env_snapshot,
         runners={b: r.model_dump() for b, r in runners.items()},

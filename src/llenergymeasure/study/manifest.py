@@ -10,7 +10,6 @@ so nothing already written is ever rewritten.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import fcntl
 import json
 import os
@@ -25,20 +24,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from llenergymeasure._version import __version__
 from llenergymeasure.errors import RunnerError
 from llenergymeasure.results.io import atomic_write_text
+from llenergymeasure.results.layout import LOCK_FILE, MANIFEST_FILE
 from llenergymeasure.results.models import SCHEMA_VERSION
+from llenergymeasure.timestamps import utc_now
 
 if TYPE_CHECKING:
     from llenergymeasure.runners.base import RunOutcome
 
-MANIFEST_FILE = "manifest.json"
-LOCK_FILE = ".llem.lock"
 RunState = Literal[
     "pending", "queued", "running", "completed", "failed", "interrupted", "timeout"
 ]  # queued: submitted to a scheduler (slurm runner), not started yet
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat()
 
 
 class ManifestRun(BaseModel):
@@ -81,8 +76,8 @@ class Manifest(BaseModel):
     llenergymeasure_version: str = __version__
     study_name: str
     study_design_hash: str
-    created_at: str = Field(default_factory=_now)
-    updated_at: str = Field(default_factory=_now)
+    created_at: str = Field(default_factory=utc_now)
+    updated_at: str = Field(default_factory=utc_now)
     controller: dict[str, Any] = Field(default_factory=dict)
     n_cycles: int
     runs: list[ManifestRun] = Field(default_factory=list)
@@ -117,14 +112,14 @@ class ManifestStore:
 
     def save(self) -> None:
         with self._lock:
-            self.manifest.updated_at = _now()
+            self.manifest.updated_at = utc_now()
             atomic_write_text(self.path, self.manifest.model_dump_json())
 
     def claim_controller(self) -> None:
         self.manifest.controller = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
-            "since": _now(),
+            "since": utc_now(),
         }
         self.save()
 
@@ -153,7 +148,7 @@ class ManifestStore:
         # is the same attempt starting on its node)
         if status == "queued" or (status == "running" and run.status != "queued"):
             run.attempts += 1
-            run.started_at = None if status == "queued" else _now()
+            run.started_at = None if status == "queued" else utc_now()
             run.ended_at = None
             run.message = None
             run.phase = None
@@ -161,13 +156,13 @@ class ManifestStore:
             run.exit_code = None
             run.gpus = None
         elif status == "running":
-            run.started_at = _now()
+            run.started_at = utc_now()
         else:
-            run.ended_at = _now()
+            run.ended_at = utc_now()
         run.status = status
         for key, value in fields.items():
             setattr(run, key, value)
-        event: dict[str, Any] = {"status": status, "time": _now(), "attempt": run.attempts}
+        event: dict[str, Any] = {"status": status, "time": utc_now(), "attempt": run.attempts}
         if note:
             event["note"] = note
         run.history.append(event)

@@ -13,15 +13,15 @@ Two things can be true of such a run, and both are checked before anything start
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 from pathlib import Path
 
-from llenergymeasure._proc import PROCESS_FILE, recorded_process_alive
+from llenergymeasure._proc import recorded_process_alive
 from llenergymeasure.errors import RunnerError
-from llenergymeasure.harness.request import RESULT_FILE
+from llenergymeasure.results.layout import PROCESS_FILE, RESULT_FILE
 from llenergymeasure.results.models import ExperimentResult
 from llenergymeasure.study.manifest import ManifestRun, ManifestStore
+from llenergymeasure.timestamps import utc_now
 
 UNFINISHED = ("running", "interrupted")
 
@@ -96,7 +96,7 @@ def adopt_finished_results(store: ManifestStore) -> list[str]:
             entry.history.append(
                 {
                     "status": entry.status,
-                    "time": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+                    "time": utc_now(),
                     "attempt": entry.attempts,
                     "note": f"set aside {relative}: {problem}",
                 }

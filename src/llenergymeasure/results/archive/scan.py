@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from llenergymeasure.errors import LLEMError
-from llenergymeasure.results.export import RESULTS_PARQUET
-from llenergymeasure.results.loading import (
+from llenergymeasure.results.layout import (
     MANIFEST_FILE,
     RESULT_FILE,
+    RESULTS_PARQUET,
     STUDY_RESULT_FILE,
-    load_study_dir,
-    run_folders,
 )
+from llenergymeasure.results.loading import load_study_dir, run_folders
 
 _FAILED = ("failed", "timeout", "interrupted")
 

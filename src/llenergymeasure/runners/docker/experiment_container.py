@@ -35,7 +35,8 @@ from pathlib import Path
 
 from llenergymeasure.backends import registry
 from llenergymeasure.errors import RunnerError
-from llenergymeasure.harness.request import REQUEST_FILE, HarnessRequest
+from llenergymeasure.harness.request import HarnessRequest
+from llenergymeasure.results.layout import REQUEST_FILE
 from llenergymeasure.runners.docker.container_spec import (
     MANAGED_LABEL,
     RUN_DIR_LABEL,

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from llenergymeasure.errors import DockerUnavailableError
-from llenergymeasure.harness.request import LOG_FILE, HarnessRequest
+from llenergymeasure.harness.request import HarnessRequest
+from llenergymeasure.results.layout import LOG_FILE
 from llenergymeasure.runners.base import RunOutcome
 from llenergymeasure.runners.docker.container_spec import GpuSelection, host_gpu_count
 from llenergymeasure.runners.docker.daemon import (

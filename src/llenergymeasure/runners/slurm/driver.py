@@ -26,11 +26,12 @@ from typing import Any
 
 from llenergymeasure.config.user import SlurmSettings
 from llenergymeasure.errors import LLEMError, RunnerError
-from llenergymeasure.harness.request import ERROR_FILE, REQUEST_FILE, HarnessRequest
+from llenergymeasure.harness.request import HarnessRequest
 from llenergymeasure.results.io import atomic_write_json
+from llenergymeasure.results.layout import ERROR_FILE, NODE_FILE, PROGRESS_FILE, REQUEST_FILE
 from llenergymeasure.runners.base import RunOutcome
 from llenergymeasure.runners.outcome import outcome_from_dir, read_back
-from llenergymeasure.runners.slurm.node import NODE_FILE, TIMEOUT_EXIT, NodeTask
+from llenergymeasure.runners.slurm.node import TIMEOUT_EXIT, NodeTask
 from llenergymeasure.runners.slurm.state import (
     CAUSES,
     JobState,
@@ -39,6 +40,7 @@ from llenergymeasure.runners.slurm.state import (
     query_jobs,
 )
 from llenergymeasure.runners.slurm.submit import submit
+from llenergymeasure.timestamps import utc_now
 
 #: seconds the controller waits for a finished job's node.json to appear (NFS attribute caches)
 MARKER_GRACE_S = 15.0
@@ -94,7 +96,7 @@ def outcome_for_job(run_dir: Path, job: JobState) -> RunOutcome:
         atomic_write_json(
             run_dir / ERROR_FILE,
             {
-                "phase": _read_json(run_dir / "progress.json").get("phase"),
+                "phase": _read_json(run_dir / PROGRESS_FILE).get("phase"),
                 "error_type": f"Slurm{job.state.title().replace('_', '')}",
                 "message": message,
                 "exit_code": job.exit_code,
@@ -106,7 +108,7 @@ def outcome_for_job(run_dir: Path, job: JobState) -> RunOutcome:
         run_dir=run_dir,
         error_path=run_dir / ERROR_FILE,
         message=message,
-        phase=_read_json(run_dir / "progress.json").get("phase"),
+        phase=_read_json(run_dir / PROGRESS_FILE).get("phase"),
         error_type=f"Slurm{job.state.title().replace('_', '')}",
         exit_code=job.exit_code,
         extra=extra,
@@ -277,7 +279,7 @@ class SlurmStudyDriver:
                 run_dir=folder,
                 job_id=job_id,
                 scheduler_state="PENDING",
-                submitted_at=_utc_now(),
+                submitted_at=utc_now(),
             )
             self.runs[run.run_id] = run
             self.last_seen[run.run_id] = now
@@ -393,9 +395,3 @@ class SlurmStudyDriver:
         hook = getattr(self.observer, "on_cluster_status", None)
         if hook is not None:
             hook(self.store.manifest.runs)
-
-
-def _utc_now() -> str:
-    import datetime as _dt
-
-    return _dt.datetime.now(_dt.timezone.utc).isoformat()

@@ -21,7 +21,6 @@ harness too, and the cause is written before the job ends.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import json
 import os
 import signal
@@ -32,9 +31,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llenergymeasure.harness.request import ERROR_FILE, LOG_FILE, REQUEST_FILE
+from llenergymeasure.results.layout import (
+    ERROR_FILE,
+    LOG_FILE,
+    NODE_FILE,
+    PROGRESS_FILE,
+    REQUEST_FILE,
+)
+from llenergymeasure.timestamps import utc_now
 
-NODE_FILE = "node.json"
 TIMEOUT_EXIT = 124
 
 
@@ -55,10 +60,6 @@ class HarnessFailed(RuntimeError):
     """Raised in the job so that SLURM accounting records it FAILED (details in error.json)."""
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat()
-
-
 def _write_json(path: Path, data: dict[str, object]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2))
@@ -70,7 +71,7 @@ def _write_error(run_dir: Path, error_type: str, message: str, exit_code: int | 
         return
     phase = None
     with contextlib.suppress(OSError, ValueError, AttributeError):
-        phase = json.loads((run_dir / "progress.json").read_text()).get("phase")
+        phase = json.loads((run_dir / PROGRESS_FILE).read_text()).get("phase")
     _write_json(
         run_dir / ERROR_FILE,
         {
@@ -163,7 +164,7 @@ def run_on_node(task: NodeTask) -> int:
         "array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
         "node": os.environ.get("SLURMD_NODENAME"),
         "partition": os.environ.get("SLURM_JOB_PARTITION"),
-        "started_at": _now(),
+        "started_at": utc_now(),
         "pid": os.getpid(),
     }
     _write_json(run_dir / NODE_FILE, node)
@@ -184,7 +185,7 @@ def run_on_node(task: NodeTask) -> int:
         _write_error(run_dir, "SlurmContainer", str(exc), None)
         raise HarnessFailed(str(exc)) from None
     node["argv"] = argv
-    node["harness_started_at"] = _now()
+    node["harness_started_at"] = utc_now()
     _write_json(run_dir / NODE_FILE, node)
     code: int | None = None
     with open(run_dir / LOG_FILE, "ab") as log:
@@ -212,11 +213,11 @@ def run_on_node(task: NodeTask) -> int:
                 proc.returncode,
             )
             node["harness_exit_code"] = proc.returncode
-            node["ended_at"] = _now()
+            node["ended_at"] = utc_now()
             _write_json(run_dir / NODE_FILE, node)
             raise
     node["harness_exit_code"] = code
-    node["ended_at"] = _now()
+    node["ended_at"] = utc_now()
     _write_json(run_dir / NODE_FILE, node)
     if code != 0:
         if code is not None and code < 0:
