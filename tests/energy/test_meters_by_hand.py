@@ -366,3 +366,24 @@ def test_timeseries_cells_integers_decimals_and_gaps(tmp_path: Path) -> None:
     rows = list(csv.reader(path.open()))
     assert rows[1][:3] == ["0.000000", "3", "250.500"] and rows[2][:3] == ["0.123457", "3", "250"]
     assert rows[1][3:] == [""] * (len(TIMESERIES_HEADER) - 3)
+
+
+def test_the_time_series_gives_each_gpu_the_time_its_power_was_read(tmp_path: Path) -> None:
+    # 2 GPUs, every NVML call 10 ms on a manual clock: in one row GPU 1's power is read after
+    # GPU 0's 7 calls (power, 5 extras, the counter on the first row), 70 ms later; the CSV's
+    # t_s says so instead of giving both the row's start
+    clock = ManualClock()
+    fake = FakeNvml([FakeGpu(), FakeGpu()], clock=clock, read_latency_s=0.01, advance=clock.advance)
+    nvml = Nvml(fake)
+    nvml.init()
+    mapping = resolve_devices([0, 1], nvml, PCI)
+    meter = NvmlMeter(nvml, mapping, clock=clock, background_sampling=False, check_processes=False)
+    meter.start()
+    clock.advance(1.0)
+    meter.stop()
+    path = meter.write_timeseries(tmp_path / "ts.csv")
+    assert path is not None
+    rows = list(csv.reader(path.open()))[1:]
+    t = {(r[1], k // 2): float(r[0]) for k, r in enumerate(rows)}
+    assert t[("1", 0)] - t[("0", 0)] == pytest.approx(0.07)
+    assert t[("1", 1)] - t[("0", 1)] == pytest.approx(0.06)  # no counter read in the end row

@@ -206,9 +206,15 @@ def identity(nvml: Nvml, targets: list[DeviceTarget]) -> dict[int, str]:
 
 
 def write_timeseries_csv(
-    path: Path, t_rel: np.ndarray, nvml_indices: list[int], values: np.ndarray
+    path: Path,
+    t_rel: np.ndarray,
+    nvml_indices: list[int],
+    values: np.ndarray,
+    device_t_rel: np.ndarray | None = None,
 ) -> Path:
-    """Long-format CSV: t_s, nvml_index, then the sampler's columns (empty where not read)."""
+    """Long-format CSV: t_s, nvml_index, then the sampler's columns (empty where not read).
+    ``device_t_rel`` (``[rows, devices]``) gives each device's own read time, used for its
+    ``t_s`` where known (NaN: the row's time)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -217,7 +223,10 @@ def write_timeseries_csv(
         writer.writerow(TIMESERIES_HEADER)
         for row in range(t_rel.shape[0]):
             for d, idx in enumerate(nvml_indices):
-                cells: list[str] = [f"{t_rel[row]:.6f}", str(idx)]
+                t = t_rel[row]
+                if device_t_rel is not None and not math.isnan(device_t_rel[row, d]):
+                    t = device_t_rel[row, d]
+                cells: list[str] = [f"{t:.6f}", str(idx)]
                 for c in range(values.shape[2]):
                     v = values[row, d, c]
                     if math.isnan(v):

@@ -311,7 +311,8 @@ class NvmlMeter(MeterBase):
         if self.sampler is None or self.sampler.buffer.n == 0:
             return None
         times, values = self.sampler.buffer.view()
-        return write_timeseries_csv(path, times - self._t0, self.nvml_indices, values)
+        read_t = self.sampler.buffer.device_times() - self._t0
+        return write_timeseries_csv(path, times - self._t0, self.nvml_indices, values, read_t)
 
     def cache_identity(self) -> dict[int, str] | None:
         return identity(self.nvml, self.targets)
