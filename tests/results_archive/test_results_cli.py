@@ -83,7 +83,7 @@ def test_query_prints_and_exports_csv_json_parquet(cpu_root: Path, tmp_path: Pat
     }
     out = llem(
         "results", "query", sql, "-r", str(cpu_root),
-        "--csv", str(files["csv"]), "--json", str(files["json"]), "--parquet", str(files["parquet"]),
+        "--csv", str(files["csv"]), "--json-file", str(files["json"]), "--parquet", str(files["parquet"]),
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     rows = list(csv.DictReader(files["csv"].open()))

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from llenergymeasure._version import __version__
+from llenergymeasure.cli.help_style import LlemCommand, LlemGroup
 from llenergymeasure.errors import LLEMError
 
 app = typer.Typer(
@@ -24,11 +25,23 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,  # llem --install-completion / --show-completion (bash, zsh, fish)
     pretty_exceptions_enable=False,
+    cls=LlemGroup,
 )
 console = Console()
 err_console = Console(stderr=True)
 #: -q/--quiet or -v/--verbose of this invocation; None: the user config's ui.verbosity decides.
 VERBOSITY: str | None = None
+
+
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", help="failures and final results only (ui.verbosity; before or after run)"
+    ),
+]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="also each run's folder and error files")
+]
 
 
 def _version_callback(value: bool) -> None:
@@ -48,19 +61,23 @@ def _root(
             help="Print the version and exit.",
         ),
     ] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="failures and final results only (ui.verbosity)")
-    ] = False,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="also each run's folder and error files")
-    ] = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Measure the energy and performance of LLM inference."""
     global VERBOSITY
-    if quiet and verbose:
+    VERBOSITY = _verbosity(quiet, verbose, None)
+
+
+def _verbosity(quiet: bool, verbose: bool, before: str | None) -> str | None:
+    """-q or -v, given before the subcommand (``before``) or after it; both is an error."""
+    chosen = (
+        {before} - {None} | ({"quiet"} if quiet else set()) | ({"verbose"} if verbose else set())
+    )
+    if len(chosen) > 1:
         err_console.print("[bold red]error:[/] give -q/--quiet or -v/--verbose, not both")
         raise typer.Exit(2)
-    VERBOSITY = "quiet" if quiet else "verbose" if verbose else None
+    return chosen.pop() if chosen else None
 
 
 def fail(exc: LLEMError) -> None:
@@ -68,9 +85,11 @@ def fail(exc: LLEMError) -> None:
     raise typer.Exit(exc.exit_code)
 
 
-@app.command()
+@app.command(cls=LlemCommand)
 def run(
-    file: Annotated[Path | None, typer.Argument(help="experiment or study YAML file")] = None,
+    file: Annotated[
+        Path | None, typer.Argument(metavar="FILE", help="experiment or study YAML file")
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="validate and print the plan; run nothing")
     ] = False,
@@ -78,6 +97,7 @@ def run(
         str | None,
         typer.Option(
             "--runner",
+            metavar="RUNNER",
             help="local | docker | docker:<image> | slurm (env vars and user config take precedence)",
         ),
     ] = None,
@@ -88,13 +108,17 @@ def run(
         bool, typer.Option("--no-gaps", help="skip thermal gaps (development only)")
     ] = False,
     resume: Annotated[
-        Path | None, typer.Option("--resume", help="continue an interrupted study directory")
+        Path | None,
+        typer.Option(
+            "--resume", metavar="STUDY_DIR", help="continue an interrupted study directory"
+        ),
     ] = None,
     fail_fast: Annotated[
         bool, typer.Option("--fail-fast", help="stop the study at the first failed run")
     ] = False,
     results_dir: Annotated[
-        Path | None, typer.Option("--results-dir", help="override output.results_dir")
+        Path | None,
+        typer.Option("--results-dir", metavar="DIR", help="override output.results_dir"),
     ] = None,
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="do not ask before running a study (ui.prompt)")
@@ -113,10 +137,13 @@ def run(
         bool,
         typer.Option("--strict", help="fail the study (exit 1) when any run fails a validity gate"),
     ] = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Run an experiment or a study (told apart by the YAML's content)."""
     from llenergymeasure.cli.run_cmd import run_command
 
+    verbosity = _verbosity(quiet, verbose, VERBOSITY)
     try:
         code = run_command(
             file=file,
@@ -130,7 +157,7 @@ def run(
             console=console,
             assume_yes=yes,
             detach=detach,
-            verbosity=VERBOSITY,
+            verbosity=verbosity,
             as_json=as_json,
             strict=strict,
         )
@@ -140,7 +167,7 @@ def run(
     raise typer.Exit(code)
 
 
-@app.command()
+@app.command(cls=LlemCommand)
 def config(
     probe_gpus: Annotated[
         bool, typer.Option("--probe/--no-probe", help="query NVML for GPUs")
@@ -156,7 +183,7 @@ def config(
         fail(exc)
 
 
-@app.command()
+@app.command(cls=LlemCommand)
 def report(
     study_dir: Annotated[Path, typer.Argument(help="a study directory written by `llem run`")],
 ) -> None:
@@ -181,15 +208,18 @@ def report(
     console.print("report: " + escape(str(path)), highlight=False, soft_wrap=True)
 
 
-@app.command()
+@app.command(cls=LlemCommand)
 def status(
     study_dir: Annotated[Path, typer.Argument(help="a study directory written by `llem run`")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="the runs and their counts as JSON on stdout")
+    ] = False,
 ) -> None:
     """Show a study's runs (SLURM job, node, state, exit code) and record jobs that ended."""
     from llenergymeasure.cli.slurm_cmd import status_command
 
     try:
-        code = status_command(study_dir, console)
+        code = status_command(study_dir, console, as_json=as_json)
     except LLEMError as exc:
         fail(exc)
         return
@@ -201,7 +231,7 @@ from llenergymeasure.cli.results_cmd import results_app  # noqa: E402  (typer an
 app.add_typer(results_app, name="results")
 
 
-@app.command()
+@app.command(cls=LlemCommand)
 def init(
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="write without asking (never over an existing file)")
@@ -210,7 +240,10 @@ def init(
         bool, typer.Option("--force", help="with --yes: replace an existing user config")
     ] = False,
     path: Annotated[
-        Path | None, typer.Option("--path", help="where to write (default: the user config path)")
+        Path | None,
+        typer.Option(
+            "--path", metavar="FILE", help="where to write (default: the user config path)"
+        ),
     ] = None,
 ) -> None:
     """Write a commented user config for this machine (GPUs, Docker, energy meters detected)."""

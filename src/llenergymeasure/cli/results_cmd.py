@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from llenergymeasure.cli.help_style import LlemCommand, LlemGroup
 from llenergymeasure.errors import LLEMError
 from llenergymeasure.results.layout import RESULT_FILE
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 results_app = typer.Typer(
     help="Query, compare and export every study under your results roots (DuckDB).",
     no_args_is_help=True,
+    cls=LlemGroup,
 )
 console = Console()
 err_console = Console(stderr=True)
@@ -37,6 +39,7 @@ RootOpt = Annotated[
     typer.Option(
         "--root",
         "-r",
+        metavar="DIR",
         help="a results root or study directory (repeatable; default: output.results_dir)",
     ),
 ]
@@ -89,7 +92,12 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-@results_app.command("list")
+def _print_json(data: Any) -> None:
+    """JSON on stdout, nothing else there (messages go to stderr)."""
+    sys.stdout.write(json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+@results_app.command("list", cls=LlemCommand)
 def list_cmd(
     root: RootOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
@@ -98,8 +106,8 @@ def list_cmd(
     try:
         archive = _open(root)
         cols, rows = archive.query(
-            "SELECT started_at, name, design_hash, n_completed, n_failed, n_pending, gpus, "
-            "backends, source, study_dir FROM studies ORDER BY started_at, study_dir"
+            "SELECT started_at, name, design_hash, n_completed, n_failed, n_interrupted, n_pending, "
+            "gpus, backends, source, study_dir FROM studies ORDER BY started_at, study_dir"
         )
     except LLEMError as exc:
         _fail(exc)
@@ -118,6 +126,7 @@ def list_cmd(
         "design",
         "done",
         "failed",
+        "interrupted",
         "GPUs",
         "backends",
         "read from",
@@ -130,12 +139,13 @@ def list_cmd(
             str(design)[:12] or "—",
             f"{done}" + (f" (+{pending} pending)" if pending else ""),
             str(failed),
+            str(interrupted),
             str(gpus or "—"),
             str(backends or "—"),
-            str(source),
+            "— (no result yet)" if source == "none" else str(source),
             str(path),
         )
-        for started, name, design, done, failed, pending, gpus, backends, source, path in rows
+        for started, name, design, done, failed, interrupted, pending, gpus, backends, source, path in rows
     ]
     # plain aligned text: a rich table of a thousand studies takes seconds to lay out
     sys.stdout.write(plain_table(headers, lines))
@@ -155,12 +165,15 @@ def plain_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     return "\n".join(out) + "\n"
 
 
-@results_app.command()
+@results_app.command(cls=LlemCommand)
 def show(
     target: Annotated[
         str, typer.Argument(help="a study (directory or name) or a run (folder or id)")
     ],
     root: RootOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="the same figures as JSON on stdout")
+    ] = False,
 ) -> None:
     """One study's or one run's headline figures, failures and warnings."""
     try:
@@ -169,9 +182,17 @@ def show(
         archive = _open(root if root else _roots_for(target))
         found = resolve(archive, target)
         if found.kind == "run":
-            _show_run(archive, found.study_dir, str(found.run_id))
+            data = _run_data(archive, found.study_dir, str(found.run_id))
+            if as_json:
+                _print_json(data)
+            else:
+                _print_run(data)
         else:
-            _show_study(archive, found.study_dir)
+            data = _study_data(archive, found.study_dir)
+            if as_json:
+                _print_json(data)
+            else:
+                _print_study(data)
     except LLEMError as exc:
         _fail(exc)
 
@@ -186,67 +207,101 @@ def _roots_for(target: str) -> list[Path] | None:
     return None
 
 
-def _show_study(archive: Archive, study_dir: str) -> None:
+_CONFIG_COLS = (
+    "config_label, n_runs, n_invalid, n_failed, energy_per_output_token_j_mean, "
+    "energy_per_output_token_j_ci95_half_width, output_tokens_per_s_mean, "
+    "output_tokens_per_s_ci95_half_width, ttft_p50_ms_mean, itl_mean_ms_mean, config_hash"
+)
+
+
+def _study_data(archive: Archive, study_dir: str) -> dict[str, Any]:
+    """What ``results show STUDY`` prints, as one mapping (``--json`` prints it as is)."""
     (study,) = archive.records("SELECT * FROM studies WHERE study_dir = $d", {"d": study_dir})
-    console.print(f"study [bold]{escape(study['name'])}[/]  {escape(study_dir)}")
-    console.print(
-        f"design hash {study['design_hash'] or '—'}; {study['started_at']} .. {study['updated_at']}; "
-        f"{study['n_completed']} completed, {study['n_failed']} failed, {study['n_pending']} pending; "
-        f"GPUs: {escape(study['gpus'] or 'none seen')}; read from {study['source']}"
-    )
-    if study["note"]:
-        console.print(f"[yellow]note[/] {escape(study['note'])}")
-    _, rows = archive.query(
-        "SELECT config_label, n_runs, n_invalid, n_failed, energy_per_output_token_j_mean, "
-        "energy_per_output_token_j_ci95_half_width, output_tokens_per_s_mean, "
-        "output_tokens_per_s_ci95_half_width, ttft_p50_ms_mean, itl_mean_ms_mean, config_hash "
-        'FROM configs WHERE "study.dir" = $d ORDER BY config_label',
+    configs = archive.records(
+        f'SELECT {_CONFIG_COLS} FROM configs WHERE "study.dir" = $d ORDER BY config_label',
         {"d": study_dir},
     )
-    t = Table(title="configurations: mean ± 95 % CI half-width over the valid cycles")
-    headers = ("config", "runs", "invalid", "failed", "J/out-token", "tok/s", "TTFT p50 ms")
-    for c in (*headers, "ITL ms", "hash"):
-        t.add_column(c)
-    for label, n, ni, nf, e, eh, tp, tph, ttft, itl, h in rows:
-        t.add_row(
-            escape(label),
-            str(n),
-            str(ni),
-            str(nf),
-            fmt(e) + (f" ± {fmt(eh, 2)}" if eh is not None else ""),
-            fmt(tp) + (f" ± {fmt(tph, 2)}" if tph is not None else ""),
-            fmt(ttft),
-            fmt(itl),
-            h[:8],
-        )
-    console.print(t)
-    for run_id, status, phase, message, run_dir in archive.query(
+    unfinished = archive.records(
         "SELECT run_id, status, phase, message, run_dir FROM run_status WHERE study_dir = $d "
         "AND status IN ('failed', 'timeout', 'interrupted') ORDER BY run_id",
         {"d": study_dir},
-    )[1]:
-        where = f" in {phase}" if phase else ""
-        console.print(
-            f"[red]{status}[/] " + escape(f"{run_id}{where}: {message or ''}  [{run_dir}]")
-        )
-    for run_id, gates in archive.query(
+    )
+    invalid = archive.records(
         'SELECT run_id, failed_gates FROM runs WHERE "study.dir" = $d AND valid IS FALSE '
         "ORDER BY run_id",
         {"d": study_dir},
-    )[1]:
+    )
+    warnings = archive.records(
+        "SELECT code, count(*) AS n_runs FROM (SELECT unnest(string_split(warning_codes, ',')) "
+        'AS code FROM runs WHERE "study.dir" = $d AND warning_codes IS NOT NULL) GROUP BY code '
+        "ORDER BY code",
+        {"d": study_dir},
+    )
+    return {
+        "study": study,
+        "configs": configs,
+        "unfinished_runs": unfinished,
+        "invalid_runs": invalid,
+        "warnings": warnings,
+    }
+
+
+def _pm(mean: Any, half: Any) -> str:
+    return fmt(mean) + (f" ± {fmt(half, 2)}" if half is not None else "")
+
+
+def _print_study(data: dict[str, Any]) -> None:
+    study = data["study"]
+    study_dir = study["study_dir"]
+    console.print(f"study [bold]{escape(study['name'])}[/]  {escape(study_dir)}")
+    console.print(
+        f"design hash {study['design_hash'] or '—'}; {study['started_at']} .. {study['updated_at']}; "
+        f"{study['n_completed']} completed, {study['n_failed']} failed, "
+        f"{study['n_interrupted']} interrupted, {study['n_pending']} pending; "
+        f"GPUs: {escape(study['gpus'] or 'none seen')}; "
+        + ("no result yet" if study["source"] == "none" else f"read from {study['source']}")
+    )
+    if study["note"]:
+        console.print(f"[yellow]note[/] {escape(study['note'])}")
+    t = Table(title="configurations: mean ± 95 % CI half-width over the valid cycles")
+    headers = ("config", "runs", "invalid", "failed", "J/out-token", "tok/s", "TTFT p50 ms")
+    for c in (*headers, "ITL ms", "hash"):
+        t.add_column(c, overflow="fold")
+    for c in data["configs"]:
+        t.add_row(
+            escape(str(c["config_label"])),
+            str(c["n_runs"]),
+            str(c["n_invalid"]),
+            str(c["n_failed"]),
+            _pm(
+                c["energy_per_output_token_j_mean"], c["energy_per_output_token_j_ci95_half_width"]
+            ),
+            _pm(c["output_tokens_per_s_mean"], c["output_tokens_per_s_ci95_half_width"]),
+            fmt(c["ttft_p50_ms_mean"]),
+            fmt(c["itl_mean_ms_mean"]),
+            str(c["config_hash"])[:8],
+        )
+    console.print(t)
+    for r in data["unfinished_runs"]:
+        where = f" in {r['phase']}" if r["phase"] else ""
+        console.print(
+            f"[red]{r['status']}[/] "
+            + escape(f"{r['run_id']}{where}: {r['message'] or ''}  [{r['run_dir']}]")
+        )
+    for r in data["invalid_runs"]:
         console.print(
             "[red]invalid[/] "
-            + escape(f"{run_id}: failed {gates or 'a validity gate'}; left out of the means")
+            + escape(
+                f"{r['run_id']}: failed {r['failed_gates'] or 'a validity gate'}; "
+                "left out of the means"
+            )
         )
-    for code, n in archive.query(
-        "SELECT code, count(*) FROM (SELECT unnest(string_split(warning_codes, ',')) AS code "
-        'FROM runs WHERE "study.dir" = $d AND warning_codes IS NOT NULL) GROUP BY code ORDER BY code',
-        {"d": study_dir},
-    )[1]:
-        console.print(f"[yellow]warning[/] {escape(code)} in {n} run(s)")
+    for w in data["warnings"]:
+        console.print(f"[yellow]warning[/] {escape(w['code'])} in {w['n_runs']} run(s)")
 
 
-def _show_run(archive: Archive, study_dir: str, run_id: str) -> None:
+def _run_data(archive: Archive, study_dir: str, run_id: str) -> dict[str, Any]:
+    """What ``results show RUN`` prints, as one mapping (``--json`` prints it as is)."""
     rows = archive.records(
         'SELECT * FROM runs WHERE "study.dir" = $d AND run_id = $r', {"d": study_dir, "r": run_id}
     )
@@ -259,20 +314,40 @@ def _show_run(archive: Archive, study_dir: str, run_id: str) -> None:
             from llenergymeasure.results.archive.store import ArchiveError
 
             raise ArchiveError(f"run {run_id!r} is not in {study_dir}")
-        s = status[0]
+        return {"study_dir": study_dir, "run_id": run_id, "status": status[0], "run": None}
+    r = rows[0]
+    result_file = Path(str(r["run_dir"])) / RESULT_FILE if r["run_dir"] else None
+    try:
+        data = json.loads(result_file.read_text()) if result_file else {}
+        warnings = {(w["code"], w["message"]) for w in data.get("warnings", [])}
+        warnings |= {(w["code"], w["message"]) for w in data.get("energy", {}).get("warnings", [])}
+    except (OSError, ValueError, KeyError, TypeError):
+        warnings = {(c, "") for c in str(r["warning_codes"] or "").split(",") if c}
+    return {
+        "study_dir": study_dir,
+        "run_id": run_id,
+        "status": None,
+        "run": r,
+        "warnings": [{"code": c, "message": m} for c, m in sorted(warnings)],
+    }
+
+
+def _print_run(data: dict[str, Any]) -> None:
+    run_id, study_dir, r = data["run_id"], data["study_dir"], data["run"]
+    if r is None:
+        s = data["status"]
         console.print(
             f"run [bold]{escape(run_id)}[/] of {escape(study_dir)}: [red]{s['status']}[/]"
             + (f" in {s['phase']}" if s["phase"] else "")
         )
         console.print(escape(f"{s['message'] or ''}  [{s['run_dir']}]"))
         return
-    r = rows[0]
     console.print(f"run [bold]{escape(run_id)}[/]  {escape(str(r['run_dir']))}")
     t = Table(
         title=f"{escape(str(r['config_label']))}  ({str(r['config_hash'])[:8]})", show_header=False
     )
     t.add_column("metric")
-    t.add_column("value", justify="right")
+    t.add_column("value", justify="right", overflow="fold")
     energy = (
         fmt(r["total_energy_j"]) + " J"
         if r["energy.available"]
@@ -298,33 +373,50 @@ def _show_run(archive: Archive, study_dir: str, run_id: str) -> None:
     ):
         t.add_row(name, escape(value))
     console.print(t)
-    result_file = Path(str(r["run_dir"])) / RESULT_FILE if r["run_dir"] else None
-    try:
-        data = json.loads(result_file.read_text()) if result_file else {}
-        warnings = {(w["code"], w["message"]) for w in data.get("warnings", [])}
-        warnings |= {(w["code"], w["message"]) for w in data.get("energy", {}).get("warnings", [])}
-    except (OSError, ValueError, KeyError, TypeError):
-        warnings = {(c, "") for c in str(r["warning_codes"] or "").split(",") if c}
-    for code, message in sorted(warnings):
-        console.print(f"[yellow]warning[/] {escape(f'[{code}] {message}')}")
+    for w in data["warnings"]:
+        text = f"[{w['code']}] {w['message']}"
+        console.print(f"[yellow]warning[/] {escape(text)}")
 
 
-@results_app.command()
+@results_app.command(cls=LlemCommand)
 def query(
     sql: Annotated[
         str, typer.Argument(help="SQL over the views runs, configs, studies, run_status")
     ],
     root: RootOpt = None,
-    csv_out: Annotated[Path | None, typer.Option("--csv", help="write the result as CSV")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print every row as JSON on stdout (no --limit)")
+    ] = False,
+    csv_out: Annotated[
+        Path | None, typer.Option("--csv", metavar="FILE", help="write the result as CSV")
+    ] = None,
     json_out: Annotated[
-        Path | None, typer.Option("--json", help="write the result as JSON")
+        Path | None,
+        typer.Option("--json-file", "-o", metavar="FILE", help="write the result as JSON"),
     ] = None,
     parquet_out: Annotated[
-        Path | None, typer.Option("--parquet", help="write the result as Parquet")
+        Path | None,
+        typer.Option("--parquet", metavar="FILE", help="write the result as Parquet"),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", help="rows printed (files get all)")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", metavar="N", help="rows printed (files get all)")
+    ] = 50,
+    stray: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
 ) -> None:
-    """SQL over the archive (views in docs/results.md), printed as a table or written to files."""
+    """SQL over the archive (views in docs/results.md), printed, as JSON, or written to files."""
+    if stray:
+        hint = (
+            "--json prints JSON on stdout; write a file with --json-file FILE (or -o FILE)"
+            if as_json
+            else "give the SQL as one quoted argument"
+        )
+        err_console.print(
+            "[bold red]error:[/] "
+            + escape(f"unexpected argument(s) {' '.join(stray)!r} after the SQL: {hint}"),
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
     try:
         archive = _open(root)
         outputs = {"csv": csv_out, "json": json_out, "parquet": parquet_out}
@@ -340,12 +432,17 @@ def query(
     except LLEMError as exc:
         _fail(exc)
         return
+    if as_json:
+        _print_json([dict(zip(cols, r, strict=True)) for r in rows])
+        return
     console.print(_table(cols, rows[:limit]))
     if len(rows) > limit:
-        console.print(f"{len(rows) - limit} more row(s): --limit N, or --csv/--json/--parquet FILE")
+        console.print(
+            f"{len(rows) - limit} more row(s): --limit N, --json, or --csv/--json-file/--parquet FILE"
+        )
 
 
-@results_app.command()
+@results_app.command(cls=LlemCommand)
 def compare(
     a: Annotated[
         str, typer.Argument(help="study (dir or name), run, or config hash ([STUDY#]HASH)")
@@ -354,8 +451,10 @@ def compare(
     root: RootOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
 ) -> None:
-    """Two studies or configurations side by side: B - A per metric with its 95 % CI, and every
-    difference of environment (GPU, driver, engine versions, power limit) flagged."""
+    """Two studies or configurations side by side: B - A per metric with its 95 % CI.
+
+    Every difference of environment (GPU, driver, engine versions, power limit) is flagged.
+    """
     try:
         from llenergymeasure.results.archive.compare import compare as do_compare
         from llenergymeasure.results.archive.compare import resolve
@@ -421,22 +520,33 @@ def _merge(*roots: list[Path] | None) -> list[Path] | None:
     return None
 
 
-@results_app.command()
+@results_app.command(cls=LlemCommand)
 def leaderboard(
     out_dir: Annotated[Path, typer.Argument(help="folder for leaderboard_<model>_<gpu>.json/.csv")],
     root: RootOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="also print the leaderboards as JSON on stdout")
+    ] = False,
 ) -> None:
-    """Per (model, GPU): Pareto fronts of J/token against throughput and against latency, each
-    point traceable to its study, config hash and run directories."""
+    """Per (model, GPU): Pareto fronts of J/token against throughput and against latency.
+
+    Each point is traceable to its study, config hash and run directories.
+    """
     try:
-        from llenergymeasure.results.leaderboard import write_leaderboards
+        from llenergymeasure.results.leaderboard import board_summary, leaderboards, write_boards
 
         archive = _open(root)
-        paths = write_leaderboards(archive, out_dir)
+        boards = leaderboards(archive)
+        paths = write_boards(boards, out_dir)
     except LLEMError as exc:
         _fail(exc)
         return
-    if not paths:
-        console.print("no configurations in the archive: nothing written")
+    if as_json:
+        _print_json({"written": [str(p) for p in paths], "leaderboards": boards})
+        return
+    if not boards:
+        console.print("0 entries: no configuration in the archive; nothing written")
+    for board in boards:
+        console.print(escape(board_summary(board)), highlight=False, soft_wrap=True)
     for p in paths:
-        console.print(escape(str(p)))
+        console.print(escape(str(p)), highlight=False, soft_wrap=True)

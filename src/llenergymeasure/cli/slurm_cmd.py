@@ -115,7 +115,7 @@ class SlurmProgress:
             self.live = None
 
 
-def status_command(study_dir: Path, console: Console) -> int:
+def status_command(study_dir: Path, console: Console, as_json: bool = False) -> int:
     """Show a study's runs with their SLURM jobs; record jobs that ended since the last look.
 
     When no controller is attached (the study lock is free) the ends of finished jobs are written
@@ -145,6 +145,9 @@ def status_command(study_dir: Path, console: Console) -> int:
             )
             driver._reattach(live)
     runs = store.manifest.runs
+    if as_json:
+        print_status_json(store.manifest, study_dir, attached)
+        return 0
     console.print(runs_table(runs, f"study {store.manifest.study_name!r}: {study_dir}"))
     console.print(counts_line(runs))
     controller = store.manifest.controller
@@ -159,3 +162,20 @@ def status_command(study_dir: Path, console: Console) -> int:
     elif not (Path(study_dir) / STUDY_RESULT_FILE).exists():
         console.print(f"all runs done; collect the study: llem run --resume {study_dir}")
     return 0
+
+
+def print_status_json(manifest: Any, study_dir: Path, attached: bool) -> None:
+    """``llem status DIR --json``: the manifest's runs and their counts on stdout."""
+    import json
+    import sys
+
+    runs = [r.model_dump(mode="json") for r in manifest.runs]
+    counts = Counter(r.status for r in manifest.runs)
+    out = {
+        "study_name": manifest.study_name,
+        "study_dir": str(study_dir),
+        "controller_attached": attached,
+        "counts": {s: counts[s] for s in ORDER if counts.get(s)},
+        "runs": runs,
+    }
+    sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")

@@ -144,16 +144,19 @@ def _exclusion(point: dict[str, Any], on_board: bool) -> dict[str, Any] | None:
     if on_board and not invalid:
         return None
     if on_board:
+        short = "some runs invalid"
         reason = (
             f"{len(invalid)} of {point['n_runs']} runs invalid (failed validity gates: "
             f"{', '.join(gates)}): left out of the point's means: {listed}"
         )
     elif invalid and not point["run_ids"]:
+        short = f"every run invalid: {', '.join(gates)}"
         reason = (
             f"every run invalid (failed validity gates: {', '.join(gates)}): "
             f"no valid energy per output token: {listed}"
         )
     else:
+        short = "no energy measured"
         reason = "no energy per output token (energy was not measured in its runs)"
     return {
         "study_dir": point["study_dir"],
@@ -162,6 +165,7 @@ def _exclusion(point: dict[str, Any], on_board: bool) -> dict[str, Any] | None:
         "whole_config": not on_board,
         "run_ids": list(invalid) if invalid else point["run_ids"],
         "reason": reason,
+        "short_reason": short,
     }
 
 
@@ -234,15 +238,47 @@ def leaderboards(archive: Archive) -> list[dict[str, Any]]:
     return out
 
 
+def board_summary(board: dict[str, Any]) -> str:
+    """One line: the board, its entries, and the configs left out with why (grouped).
+
+    ``leaderboard model on GPU: 0 entries; 4 configs excluded (no energy measured)``.
+    """
+    whole = [e for e in board["excluded"] if e["whole_config"]]
+    partial = [e for e in board["excluded"] if not e["whole_config"]]
+    n = len(board["points"])
+    text = f"{board['model']} on {board['gpu']}: {n} entr{'y' if n == 1 else 'ies'}"
+    if whole:
+        why: dict[str, int] = {}
+        for e in whole:
+            why[e["short_reason"]] = why.get(e["short_reason"], 0) + 1
+        reasons = ", ".join(f"{k}: {v}" if len(why) > 1 else k for k, v in why.items())
+        text += f"; {len(whole)} config{'' if len(whole) == 1 else 's'} excluded ({reasons})"
+    if partial:
+        n_part = len(partial)
+        text += f"; {n_part} entr{'y' if n_part == 1 else 'ies'} with invalid runs left out"
+    return text
+
+
 def write_leaderboards(
     archive: Archive, out_dir: Path, formats: tuple[str, ...] = ("json", "csv")
 ) -> list[Path]:
     """Write ``leaderboard_<model>_<gpu>.json`` / ``.csv`` into ``out_dir``; returns the paths."""
+    return write_boards(leaderboards(archive), out_dir, formats)
+
+
+def board_stem(board: dict[str, Any]) -> str:
+    return f"leaderboard_{_slug(board['model'])}_{_slug(board['gpu'])}"
+
+
+def write_boards(
+    boards: list[dict[str, Any]], out_dir: Path, formats: tuple[str, ...] = ("json", "csv")
+) -> list[Path]:
+    """Write each board as ``<board_stem>.json`` / ``.csv`` into ``out_dir``; returns the paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for board in leaderboards(archive):
-        stem = f"leaderboard_{_slug(board['model'])}_{_slug(board['gpu'])}"
+    for board in boards:
+        stem = board_stem(board)
         if "json" in formats:
             written.append(
                 atomic_write_text(

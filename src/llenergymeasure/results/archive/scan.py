@@ -25,8 +25,6 @@ from llenergymeasure.results.layout import (
 )
 from llenergymeasure.results.loading import load_study_dir, run_folders
 
-_FAILED = ("failed", "timeout", "interrupted")
-
 
 class ArchiveError(LLEMError):
     """A results root cannot be read, or a query over the archive is not valid."""
@@ -75,7 +73,7 @@ class StudyInfo:
     runs: list[RunStatus] = field(default_factory=list)
     gpus: str = ""
     parquet: Path | None = None
-    source: str = "parquet"  # parquet | json | skipped
+    source: str = "parquet"  # parquet | json | none (no result yet) | skipped
     note: str = ""
 
     def count(self, *states: str) -> int:
@@ -91,7 +89,8 @@ class StudyInfo:
             "updated_at": self.updated_at,
             "n_planned": len(self.runs),
             "n_completed": self.count("completed"),
-            "n_failed": self.count(*_FAILED),
+            "n_failed": self.count("failed", "timeout"),
+            "n_interrupted": self.count("interrupted"),
             "n_pending": self.count("pending", "running"),
             "backends": ",".join(backends),
             "gpus": self.gpus,
@@ -237,6 +236,8 @@ def scan_study(path: Path, known_gpus: dict[str, list[Any]] | None = None) -> St
     if parquet_mtime is None:
         if completed:
             info.source, info.note = "json", "no results.parquet: read from the runs' result.json"
+        else:
+            info.source = "none"
     elif manifest_mtime is None or manifest_mtime > parquet_mtime:
         # the study runner writes results.parquet last: a manifest changed since may mean runs
         # completed since (a resume that stopped before its exports); look at the runs themselves

@@ -40,11 +40,15 @@ STUDIES_COLUMNS: dict[str, tuple[str, str]] = {
     "updated_at": ("VARCHAR", "ISO-8601 time of the manifest's last change"),
     "n_planned": ("BIGINT", "runs in the manifest"),
     "n_completed": ("BIGINT", "runs that produced a result"),
-    "n_failed": ("BIGINT", "runs that failed, timed out or were interrupted"),
+    "n_failed": ("BIGINT", "runs that failed or timed out"),
+    "n_interrupted": ("BIGINT", "runs stopped by an interruption (Ctrl-C, SIGTERM): not failures"),
     "n_pending": ("BIGINT", "runs not run yet (an interrupted study)"),
     "backends": ("VARCHAR", "backends of its runs, comma-separated"),
     "gpus": ("VARCHAR", "GPUs of its environment, e.g. 8x NVIDIA H200 (empty: none seen)"),
-    "source": ("VARCHAR", "parquet, json (no or stale results.parquet), or skipped"),
+    "source": (
+        "VARCHAR",
+        "parquet, json (no or stale results.parquet), none (no run has a result yet), or skipped",
+    ),
     "note": ("VARCHAR", "why the study is read from JSON or skipped"),
 }
 
