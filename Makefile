@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # The CPU build of torch that lies on the CI machines' disk; GPU machines resolve their CUDA build.
 CPU_TORCH ?= torch==2.13.0
-EXTRAS ?= pytorch,dev,report
+EXTRAS ?= pytorch,dev,report,quality
 
 .PHONY: install test test-fast lint format typecheck benchmarks vllm-env images images-ci clean mutation mutation-sample
 

