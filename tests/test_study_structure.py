@@ -125,7 +125,9 @@ def test_no_module_keeps_a_now_helper_of_its_own() -> None:
         if path.name == "timestamps.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.FunctionDef) and re.fullmatch(r"_?(utc_)?now", node.name):
+            if isinstance(node, ast.FunctionDef) and re.fullmatch(
+                r"_?(utc_)?now(_iso)?", node.name
+            ):
                 helpers.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}")
     assert helpers == []
 

@@ -36,7 +36,6 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,6 +44,7 @@ from llenergymeasure.energy import checks
 from llenergymeasure.energy.meters import EnergyMeter
 from llenergymeasure.energy.types import BaselineRecord, EnergyMeasurement, ValidityWarning
 from llenergymeasure.results.stats import t_quantile_975
+from llenergymeasure.timestamps import utc_now
 
 CACHE_FILE = "idle_baseline.json"
 CACHE_VERSION = 2  # 2: cold/resident kinds, SE, state (issue 19); version-1 entries are ignored
@@ -338,7 +338,7 @@ def measure_idle_baseline(
         accepted=rejected is None,
         rejected_reason=rejected,
         duration_s=sum(d for d, _ in seen.counter),
-        measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        measured_at=utc_now("seconds"),
         from_cache=False,
         cache_key=cache_key,
         n_samples=sum(seen.n_samples.values()),

@@ -13,7 +13,6 @@ import csv
 import math
 import os
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol, runtime_checkable
@@ -26,6 +25,7 @@ from llenergymeasure.energy.errors import NvmlError
 from llenergymeasure.energy.nvml import NVML_PERF_POLICY_POWER, NVML_PERF_POLICY_THERMAL, Nvml
 from llenergymeasure.energy.sampler import COLUMNS, COUNTER, REASONS
 from llenergymeasure.energy.types import EnergyMeasurement, ValidityWarning
+from llenergymeasure.timestamps import utc_now
 
 DEFAULT_SENSOR_PERIOD_S = 0.1  # NVML energy counter and power update period measured on an H200
 TIMESERIES_HEADER = ("t_s", "nvml_index", *COLUMNS)
@@ -61,10 +61,6 @@ class EnergyMeter(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
-
-
-def utc_now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 class MeterBase:
@@ -122,7 +118,7 @@ class NullMeter(MeterBase):
 
     def start(self) -> None:
         self._t0 = time.perf_counter()
-        self._started_at = utc_now_iso()
+        self._started_at = utc_now("milliseconds")
 
     def stop(self) -> EnergyMeasurement:
         duration = time.perf_counter() - self._t0 if self._t0 is not None else 0.0

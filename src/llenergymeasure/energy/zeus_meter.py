@@ -41,7 +41,6 @@ from llenergymeasure.energy.meters import (
     gpu_pids,
     identity,
     power_limits_w,
-    utc_now_iso,
     violation_ns,
     window_checks,
     write_timeseries_csv,
@@ -58,6 +57,7 @@ from llenergymeasure.energy.sampler import (
     integrate_power,
 )
 from llenergymeasure.energy.types import DeviceEnergy, EnergyMeasurement, ValidityWarning
+from llenergymeasure.timestamps import utc_now
 
 
 def import_zeus_monitor() -> Any:
@@ -230,7 +230,7 @@ class ZeusMeter(MeterBase):
             raise EnergyMeterError("a window is already open on this meter; call stop() first")
         self._n += 1
         key = f"llem-window-{self._n}"
-        self._started_at = utc_now_iso()
+        self._started_at = utc_now("milliseconds")
         self._wall0 = self._wall()
         self._t0 = self._clock()
         self.monitor.begin_window(key, sync_execution=False)
