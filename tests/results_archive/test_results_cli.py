@@ -49,7 +49,8 @@ def test_list_defaults_to_the_user_configs_results_dir(cpu_root: Path, tmp_path:
     assert out.returncode == 0 and "cpu-study" in out.stdout, out.stderr
     uc.write_text(f"output:\n  results_dir: {tmp_path / 'not-yet'}\n")
     out = llem("results", "list", env={"LLEM_CONFIG": str(uc)})
-    assert out.returncode == 2 and "does not exist yet" in out.stderr
+    assert out.returncode == 2 and f"no results folder at {tmp_path / 'not-yet'}" in out.stderr
+    assert str(uc) in out.stderr, out.stderr
 
 
 def test_empty_root_and_missing_root(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -59,14 +60,27 @@ def _open(roots: list[Path] | None) -> Archive:
     if not roots and not chosen[0].exists():
         from llenergymeasure.results.archive.store import ArchiveError
 
-        raise ArchiveError(
-            f"output.results_dir {str(chosen[0])!r} does not exist yet (no study has been run "
-            "with this user config); run a study or give --root DIR"
-        )
+        raise ArchiveError(missing_results_dir(cfg.output.results_dir, cfg.source_path))
     archive = Archive(chosen, cache_dir=cfg.output.resolved_model_cache_dir())
     for s in archive.skipped:
         err_console.print(f"[yellow]skipped[/] {escape(str(s.path))}: {escape(s.note)}")
     return archive
+
+
+def missing_results_dir(results_dir: str, config_path: str | None) -> str:
+    """Which folder was looked at, and why there: a relative ``output.results_dir`` is taken
+    from the current folder, wherever the user config lives."""
+    looked = Path(os.path.expanduser(results_dir)).absolute()
+    source = f"output.results_dir {results_dir!r}" + (
+        f" (user config {config_path})" if config_path else " (the default)"
+    )
+    relative = not Path(os.path.expanduser(results_dir)).is_absolute()
+    return (
+        f"no results folder at {looked}: {source}"
+        + (", taken from the current folder" if relative else "")
+        + "; run llem from the folder the study ran in, give --root DIR"
+        + (", or set output.results_dir to an absolute path" if relative else "")
+    )
 
 
 def fmt(value: Any, digits: int = 4) -> str:

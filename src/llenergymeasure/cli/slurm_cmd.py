@@ -122,24 +122,33 @@ def status_command(study_dir: Path, console: Console, as_json: bool = False) -> 
     to the manifest, exactly as an attached controller would; ``llem run --resume DIR`` then
     reattaches to live jobs and collects the study.
     """
-    from llenergymeasure.errors import RunnerError
+    from llenergymeasure.errors import ConfigError, RunnerError
+    from llenergymeasure.results.layout import MANIFEST_FILE
     from llenergymeasure.runners.slurm.driver import LIVE, SlurmStudyDriver
     from llenergymeasure.study.manifest import ManifestStore, study_lock
     from llenergymeasure.study.observer import NullObserver
     from llenergymeasure.study.runner import StudyRunner
 
+    if not (Path(study_dir) / MANIFEST_FILE).is_file():
+        raise ConfigError(
+            f"{study_dir}: not a study directory (no {MANIFEST_FILE} there); give a directory "
+            "that `llem run` wrote, e.g. results/<study>_<date> (`llem results list` shows them)"
+        )
     sr = StudyRunner(None, resume_dir=study_dir)
     plan = {r.run_id: r for r in sr.plan()}
     assert sr.resume_manifest is not None  # read from study_dir, or StudyRunner raised
     store = ManifestStore(Path(study_dir), sr.resume_manifest)
     attached = False
+    read_only = False  # the study folder cannot be written: show the manifest, record nothing
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(study_lock(Path(study_dir)))
         except RunnerError:
             attached = True  # a controller is following the study: only read
+        except OSError:  # a folder this user cannot write (read-only): reading needs no lock
+            read_only = True
         live = [plan[r.run_id] for r in store.manifest.runs if r.status in LIVE and r.job_id]
-        if live and not attached:
+        if live and not attached and not read_only:
             driver = SlurmStudyDriver(
                 sr.user_config.slurm, store, NullObserver(), None, check=False
             )
@@ -150,6 +159,8 @@ def status_command(study_dir: Path, console: Console, as_json: bool = False) -> 
         return 0
     console.print(runs_table(runs, f"study {store.manifest.study_name!r}: {study_dir}"))
     console.print(counts_line(runs))
+    if read_only and any(r.status in LIVE for r in runs):
+        console.print(f"{study_dir} is not writable here: shown as last recorded, not updated")
     controller = store.manifest.controller
     if attached:
         console.print(

@@ -44,6 +44,7 @@ from llenergymeasure.config.experiment import (
 )
 from llenergymeasure.config.loading import (
     LoadedYaml,
+    did_you_mean,
     format_path,
     read_yaml_file,
     validation_problems,
@@ -96,6 +97,41 @@ class InvalidPoint:
     def describe(self) -> str:
         parts = ", ".join(f"{k}={v!r}" for k, v in self.overrides.items()) or "(base)"
         return f"point {self.index} [{parts}]: " + "; ".join(self.problems)
+
+
+def describe_invalid(points: list[InvalidPoint]) -> list[str]:
+    """One line per distinct problem: points that fail the same way are named together
+    (``points 0-2 [batch_size=1, 2, 4]: ...``), not repeated once per point."""
+    groups: dict[tuple[str, ...], list[InvalidPoint]] = {}
+    for p in points:
+        groups.setdefault(tuple(p.problems), []).append(p)
+    lines = []
+    for problems, group in groups.items():
+        if len(group) == 1:
+            lines.append(group[0].describe())
+            continue
+        keys = list(dict.fromkeys(k for p in group for k in p.overrides))
+        values = {
+            k: ", ".join(dict.fromkeys(repr(p.overrides[k]) for p in group if k in p.overrides))
+            for k in keys
+        }
+        where = "; ".join(f"{k}={v}" for k, v in values.items())
+        idx = [p.index for p in group]
+        span = (
+            f"{idx[0]}-{idx[-1]}"
+            if idx == list(range(idx[0], idx[-1] + 1))
+            else ", ".join(map(str, idx))
+        )
+        lines.append(f"points {span} [{where}]: " + "; ".join(problems))
+    return lines
+
+
+def _sweep_heads() -> set[str]:
+    """What a sweep axis may start with: an experiment field (or its alias) or a backend's
+    section (``vllm.max_num_seqs``)."""
+    fields = ExperimentConfig.model_fields
+    heads = set(fields) | {f.alias for f in fields.values() if f.alias}
+    return heads | set(registry.names()) | set(registry.aliases())
 
 
 @dataclass
@@ -187,6 +223,16 @@ class StudyConfig(BaseModel):
                 )
             if not values:
                 raise ValueError(f"sweep.{key} is an empty list; give at least one value")
+        unknown = [k for k in v if str(k).split(".")[0] not in _sweep_heads()]
+        if unknown:
+            # said once here, not once per sweep point with every accepted field
+            raise ValueError(
+                "; ".join(
+                    f"sweep.{k}: {str(k).split('.')[0]!r} is not an experiment field"
+                    + did_you_mean(str(k).split(".")[0], _sweep_heads())
+                    for k in unknown
+                )
+            )
         return v
 
     @model_validator(mode="after")
@@ -219,7 +265,7 @@ class StudyConfig(BaseModel):
         if not expansion.experiments:
             raise ValueError(
                 "no valid experiment results from this study:\n"
-                + "\n".join("    " + p.describe() for p in expansion.invalid)
+                + "\n".join("    " + line for line in describe_invalid(expansion.invalid))
             )
         return self
 

@@ -32,10 +32,21 @@ class Gaps:
     cycle_gap_source: str
 
 
-def resolve_gaps(study: StudyConfig, user_config: UserConfig | None, no_gaps: bool = False) -> Gaps:
-    """Study execution block > user config > defaults; ``no_gaps`` (development) zeroes both."""
+def resolve_gaps(
+    study: StudyConfig,
+    user_config: UserConfig | None,
+    no_gaps: bool = False,
+    n_cycles: int | None = None,
+) -> Gaps:
+    """Study execution block > user config > defaults; ``no_gaps`` (development) zeroes both.
+
+    A single run (one config, one cycle: an experiment file, ``run_experiment``) has no gap to
+    leave; its source says so, not ``--no-gaps``, which nobody passed.
+    """
     if no_gaps:
-        return Gaps(0.0, "--no-gaps", 0.0, "--no-gaps")
+        single = len(study.expand()) == 1 and (n_cycles or study.execution.n_cycles) == 1
+        why = "single run (no gap to leave)" if single else "--no-gaps"
+        return Gaps(0.0, why, 0.0, why)
 
     def pick(
         study_value: float | None, user_value: float | None, default: float, field: str

@@ -98,7 +98,8 @@ class StudyRunner:
         self.study = study
         missing = missing_local_inputs(study.expand())
         if missing:
-            raise ConfigError("the study names local inputs that do not exist", missing)
+            what = "the experiment names" if len(study.expand()) == 1 else "the study names"
+            raise ConfigError(f"{what} local inputs that do not exist", missing)
         if n_cycles is not None and n_cycles < 1:
             raise ConfigError(f"--cycles must be at least 1, got {n_cycles}")
         if n_cycles is not None and len(study.expand()) * n_cycles > study.execution.max_runs:
@@ -108,7 +109,7 @@ class StudyRunner:
                 f"{study.execution.max_runs:,}; use fewer cycles, or raise execution.max_runs"
             )
         self.n_cycles = n_cycles
-        self.gaps: Gaps = resolve_gaps(study, self.user_config, no_gaps)
+        self.gaps: Gaps = resolve_gaps(study, self.user_config, no_gaps, n_cycles)
         self.study_dir: Path | None = None
 
     # -- preparation ---------------------------------------------------------------------------
@@ -241,6 +242,8 @@ class StudyRunner:
         pool = self.concurrency_pool(plan, runners)
         started_at = utc_now()
         if self.resume_dir is not None and self.resume_manifest is not None:
+            # a resumed study started when it was first started, not now
+            started_at = self.resume_manifest.created_at
             study_dir = self.resume_dir
             store = ManifestStore(study_dir, self.resume_manifest)
             planned_ids = [r.run_id for r in plan]
