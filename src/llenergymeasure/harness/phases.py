@@ -137,6 +137,9 @@ def follow_the_engine(
         meter.close()
         meter = held.open_meter(make_meter, energy_backend, list(engine_devices))
     meter.ignore_pids.update(descendant_pids(os.getpid()))
+    server_pids = getattr(held.backend, "server_pids", None)  # backends/openai: its server
+    if server_pids is not None:
+        meter.ignore_pids.update(server_pids())
     return meter
 
 

@@ -71,3 +71,54 @@ def test_every_request_failing_fails_the_run_with_the_servers_words(
     with FakeOpenAIServer(scripts=[script]) as s, pytest.raises(ExperimentError) as info:
         run_harness(_request(shared_model_cache, s), tmp_path / "run")
     assert "maximum context length is 8" in str(info.value)
+
+
+def test_the_attached_servers_processes_are_not_foreign_to_the_meter(
+    tmp_path: Path, shared_model_cache: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from llenergymeasure.energy import select_meter
+
+    root = Path(__file__).resolve().parents[3]
+    port_file = tmp_path / "port"
+    server = (
+        f"import sys, time; sys.path.insert(0, {str(root)!r})\n"
+        "from tests.fakes.openai_server import FakeOpenAIServer\n"
+        "s = FakeOpenAIServer(); s.__enter__()\n"
+        f"open({str(port_file)!r}, 'w').write(str(s.port)); time.sleep(600)\n"
+    )
+    # started by a process that exits at once: the server is no descendant of this test, as an
+    # attached server is not of llem
+    launcher = (
+        "import subprocess, sys\n"
+        f"p = subprocess.Popen([sys.executable, '-c', {server!r}], start_new_session=True,\n"
+        "                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "print(p.pid)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", launcher], capture_output=True, text=True, timeout=60, check=True
+    )
+    pid = int(out.stdout)
+    meters: list[Any] = []
+
+    def factory(backend: str, devices: list[int]) -> Any:
+        meters.append(select_meter(backend, devices))
+        return meters[-1]
+
+    try:
+        while not port_file.exists() or not port_file.read_text():
+            time.sleep(0.05)
+
+        class Remote:  # the server as the request sees it
+            base_url = f"http://127.0.0.1:{port_file.read_text()}"
+            model = "fake-model"
+
+        run_harness(_request(shared_model_cache, Remote), tmp_path / "run", meter_factory=factory)  # type: ignore[arg-type]
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    assert pid in meters[-1].ignore_pids

@@ -36,11 +36,13 @@ from llenergymeasure.backends.openai.http import (
 )
 from llenergymeasure.backends.openai.launch import (
     LaunchedServer,
+    gpus_of_args,
     max_num_seqs_of,
     server_command,
     start_server,
     wait_ready,
 )
+from llenergymeasure.backends.openai.local_server import listening_pids
 from llenergymeasure.backends.openai.section import OpenAIConfig
 from llenergymeasure.backends.openai.telemetry import (
     TelemetryScraper,
@@ -78,6 +80,20 @@ def _refused(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _is_local(host: str) -> bool:
+    """Whether ``host`` names this machine (loopback, or one of its own addresses)."""
+    import socket
+
+    if host in ("localhost", "0.0.0.0", "::", "::1") or host.startswith("127."):
+        return True
+    try:
+        return host in {socket.gethostname(), socket.getfqdn()} or host in {
+            info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)
+        }
+    except OSError:
+        return False
 
 
 def _gpu_count() -> int:
@@ -131,6 +147,7 @@ class OpenAIBackend:
         self.n_sent = 0
         self.max_num_seqs = section.max_num_seqs
         self.extra: dict[str, Any] = {}
+        self._server_pids: set[int] = set()
         if section.launch is not None:
             self.base_url = BaseURL("http", section.launch.host, section.launch.port, "")
             if self.max_num_seqs is None:
@@ -161,8 +178,16 @@ class OpenAIBackend:
             prompt_text=self._decode,
             count_tokens=self._count if section.tokenizer else None,
         )
+        self._server_pids = self._find_server_pids()
         n_visible = self._gpu_count()
-        devices = list(range(len(gpus))) if gpus else ([0] if n_visible else [])
+        if gpus:
+            devices = list(range(len(gpus)))
+        elif n_visible and section.launch is not None:
+            devices = list(
+                range(min(n_visible, gpus_of_args(section.launch.engine, section.launch.args)))
+            )
+        else:
+            devices = [0] if n_visible else []
         self.extra = {"endpoint": self._facts()}
         return LoadInfo(
             model_path=self.model_path,
@@ -208,6 +233,16 @@ class OpenAIBackend:
                 phase="load",
             )
 
+    def _find_server_pids(self) -> set[int]:
+        if self.server is not None:
+            return {self.server.process.pid}
+        return listening_pids(self.base_url.port) if _is_local(self.base_url.host) else set()
+
+    def server_pids(self) -> set[int]:
+        """The server's processes (their descendants too count as the experiment's own on the
+        measured GPUs: the harness gives them to the meter's foreign_process check)."""
+        return set(self._server_pids)
+
     def _facts(self) -> dict[str, Any]:
         facts: dict[str, Any] = {
             "base_url": self.base_url.url(""),
@@ -215,7 +250,13 @@ class OpenAIBackend:
             "served_model": self.served_model,
             "mode": "launch" if self.server else "attach",
             "max_num_seqs": self.max_num_seqs,
+            "server_pids": sorted(self._server_pids),
         }
+        if not self._server_pids:
+            facts["server_pids_note"] = (
+                "the server's processes are not visible from here (another host or PID "
+                "namespace): any process on the measured GPUs counts as foreign"
+            )
         if self.server is not None:
             facts.update(
                 engine=self.section.launch.engine if self.section.launch else None,

@@ -66,16 +66,37 @@ def max_num_seqs_of(engine: str, args: list[str]) -> int | None:
         "tgi": "--max-concurrent-requests",
         "trtllm": "--max_batch_size",
     }
-    flag = flags[engine]
+    return _flag_value(args, (flags[engine],))
+
+
+#: the arguments that set how many GPUs a server spreads over (their product), per engine
+GPU_FLAGS = {
+    "vllm": (("--tensor-parallel-size", "-tp"), ("--pipeline-parallel-size", "-pp")),
+    "sglang": (("--tp-size", "--tp"), ("--pp-size",), ("--dp-size", "--dp")),
+    "tgi": (("--num-shard",),),
+    "trtllm": (("--tp_size",), ("--pp_size",)),
+}
+
+
+def _flag_value(args: list[str], names: tuple[str, ...]) -> int | None:
     for i, arg in enumerate(args):
-        value = None
-        if arg == flag and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith(flag + "="):
-            value = arg.split("=", 1)[1]
-        if value is not None and value.isdigit():
-            return int(value)
+        for name in names:
+            value = None
+            if arg == name and i + 1 < len(args):
+                value = args[i + 1]
+            elif arg.startswith(name + "="):
+                value = arg.split("=", 1)[1]
+            if value is not None and value.isdigit():
+                return int(value)
     return None
+
+
+def gpus_of_args(engine: str, args: list[str]) -> int:
+    """How many GPUs the launched server uses, from its parallel-size arguments (1 without)."""
+    n = 1
+    for names in GPU_FLAGS[engine]:
+        n *= _flag_value(args, names) or 1
+    return n
 
 
 @dataclass
