@@ -3,7 +3,8 @@
 ``FakeOpenAIServer`` is a threading HTTP/1.1 server on 127.0.0.1 (ephemeral port) answering
 ``/v1/completions`` and ``/v1/chat/completions`` as streams of Server-Sent Events in chunked
 transfer encoding (as vLLM's uvicorn does), plus ``/health``, ``/v1/models``, ``/version`` and
-``/metrics``.
+``/metrics``. ``python -m tests.fakes.openai_server --served-model-name M --port P`` runs it as a
+server process (launch-mode tests: it takes vLLM's arguments and ignores the others).
 
 Timings are exact in two ways:
 
@@ -86,6 +87,7 @@ class FakeOpenAIServer:
         scripts: list[Script] | None = None,
         clock: LockStepClock | None = None,
         metrics_pages: list[str] | None = None,
+        port: int = 0,
     ) -> None:
         self.model = model
         self.scripts = scripts or [Script()]
@@ -109,7 +111,7 @@ class FakeOpenAIServer:
             def do_POST(self) -> None:
                 server._post(self)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -222,3 +224,26 @@ class FakeOpenAIServer:
         h.wfile.write(b"0\r\n\r\n")
         h.wfile.flush()
         h.close_connection = True
+
+
+def main(argv: list[str]) -> None:
+    """Serve until killed, on the vLLM-style ``--port`` and ``--served-model-name`` of ``argv``."""
+
+    def value(flag: str, default: str) -> str:
+        return argv[argv.index(flag) + 1] if flag in argv else default
+
+    page = "vllm:num_requests_running 1\nvllm:generation_tokens_total 3\n"
+    server = FakeOpenAIServer(
+        model=value("--served-model-name", "fake-model"),
+        port=int(value("--port", "0")),
+        metrics_pages=[page],
+    )
+    with server:
+        print(f"fake OpenAI server on port {server.port}", flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

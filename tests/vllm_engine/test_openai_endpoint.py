@@ -144,6 +144,7 @@ def test_launch_a_vllm_server_measure_and_stop_it(
     assert endpoint["mode"] == "launch" and endpoint["max_num_seqs"] == 4
     assert endpoint["command"][:3] == launch["command"] and "--load-format" in endpoint["command"]
     assert "/v1/completions" in endpoint["log_tail"]  # the server's access log
+    assert "/v1/completions" in (tmp_path / "run" / "server.log").read_text()
     assert result.extra["engine_telemetry"]["saturation_target"] == 4.0
     with socket.socket() as s:  # the server was stopped: nothing listens on its port
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT connections

@@ -278,3 +278,41 @@ def test_a_launched_fake_server_is_ready_then_stopped(tmp_path: Path) -> None:
     assert server.version == "fake-1.0" and server.ready_s is not None
     server.stop()
     assert not server.alive() and server.returncode is not None
+
+
+def test_launch_mode_starts_measures_and_stops_the_server(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = str(Path(__file__).resolve().parents[3])
+    launch = {
+        "engine": "vllm",
+        "port": port,
+        "ready_timeout_s": 120,
+        "args": ["--max-num-seqs", "2"],
+        "command": [sys.executable, "-c", f"import sys; sys.path.insert(0, {root!r}); "
+                    "from tests.fakes.openai_server import main; main(sys.argv[1:])"],
+    }  # fmt: skip
+    config = _config({"launch": launch, "model": "served"})
+    backend = OpenAIBackend(config, str(tmp_path), gpu_count=lambda: 0)
+    info = backend.load()
+    assert backend.server is not None and backend.server.alive()
+    assert info.extra["endpoint"]["mode"] == "launch"
+    assert info.extra["endpoint"]["version"] == "fake-1.0"
+    assert info.extra["endpoint"]["max_num_seqs"] == 2
+    assert backend.server_pids() == {backend.server.process.pid}
+    out = backend.generate(_prompts(2))
+    assert len(out.requests) == 2
+    backend.window_started(0.0)
+    result = backend.finish_result(_result(config, True), tmp_path, 0.0, 0.8)
+    backend.close()
+    assert not backend.server.alive()
+    assert result.extra["endpoint"]["log_file"] == "server.log"
+    assert "fake OpenAI server on port" in result.extra["endpoint"]["log_tail"]
+    assert "fake OpenAI server on port" in (tmp_path / "server.log").read_text()
+    assert not backend.server.log_path.exists()  # the temporary log was moved beside the result
+    tel = result.extra["engine_telemetry"]
+    assert tel["saturation_target"] == 2.0  # offline n=100 capped by --max-num-seqs 2
+    assert tel["saturation_ratio"] == 0.5 and not result.valid

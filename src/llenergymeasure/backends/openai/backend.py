@@ -22,6 +22,9 @@ import asyncio
 import itertools
 import json
 import logging
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -121,7 +124,6 @@ class OpenAIBackend:
         config: ExperimentConfig,
         model_path: str,
         gpu_count: Any = _gpu_count,
-        run_dir: Path | None = None,
     ) -> None:
         section = config.backend_section()
         assert isinstance(section, OpenAIConfig)
@@ -137,7 +139,6 @@ class OpenAIBackend:
         self.served_model = section.model or config.model
         self.loop = asyncio.new_event_loop()
         self._gpu_count = gpu_count
-        self._run_dir = run_dir or Path.cwd()
         self.server: LaunchedServer | None = None
         self._tokenizer: Any = None
         self.client: StreamingClient | None = None
@@ -148,6 +149,7 @@ class OpenAIBackend:
         self.max_num_seqs = section.max_num_seqs
         self.extra: dict[str, Any] = {}
         self._server_pids: set[int] = set()
+        self._output_dir: Path | None = None
         if section.launch is not None:
             self.base_url = BaseURL("http", section.launch.host, section.launch.port, "")
             if self.max_num_seqs is None:
@@ -203,7 +205,9 @@ class OpenAIBackend:
         dummy = (Path(self.model_path) / MARKER_FILE).is_file()
         command = server_command(launch, self.model_path, self.served_model, dummy)
         logger.info("starting the server: %s", " ".join(command))
-        self.server = start_server(command, self.base_url, self._run_dir / SERVER_LOG_FILE)
+        fd, log = tempfile.mkstemp(prefix="llem-server-", suffix=".log")
+        os.close(fd)
+        self.server = start_server(command, self.base_url, Path(log))
         wait_ready(self.server, launch.ready_timeout_s)
 
     def _check_model(self) -> None:
@@ -316,6 +320,19 @@ class OpenAIBackend:
             self.scraper = None
         if self.server is not None:
             self.server.stop()
+            self._keep_log()
+
+    def _keep_log(self) -> None:
+        """The launched server's whole log beside the result (it was written to a temporary
+        file: the run directory is known only once the result is)."""
+        assert self.server is not None
+        log = self.server.log_path
+        try:
+            if self._output_dir is not None and log.exists():
+                shutil.copyfile(log, self._output_dir / SERVER_LOG_FILE)
+            log.unlink(missing_ok=True)
+        except OSError as exc:
+            logger.warning("could not keep the server log %s: %s", log, exc)
         if not self.loop.is_closed():
             self.loop.close()
 
@@ -466,8 +483,9 @@ class OpenAIBackend:
         if self.failed:
             endpoint["request_errors"] = list(self.failed)
         if self.server is not None:
+            self._output_dir = output_dir
             endpoint["log_tail"] = self.server.log_tail()
-            endpoint["log_file"] = str(self.server.log_path)
+            endpoint["log_file"] = SERVER_LOG_FILE  # beside result.json once the server stopped
         extra = {**result.extra, "endpoint": endpoint}
         if telemetry is not None:
             extra["engine_telemetry"] = telemetry.model_dump(mode="json")
