@@ -19,6 +19,7 @@ from llenergymeasure.environment.snapshot import KEY_PACKAGES
 from llenergymeasure.results.export_placement import PLACEMENT_COLUMNS
 from llenergymeasure.results.export_serving import SERVING_COLUMNS
 from llenergymeasure.results.export_validity import VALIDITY_COLUMNS
+from llenergymeasure.results.quality_stats import QUALITY_COLUMNS
 
 #: the latency distributions of ``ExperimentResult`` and the statistics each contributes.
 LATENCY_FIELDS = ("ttft", "itl", "request_latency")
@@ -157,6 +158,7 @@ RUN_COLUMNS: dict[str, str] = {
     **VALIDITY_COLUMNS,
     **SERVING_COLUMNS,
     **PLACEMENT_COLUMNS,
+    **QUALITY_COLUMNS,
 }
 
 

@@ -30,6 +30,7 @@ from llenergymeasure.results.models import (
     LatencyStats,
     StudyResult,
 )
+from llenergymeasure.results.quality_stats import quality_values
 
 _RUN_ID_CYCLE = re.compile(r"_c(\d+)_")
 
@@ -229,6 +230,7 @@ def run_record(result: ExperimentResult, label: str | None = None) -> dict[str, 
         **validity_values(result),
         **serving_values(result),
         **placement_values(result),
+        **quality_values(result),
     }
     return {col: rec.get(col) for col in run_columns()}
 

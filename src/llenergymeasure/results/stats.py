@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from llenergymeasure.config.labels import run_labels
 from llenergymeasure.energy.types import ValidityWarning
 from llenergymeasure.results.models import ConfigSummary, ExperimentResult, MetricStats, RunFailure
+from llenergymeasure.results.quality_stats import quality_series
 
 #: a config's J/token varying across cycles by more than this CV is flagged in the summary
 CYCLE_CV_THRESHOLD = 0.05
@@ -277,6 +278,8 @@ def summarise(
                 if before is not None and stats.ci95_half_width != before:
                     widened[name] = (shared, before, stats)
             metrics[name] = stats
+        for name, values in quality_series(rs).items():  # docs/quality.md: per task and over all
+            metrics[name] = describe(values)
         out.append(
             ConfigSummary(
                 config_hash=h,
