@@ -178,6 +178,11 @@ class MeasurementConfig(_Strict):
     max_window_s: float | None = Field(
         None, gt=0.0, le=86_400.0, description="start no pass that would end after this"
     )
+    compile_cache: Literal["on", "off", "refresh"] = Field(
+        "on",
+        description="persistent compile cache: on reuses it, refresh empties it first, off "
+        "compiles cold; changes how long a run takes, not what it measures (not in config_hash)",
+    )
 
     @model_validator(mode="after")
     def _order(self) -> MeasurementConfig:
@@ -402,6 +407,8 @@ class ExperimentConfig(_ExperimentSections):
         hashable_gpus(data, self.gpus)  # absent when None: every earlier hash unchanged
         if self.quality is None:  # absent when None: every earlier hash unchanged
             data.pop("quality", None)
+        # how long a run takes, not what it measures (docs/performance.md): never hashed
+        data.get("measurement", {}).pop("compile_cache", None)
         return data
 
     @cached_property

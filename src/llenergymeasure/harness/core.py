@@ -35,6 +35,7 @@ from llenergymeasure.harness.phases import (
     MeterFactory,
     attach_serving,
     carbon,
+    compile_engine,
     follow_the_engine,
     measure_window,
     prepare_prompts,
@@ -48,6 +49,7 @@ from llenergymeasure.harness.phases import (
 from llenergymeasure.harness.records import LoadedModel
 from llenergymeasure.harness.request import HarnessRequest
 from llenergymeasure.harness.result import build_result
+from llenergymeasure.harness.timings import PhaseClock
 from llenergymeasure.results.io import atomic_write_json, atomic_write_text
 from llenergymeasure.results.layout import ERROR_FILE, PROGRESS_FILE, RESULT_FILE
 from llenergymeasure.results.models import SCHEMA_VERSION, ExperimentResult, LoadRecord
@@ -57,13 +59,15 @@ from llenergymeasure.timestamps import utc_now
 class _Phases:
     """Tracks the current phase and publishes it to ``progress.json`` for the controller."""
 
-    def __init__(self, output_dir: Path):
+    def __init__(self, output_dir: Path, own_process: bool = False):
         self.output_dir = output_dir
         self.current = "start"
         self.started = time.time()
+        self.clock = PhaseClock(own_process=own_process)  # the result's timings block
 
     def enter(self, phase: str, detail: str | None = None) -> None:
         self.current = phase
+        self.clock.enter(phase, detail)
         print(f"[llem] phase={phase}" + (f" {detail}" if detail else ""), flush=True)
         # Progress is a convenience for the controller's live view: never fail the run over it.
         with contextlib.suppress(OSError):
@@ -165,18 +169,21 @@ def run_harness(
     output_dir: Path,
     *,
     meter_factory: MeterFactory | None = None,
+    own_process: bool = False,
 ) -> ExperimentResult:
     """Run one experiment in this process and write ``result.json`` (or ``error.json``).
 
     The phases, in the protocol's order (module docstring); each is a function of
     ``harness/phases.py`` (or ``load_engine`` here). ``meter_factory(energy_backend,
     cuda_devices)`` replaces ``energy.select_meter`` (tests inject a meter driven by a fake NVML).
-    Raises ``ExperimentError`` with the failing phase after writing ``error.json``.
+    ``own_process``: this process exists for this experiment (the runners' entry), so its start
+    counts in ``timings.startup_s``. Raises ``ExperimentError`` with the failing phase after
+    writing ``error.json``.
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     config, settings = request.config, request.settings
-    phases = _Phases(output_dir)
+    phases = _Phases(output_dir, own_process=own_process)
     started_at = utc_now()
     held = Held()
     try:
@@ -190,6 +197,7 @@ def run_harness(
 
         phases.enter("prompts")
         prompts = prepare_prompts(config, settings, backend)
+        compiled = compile_engine(backend, prompts, config, held.compile_cache, phases)
         warmup = warm_up(backend, prompts, config, phases, held.meter)
         target = warmup_level(warmup, held.meter, config)
         engine_devices = list(loaded.model.load_info.cuda_devices)
@@ -224,6 +232,9 @@ def run_harness(
             from llenergymeasure.quality.phase import run_quality_phase
 
             result = run_quality_phase(result, backend, meter, config, enter=phases.enter)
+        phases.enter("result", "writing")
+        timings = phases.clock.record(result.duration_s)
+        result = result.model_copy(update={"compile": compiled, "timings": timings})
         atomic_write_text(output_dir / RESULT_FILE, result.model_dump_json(indent=2))
         phases.enter("done")
         return result
@@ -274,6 +285,8 @@ def load_engine(
         else OutputSettings().resolved_model_cache_dir()
     )
     resolved = resolve_model(config.model, cache_dir)
+    # the compile cache's variables must be set before the engine (torch) is imported
+    held.compile_cache = prepare_compile_cache(config, resolved.path, snapshot, cache_dir)
     if config.workload == "serving":  # harness/serving/run.py: the load driver and its record
         from llenergymeasure.harness.serving.run import create_serving_backend
 
@@ -323,6 +336,17 @@ def load_engine(
     )
     model = LoadedModel(resolved=resolved, load_info=load_info, load=load, import_s=import_s)
     return LoadedEngine(backend, model, load_devices, cold_baseline, baseline_cache)
+
+
+def prepare_compile_cache(
+    config: ExperimentConfig, model_path: str | None, snapshot: Any, cache_dir: Path
+) -> Any:
+    """The key's directory under ``<model_cache_dir>/compile`` (locked), its variables set."""
+    from llenergymeasure.harness import compile_cache
+
+    names = [g.name for g in getattr(snapshot, "gpus", []) or [] if g.name]
+    fields = compile_cache.key_fields(config, model_path, names)
+    return compile_cache.prepare(config.measurement.compile_cache, cache_dir, fields)
 
 
 def write_error(output_dir: Path, phase: str, exc: BaseException) -> Path:

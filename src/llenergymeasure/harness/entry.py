@@ -27,7 +27,7 @@ def run_request_file(request_path: Path, output_dir: Path) -> int:
         print(f"[llem] cannot read the request {request_path}: {exc}", file=sys.stderr, flush=True)
         return 2
     try:
-        run_harness(request, output_dir)
+        run_harness(request, output_dir, own_process=True)
     except ExperimentError as exc:
         print(f"[llem] experiment failed in phase {exc.phase}: {exc}", file=sys.stderr, flush=True)
         return 1

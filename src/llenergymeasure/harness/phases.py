@@ -33,7 +33,7 @@ from llenergymeasure.harness.window import (
     trend_warnings,
 )
 from llenergymeasure.results.layout import TIMESERIES_FILE
-from llenergymeasure.results.models import RewarmRecord, WarmupRecord
+from llenergymeasure.results.models import CompileRecord, RewarmRecord, WarmupRecord
 
 MeterFactory = Callable[[str, list[int]], Any]
 
@@ -52,6 +52,7 @@ class Held:
 
     backend: Backend | None = None
     meters: list[Any] = field(default_factory=list)
+    compile_cache: Any = None  # harness.compile_cache.CompileCache: its key's lock
 
     @property
     def meter(self) -> Any:
@@ -66,6 +67,8 @@ class Held:
         return meter
 
     def release(self) -> None:
+        if self.compile_cache is not None:
+            self.compile_cache.release()
         for m in self.meters:
             with contextlib.suppress(Exception):
                 m.close()
@@ -103,6 +106,65 @@ def prepare_prompts(
 
         prompts = serving_prompts(config, prompts, backend.tokenizer())
     return prompts
+
+
+def compile_engine(
+    backend: Backend,
+    prompts: list[Prompt],
+    config: ExperimentConfig,
+    cache: Any,
+    phases: Phases,
+) -> CompileRecord:
+    """The engine's compile on a batch of the measured shapes, timed apart from warmup.
+
+    A backend that compiles has ``compile(batch)``: it runs the batches that compile (or load the
+    compiled graphs from the persistent cache) and capture CUDA graphs, and returns
+    ``{"batches": n, "counters": {...}}`` (the engine's cache hit/miss counters), ``{"batches":
+    0, ...}`` when it compiled inside ``load``, or None when nothing compiles. The key's lock
+    (``harness/compile_cache.py``) is released here: the next run with this key may compile now.
+    """
+    from llenergymeasure.harness.compile_cache import verdict
+
+    hook = getattr(backend, "compile", None)
+    try:
+        if cache is None:
+            return CompileRecord(cache="off", reason="no compile cache was prepared")
+        info = None
+        duration = None
+        if hook is not None:
+            from llenergymeasure.datasets import warmup_prompts
+
+            phases.enter("compile")
+            t0 = time.perf_counter()
+            info = hook(warmup_prompts(prompts, config))
+            backend.synchronize()
+            duration = time.perf_counter() - t0
+        if info is None:
+            return CompileRecord(
+                cache="off",
+                key=cache.key,
+                mode=cache.mode,
+                reason="the engine compiles nothing in this configuration",
+            )
+        batches = int(info.get("batches", 0))
+        counters = {k: int(v) for k, v in dict(info.get("counters") or {}).items()}
+        state = verdict(cache, counters)
+        record = CompileRecord(
+            cache=state,
+            duration_s=duration if batches else None,
+            key=cache.key,
+            mode=cache.mode,
+            directory=str(cache.directory) if cache.directory else None,
+            lock_wait_s=cache.lock_wait_s,
+            batches=batches,
+            counters=counters,
+            reason=None if state != "off" else "measurement.compile_cache: off (compiled cold)",
+        )
+        cache.mark_complete({"key": cache.key, "compile_s": duration, "batches": batches})
+        return record
+    finally:
+        if cache is not None:
+            cache.release()
 
 
 def warm_up(

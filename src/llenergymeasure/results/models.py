@@ -130,6 +130,60 @@ class RewarmRecord(_Record):
     temperature_tolerance_c: float = Field(..., description="temperature >= target - this")
 
 
+class CompileRecord(_Record):
+    """The engine's compile, apart from the warmup that follows it (``harness/compile_cache.py``).
+
+    ``cache``: ``hit`` when the compiled artefacts came from the persistent cache, ``miss`` when
+    they were compiled (and stored) now, ``off`` when no persistent cache was used
+    (``measurement.compile_cache: off``) or nothing was compiled (``reason`` says which).
+    """
+
+    cache: Literal["hit", "miss", "off"]
+    duration_s: float | None = Field(
+        None,
+        description="the compile phase: the first batches of the measured shapes, which "
+        "compile (or load from the cache) and capture CUDA graphs; None: compiled inside load",
+    )
+    key: str | None = Field(None, description="the cache directory's key (compile/<key>/)")
+    mode: Literal["on", "off", "refresh"] = "on"
+    directory: str | None = None
+    lock_wait_s: float = Field(0.0, description="waited for another run compiling this key")
+    batches: int = Field(0, description="batches the compile phase ran")
+    counters: dict[str, int] = Field(
+        default_factory=dict, description="the engine's cache counters over the compile phase"
+    )
+    reason: str | None = None
+
+
+class TimingsRecord(_Record):
+    """Where the experiment process's wall time went, in seconds (docs/performance.md).
+
+    The phases follow each other without gaps from the harness's start to the result's write;
+    ``startup_s`` is the interpreter's start (and the package's import) before the harness ran.
+    ``total_s`` is the process start (harness start when unknown) to ``result.json`` written.
+    """
+
+    startup_s: float | None = Field(
+        None, description="process start to harness start (None: not run as its own process)"
+    )
+    environment_s: float = 0.0
+    model_s: float = Field(0.0, description="resolving the model, building the backend")
+    imports_s: float = Field(0.0, description="the engine's import, before the load timer")
+    cold_baseline_s: float = 0.0
+    load_s: float = 0.0
+    prompts_s: float = 0.0
+    compile_s: float = 0.0
+    warmup_s: float = 0.0
+    resident_baseline_s: float = 0.0
+    rewarm_s: float = 0.0
+    window_s: float = Field(0.0, description="the measure phase (window and its edges)")
+    quality_s: float = 0.0
+    result_s: float = Field(0.0, description="building and writing the result")
+    other_s: float = Field(0.0, description="phases not named above")
+    total_s: float
+    window_share: float = Field(..., description="the measured window's duration / total_s")
+
+
 class WindowRecord(_Record):
     """How the measured window was filled: whole passes over the prompts, repeated by time."""
 
@@ -242,6 +296,12 @@ class ExperimentResult(_Record):
         None,
         description="re-warm after a resident baseline measured in this run; null when the "
         "baseline came from the cache or was off (no idle pause before the window)",
+    )
+    compile: CompileRecord | None = Field(
+        None, description="the engine's compile and its persistent cache (null: older result)"
+    )
+    timings: TimingsRecord | None = Field(
+        None, description="where the process's wall time went (null: older result)"
     )
     energy: EnergyMeasurement
     cpu_energy: CpuEnergy = Field(default_factory=CpuEnergy)

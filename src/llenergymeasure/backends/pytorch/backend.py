@@ -381,6 +381,22 @@ class PyTorchBackend:
             self.load_info.extra["prefill"] = self._decoder.prefill_mode
         return records, generated, None
 
+    def compile(self, batch: list[Prompt]) -> dict[str, Any] | None:
+        """Run the batches that compile (or load from torch's persistent caches) the decode
+        step and prefill, with ``reduce-overhead``'s CUDA-graph capture; the harness times them
+        apart from warmup (``harness/compile_cache.py``). None when nothing compiles."""
+        if not self.section.torch_compile:
+            return None
+        from llenergymeasure.backends.pytorch.decode import cache_counters, compile_batches
+
+        before = cache_counters()
+        runs = compile_batches(self._decoder)
+        for _ in range(runs):
+            self.generate(batch)
+        after = cache_counters()
+        delta = {k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0)}
+        return {"batches": runs, "counters": delta}
+
     def _check_compiled(self) -> None:
         """Fail loudly when compilation was asked for but transformers skipped it.
 

@@ -252,6 +252,35 @@ class StaticDecoder:
         return tokens, BatchTiming(step_offsets_s=offsets, wall_s=time.perf_counter() - t0)
 
 
+#: torch's compile-cache counters (``torch._dynamo.utils.counters``): group, then names
+CACHE_COUNTERS = {
+    "inductor": ("fxgraph_cache_hit", "fxgraph_cache_miss", "fxgraph_cache_bypass"),
+    "aot_autograd": ("autograd_cache_hit", "autograd_cache_miss", "autograd_cache_bypass"),
+}
+
+
+def cache_counters() -> dict[str, int]:
+    """torch's compile-cache hit/miss/bypass counts so far in this process (empty if unreadable)."""
+    try:
+        from torch._dynamo.utils import counters
+    except Exception:  # torch without dynamo: nothing compiled through it
+        return {}
+    return {
+        name: int(counters[group][name])
+        for group, names in CACHE_COUNTERS.items()
+        for name in names
+    }
+
+
+def compile_batches(decoder: StaticDecoder | None) -> int:
+    """Batches that compile everything a run compiles: the first compiles the decode step (and,
+    with ``reduce-overhead``, records its CUDA graph); on CUDA the second compiles the prefill
+    (the first batch of a size runs it eagerly to allocate the static cache)."""
+    if decoder is not None and decoder._prefill is not _prefill:
+        return 2
+    return 1
+
+
 def _prefill(
     model: Any, ids: Any, full_mask: Any, pos: Any, cache_pos: Any, cache: Any, keep_kw: str
 ) -> Any:

@@ -87,3 +87,19 @@ def engine_cuda_devices(config: ExperimentConfig, cuda: bool) -> list[int]:
         return []
     section: VLLMConfig = config.backend_section()  # type: ignore[assignment]
     return list(range(section.tensor_parallel_size * section.pipeline_parallel_size))
+
+
+def cache_env(environ: Any) -> dict[str, str]:
+    """vLLM's compile-cache variables for this run (``harness/compile_cache.py``).
+
+    With a persistent compile cache (``LLEM_COMPILE_CACHE_DIR`` set by the harness before the
+    engine's import) vLLM's cache root, which holds its torch.compile artefacts and CUDA-graph
+    capture plans, goes into the key's directory instead of ``~/.cache/vllm`` (``HOME=/tmp`` in a
+    container: lost with it). With ``compile_cache: off`` vLLM's compile cache is disabled.
+    """
+    if environ.get("TORCHINDUCTOR_FORCE_DISABLE_CACHES") == "1":
+        return {"VLLM_DISABLE_COMPILE_CACHE": "1"}
+    directory = environ.get("LLEM_COMPILE_CACHE_DIR")
+    if not directory:
+        return {}
+    return {"VLLM_CACHE_ROOT": f"{directory.rstrip('/')}/vllm"}

@@ -49,6 +49,7 @@ from llenergymeasure.backends.engine_output import OutputTail, failure_report
 from llenergymeasure.backends.engine_processes import stop_engine_processes
 from llenergymeasure.backends.request_timing import RequestTrace
 from llenergymeasure.backends.vllm.args import (
+    cache_env,
     engine_cuda_devices,
     engine_kwargs,
     sampling_kwargs,
@@ -126,6 +127,13 @@ class VLLMBackend:
         self.load_info: LoadInfo | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
+
+    def compile(self, batch: list[Prompt]) -> dict[str, Any] | None:
+        """vLLM compiles (and captures CUDA graphs) inside ``load``: nothing to run here; the
+        harness records the cache state, with no compile time apart from the load."""
+        if self._llm is None or self.section.enforce_eager:
+            return None
+        return {"batches": 0}
 
     def load(self) -> LoadInfo:
         """Start the engine (model load, KV-cache allocation, vLLM's own warmup/graph capture)."""
@@ -461,5 +469,8 @@ def _is_dir(path: str) -> bool:
 
 
 def create(config: ExperimentConfig, model_path: str, cache_dir: Path | None = None) -> VLLMBackend:
-    """The registry's factory (``backends/registry.py``): build, not load. No cache is used."""
+    """The registry's factory (``backends/registry.py``): build, not load. Called after the
+    harness prepared the compile cache and before vLLM's import: vLLM's cache root goes into the
+    key's directory (``args.cache_env``)."""
+    os.environ.update(cache_env(os.environ))
     return VLLMBackend(config, model_path)
