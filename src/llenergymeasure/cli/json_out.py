@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from llenergymeasure.results.serving_points import run_window, serving_points
 
 if TYPE_CHECKING:
     from llenergymeasure import ExperimentResult, StudyResult
@@ -54,6 +57,7 @@ def experiment_data(result: ExperimentResult, result_path: Path | None) -> dict[
         "energy_unavailable_reason": result.energy.unavailable_reason,
         "runner": result.runner.model_dump(mode="json"),
         "warnings": [w.model_dump(mode="json") for w in result.warnings],
+        "serving": _serving_run(result),
         "result_file": str(result_path) if result_path else None,
         "study_dir": str(result_path.parent.parent) if result_path else None,
     }
@@ -88,6 +92,21 @@ def study_data(study: StudyResult) -> dict[str, Any]:
         "failures": [f.model_dump(mode="json") for f in study.failures],
         "invalid_points": study.invalid_points,
         "runs_with_warnings": sum(1 for r in study.runs if r.warnings),
+        # the report's serving points: one definition, the window named per config
+        "serving_points": [asdict(p) for p in serving_points(study)[0]],
+    }
+
+
+def _serving_run(result: ExperimentResult) -> dict[str, Any] | None:
+    """A serving run's figures from the window the report uses (steady, else full), named."""
+    if result.serving is None:
+        return None
+    name, window = run_window(result.serving)
+    return {
+        "load": result.serving.load,
+        "window": name,
+        "steady_unavailable_reason": result.serving.steady_unavailable_reason,
+        **window.model_dump(mode="json"),
     }
 
 

@@ -12,6 +12,8 @@ from rich.table import Table
 from llenergymeasure.cli.run_fields import _distinguish, _fmt, _varying_fields
 from llenergymeasure.results.layout import REPORT_FILE
 from llenergymeasure.results.models import ExperimentResult, StudyResult
+from llenergymeasure.results.serving_models import ServingRecord
+from llenergymeasure.results.serving_points import describe_window, run_window, serving_points
 
 
 def print_experiment_summary(
@@ -42,7 +44,10 @@ def print_experiment_summary(
         "yes" if result.valid else escape(f"no: {', '.join(result.failed_gates)}"),
     )
     t.add_row("energy per request", _fmt(result.energy_per_request_j, unit=" J"))
-    t.add_row("output tokens/s", _fmt(result.output_tokens_per_s))
+    t.add_row(
+        "output tokens/s" + (" (whole measured window)" if result.serving is not None else ""),
+        _fmt(result.output_tokens_per_s),
+    )
     t.add_row("tokens in / out", f"{result.input_tokens:,} / {result.output_tokens:,}")
     t.add_row(
         "TTFT mean / p99",
@@ -70,6 +75,14 @@ def print_experiment_summary(
         ),
     )
     console.print(t)
+    if result.serving is not None:
+        name, window = run_window(result.serving)
+        console.print(
+            escape(f"serving {result.serving.load}: {describe_window(name, window)}"),
+            highlight=False,
+            soft_wrap=True,
+        )
+        console.print(serving_run_table(result.serving))
     for w in result.warnings:
         console.print(f"[yellow]warning[/] {escape(f'[{w.code}] {w.message}')}")
     if result_path is not None:
@@ -77,6 +90,50 @@ def print_experiment_summary(
         report = result_path.parent.parent / REPORT_FILE
         if report.exists():
             console.print(f"report: [bold]{escape(str(report))}[/]")
+
+
+def serving_run_table(record: ServingRecord) -> Table:
+    """One serving run's figures from the window the report uses (``run_window``), named."""
+    name, w = run_window(record)
+    t = Table(show_header=False)
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_row("requests/s", _fmt(w.requests_per_s))
+    t.add_row("output tokens/s", _fmt(w.output_tokens_per_s))
+    t.add_row("goodput req/s", _fmt(w.goodput_rps))
+    t.add_row("SLO met", "—" if w.slo_attainment is None else f"{w.slo_attainment:.0%}")
+    t.add_row("TTFT p90", _fmt(w.ttft_ms.p90_ms if w.ttft_ms else None, unit=" ms"))
+    t.add_row("ITL p90", _fmt(w.itl_ms.p90_ms if w.itl_ms else None, unit=" ms"))
+    t.add_row("J / output token", _fmt(w.energy_per_output_token_j, unit=" J"))
+    t.add_row("J / good request", _fmt(w.energy_per_good_request_j, unit=" J"))
+    if name == "full" and record.steady_unavailable_reason:
+        t.caption = escape(f"no steady window: {record.steady_unavailable_reason}")
+    return t
+
+
+def serving_study_table(study_result: StudyResult) -> Table | None:
+    """The report's serving points (same definition, same window per config), or None."""
+    points, latency_name, _ = serving_points(study_result)
+    if not points:
+        return None
+    t = Table(title="serving: means over valid cycles, from the window named per config")
+    for col in ("config", "load", "window (runs)", "req/s", "tok/s", "goodput req/s"):
+        t.add_column(col, overflow="fold")
+    for col in ("SLO met", f"p90 {latency_name} ms", "J/out-token"):
+        t.add_column(col, overflow="fold")
+    for p in points:
+        t.add_row(
+            escape(p.label),
+            escape(p.load),
+            f"{p.window} ({p.n_runs})",
+            _fmt(p.requests_per_s),
+            _fmt(p.tokens_per_s),
+            _fmt(p.goodput_rps),
+            "—" if p.attainment is None else f"{p.attainment:.0%}",
+            _fmt(p.latency_p90_ms),
+            _fmt(p.j_per_token),
+        )
+    return t
 
 
 def print_study_summary(console: Console, study_result: StudyResult) -> None:
@@ -117,6 +174,9 @@ def print_study_summary(console: Console, study_result: StudyResult) -> None:
             ci(m.get("itl_mean_ms")),
         )
     console.print(t)
+    serving = serving_study_table(study_result)
+    if serving is not None:
+        console.print(serving)
     for s in study_result.summaries:  # e.g. cycles_disagree: J/token CV across cycles too high
         for w in s.warnings:
             console.print(f"[yellow]{escape(w.code)}[/] {escape(s.label)}: {escape(w.message)}")
@@ -135,6 +195,14 @@ def print_study_summary(console: Console, study_result: StudyResult) -> None:
             f"[yellow]neighbour_load[/] {beside} of {len(study_result.runs)} run(s) ran beside "
             "other runs on other GPUs of this node (placement in each result.json); compare "
             "with a one-at-a-time study before publishing"
+        )
+    no_energy = [r for r in study_result.runs if not r.energy.available]
+    if study_result.runs and len(no_energy) == len(study_result.runs):
+        why = no_energy[0].energy.unavailable_reason or "no energy meter"
+        console.print(
+            f"[yellow]no energy recorded[/] in any run ({escape(why)}): the J columns stay "
+            "empty; throughput and latency are measured",
+            soft_wrap=True,
         )
     warned = sum(1 for r in study_result.runs if r.warnings)
     if warned:
