@@ -20,6 +20,9 @@ def _isolated_user_dirs(
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.setenv(var, "1")
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    # Device locks per test: tests of several sessions on one machine never queue behind each other
+    monkeypatch.setenv("LLEM_LOCK_DIR", str(home / "device-locks"))
+    monkeypatch.delenv("LLEM_DEVICE_LOCK", raising=False)
     runner_vars = [name for spec in registry.specs() for name in spec.env_vars]
     for var in ("LLEM_CONFIG", *runner_vars, "LLEM_CARBON_INTENSITY", "LLEM_DATACENTER_PUE"):
         monkeypatch.delenv(var, raising=False)

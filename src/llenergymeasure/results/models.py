@@ -43,10 +43,25 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class DeviceLockRecord(_Record):
+    """The machine-wide device locks a run held (``runners/device_lock.py``) and any wait."""
+
+    devices: list[str] = Field(
+        default_factory=list, description="GPU UUIDs, or 'cpu' on a machine without a GPU"
+    )
+    lock_dir: str | None = None
+    waited_s: float = Field(0.0, description="time spent waiting for another study's run")
+    waited_for: list[str] = Field(
+        default_factory=list, description="who held each device this run waited for"
+    )
+
+
 class RunnerRecord(_Record):
     kind: str = "local"
     image: str | None = None
     source: str = "default"
+    #: the device locks held for the run (None: none taken, e.g. a SLURM job or an older result)
+    device_lock: DeviceLockRecord | None = None
 
 
 class ModelRecord(_Record):

@@ -17,6 +17,7 @@ experiment has one worker thread that only drives its executor (``executor.run``
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import queue
 import threading
@@ -29,9 +30,15 @@ from typing import Any
 from llenergymeasure.errors import RunnerError
 from llenergymeasure.harness.request import HarnessRequest
 from llenergymeasure.runners.base import RunOutcome
+from llenergymeasure.runners.device_lock import DeviceLocker
 from llenergymeasure.runners.outcome import read_back
 from llenergymeasure.runners.resolution import ResolvedRunner
-from llenergymeasure.study.execution import executor_for, new_attempt_dir
+from llenergymeasure.study.execution import (
+    device_lock_failure,
+    executor_for,
+    locked,
+    new_attempt_dir,
+)
 from llenergymeasure.study.manifest import ManifestStore
 from llenergymeasure.study.observer import StudyObserver
 from llenergymeasure.study.placement import (
@@ -87,7 +94,10 @@ class ConcurrentScheduler:
         fail_fast: bool = False,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        locker: DeviceLocker | None = None,
     ) -> None:
+        #: machine-wide locks of each run's GPUs while it runs (runners/device_lock.py)
+        self.locker = locker
         self.store = store
         self.to_run = list(to_run)
         self.limit = limit
@@ -194,7 +204,18 @@ class ConcurrentScheduler:
         outcome: RunOutcome | None = None
         try:
             try:
-                outcome = executor.run(request, slot.run_dir, slot.run.config.timeout_s)
+                labels = [self.pool.labels.get(g, f"gpu{g}") for g in slot.span.gpus]
+                with contextlib.ExitStack() as stack:
+                    try:
+                        request = stack.enter_context(
+                            locked(
+                                self.locker, slot.run.run_id, slot.span.gpus, request, None, labels
+                            )
+                        )
+                    except RunnerError as exc:  # its GPUs' lock refused (LLEM_DEVICE_LOCK=refuse)
+                        outcome = device_lock_failure(slot.run_dir, exc)
+                    else:
+                        outcome = executor.run(request, slot.run_dir, slot.run.config.timeout_s)
             except KeyboardInterrupt:
                 outcome = RunOutcome(
                     status="interrupted", run_dir=slot.run_dir, message=self._stop_how
@@ -346,6 +367,7 @@ def run_concurrently(
     model_cache_dir: Path,
     observer: StudyObserver,
     fail_fast: bool = False,
+    locker: DeviceLocker | None = None,
 ) -> None:
     """The study loop for ``execution.concurrent_runs`` (``limit``) > 1. Raises
     ``KeyboardInterrupt`` once every run still going is stopped and recorded."""
@@ -365,4 +387,5 @@ def run_concurrently(
         make_executor=make_executor,
         observer=observer,
         fail_fast=fail_fast,
+        locker=locker,
     ).drive()

@@ -37,6 +37,7 @@ from llenergymeasure.results.layout import MANIFEST_FILE, RESULT_FILE, STUDY_FIL
 from llenergymeasure.results.models import ExperimentResult, RunnerRecord
 from llenergymeasure.results.study_result import StudyResult
 from llenergymeasure.runners.base import RunOutcome
+from llenergymeasure.runners.device_lock import DeviceLocker
 from llenergymeasure.runners.resolution import ResolvedRunner, resolve_runners
 from llenergymeasure.study.aggregate import collect_study_result
 from llenergymeasure.study.concurrent import concurrency_pool, run_concurrently
@@ -278,6 +279,8 @@ class StudyRunner:
                 return collect_study_result(
                     store, self.study, self.gaps, started_at, runners, env_snapshot
                 )
+            # one measurement per device on this machine: the runs of other studies wait
+            locker = DeviceLocker(study_dir, self.environ, env_snapshot)
             if pool is not None:
                 try:
                     run_concurrently(
@@ -290,6 +293,7 @@ class StudyRunner:
                         model_cache_dir=self.user_config.output.resolved_model_cache_dir(),
                         observer=self.observer,
                         fail_fast=self.fail_fast,
+                        locker=locker,
                     )
                 except KeyboardInterrupt as exc:
                     self._interrupted(store, None, exc)  # every run is recorded
@@ -304,7 +308,7 @@ class StudyRunner:
                         time.sleep(run.gap_before_s)
                     current = run
                     outcome = self._run_one(
-                        store, run, runners[run.config.backend], position, len(to_run)
+                        store, run, runners[run.config.backend], position, len(to_run), locker
                     )
                     current = None
                     if outcome.status != "completed" and self.fail_fast:
@@ -386,6 +390,7 @@ class StudyRunner:
         resolved: ResolvedRunner,
         position: int,
         total: int,
+        locker: DeviceLocker | None = None,
     ) -> RunOutcome:
         cache = self.user_config.output.resolved_model_cache_dir()
         return run_attempt(
@@ -396,6 +401,7 @@ class StudyRunner:
             self.observer,
             position,
             total,
+            locker,
         )
 
     def _interrupted(
