@@ -78,3 +78,23 @@ def test_interrupted_runs_are_not_failures_and_no_results_is_not_parquet(tmp_pat
     assert row["source"] == "none"
     res = _llem("results", "list", "-r", str(study_dir.parent))
     assert "parquet" not in res.stdout and "no result yet" in res.stdout, res.stdout
+
+
+def test_status_of_a_local_study_has_no_empty_slurm_columns_and_cuts_nothing(
+    cpu_study: Path,
+) -> None:
+    from rich.console import Console
+
+    from llenergymeasure.cli.slurm_cmd import runs_table
+    from llenergymeasure.study.manifest import Manifest
+
+    res = CliRunner().invoke(app, ["status", str(cpu_study)], env={**ENV, "COLUMNS": "60"})
+    assert res.exit_code == 0, res.output
+    assert "SLURM state" not in res.output and "node" not in res.output
+    assert "…" not in res.output, res.output  # wrapped, never cut
+    manifest = Manifest.model_validate_json((cpu_study / "manifest.json").read_text())
+    runs = [r.model_copy(update={"job_id": "123", "node": "gpu01"}) for r in manifest.runs]
+    c = Console(record=True, width=200, color_system=None)
+    c.print(runs_table(runs, "slurm"))
+    text = c.export_text()
+    assert "job" in text and "gpu01" in text and "SLURM state" not in text

@@ -360,7 +360,7 @@ def _print_run(data: dict[str, Any]) -> None:
     t = Table(
         title=f"{escape(str(r['config_label']))}  ({str(r['config_hash'])[:8]})", show_header=False
     )
-    t.add_column("metric")
+    t.add_column("metric", overflow="fold")
     t.add_column("value", justify="right", overflow="fold")
     energy = (
         fmt(r["total_energy_j"]) + " J"
@@ -504,7 +504,7 @@ def compare(
         label = pair.label_a if pair.label_a == pair.label_b else f"{pair.label_a} → {pair.label_b}"
         t = Table(title=f"{escape(label)}: B - A with Welch 95 % CI")
         for c in ("metric", "A mean (n)", "B mean (n)", "B - A", "95 % CI", "relative"):
-            t.add_column(c)
+            t.add_column(c, overflow="fold")
         for m in pair.metrics:
             ci = (
                 f"{fmt(m.ci95_low, 3)} .. {fmt(m.ci95_high, 3)}" + (" *" if m.significant else "")

@@ -22,8 +22,8 @@ def print_experiment_summary(
     t = Table(
         title=escape(f"{result.config.label()}  ({result.config_hash[:8]})"), show_header=False
     )
-    t.add_column("metric")
-    t.add_column("value", justify="right")
+    t.add_column("metric", overflow="fold")
+    t.add_column("value", justify="right", overflow="fold")
     e = result.energy
     t.add_row(
         "energy (raw)",
@@ -96,8 +96,8 @@ def serving_run_table(record: ServingRecord) -> Table:
     """One serving run's figures from the window the report uses (``run_window``), named."""
     name, w = run_window(record)
     t = Table(show_header=False)
-    t.add_column("metric")
-    t.add_column("value", justify="right")
+    t.add_column("metric", overflow="fold")
+    t.add_column("value", justify="right", overflow="fold")
     t.add_row("requests/s", _fmt(w.requests_per_s))
     t.add_row("output tokens/s", _fmt(w.output_tokens_per_s))
     t.add_row("goodput req/s", _fmt(w.goodput_rps))
@@ -148,7 +148,7 @@ def print_study_summary(console: Console, study_result: StudyResult) -> None:
         "TTFT ms",
         "ITL ms",
     ):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
 
     def ci(s: Any) -> str:
         if s is None or s.mean is None:

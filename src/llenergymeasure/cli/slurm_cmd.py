@@ -22,26 +22,38 @@ ORDER = ("pending", "queued", "running", "completed", "failed", "timeout", "inte
 
 
 def runs_table(runs: list[Any], title: str, limit: int = 60) -> Table:
-    """One row per run: state, SLURM job, node, accounting state, exit code, times."""
+    """One row per run: state, SLURM job, node, accounting state, exit code, times.
+
+    The SLURM columns (job, node, SLURM state) are left out when no run has a value in them (a
+    local study); cells wrap instead of being cut at the terminal's width.
+    """
     table = Table(title=title)
-    for col in ("run", "cycle", "status", "job", "node", "SLURM state", "exit", "started", "ended"):
-        table.add_column(col)
     shown = sorted(runs, key=lambda r: (r.status not in ("running", "queued"), r.index))[:limit]
+    slurm = {
+        "job": any(r.job_id for r in runs),
+        "node": any(r.node for r in runs),
+        "SLURM state": any(r.scheduler_state for r in runs),
+    }
+    cols = ("run", "cycle", "status", "job", "node", "SLURM state", "exit", "started", "ended")
+    keep = [c for c in cols if slurm.get(c, True)]
+    for col in keep:
+        table.add_column(col, overflow="fold")
     for r in shown:
         colour = {"completed": "green", "running": "cyan", "queued": "yellow"}.get(r.status, "red")
         if r.status == "pending":
             colour = "white"
-        table.add_row(
-            r.run_id,
-            str(r.cycle),
-            f"[{colour}]{r.status}[/]",
-            r.job_id or "—",
-            r.node or "—",
-            r.scheduler_state or "—",
-            "—" if r.exit_code is None else str(r.exit_code),
-            (r.started_at or "—")[11:19],
-            (r.ended_at or "—")[11:19],
-        )
+        cells = {
+            "run": r.run_id,
+            "cycle": str(r.cycle),
+            "status": f"[{colour}]{r.status}[/]",
+            "job": r.job_id or "—",
+            "node": r.node or "—",
+            "SLURM state": r.scheduler_state or "—",
+            "exit": "—" if r.exit_code is None else str(r.exit_code),
+            "started": (r.started_at or "—")[11:19],
+            "ended": (r.ended_at or "—")[11:19],
+        }
+        table.add_row(*(cells[c] for c in keep))
     if len(runs) > limit:
         table.caption = f"{len(runs) - limit} more run(s) not shown"
     return table

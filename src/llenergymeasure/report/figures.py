@@ -80,6 +80,37 @@ def _message(ax: Any, text: str) -> None:
 # -- metric against one swept axis ----------------------------------------------------------------
 
 
+def clip_at_zero(mean: float, low: float | None) -> tuple[float, bool]:
+    """The lower error-bar length drawn for an interval of a non-negative metric: down to 0 at
+    most, and whether it was clipped (a wide t-interval of few cycles can reach below 0)."""
+    lower = low if finite(low) else mean
+    if lower is not None and lower < 0 <= mean:
+        return mean, True
+    return mean - float(lower if lower is not None else mean), False
+
+
+def clipped_note(ax: Any, ns: Sequence[int], axis: str = "y", top: float = 0.99) -> None:
+    """Say on the panel that intervals were clipped at 0 for drawing, and that n is small."""
+    if not ns:
+        return
+    n = min(ns)
+    if axis == "y":
+        ax.set_ylim(bottom=0)
+    else:
+        ax.set_xlim(left=0)
+    ax.text(
+        0.01,
+        top,
+        f"95 % CI clipped at 0 (the table gives it as computed): n = {n} cycle"
+        f"{'' if n == 1 else 's'} is small, so its t-interval is wide",
+        transform=ax.transAxes,
+        fontsize=7,
+        va="top",
+        ha="left",
+        color="#555555",
+    )
+
+
 def _series(
     points: Sequence[ConfigPoint], axis: str, other_axes: Sequence[str]
 ) -> dict[tuple[str, str], list[ConfigPoint]]:
@@ -115,6 +146,7 @@ def _panel(
             if short_value(v) not in categories:
                 categories.append(short_value(v))
     drawn = False
+    clipped: list[int] = []
     per_backend: dict[str, int] = {}
     n_groups = len(groups)
     for gi, ((backend, rest), members) in enumerate(groups.items()):
@@ -151,9 +183,11 @@ def _panel(
                 continue
             xs.append(x)
             ys.append(stats.mean)
-            low = stats.ci95_low if finite(stats.ci95_low) else stats.mean
             high = stats.ci95_high if finite(stats.ci95_high) else stats.mean
-            lo.append(stats.mean - low)
+            below, was_clipped = clip_at_zero(stats.mean, stats.ci95_low)
+            if was_clipped:
+                clipped.append(stats.n)
+            lo.append(below)
             hi.append(high - stats.mean)
         if not xs:
             continue
@@ -188,6 +222,7 @@ def _panel(
     ax.set_xlabel(axis)
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     ax.grid(True, alpha=0.3)
+    clipped_note(ax, clipped)
     return drawn
 
 
@@ -247,14 +282,20 @@ def _pareto_panel(
         for k in pair
     }
     seen_backends: set[str] = set()
+    clipped_x: list[int] = []
+    clipped_y: list[int] = []
     for i, p in enumerate(usable):
         xs, ys = p.stats(x_metric), p.stats(ENERGY_METRIC)
         x, y = coords[i]
         xerr = ys_err = None
         if finite(xs.ci95_half_width):
-            xerr = [[x - float(xs.ci95_low or x)], [float(xs.ci95_high or x) - x]]
+            below, was_clipped = clip_at_zero(x, xs.ci95_low)
+            clipped_x += [xs.n] if was_clipped else []
+            xerr = [[below], [float(xs.ci95_high or x) - x]]
         if finite(ys.ci95_half_width):
-            ys_err = [[y - float(ys.ci95_low or y)], [float(ys.ci95_high or y) - y]]
+            below, was_clipped = clip_at_zero(y, ys.ci95_low)
+            clipped_y += [ys.n] if was_clipped else []
+            ys_err = [[below], [float(ys.ci95_high or y) - y]]
         on_front = i in front
         ax.errorbar(
             [x],
@@ -291,6 +332,8 @@ def _pareto_panel(
     ax.set_ylabel(METRIC_LABELS[ENERGY_METRIC] + " (lower is better)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, frameon=False)
+    clipped_note(ax, clipped_x, axis="x", top=0.93)
+    clipped_note(ax, clipped_y, axis="y")
     return [usable[i].key for i in front]
 
 
