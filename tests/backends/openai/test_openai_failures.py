@@ -4,6 +4,7 @@ request failed or the server is gone (the load driver with ``tolerates_failed_re
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -112,3 +113,36 @@ def test_an_http_error_is_one_failed_request_not_a_lost_server() -> None:
         backend.close()
     assert len(out.requests) == 2 and backend.n_failed == 1
     assert "HTTP 503" in backend.failed[0] and "overloaded" in backend.failed[0]
+
+
+def test_a_launched_server_that_dies_in_the_window_fails_the_run_with_its_log(
+    tmp_path: Path,
+) -> None:
+    import signal
+    import socket
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = str(Path(__file__).resolve().parents[3])
+    launch = {
+        "engine": "vllm",
+        "port": port,
+        "ready_timeout_s": 120,
+        "command": [sys.executable, "-c", f"import sys; sys.path.insert(0, {root!r}); "
+                    "from tests.fakes.openai_server import main; main(sys.argv[1:])"],
+    }  # fmt: skip
+    config = ExperimentConfig.from_dict(
+        {"model": "synthetic/tiny-llama", "backend": "openai", "openai": {"launch": launch}}
+    )
+    backend = OpenAIBackend(config, str(tmp_path), gpu_count=lambda: 0)
+    backend.load()
+    assert backend.server is not None
+    backend.server.process.send_signal(signal.SIGKILL)
+    backend.server.process.wait()
+    with pytest.raises(
+        ExperimentError, match=r"(?s)exited \(code -9\) during the run.*fake OpenAI"
+    ):
+        backend.generate(PROMPTS[:2])
+    backend.close()
