@@ -40,8 +40,12 @@ def test_dry_run_shows_runner_source_from_env(tmp_path: Path) -> None:
         ["run", str(EXAMPLES / "experiment.yaml"), "--dry-run", "--runner", "local"],
         env={"COLUMNS": "200", "LLEM_RUNNER_PYTORCH": "docker:custom/img"},
     )
-    assert res.exit_code == 0, res.output
+    # the image is not built here: the dry run says the run would be refused, and exits as it would
+    assert res.exit_code == 1, res.output
     assert "docker:custom/img (env:LLEM_RUNNER_PYTORCH)" in res.output
+    out = " ".join(res.output.split())
+    assert "--runner local is not used for pytorch: environment variable LLEM_RUNNER_PYTORCH" in out
+    assert "the run would be refused:" in out and "custom/img" in out
 
 
 def test_dry_run_lists_invalid_sweep_points(tmp_path: Path) -> None:

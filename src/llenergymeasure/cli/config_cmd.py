@@ -15,6 +15,12 @@ from llenergymeasure.environment.snapshot import capture_environment, context_fr
 from llenergymeasure.errors import LLEMError
 from llenergymeasure.runners.resolution import resolve_runner
 
+#: what a machine without a GPU measures (``llem config`` says it up front)
+NO_GPU_NOTE = (
+    "no NVIDIA GPU here: runs on this machine record no energy (the energy meters read GPU "
+    "counters), only throughput and latency; docs/meters.md says which meter needs what"
+)
+
 
 def config_command(console: Console, probe_gpus: bool = True, as_json: bool = False) -> None:
     if as_json:
@@ -107,6 +113,8 @@ def config_command(console: Console, probe_gpus: bool = True, as_json: bool = Fa
     except ImportError as exc:
         meters.add_row("?", "?", escape(f"energy layer unavailable: {exc}"))
     console.print(meters)
+    if probe_gpus and not snap.gpus:
+        console.print(f"[yellow]note:[/] {escape(NO_GPU_NOTE)}", soft_wrap=True)
 
 
 def config_data(probe_gpus: bool = True) -> dict[str, Any]:
@@ -138,4 +146,5 @@ def config_data(probe_gpus: bool = True) -> dict[str, Any]:
         "runners": runners,
         "environment": snap.model_dump(mode="json"),
         "energy_meters": meters,
+        "notes": [NO_GPU_NOTE] if probe_gpus and not snap.gpus else [],
     }

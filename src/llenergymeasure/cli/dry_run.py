@@ -1,15 +1,88 @@
-"""``llem run --dry-run``: the resolved runners, the plan, its order and its estimated duration."""
+"""``llem run --dry-run``: the resolved runners, the plan, its order and its estimated duration,
+and what the run would refuse (a Docker image not built here, a results folder it cannot write),
+checked without starting anything. ``--json``: the same as one JSON document on stdout.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from llenergymeasure.cli.plan_notes import host_gpus, plan_notes
 from llenergymeasure.cli.run_fields import _distinguish, _hms, _varying_fields
 from llenergymeasure.config.study import StudyConfig
+from llenergymeasure.errors import LLEMError
+
+
+def refusals(sr: Any, runners: dict[str, Any]) -> list[LLEMError]:
+    """What the run would stop on before its first experiment: checked, nothing started."""
+    from llenergymeasure.runners.preflight import (
+        check_docker_images_present,
+        check_results_dir_writable,
+    )
+
+    found: list[LLEMError] = []
+    images = [r.image for r in runners.values() if r.kind == "docker" and r.image]
+    try:
+        check_docker_images_present(images)
+    except LLEMError as exc:
+        found.append(exc)
+    if not any(r.kind == "slurm" for r in runners.values()):
+        try:
+            check_results_dir_writable(Path(sr.resume_dir or sr.results_dir))
+        except LLEMError as exc:
+            found.append(exc)
+    return found
+
+
+def dry_run_data(sr: Any, runners: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """The plan as one JSON-ready mapping (``llem run --dry-run --json``)."""
+    from llenergymeasure.study.planning import estimate_duration_s
+
+    study = sr.study
+    configs = study.expand()
+    fields = _varying_fields(configs)
+    plan = sr.plan()
+    gaps_total, _ = estimate_duration_s(plan)
+    return {
+        "study": study.name,
+        "study_design_hash": study.study_design_hash,
+        "results_dir": str(sr.results_dir),
+        "configs": [
+            {
+                "config_hash": c.config_hash,
+                "model": c.model,
+                "backend": c.backend,
+                "label": _distinguish(c, fields),
+                "runner": runners[c.backend].describe(),
+                "runner_source": runners[c.backend].source,
+            }
+            for c in configs
+        ],
+        "invalid_points": [p.describe() for p in study.expand_report().invalid],
+        "gaps": {
+            "config_gap_s": sr.gaps.config_gap_s,
+            "config_gap_source": sr.gaps.config_gap_source,
+            "cycle_gap_s": sr.gaps.cycle_gap_s,
+            "cycle_gap_source": sr.gaps.cycle_gap_source,
+            "total_s": gaps_total,
+        },
+        "runs": [
+            {
+                "run_id": r.run_id,
+                "cycle": r.cycle,
+                "gap_before_s": r.gap_before_s,
+                "gap_kind": r.gap_kind,
+                "config_hash": r.config.config_hash,
+            }
+            for r in plan
+        ],
+        "notes": notes,
+    }
 
 
 def print_dry_run(
@@ -19,16 +92,33 @@ def print_dry_run(
     cycles: int | None,
     no_gaps: bool,
     results_dir: Path | None,
-) -> None:
+    as_json: bool = False,
+    resume_dir: Path | None = None,
+) -> int:
+    """Print the plan (or, ``as_json``, emit it on stdout); the exit status the run would have
+    on what can be checked now: 0, or the first refusal's (1 a missing image, 74 a folder)."""
     from llenergymeasure.study.planning import estimate_duration_s
     from llenergymeasure.study.runner import StudyOptions, StudyRunner
 
     sr = StudyRunner(
         study,
         StudyOptions(runner=runner_opt, n_cycles=cycles, no_gaps=no_gaps, results_dir=results_dir),
+        resume_dir=resume_dir,
     )
     runners = sr.resolve()
     configs = study.expand()
+    notes = plan_notes(
+        configs, runners, runner_opt, host_gpus(), sr.user_config.measurement.energy_backend
+    )
+    problems = refusals(sr, runners)
+    code = problems[0].exit_code if problems else 0
+    if as_json:
+        from llenergymeasure.cli.json_out import emit
+
+        data = dry_run_data(sr, runners, notes)
+        data["would_be_refused"] = [{"message": str(p), "exit_code": p.exit_code} for p in problems]
+        emit(data)
+        return code
     fields = _varying_fields(configs)
     table = Table(title=escape(f"study {study.name!r}: {len(configs)} experiment(s)"))
     table.add_column("#", justify="right")
@@ -100,3 +190,8 @@ def print_dry_run(
             )
         console.print(order)
     console.print(f"study design hash: {study.study_design_hash}")
+    for line in notes:
+        console.print(f"[yellow]note:[/] {escape(line)}", soft_wrap=True)
+    for refused in problems:
+        console.print(f"[red]the run would be refused:[/] {escape(str(refused))}", soft_wrap=True)
+    return code

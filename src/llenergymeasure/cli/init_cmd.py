@@ -95,6 +95,21 @@ def _runner_line(backend: str, found: Detected) -> str:
     return f"  # {backend}: local  # {engine} is not importable and {why}"
 
 
+def _gap_lines(found: Detected) -> list[str]:
+    """Thermal gaps let a GPU cool to the same state before each configuration and cycle; on a
+    machine without one no energy is measured, so long gaps would only make studies slow."""
+    if found.gpus:
+        return [
+            "  config_gap_seconds: 60  # thermal gap between configurations",
+            "  cycle_gap_seconds: 300  # thermal gap between cycles",
+        ]
+    return [
+        "  config_gap_seconds: 5  # no GPU here: no energy is measured, so short gaps"
+        " (60 on a GPU machine)",
+        "  cycle_gap_seconds: 10  # (300 on a GPU machine)",
+    ]
+
+
 def render(found: Detected, results_dir: str = "./results") -> str:
     """The commented user config for what ``detect`` found."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -144,8 +159,7 @@ def render(found: Detected, results_dir: str = "./results") -> str:
         "  prompt: true  # ask before a study of several runs (llem run --yes skips)",
         "  verbosity: normal  # quiet | normal | verbose; `llem -q` / `llem -v` override per call",
         "execution:",
-        "  config_gap_seconds: 60  # thermal gap between configurations",
-        "  cycle_gap_seconds: 300  # thermal gap between cycles",
+        *_gap_lines(found),
         "",
     ]
     return "\n".join(lines)

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from llenergymeasure.cli.dry_run import print_dry_run
+from llenergymeasure.cli.plan_notes import host_gpus, plan_notes
 from llenergymeasure.cli.run_fields import _hms, _varying_fields
 from llenergymeasure.cli.run_progress import LiveProgress
 from llenergymeasure.cli.run_summary import (
@@ -79,8 +80,9 @@ def run_command(
     if dry_run:
         if study is None:
             study = StudyConfig.from_yaml(resume / STUDY_FILE)  # type: ignore[operator]
-        print_dry_run(console, study, runner, cycles, no_gaps, results_dir)
-        return 0
+        return print_dry_run(
+            console, study, runner, cycles, no_gaps, results_dir, as_json=as_json, resume_dir=resume
+        )
     fields = _varying_fields(study.expand()) if study is not None else []
     progress = LiveProgress(console, fields)
     sr = StudyRunner(
@@ -97,7 +99,11 @@ def run_command(
         source_path=file,
         observer=progress,
     )
-    if any(r.kind == "slurm" for r in sr.resolve().values()):
+    runners = sr.resolve()
+    energy_backend = sr.user_config.measurement.energy_backend
+    for line in plan_notes(sr.study.expand(), runners, runner, host_gpus(), energy_backend):
+        console.print(f"[yellow]note:[/] {escape(line)}", soft_wrap=True)
+    if any(r.kind == "slurm" for r in runners.values()):
         from llenergymeasure.cli.slurm_cmd import SlurmProgress
 
         sr.observer = progress = SlurmProgress(console)  # type: ignore[assignment]

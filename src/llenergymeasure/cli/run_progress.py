@@ -1,4 +1,9 @@
-"""The live progress view of ``llem run`` (the study observer behind it)."""
+"""The live progress view of ``llem run`` (the study observer behind it).
+
+At a terminal it is a live table redrawn in place; otherwise (CI, SLURM logs, ``| tee``) it prints
+one plain line each time a run starts, changes phase (warm-up step, measured pass) or a gap
+begins, read from the run's ``progress.json`` twice a second (a phase shorter than that may be
+skipped), so a log shows where a long run is."""
 
 from __future__ import annotations
 
@@ -39,6 +44,8 @@ class LiveProgress:
         #: runs in flight (several with execution.concurrent_runs > 1): id -> (run, k, dir, t0)
         self.active: dict[str, tuple[PlannedRun, int, Path, float]] = {}
         self.finished = 0
+        #: without a terminal: the phase last printed per run id (one line per change)
+        self.logged: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -51,24 +58,30 @@ class LiveProgress:
             self.console.print(f"resuming: {skipped} completed run(s) kept, {len(to_run)} to run")
         if self.verbosity == "quiet":
             return
-        self.live = Live(self._render(), console=self.console, refresh_per_second=2, transient=True)
-        self.live.start()
+        if self.console.is_terminal:
+            self.live = Live(
+                self._render(), console=self.console, refresh_per_second=2, transient=True
+            )
+            self.live.start()
         self._thread = threading.Thread(target=self._refresh, daemon=True)
         self._thread.start()
 
     def on_gap(self, seconds: float, kind: str) -> None:
         self.gap_until = time.monotonic() + seconds
         self.gap_kind = kind
+        if self._logging:
+            self.console.print(f"thermal gap ({kind}): {seconds:g} s", highlight=False)
 
     def on_run_start(self, run: PlannedRun, position: int, total: int, run_dir: Path) -> None:
         self.gap_until = None
         self.run, self.position, self.total, self.run_dir = run, position, total, run_dir
         self.run_started = time.monotonic()
         self.active[run.run_id] = (run, position, run_dir, self.run_started)
-        if self.verbosity == "verbose":
+        if self.verbosity == "verbose" or self._logging:
             self.console.print(
                 f"→ run {position}/{total} cycle {run.cycle}: "
-                + escape(f"{_distinguish(run.config, self.fields)}  [{run_dir}]")
+                + escape(f"{_distinguish(run.config, self.fields)}  [{run_dir}]"),
+                highlight=False,
             )
 
     def on_run_end(
@@ -138,7 +151,30 @@ class LiveProgress:
             t.add_row(f"next run in {gap_left:.0f} s (gap per GPU)")
         return t
 
+    @property
+    def _logging(self) -> bool:
+        """Plain log lines instead of the live table: no terminal, and not quiet."""
+        return not self.console.is_terminal and self.verbosity != "quiet"
+
+    def log_phases(self) -> None:
+        """Without a terminal: one line per run whose phase changed since the last call."""
+        now = time.monotonic()
+        for run, position, run_dir, started in list(self.active.values()):
+            phase = self._phase(run_dir)
+            if self.logged.get(run.run_id) == phase:
+                continue
+            self.logged[run.run_id] = phase
+            self.console.print(
+                escape(
+                    f"  run {position}/{self.total} {run.run_id}: {phase} ({now - started:.0f} s)"
+                ),
+                highlight=False,
+                soft_wrap=True,
+            )
+
     def _refresh(self) -> None:
         while not self._stop.wait(0.5):
             if self.live is not None:
                 self.live.update(self._render())
+            elif self._logging:
+                self.log_phases()

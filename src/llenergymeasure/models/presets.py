@@ -55,3 +55,28 @@ def is_synthetic(model: str) -> bool:
 
 def preset_name(model: str) -> str:
     return model[len(SYNTHETIC_PREFIX) :]
+
+
+#: presets above this many parameters are sized for a GPU: on a CPU their first run takes minutes
+GPU_SIZED_PARAMETERS = 100_000_000
+
+
+def preset_parameters(name: str) -> int | None:
+    """About how many parameters a preset's shapes give (Llama layout, untied embeddings);
+    None for a name that is not a preset."""
+    shape = SYNTHETIC_PRESETS.get(name)
+    if shape is None:
+        return None
+    h, inter = shape["hidden_size"], shape["intermediate_size"]
+    kv = h * shape["num_key_value_heads"] // shape["num_attention_heads"]
+    per_layer = 2 * h * h + 2 * h * kv + 3 * h * inter  # q, o; k, v; gate, up, down
+    return 2 * shape["vocab_size"] * h + shape["num_hidden_layers"] * per_layer
+
+
+def gpu_sized(model: str) -> int | None:
+    """The parameter count of a synthetic preset sized for a GPU, else None (tiny presets, and
+    models whose size is not known before loading them)."""
+    if not is_synthetic(model):
+        return None
+    n = preset_parameters(preset_name(model))
+    return n if n is not None and n >= GPU_SIZED_PARAMETERS else None

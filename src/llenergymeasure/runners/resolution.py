@@ -125,3 +125,39 @@ def resolve_runners(
                 "LLEM_RUNNER_<BACKEND>=docker; or split the study by backend"
             )
     return resolved
+
+
+def cli_runner_overrides(
+    resolved: Mapping[str, ResolvedRunner], cli_runner: str | None
+) -> list[str]:
+    """One line per backend whose ``--runner`` lost to an env var or the user config: which source
+    won and how to change it (the precedence is the design; losing silently is the surprise)."""
+    if not cli_runner:
+        return []
+    lines = []
+    for backend, r in sorted(resolved.items()):
+        if r.source in ("cli:--runner", "default"):
+            continue
+        try:
+            wanted = resolve_runner(backend, None, cli_runner, environ={})
+        except RunnerError:
+            continue  # the --runner value itself is refused elsewhere, with its own message
+        if wanted.describe() == r.describe():
+            continue  # same runner either way: nothing lost
+        if r.source.startswith("env:"):
+            var = r.source.removeprefix("env:")
+            how = f"unset {var} to let --runner choose"
+            won = f"environment variable {var}"
+        else:
+            path = r.source.removeprefix("user_config:")
+            var = registry.get(backend).env_vars[0]
+            how = (
+                f"remove `runners.{backend}` from {path} to let --runner choose, or set "
+                f"{var}={cli_runner} for this call (env > user config > --runner)"
+            )
+            won = f"runners.{backend} in the user config {path}"
+        lines.append(
+            f"--runner {cli_runner} is not used for {backend}: {won} takes precedence and gives "
+            f"{r.describe()}; {how}"
+        )
+    return lines
