@@ -156,14 +156,19 @@ def cache_env(directory: Path, mode: str) -> dict[str, str]:
     }
 
 
-def lock(directory: Path) -> int:
-    """An exclusive ``flock`` on ``directory/.lock`` (blocks until free); its descriptor."""
+def lock(directory: Path) -> int | None:
+    """An exclusive ``flock`` on ``directory/.lock`` (blocks until free); its descriptor, or None
+    on a filesystem that refuses locks (e.g. NFS without its lock service): the engines' writes
+    are atomic, so two runs then both compile and neither corrupts the cache."""
     import fcntl
 
     directory.mkdir(parents=True, exist_ok=True)
     fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:  # ENOLCK, EOPNOTSUPP: go on unlocked
+        os.close(fd)
+        return None
     except BaseException:
         os.close(fd)
         raise

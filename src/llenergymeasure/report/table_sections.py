@@ -14,6 +14,7 @@ from llenergymeasure.report.data import (
     energy_unavailable_reasons,
 )
 from llenergymeasure.report.html_cells import esc, kv_table, num, stat_cell, table
+from llenergymeasure.results.campaign_time import campaign_time, describe
 from llenergymeasure.results.export_rows import environment_values, run_identity, run_warnings
 from llenergymeasure.results.models import StudyResult
 
@@ -84,6 +85,9 @@ def header_section(study: StudyResult, study_dir: Path, points: Sequence[ConfigP
             ]
         )
     )
+    spent = campaign_time(study.runs)
+    if spent is not None:  # issue 26: how much of the campaign's time was measured window
+        parts.append(f"<p>Time: {esc(describe(spent))}.</p>")
     if study.measurement_protocol:
         parts.append("<h3>Measurement protocol</h3>")
         parts.append(kv_table(sorted(study.measurement_protocol.items())))
