@@ -211,6 +211,7 @@ def test_every_result_field(vllm_study: tuple[StudyResult, Path, Any], max_num_s
         "warnings": lambda v: {w.code for w in v} == {"energy_unavailable"},
         "timeseries_file": lambda v: v is None,
         "placement": lambda v: v is None,  # one run at a time: only side-by-side runs get one
+        "quality": lambda v: v is None,  # no quality: section in this study
         "extra": lambda v: (
             v["vllm_version"]
             and v["engine_kwargs"]["load_format"] == "dummy"

@@ -22,57 +22,33 @@ from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
 import torch
-from lm_eval.api.model import TemplateLM
 from lm_eval.models.utils import resolve_max_length
 from lm_eval.models.utils_hf import stop_sequences_criteria
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-from llenergymeasure.quality.common import TokenCounts, cut_at_stop, stop_sequences
+from llenergymeasure.quality.common import cut_at_stop, stop_sequences
+from llenergymeasure.quality.template import LlemTemplateLM
 
 if TYPE_CHECKING:
     from llenergymeasure.backends.pytorch.backend import PyTorchBackend
     from llenergymeasure.config.quality import QualityConfig
 
 
-class PyTorchLM(TemplateLM):
+class PyTorchLM(LlemTemplateLM):
     """lm-eval ``LM`` over a loaded ``PyTorchBackend``."""
 
     def __init__(self, backend: PyTorchBackend, quality: QualityConfig) -> None:
-        super().__init__()
         model = backend._model
         if model is None:
             raise RuntimeError(
                 "the PyTorch backend is not loaded; the quality phase runs after load"
             )
+        super().__init__(backend.tokenizer(), quality.batch_size)
         self.model = model
-        self.tokenizer = backend.tokenizer()
         self._input_device = backend._input_device
-        self.batch_size = quality.batch_size
         self.max_length = resolve_max_length(model.config, self.tokenizer, default=2048)
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else self.tokenizer.eos_token_id)
-        self.counts = TokenCounts()
-
-    # -- tokens ---------------------------------------------------------------------------------
-
-    @property
-    def eot_token_id(self) -> int:
-        return int(self.tokenizer.eos_token_id)
-
-    @property
-    def prefix_token_id(self) -> int:
-        bos = self.tokenizer.bos_token_id
-        return int(bos if bos is not None else self.tokenizer.eos_token_id)
-
-    def tok_encode(
-        self, string: str, add_special_tokens: bool | None = None, **kwargs: Any
-    ) -> list[int]:
-        if add_special_tokens is None and string.startswith(
-            self.tokenizer.decode(self.prefix_token_id)
-        ):
-            add_special_tokens = False  # the text already starts with BOS
-        extra = {} if add_special_tokens is None else {"add_special_tokens": add_special_tokens}
-        return list(self.tokenizer.encode(string, **extra))
 
     # -- log-likelihoods ------------------------------------------------------------------------
 
@@ -124,7 +100,7 @@ class PyTorchLM(TemplateLM):
     # -- generation -----------------------------------------------------------------------------
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
-        eos = self.tokenizer.decode([self.eot_token_id], skip_special_tokens=False)
+        eos = self.eos_text()
         args = [request.args for request in requests]
         out: list[str] = []
         for _, same in groupby(args, key=lambda a: repr(sorted(a[1].items()))):
