@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llenergymeasure._proc import end_descendants
 from llenergymeasure._version import __version__
 from llenergymeasure.backends.base import Backend
 from llenergymeasure.config.experiment import ExperimentConfig
@@ -50,6 +51,7 @@ from llenergymeasure.harness.records import LoadedModel
 from llenergymeasure.harness.request import HarnessRequest
 from llenergymeasure.harness.result import build_result
 from llenergymeasure.harness.timings import PhaseClock
+from llenergymeasure.harness.warmup_host_bound import warmup_host_bound
 from llenergymeasure.results.io import atomic_write_json, atomic_write_text
 from llenergymeasure.results.layout import ERROR_FILE, PROGRESS_FILE, RESULT_FILE
 from llenergymeasure.results.models import SCHEMA_VERSION, ExperimentResult, LoadRecord
@@ -199,6 +201,9 @@ def run_harness(
         prompts = prepare_prompts(config, settings, backend)
         compiled = compile_engine(backend, prompts, config, held.compile_cache, phases)
         warmup = warm_up(backend, prompts, config, phases, held.meter)
+        slow_warmup = warmup_host_bound(
+            warmup, held.meter, _idle_w(loaded.cold_baseline), _limits_w(snapshot)
+        )
         target = warmup_level(warmup, held.meter, config)
         engine_devices = list(loaded.model.load_info.cuda_devices)
         meter = follow_the_engine(
@@ -234,12 +239,19 @@ def run_harness(
             result = run_quality_phase(result, backend, meter, config, enter=phases.enter)
         phases.enter("result", "writing")
         timings = phases.clock.record(result.duration_s)
+        if slow_warmup is not None:
+            result.warnings.append(slow_warmup)
         result = result.model_copy(update={"compile": compiled, "timings": timings})
         atomic_write_text(output_dir / RESULT_FILE, result.model_dump_json(indent=2))
         phases.enter("done")
         return result
     except BaseException as exc:
         phase = exc.phase if isinstance(exc, ExperimentError) and exc.phase else phases.current
+        if own_process and getattr(exc, "lost_gpus", None):
+            # a GPU was lost under the engine: its workers may never answer a shutdown, so end
+            # them before the backend is closed (this process exists for this run alone)
+            ended = end_descendants(os.getpid())
+            print(f"[llem] GPU lost: ended the engine's processes {sorted(ended)}", flush=True)
         write_error(output_dir, phase, exc)
         if isinstance(exc, ExperimentError):
             raise
@@ -338,6 +350,15 @@ def load_engine(
     return LoadedEngine(backend, model, load_devices, cold_baseline, baseline_cache)
 
 
+def _idle_w(baseline: BaselineRecord | None) -> dict[int, float]:
+    return dict(baseline.idle_power_w) if baseline is not None and baseline.available else {}
+
+
+def _limits_w(snapshot: Any) -> dict[int, float]:
+    gpus = getattr(snapshot, "gpus", None) or []
+    return {g.nvml_index: g.power_limit_w for g in gpus if g.power_limit_w is not None}
+
+
 def prepare_compile_cache(
     config: ExperimentConfig, model_path: str | None, snapshot: Any, cache_dir: Path
 ) -> Any:
@@ -360,4 +381,7 @@ def write_error(output_dir: Path, phase: str, exc: BaseException) -> Path:
         "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
         "time": utc_now(),
     }
+    lost = getattr(exc, "lost_gpus", None)  # energy.errors.DeviceLostError: --resume checks them
+    if lost:
+        payload["lost_gpus"] = lost
     return atomic_write_json(Path(output_dir) / ERROR_FILE, payload)
