@@ -302,3 +302,43 @@ def test_second_experiment_process_hits_the_compile_cache(
     assert (cache_dir / "compile" / first["key"] / cc.MARKER_FILE).is_file()
     # the cache changes how long a run takes, not what it computes
     assert results[0]["output_tokens"] == results[1]["output_tokens"]
+
+
+_SPY = """
+import json, sys
+from pathlib import Path
+from llenergymeasure.harness import compile_cache
+real = compile_cache.prepare
+seen = {}
+def spy(*args, **kwargs):
+    seen["torch_imported"] = "torch" in sys.modules
+    cache = real(*args, **kwargs)
+    seen["env_dir"] = __import__("os").environ.get("TORCHINDUCTOR_CACHE_DIR")
+    return cache
+compile_cache.prepare = spy
+from llenergymeasure.harness.entry import run_request_file
+rc = run_request_file(Path(sys.argv[1]), Path(sys.argv[2]))
+seen["torch_imported_after"] = "torch" in sys.modules
+print("SEEN" + json.dumps(seen))
+sys.exit(rc)
+"""
+
+
+def test_the_cache_variables_are_set_before_torch_is_imported(
+    tmp_path: Path, shared_model_cache: Path
+) -> None:
+    """torch reads TORCHINDUCTOR_FX_GRAPH_CACHE when its Inductor config is imported: the
+    harness must prepare the cache in a process that has not imported torch yet."""
+    pytest.importorskip("torch")
+    request = HarnessRequest(
+        config=ExperimentConfig.from_dict(tiny_experiment()),
+        settings=HarnessSettings(energy_backend="none", model_cache_dir=str(shared_model_cache)),
+    )
+    request.write(tmp_path / "request.json")
+    argv = [sys.executable, "-c", _SPY, str(tmp_path / "request.json"), str(tmp_path / "run")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TORCHINDUCTOR", "TRITON"))}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.split("SEEN", 1)[1])
+    assert seen["torch_imported"] is False and seen["torch_imported_after"] is True
+    assert seen["env_dir"].startswith(str(shared_model_cache / "compile"))
