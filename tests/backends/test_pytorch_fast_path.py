@@ -158,3 +158,24 @@ def test_sharded_synthetic_model_is_filled_in_parts_from_one_stream(model_path: 
     fill_random_weights(torch, ref.model.layers[0], 7, 0.02)
     fill_random_weights(torch, fresh, 7, 0.02)
     assert torch.equal(ref.model.layers[0].self_attn.q_proj.weight, fresh.self_attn.q_proj.weight)
+
+
+@pytest.mark.gpu
+def test_gpu_cuda_graph_decode_gives_the_eager_loops_greedy_tokens(model_path: str) -> None:
+    """Issue 26 item 4: the decode step replayed as a CUDA graph (``reduce-overhead``) decodes the
+    same greedy tokens as the eager loop, on the first batch (compile + capture) and on replays."""
+    m, _ = build_random_model(
+        torch, transformers, model_path, dtype=torch.float32, device="cuda", seed=42
+    )
+    m.eval()
+    ids, mask = (t.cuda() for t in _batch())
+    settings = {"eos_ids": [EOS], "pad_id": PAD}
+    eager = StaticDecoder(torch, m, DecodeSettings(**settings, compile=False), 64)
+    graphs = StaticDecoder(
+        torch, m, DecodeSettings(**settings, compile=True, compile_mode="reduce-overhead"), 64
+    )
+    ref, _ = eager.generate(ids, mask, 16)
+    for _ in range(3):  # compile and capture, then replays
+        tokens, timing = graphs.generate(ids, mask, 16)
+        assert torch.equal(tokens, ref)
+        assert len(timing.step_offsets_s) == 16
