@@ -373,6 +373,11 @@ class ExperimentConfig(_ExperimentSections):
                 f"workload: serving is not available for backend {self.backend!r}; use one of "
                 f"{', '.join(registry.serving_names())}"
             )
+        if self.load.search is not None and self.slo is None:
+            raise ValueError(
+                "load.search finds the highest rate meeting the SLO, but no `slo:` is given; add "
+                "e.g. slo: {ttft_ms: 500}"
+            )
         if self.load.lengths == "dataset" and self.dataset.kind == "synthetic":
             raise ValueError(
                 "load.lengths: dataset needs a JSONL or Hugging Face dataset.source (synthetic "
@@ -403,6 +408,8 @@ class ExperimentConfig(_ExperimentSections):
         for spec in registry.specs():  # a backend added later changes no other config's hash
             if not spec.section_in_every_hash and data.get(spec.name, 0) is None:
                 data.pop(spec.name)
+        if isinstance(data.get("load"), dict) and data["load"].get("search", 0) is None:
+            data["load"].pop("search")  # absent when None: every earlier hash unchanged
         data[self.backend] = self.backend_section().model_dump(mode="json")
         hashable_gpus(data, self.gpus)  # absent when None: every earlier hash unchanged
         if self.quality is None:  # absent when None: every earlier hash unchanged

@@ -21,6 +21,45 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SloSearchConfig(_Strict):
+    """``load.search``: find the highest request rate at which the SLO attainment holds.
+
+    The study runs the config at rates chosen by bisection inside ``rate_rps`` (each run an
+    ordinary open-loop run at one rate, recorded in the manifest) until the highest rate that met
+    ``slo_attainment`` and the lowest that missed it are at most ``tolerance_rps`` apart
+    (``study/slo_search.py``; docs/configuration.md).
+    """
+
+    slo_attainment: float = Field(
+        0.9, gt=0.0, le=1.0, description="share of requests that must meet the SLO"
+    )
+    rate_rps: tuple[float, float] = Field(
+        ..., description="[lowest, highest] request rate to search, requests per second"
+    )
+    tolerance_rps: float | None = Field(
+        None,
+        gt=0.0,
+        description="stop when the bracket is this narrow (req/s); none: 1/16 of the range",
+    )
+    max_runs: int = Field(12, ge=2, le=100, description="never more runs than this")
+
+    @model_validator(mode="after")
+    def _range(self) -> SloSearchConfig:
+        lo, hi = self.rate_rps
+        if not 0.0 < lo < hi:
+            raise ValueError(
+                f"load.search.rate_rps must be [low, high] with 0 < low < high, got {[lo, hi]}; "
+                "e.g. rate_rps: [1, 32]"
+            )
+        return self
+
+    @property
+    def tolerance(self) -> float:
+        """The bracket width at which the search stops, req/s."""
+        lo, hi = self.rate_rps
+        return self.tolerance_rps if self.tolerance_rps is not None else (hi - lo) / 16.0
+
+
 class LoadConfig(_Strict):
     """Request arrivals of a serving experiment.
 
@@ -53,6 +92,9 @@ class LoadConfig(_Strict):
     seed: int | None = Field(
         None, ge=0, description="seed of the arrival process; none: the experiment's seed"
     )
+    search: SloSearchConfig | None = Field(
+        None, description="open loop: search the highest rate meeting the SLO (a study of runs)"
+    )
     lengths: Literal["fixed", "dataset"] = Field(
         "fixed",
         description=(
@@ -66,9 +108,17 @@ class LoadConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_mode(self) -> LoadConfig:
-        open_loop = self.rate_rps is not None or (
-            self.arrival == "trace" and self.concurrency is None
+        open_loop = (
+            self.rate_rps is not None
+            or self.search is not None
+            or (self.arrival == "trace" and self.concurrency is None)
         )
+        if self.search is not None and (self.rate_rps is not None or self.concurrency):
+            given = "rate_rps" if self.rate_rps is not None else "concurrency"
+            raise ValueError(
+                f"load.search sets the request rate of each run, but load.{given} is also given; "
+                f"remove load.{given} (the search's range is load.search.rate_rps)"
+            )
         if self.concurrency is not None and self.rate_rps is not None:
             raise ValueError(
                 f"load.rate_rps ({self.rate_rps}) and load.concurrency ({self.concurrency}) are "
@@ -108,6 +158,9 @@ class LoadConfig(_Strict):
         if self.concurrency is not None:
             return f"closed@{self.concurrency}"
         rate = f"@{self.rate_rps:g}rps" if self.rate_rps is not None else ""
+        if self.search is not None:
+            lo, hi = self.search.rate_rps
+            rate = f"@search[{lo:g}-{hi:g}]rps"
         return f"{self.arrival}{rate}"
 
 

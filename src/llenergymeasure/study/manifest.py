@@ -126,6 +126,17 @@ class ManifestStore:
     def get(self, run_id: str) -> ManifestRun:
         return self._index[run_id]
 
+    def has(self, run_id: str) -> bool:
+        return run_id in self._index
+
+    def append(self, run: ManifestRun) -> ManifestRun:
+        """Add a run decided while the study runs (an SLO search's next rate), saved at once."""
+        with self._lock:
+            self.manifest.runs.append(run)
+            self._index[run.run_id] = run
+            self.save()
+        return run
+
     def transition(
         self, run_id: str, status: RunState, note: str | None = None, **fields: Any
     ) -> ManifestRun:

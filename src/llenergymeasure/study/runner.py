@@ -53,6 +53,7 @@ from llenergymeasure.study.planning import (
 )
 from llenergymeasure.study.recovery import adopt_finished_results, refuse_if_still_running
 from llenergymeasure.study.requests import RequestBuilder, runner_record
+from llenergymeasure.study.slo_search import is_probe_id, is_search, refuse_unsupported, run_search
 from llenergymeasure.timestamps import utc_now
 
 
@@ -241,6 +242,7 @@ class StudyRunner:
         # execution.concurrent_runs > 1: the GPU pool, checked against the plan before anything
         # is written (None: one run at a time)
         pool = self.concurrency_pool(plan, runners)
+        refuse_unsupported(plan, pool is not None, any(r.kind == "slurm" for r in runners.values()))
         started_at = utc_now()
         if self.resume_dir is not None and self.resume_manifest is not None:
             # a resumed study started when it was first started, not now
@@ -248,7 +250,8 @@ class StudyRunner:
             study_dir = self.resume_dir
             store = ManifestStore(study_dir, self.resume_manifest)
             planned_ids = [r.run_id for r in plan]
-            manifest_ids = [r.run_id for r in store.manifest.runs]
+            # an SLO search's runs were added as it went (study/slo_search.py)
+            manifest_ids = [r.run_id for r in store.manifest.runs if not is_probe_id(r.run_id)]
             if planned_ids != manifest_ids:
                 raise ConfigError(
                     f"--resume {study_dir}: the plan no longer matches the manifest (different runs or "
@@ -307,7 +310,7 @@ class StudyRunner:
                         self.observer.on_gap(run.gap_before_s, run.gap_kind)
                         time.sleep(run.gap_before_s)
                     current = run
-                    outcome = self._run_one(
+                    outcome = self._run_planned(
                         store, run, runners[run.config.backend], position, len(to_run), locker
                     )
                     current = None
@@ -402,6 +405,25 @@ class StudyRunner:
             position,
             total,
             locker,
+        )
+
+    def _run_planned(
+        self,
+        store: ManifestStore,
+        run: PlannedRun,
+        resolved: ResolvedRunner,
+        position: int,
+        total: int,
+        locker: DeviceLocker | None = None,
+    ) -> RunOutcome:
+        """One planned run; a config with ``load.search`` is a search of runs (slo_search.py)."""
+        if not is_search(run.config):
+            return self._run_one(store, run, resolved, position, total, locker)
+        return run_search(
+            store,
+            run,
+            lambda probe: self._run_one(store, probe, resolved, position, total, locker),
+            gap_s=self.gaps.config_gap_s,
         )
 
     def _interrupted(
