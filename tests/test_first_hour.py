@@ -242,3 +242,36 @@ def test_status_reads_a_read_only_study_dir(tmp_path: Path, shared_model_cache: 
         assert "pending 1" in res.output
     finally:
         _umount(where)
+
+
+def test_the_cpu_quick_start_study_runs_and_logs_without_a_terminal(
+    tmp_path: Path, shared_model_cache: Path
+) -> None:
+    """The Quick start's study, verbatim, as CI or a SLURM log runs it (stdout not a terminal):
+    the plan says no energy is recorded, each run logs its phases, the summary says it again."""
+    import os
+    import sys
+
+    env = {
+        **os.environ,
+        "LLEM_CONFIG": str(user_config_file(tmp_path, shared_model_cache)),
+        "COLUMNS": "200",
+    }
+    env.pop("LLEM_RUNNER_PYTORCH", None)
+    res = subprocess.run(
+        [sys.executable, "-m", "llenergymeasure", "run", str(EXAMPLES / "study-cpu.yaml"), "--yes"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    out = " ".join(res.stdout.split())
+    assert res.returncode == 0, res.stdout + res.stderr
+    from llenergymeasure.cli.plan_notes import host_gpus
+
+    if host_gpus() == 0:  # the plan's note (the tests' user config says energy_backend none)
+        assert "energy_backend is none: no energy is recorded" in out
+    assert "→ run 1/4 cycle 1: batch_size=1" in out and "→ run 4/4 cycle 2: batch_size=4" in out
+    assert "thermal gap (config): 2 s" in out and "thermal gap (cycle): 5 s" in out
+    assert ": measure" in out  # a phase line of the measured window
+    assert "no energy recorded in any run" in out

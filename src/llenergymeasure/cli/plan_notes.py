@@ -33,7 +33,9 @@ def no_gpu_lines(configs: Iterable[ExperimentConfig], energy_backend: str) -> li
             "says why); throughput and latency are measured"
         )
     else:
-        lines.append("energy_backend none: no energy is recorded; throughput and latency are")
+        lines.append(
+            "energy_backend is none: no energy is recorded; throughput and latency are measured"
+        )
     return lines
 
 

@@ -82,6 +82,7 @@ class LiveProgress:
                 f"→ run {position}/{total} cycle {run.cycle}: "
                 + escape(f"{_distinguish(run.config, self.fields)}  [{run_dir}]"),
                 highlight=False,
+                soft_wrap=self._logging,  # a log line stays one line, whatever the width
             )
 
     def on_run_end(
