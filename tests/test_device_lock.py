@@ -171,3 +171,80 @@ def test_a_study_waits_for_another_studys_run_and_records_it(
         assert "held by study /studies/first_study" in lock["waited_for"][0]
     finally:
         a.kill()
+
+
+def test_side_by_side_runs_lock_their_pool_gpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """execution.concurrent_runs: each run locks its own GPUs (the pool's labels); the run whose
+    GPU another study holds waits for it, its neighbour does not."""
+    import functools
+    import threading
+
+    import llenergymeasure.study.concurrent as concurrent_mod
+    import llenergymeasure.study.runner as runner_mod
+    from llenergymeasure.config.study import StudyConfig
+    from llenergymeasure.config.user import UserConfig
+    from llenergymeasure.runners.device_lock import DeviceLocker
+    from llenergymeasure.study.runner import StudyOptions, StudyRunner
+    from tests.concurrent_doubles import Log
+
+    log = Log()
+    seen: dict[tuple[int, ...], DeviceLockRecord | None] = {}
+
+    class Recording:
+        def __init__(self, gpus: list[int]) -> None:
+            self.inner = log.make_executor(None, gpus)
+            self.gpus = gpus
+
+        def run(self, request, run_dir, timeout_s=None):  # type: ignore[no-untyped-def]
+            seen[tuple(self.gpus)] = request.runner.device_lock
+            return self.inner.run(request, run_dir, timeout_s)
+
+    monkeypatch.setattr(
+        concurrent_mod, "executor_for", lambda resolved, cache, gpus=None: Recording(gpus or [])
+    )
+    waiting = threading.Event()
+    told: list[str] = []
+
+    def on_wait(line: str) -> None:
+        told.append(line)
+        waiting.set()
+
+    monkeypatch.setattr(
+        runner_mod, "DeviceLocker", functools.partial(DeviceLocker, on_wait=on_wait)
+    )
+    study = StudyConfig(
+        name="side",
+        base={"model": "synthetic/tiny-llama"},
+        sweep={"batch_size": [1, 2]},
+        execution={
+            "n_cycles": 1,
+            "config_gap_seconds": 0,
+            "cycle_gap_seconds": 0,
+            "concurrent_runs": 2,
+        },
+    )
+    sr = StudyRunner(
+        study,
+        StudyOptions(results_dir=tmp_path / "results", gpu_pool={0: "GPU-a", 1: "GPU-b"}),
+        user_config=UserConfig(),
+    )
+    a = _holder("/studies/first_study", "GPU-b", tmp_path / "a")
+    try:
+        _wait_for(tmp_path / "a" / "held", a, "the other study holding GPU-b")
+        box: dict = {}
+        thread = threading.Thread(target=lambda: box.update(result=sr.run()), daemon=True)
+        thread.start()
+        assert waiting.wait(120), "the run on GPU-b never waited"
+        assert (1,) not in seen  # it has not started while the other study holds its GPU
+        (tmp_path / "a" / "release").touch()
+        thread.join(120)
+        assert not thread.is_alive() and not box["result"].failures
+    finally:
+        a.kill()
+    assert "GPU-b is held by study /studies/first_study" in told[0]
+    on_a, on_b = seen[(0,)], seen[(1,)]
+    assert on_a is not None and on_a.devices == ["GPU-a"] and on_a.waited_for == []
+    assert on_b is not None and on_b.devices == ["GPU-b"] and on_b.waited_s > 0
+    assert on_b.waited_for == [told[0].removeprefix("waiting: ")]
