@@ -130,3 +130,29 @@ def test_parquet_run_columns() -> None:
         _result("002_c1_pytorch_abcd1234", 0.5, 0.25).model_copy(update={"quality": None})
     )
     assert plain["quality.ok"] is None and plain["quality_energy_per_correct_j"] is None
+
+
+def test_leaderboard_ranks_by_j_per_correct_answer_and_draws_the_quality_front() -> None:
+    from llenergymeasure.results.leaderboard import _quality_boards
+
+    def point(h: str, acc: float | None, j_token: float, j_correct: float | None) -> dict:
+        return {
+            "study_dir": "/s",
+            "config_hash": h,
+            "quality_accuracy_mean": acc,
+            "energy_per_output_token_j_mean": j_token,
+            "quality_energy_per_correct_j_mean": j_correct,
+        }
+
+    # a: accurate and frugal; b: less accurate, cheaper per token; c: dominated by a; d: no quality
+    points = [
+        point("a", 0.8, 1.0, 5.0),
+        point("b", 0.5, 0.5, 4.0),
+        point("c", 0.6, 1.2, 9.0),
+        point("d", None, 0.1, None),
+    ]
+    front, ranking = _quality_boards(points)
+    assert set(front) == {"/s#a", "/s#b"}
+    assert ranking == ["/s#b", "/s#a", "/s#c"]
+    assert [p["quality_rank"] for p in points] == [2, 1, 3, None]
+    assert [p["on_quality_front"] for p in points] == [True, True, False, None]

@@ -47,6 +47,8 @@ METRIC_LABELS: dict[str, str] = {
     "itl_p50_ms": "ITL p50 (ms)",
     "itl_p99_ms": "ITL p99 (ms)",
     "request_latency_p50_ms": "request latency p50 (ms)",
+    "quality_accuracy": "accuracy (quality tasks)",
+    "quality_energy_per_correct_j": "J per correct answer (quality tasks)",
 }
 
 ENERGY_METRIC = "energy_per_output_token_j"

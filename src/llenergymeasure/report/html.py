@@ -14,6 +14,7 @@ from llenergymeasure.report.data import config_points, energy_unavailable_reason
 from llenergymeasure.report.embedded_figures import FIGURES_DIR, EmbeddedFigures
 from llenergymeasure.report.figure_sections import axes_section, pareto_section, power_section
 from llenergymeasure.report.html_page import document
+from llenergymeasure.report.quality_section import quality_section
 from llenergymeasure.report.serving_sections import serving_section
 from llenergymeasure.report.table_sections import (
     environment_section,
@@ -53,6 +54,7 @@ def generate_report(study: StudyResult, study_dir: Path) -> Path:
             summary_section(points, axes),
             axes_section(points, axes, figs, energy_note),
             pareto_section(points, figs, energy_note),
+            quality_section(study, points, figs),
             serving_section(study, figs),
             power_section(study, study_dir, points, figs),
             runs_section(study, points),

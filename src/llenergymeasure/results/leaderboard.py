@@ -32,6 +32,11 @@ from llenergymeasure.results.pareto import pareto_front
 ENERGY = "energy_per_output_token_j"
 THROUGHPUT = "output_tokens_per_s"
 LATENCY = "ttft_p50_ms"
+#: quality runs (docs/quality.md): accuracy over the tasks with an accuracy-type metric, and
+#: joules per correct answer (the quality ranking's key, lower first)
+ACCURACY = "quality_accuracy"
+PER_CORRECT = "quality_energy_per_correct_j"
+RANKED = (ENERGY, THROUGHPUT, LATENCY, ACCURACY, PER_CORRECT)
 
 #: the per-point fields of the CSV, in order.
 POINT_FIELDS = (
@@ -46,9 +51,11 @@ POINT_FIELDS = (
     "precision",
     "batch_size",
     "n_runs",
-    *(f"{m}_{s}" for m in (ENERGY, THROUGHPUT, LATENCY) for s in ("mean", "ci95_low", "ci95_high")),
+    *(f"{m}_{s}" for m in RANKED for s in ("mean", "ci95_low", "ci95_high")),
     "on_throughput_front",
     "on_latency_front",
+    "on_quality_front",
+    "quality_rank",
     "run_ids",
     "run_dirs",
 )
@@ -171,9 +178,7 @@ def _exclusion(point: dict[str, Any], on_board: bool) -> dict[str, Any] | None:
 
 def leaderboards(archive: Archive) -> list[dict[str, Any]]:
     """One leaderboard per (model, GPU) found in the archive, each with its points and fronts."""
-    stats = [
-        f"{m}_{s}" for m in (ENERGY, THROUGHPUT, LATENCY) for s in ("mean", "ci95_low", "ci95_high")
-    ]
+    stats = [f"{m}_{s}" for m in RANKED for s in ("mean", "ci95_low", "ci95_high")]
     cols = ", ".join(f'"{c}"' for c in stats)
     rows = archive.records(
         'SELECT "study.dir" AS study_dir, "study.name" AS study_name, config_hash, config_label, '
@@ -218,6 +223,7 @@ def leaderboards(archive: Archive) -> list[dict[str, Any]]:
             for p in with_energy:
                 p[f"on_{name}_front"] = id(p) in on
             fronts[name] = [f"{usable[i]['study_dir']}#{usable[i]['config_hash']}" for i in idx]
+        quality_front, quality_ranking = _quality_boards(with_energy)
         out.append(
             {
                 "model": model,
@@ -228,14 +234,42 @@ def leaderboards(archive: Archive) -> list[dict[str, Any]]:
                     "energy": f"{ENERGY} (J per generated token, mean over the study's valid runs)",
                     "throughput": f"{THROUGHPUT} (generated tokens per second)",
                     "latency": f"{LATENCY} (median time to first token, ms)",
+                    "accuracy": f"{ACCURACY} (correct answers / items of the quality tasks)",
+                    "per_correct": f"{PER_CORRECT} (J per correct answer of the quality tasks)",
                 },
                 "points": with_energy,
                 "throughput_front": fronts["throughput"],
                 "latency_front": fronts["latency"],
+                "quality_front": quality_front,
+                "quality_ranking": quality_ranking,
                 "excluded": excluded,
             }
         )
     return out
+
+
+def _quality_boards(points: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """The accuracy / J-per-token front and the ranking by J per correct answer (lower first),
+    over the points with quality figures; marks each point's ``on_quality_front``/``quality_rank``."""
+
+    def key(p: dict[str, Any]) -> str:
+        return f"{p['study_dir']}#{p['config_hash']}"
+
+    scored = [p for p in points if _finite(p.get(f"{ACCURACY}_mean"))]
+    idx = pareto_front(
+        [(p[f"{ACCURACY}_mean"], p[f"{ENERGY}_mean"]) for p in scored], maximise_x=True
+    )
+    on = {id(scored[i]) for i in idx}
+    ranked = sorted(
+        (p for p in scored if _finite(p.get(f"{PER_CORRECT}_mean"))),
+        key=lambda p: p[f"{PER_CORRECT}_mean"],
+    )
+    rank = {id(p): k + 1 for k, p in enumerate(ranked)}
+    has_quality = {id(p) for p in scored}
+    for p in points:
+        p["on_quality_front"] = id(p) in on if id(p) in has_quality else None
+        p["quality_rank"] = rank.get(id(p))
+    return [key(scored[i]) for i in idx], [key(p) for p in ranked]
 
 
 def board_summary(board: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.results.export_columns import RUN_COLUMNS, run_columns
+from llenergymeasure.results.quality_stats import ACCURACY, ENERGY_PER_CORRECT
 from llenergymeasure.results.stats import _T975, METRICS
 
 #: columns the archive adds in front of each run's ``results.parquet`` columns.
@@ -68,8 +69,9 @@ RUN_STATUS_COLUMNS: dict[str, tuple[str, str]] = {
 #: statistics the ``configs`` view gives for each metric (``<metric>_<stat>``).
 CONFIG_STATS = ("mean", "std", "ci95_low", "ci95_high", "ci95_half_width", "n")
 
-#: the metrics of the ``configs`` view: the study statistics' metrics (as in ``summary.csv``).
-CONFIG_METRICS: tuple[str, ...] = tuple(METRICS)
+#: the metrics of the ``configs`` view: the study statistics' metrics (as in ``summary.csv``),
+#: and the over-all quality figures (per-task ones vary by study: ``quality.tasks_json``)
+CONFIG_METRICS: tuple[str, ...] = (*METRICS, ACCURACY, ENERGY_PER_CORRECT)
 
 #: per-config columns of ``configs`` taken from the runs (first value; all runs of a config agree).
 CONFIG_ID_COLUMNS: dict[str, str] = {
@@ -93,6 +95,7 @@ _BOOLEAN = {
     "valid",
     "baseline.accepted",
     "cold_baseline.from_cache",
+    "quality.ok",
 }
 _BIGINT = {
     "cycle",
@@ -108,6 +111,7 @@ _BIGINT = {
     "n_warnings",
     "env.cpu_cores_logical",
     "env.gpu_count",
+    "quality.n_items",
 }
 _DOUBLE_SUFFIXES = ("_j", "_w", "_s", "_ms", "_mb", "_gb", "_g", "_kwh", "_cv")
 _DOUBLE = {
@@ -115,6 +119,8 @@ _DOUBLE = {
     "co2.datacenter_pue",
     "energy_quantisation_bound_rel",
     "energy_split.prefill_share",
+    "quality.n_correct",
+    "quality_accuracy",
 }
 
 
