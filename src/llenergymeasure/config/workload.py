@@ -93,7 +93,10 @@ class LoadConfig(_Strict):
         None, ge=0, description="seed of the arrival process; none: the experiment's seed"
     )
     search: SloSearchConfig | None = Field(
-        None, description="open loop: search the highest rate meeting the SLO (a study of runs)"
+        None,
+        description="open loop: search the highest rate meeting the SLO (a study of runs)",
+        # left out of the request when absent, so images built before this field read it
+        exclude_if=lambda v: v is None,
     )
     lengths: Literal["fixed", "dataset"] = Field(
         "fixed",
