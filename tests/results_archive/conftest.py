@@ -69,8 +69,8 @@ def run_study(
     assert out.returncode == 0, out.stdout + out.stderr
     root = tmp / "results"
     (study,) = [p for p in root.iterdir() if p.is_dir()]
-    # .venv-vllm has no [report] extra (pyarrow): its study has no results.parquet and the
-    # archive reads it from JSON, like a study of an older version
+    # without pyarrow a study has no results.parquet and the archive reads it from JSON, like a
+    # study of an older version
     assert (study / "results.parquet").exists() == parquet
     return root
 
@@ -153,4 +153,13 @@ def vllm_env_root(
     vllm_python: Path,  # noqa: F811
 ) -> Path:
     tmp = tmp_path_factory.mktemp("venv-vllm")
-    return run_study(vllm_python, tmp, "cpu-study", shared_model_cache, parquet=False)
+    # .venv-vllm installs no [report] extra, but lm-eval (its [quality] extra) brings pyarrow
+    # through datasets: the study has results.parquet exactly when that python has pyarrow
+    probe = subprocess.run(
+        [str(vllm_python), "-c", "import importlib.util as u; print(bool(u.find_spec('pyarrow')))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    parquet = probe.stdout.strip() == "True"
+    return run_study(vllm_python, tmp, "cpu-study", shared_model_cache, parquet=parquet)
