@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -88,7 +88,7 @@ def _config(**load: Any) -> dict[str, Any]:
 def test_bad_search_input_names_the_field() -> None:
     with pytest.raises(ValueError, match=r"load.search.rate_rps must be \[low, high\]"):
         ExperimentConfig(**_config(search={"rate_rps": [8, 2]}))
-    with pytest.raises(ValueError, match="remove load.rate_rps"):
+    with pytest.raises(ValueError, match=r"remove load\.rate_rps"):
         ExperimentConfig(**_config(rate_rps=4, search={"rate_rps": [1, 8]}))
     cfg = _config(search={"rate_rps": [1, 8]})
     cfg.pop("slo")
@@ -104,7 +104,7 @@ def test_a_config_without_search_keeps_its_hash() -> None:
 class KnownCapacityExecutor:
     """Stands for the local runner: writes the result the fake engine would measure."""
 
-    calls: list[float] = []
+    calls: ClassVar[list[float]] = []
 
     def run(self, request: Any, run_dir: Path, timeout_s: Any) -> RunOutcome:
         cfg = request.config
@@ -205,8 +205,17 @@ def test_search_refused_where_runs_are_decided_ahead(
     from llenergymeasure.study.slo_search import refuse_unsupported
 
     plan = _study(tmp_path).plan()
-    with pytest.raises(ConfigError, match="cannot run under execution.concurrent_runs"):
+    with pytest.raises(ConfigError, match=r"cannot run under execution\.concurrent_runs"):
         refuse_unsupported(plan, concurrent=True, slurm=False)
     with pytest.raises(ConfigError, match="the slurm runner"):
         refuse_unsupported(plan, concurrent=False, slurm=True)
     refuse_unsupported(plan, concurrent=False, slurm=False)
+
+
+def test_a_single_run_of_a_search_config_names_what_to_do() -> None:
+    from llenergymeasure.harness.serving.schedule import arrival_offsets
+
+    cfg = ExperimentConfig(**_config(search={"rate_rps": [1, 8]}))
+    assert cfg.load is not None
+    with pytest.raises(ConfigError, match=r"load\.search .* is a search over runs"):
+        arrival_offsets(cfg.load, 0)

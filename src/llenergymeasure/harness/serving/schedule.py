@@ -58,6 +58,13 @@ def arrival_offsets(load: LoadConfig, seed: int) -> list[float]:
     """Send times (s from the window start) of an open-loop load; see the module docstring."""
     if load.closed_loop:
         raise ValueError("a closed-loop load (concurrency) has no arrival schedule")
+    if load.search is not None:
+        lo, hi = load.search.rate_rps
+        raise ConfigError(
+            f"load.search (rates {lo:g} to {hi:g} req/s) is a search over runs, run by a study "
+            "(`llem run FILE`), which gives each run its load.rate_rps; a single run needs "
+            "load.rate_rps instead of load.search"
+        )
     cap = load.n_requests or MAX_SCHEDULED
     horizon = load.duration_s if load.duration_s is not None else float("inf")
     rng = random.Random(seed if load.seed is None else load.seed)
