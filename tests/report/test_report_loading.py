@@ -151,10 +151,16 @@ def test_an_empty_dir_is_not_a_study_dir(tmp_path: Path) -> None:
         load_study_dir(tmp_path)
 
 
-def test_corrupt_study_result(fixture_study: Path) -> None:
+def test_corrupt_study_result_is_skipped_and_the_study_rebuilt(fixture_study: Path) -> None:
     (fixture_study / "study_result.json").write_text('{"name": 3}')
-    with pytest.raises(StudyDirError, match="not a valid StudyResult"):
-        load_study_dir(fixture_study)
+    notes: list[str] = []
+    study = load_study_dir(fixture_study, notes)
+    assert len(notes) == 1
+    assert notes[0].startswith(
+        "study_result.json skipped: a field has the wrong type or is missing"
+    )
+    assert "name: Input should be a valid string" in notes[0]
+    assert len(study.runs) == 4 and not study.failures  # from the manifest and the run folders
 
 
 def test_unknown_schema_major_is_refused(fixture_study: Path) -> None:

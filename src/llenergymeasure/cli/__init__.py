@@ -200,11 +200,15 @@ def report(
             soft_wrap=True,
         )
         raise typer.Exit(1) from None
+    notes: list[str] = []
     try:
-        path = report_command(study_dir)
+        path = report_command(study_dir, notes)
     except LLEMError as exc:
         fail(exc)
         return
+    finally:
+        for line in notes:  # damaged files skipped
+            err_console.print("[yellow]note:[/] " + escape(line), highlight=False, soft_wrap=True)
     console.print("report: " + escape(str(path)), highlight=False, soft_wrap=True)
 
 

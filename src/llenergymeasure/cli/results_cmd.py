@@ -209,6 +209,10 @@ def show(
                 _print_study(data)
     except LLEMError as exc:
         _fail(exc)
+    for path, why in archive.unreadable_parquet.items():  # read from the runs' JSON instead
+        err_console.print(
+            f"[yellow]skipped[/] {escape(path)}: {escape(why)}; read from the runs' result.json"
+        )
 
 
 def _roots_for(target: str) -> list[Path] | None:

@@ -118,9 +118,11 @@ class LiveProgress:
         if run_dir is None:
             return "starting"
         try:
-            data = json.loads((run_dir / PROGRESS_FILE).read_text())
-            return data.get("phase", "?") + (f" {data['detail']}" if data.get("detail") else "")
-        except (OSError, ValueError):
+            data = json.loads((run_dir / PROGRESS_FILE).read_text(errors="replace"))
+            return str(data.get("phase", "?")) + (
+                f" {data['detail']}" if data.get("detail") else ""
+            )
+        except (OSError, ValueError, AttributeError):  # none yet, or a damaged one
             return "starting"
 
     def _render(self) -> Table:

@@ -57,15 +57,27 @@ SUB_WINDOW_S = 1.0  # length of the idle sub-windows (10 sensor periods on an H2
 _IGNORED_IN_BASELINE = {"short_window", "power_capped", "counter_power_mismatch"}
 
 
-def _load_cache(path: Path) -> dict[str, Any]:
+def _load_cache(path: Path, problems: list[str] | None = None) -> dict[str, Any]:
+    """The cache's entries; a file that cannot be used is ignored (and rebuilt when a window is
+    stored), with why in ``problems`` when given."""
+    problem = None
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = json.loads(path.read_text(errors="replace"))
+    except FileNotFoundError:
         return {}
-    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
+    except (OSError, ValueError) as exc:
+        data, problem = None, f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+    if problem is None and not isinstance(data, dict):
+        problem = "not a JSON object"
+    elif problem is None and data.get("version") != CACHE_VERSION:
+        problem = f"cache version {data.get('version')!r}, not {CACHE_VERSION}"
+    elif problem is None and not isinstance(data.get("entries"), dict):
+        problem = "its entries are not a mapping"
+    if problem is not None:
+        if problems is not None:
+            problems.append(problem)
         return {}
-    entries = data.get("entries")
-    return entries if isinstance(entries, dict) else {}
+    return dict(data["entries"])
 
 
 def _save_cache(path: Path, entries: dict[str, Any]) -> None:
@@ -302,8 +314,14 @@ def measure_idle_baseline(
     cache_path = Path(cache_dir) / CACHE_FILE if cache_dir is not None and use_cache else None
     cache_key = ",".join(keys[i] for i in sorted(keys)) or None
 
+    cache_problems: list[str] = []
     if cache_path is not None:
-        cached = _from_cache(_load_cache(cache_path), keys, clock(), ttl_s, kind, cache_key)
+        entries = _load_cache(cache_path, cache_problems)
+        try:
+            cached = _from_cache(entries, keys, clock(), ttl_s, kind, cache_key)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # an entry of wrong type
+            cached = None
+            cache_problems.append(f"an entry has a field of the wrong type ({exc})")
         if cached is not None:
             return cached
 
@@ -346,14 +364,25 @@ def measure_idle_baseline(
     )
     # A window that saw other processes, throttling, load or drift is not cached: it is not idle.
     # Nor is one that has no mean for some GPU (a device missing from a sub-window).
-    if (
+    stored = (
         cache_write
         and cache_path is not None
         and not record.warnings
         and record.accepted
         and all(i in means for i in keys)
-    ):
+    )
+    if stored and cache_path is not None:
         _store(cache_path, keys, record, clock(), seen.n_samples)
+    if cache_problems:  # after the store decision: this note is no reason not to cache
+        record.warnings.append(
+            ValidityWarning(
+                code="baseline_cache_unreadable",
+                severity="info",
+                message=f"the idle-baseline cache {cache_path} could not be used "
+                f"({'; '.join(cache_problems)}): ignored, the baseline measured now"
+                + (" and the cache rebuilt" if stored else ""),
+            )
+        )
     return record
 
 

@@ -217,7 +217,7 @@ def prepare(
     waited = clock() - t0
     if mode == "refresh":
         _empty(directory)
-    existed = (directory / MARKER_FILE).is_file()
+    existed = _marker_ok(directory / MARKER_FILE)
     if not (directory / "key.json").is_file():
         from llenergymeasure.results.io import atomic_write_json
 
@@ -234,6 +234,15 @@ def prepare(
         env=values,
         _lock_fd=fd,
     )
+
+
+def _marker_ok(path: Path) -> bool:
+    """A finished compile's marker that reads back; a damaged one (empty, cut short, not a JSON
+    object) counts as no entry, so this run compiles again and writes it anew."""
+    try:
+        return isinstance(json.loads(path.read_text(errors="replace")), dict)
+    except (OSError, ValueError):
+        return False
 
 
 def verdict(cache: CompileCache, counters: dict[str, int] | None) -> str:

@@ -47,3 +47,34 @@ def _umask() -> int:
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def damage_of(exc: BaseException, text: str | None = None) -> str:
+    """What is wrong with a file that failed to parse, in one line: empty, cut short or not
+    JSON/YAML (with the place), or the fields of the wrong type (pydantic's own words)."""
+    from pydantic import ValidationError
+
+    if text is not None and not text.strip():
+        return "the file is empty"
+    if isinstance(exc, ValidationError):
+        fields = []
+        for err in exc.errors()[:3]:
+            where = ".".join(str(p) for p in err.get("loc", ())) or "(the whole file)"
+            if err.get("type") == "json_invalid":
+                return _not_json(str(err.get("ctx", {}).get("error", err.get("msg", ""))), text)
+            fields.append(f"{where}: {err.get('msg')}")
+        more = f" (and {exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
+        return "a field has the wrong type or is missing: " + "; ".join(fields) + more
+    if isinstance(exc, json.JSONDecodeError):
+        return _not_json(f"{exc.msg} at line {exc.lineno} column {exc.colno}", text)
+    first = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return f"{type(exc).__name__}: {first}"
+
+
+def _not_json(detail: str, text: str | None) -> str:
+    cut = text is not None and text.lstrip().startswith(("{", "[")) and "EOF" in detail
+    cut = cut or (
+        text is not None and text.lstrip().startswith("{") and not text.rstrip().endswith("}")
+    )
+    what = "it is cut short (truncated)" if cut else "it is not valid JSON"
+    return f"{what}: {detail}"

@@ -23,7 +23,8 @@ from pydantic import ValidationError
 from llenergymeasure._version import __version__
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.study import StudyConfig
-from llenergymeasure.errors import LLEMError
+from llenergymeasure.errors import LLEMError, filesystem_error
+from llenergymeasure.results.io import damage_of
 from llenergymeasure.results.layout import (
     ERROR_FILE,
     MANIFEST_FILE,
@@ -62,6 +63,13 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise StudyDirError(f"{path}: cannot be read as JSON: {exc}") from exc
+
+
+def _text_of(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
 
 
 def run_folders(study_dir: Path) -> dict[str, Path]:
@@ -127,11 +135,18 @@ def _failure(
     error: dict[str, Any] = {}
     error_path = folder / ERROR_FILE if folder is not None else None
     if error_path is not None and error_path.exists():
+        text = _text_of(error_path)
         try:
-            loaded = json.loads(error_path.read_text(encoding="utf-8"))
-            error = loaded if isinstance(loaded, dict) else {}
-        except (OSError, ValueError) as exc:
-            error = {"message": f"error.json unreadable: {exc}"}
+            loaded = json.loads(text if text is not None else "")
+            error = (
+                loaded
+                if isinstance(loaded, dict)
+                else {"message": f"{ERROR_FILE} damaged: a JSON {type(loaded).__name__}"}
+            )
+        except ValueError as exc:
+            error = {"message": f"{ERROR_FILE} unreadable: {damage_of(exc, text)}"}
+        # a field of the wrong type is left out, never a reason to fail the whole study
+        error = {k: v for k, v in error.items() if isinstance(v, str)}
     if not config_hash and folder is not None:
         config_hash = _config_hash_of(folder)
     return RunFailure(
@@ -143,7 +158,7 @@ def _failure(
         else "timeout"
         if status == "timeout"
         else "failed",
-        phase=error.get("phase") or fallback_phase,
+        phase=error.get("phase") or (fallback_phase if isinstance(fallback_phase, str) else None),
         error_type=error.get("error_type"),
         message=str(error.get("message") or fallback_message or status),
         error_file=str(error_path) if error_path is not None and error_path.exists() else None,
@@ -151,7 +166,7 @@ def _failure(
 
 
 def _collect_runs(
-    study_dir: Path, manifest: dict[str, Any] | None
+    study_dir: Path, manifest: dict[str, Any] | None, notes: list[str]
 ) -> tuple[list[ExperimentResult], list[RunFailure], bool]:
     """(results, failures, incomplete) from the manifest's entries, else from the run folders."""
     results: list[ExperimentResult] = []
@@ -168,7 +183,7 @@ def _collect_runs(
                 else folders.get(str(e["run_id"])),
                 str(e.get("status", "pending")),
                 str(e.get("config_hash") or ""),
-                int(e.get("cycle", 0)),
+                e["cycle"] if isinstance(e.get("cycle"), int) else 0,
                 e.get("message"),
                 e.get("phase"),
             )
@@ -205,6 +220,13 @@ def _collect_runs(
             try:
                 results.append(_read_result(folder))
             except (StudyDirError, ValidationError) as exc:
+                problem = damage_of(exc) if isinstance(exc, ValidationError) else str(exc)
+                if isinstance(exc.__cause__, ValueError):  # not JSON: say where
+                    problem = damage_of(exc.__cause__, _text_of(folder / RESULT_FILE))
+                notes.append(
+                    f"{folder.name}/{RESULT_FILE} skipped: {problem}; the run is counted as "
+                    f"failed (`llem run --resume {study_dir}` measures it again)"
+                )
                 failures.append(
                     _failure(
                         run_id,
@@ -212,7 +234,7 @@ def _collect_runs(
                         config_hash or _config_hash_of(folder),
                         cycle,
                         "failed",
-                        f"result.json unreadable: {exc}",
+                        f"result.json unreadable: {problem}",
                         "result",
                     )
                 )
@@ -223,18 +245,70 @@ def _collect_runs(
     return results, failures, incomplete
 
 
-def rebuild_study_result(study_dir: Path) -> StudyResult:
-    """A ``StudyResult`` from ``study.yaml``, ``manifest.json`` and the run folders alone."""
+def _manifest_damage(manifest: Any) -> str | None:
+    """What makes a parsed manifest unusable here (None: its runs can be read)."""
+    if not isinstance(manifest, dict):
+        return f"it holds a JSON {type(manifest).__name__}, not an object"
+    runs = manifest.get("runs", [])
+    if not isinstance(runs, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("run_id"), str) for e in runs
+    ):
+        return "a field has the wrong type: runs is not a list of runs with a run_id"
+    return None
+
+
+def manifest_problem(path: Path) -> str | None:
+    """Why ``manifest.json`` at ``path`` cannot be read as one (None: it can, or it cannot be
+    read at all, which the reader reports)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    try:
+        return _manifest_damage(json.loads(text))
+    except ValueError as exc:
+        return damage_of(exc, text)
+
+
+def _readable_manifest(path: Path, notes: list[str]) -> tuple[dict[str, Any] | None, str | None]:
+    """(``manifest.json`` as JSON, None), or (None, what is wrong) with a note when it is damaged
+    (the run folders then say what ran), or (None, None) when there is none. Another schema major
+    version raises ``StudyDirError``."""
+    if not path.exists():
+        return None, None
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        manifest = json.loads(text)
+        problem = _manifest_damage(manifest)
+    except ValueError as exc:
+        problem = damage_of(exc, text)
+    except OSError as exc:
+        raise filesystem_error(exc, "read the study's manifest") from exc
+    if problem is None:
+        _check_schema(str(manifest.get("schema_version", SCHEMA_VERSION)), path)
+        return dict(manifest), None
+    notes.append(
+        f"{path.name} skipped: {problem}; the runs are read from the run folders "
+        f"(`llem run --resume {path.parent}` rebuilds it)"
+    )
+    return None, problem
+
+
+def rebuild_study_result(study_dir: Path, notes: list[str] | None = None) -> StudyResult:
+    """A ``StudyResult`` from ``study.yaml``, ``manifest.json`` and the run folders alone.
+
+    A damaged ``manifest.json`` is skipped (the run folders say what ran) with a line in
+    ``notes``, when given."""
     study_dir = Path(study_dir)
-    manifest_path = study_dir / MANIFEST_FILE
-    manifest = _read_json(manifest_path) if manifest_path.exists() else None
-    if manifest is not None and not isinstance(manifest, dict):
+    notes = notes if notes is not None else []
+    manifest, damaged = _readable_manifest(study_dir / MANIFEST_FILE, notes)
+    results, failures, incomplete = _collect_runs(study_dir, manifest, notes)
+    if damaged is not None and not results and not failures:
         raise StudyDirError(
-            f"{manifest_path}: expected a JSON object, got {type(manifest).__name__}"
+            f"{study_dir / MANIFEST_FILE} is damaged ({damaged}) and no run folder holds "
+            "a result or an error to read instead. Restore it from a backup, or start the study "
+            "again with `llem run STUDY.yaml`"
         )
-    if manifest is not None:
-        _check_schema(str(manifest.get("schema_version", SCHEMA_VERSION)), manifest_path)
-    results, failures, incomplete = _collect_runs(study_dir, manifest)
     if manifest is None and not results and not failures:
         raise StudyDirError(
             f"{study_dir} is not a study directory: it holds no {STUDY_RESULT_FILE}, no "
@@ -302,8 +376,12 @@ def _stale(study: StudyResult, study_dir: Path) -> bool:
     return not completed <= {r.experiment_id for r in study.runs}
 
 
-def load_study_dir(path: str | Path) -> StudyResult:
+def load_study_dir(path: str | Path, notes: list[str] | None = None) -> StudyResult:
     """Load the study in ``path`` (``study_result.json``, else rebuilt from the run folders).
+
+    A damaged ``study_result.json`` or ``manifest.json`` is skipped, with a line in ``notes``
+    when given, and the study rebuilt from what is left; a run whose ``result.json`` is damaged
+    is listed among the failures with the reason.
 
     ``study_dir`` of the returned result is the directory it was loaded from, which may differ from
     the one recorded when the study was copied or moved.
@@ -318,18 +396,27 @@ def load_study_dir(path: str | Path) -> StudyResult:
         )
     aggregate = study_dir / STUDY_RESULT_FILE
     if aggregate.exists():
-        data = _read_json(aggregate)
-        if isinstance(data, dict):
-            _check_schema(str(data.get("schema_version", SCHEMA_VERSION)), aggregate)
+        text = None
         try:
+            text = aggregate.read_text(encoding="utf-8", errors="replace")
+            data = json.loads(text)
+            if isinstance(data, dict):
+                _check_schema(str(data.get("schema_version", SCHEMA_VERSION)), aggregate)
             study = StudyResult.model_validate(data)
-        except ValidationError as exc:
-            raise StudyDirError(f"{aggregate}: not a valid StudyResult:\n{exc}") from exc
+        except OSError as exc:
+            raise filesystem_error(exc, "read the study's results") from exc
+        except ValueError as exc:  # damaged: the manifest and the run folders still say it all
+            if notes is not None:
+                notes.append(
+                    f"{aggregate.name} skipped: {damage_of(exc, text)}; the study is rebuilt "
+                    "from manifest.json and the run folders"
+                )
+            return rebuild_study_result(study_dir, notes)
         if not _stale(study, study_dir):
             return study.model_copy(update={"study_dir": str(study_dir)})
         # Runs finished after this aggregate was written: rebuild them, and keep what only the
         # aggregate knows (the protocol actually used, the controller's environment snapshot).
-        rebuilt = rebuild_study_result(study_dir)
+        rebuilt = rebuild_study_result(study_dir, notes)
         return rebuilt.model_copy(
             update={
                 "measurement_protocol": study.measurement_protocol or rebuilt.measurement_protocol,
@@ -338,4 +425,4 @@ def load_study_dir(path: str | Path) -> StudyResult:
                 "started_at": study.started_at,
             }
         )
-    return rebuild_study_result(study_dir)
+    return rebuild_study_result(study_dir, notes)

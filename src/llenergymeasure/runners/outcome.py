@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from llenergymeasure.results.io import atomic_write_json
+from llenergymeasure.results.io import atomic_write_json, damage_of
 from llenergymeasure.results.layout import ERROR_FILE, LOG_FILE, PROGRESS_FILE, RESULT_FILE
 from llenergymeasure.results.models import ExperimentResult
 from llenergymeasure.runners.base import RunOutcome
@@ -49,10 +49,28 @@ def tail_lines(path: Path, n: int = 25) -> str:
 def progress_phase(run_dir: Path) -> str | None:
     """The phase the harness last reported (``progress.json``), if any."""
     try:
-        phase = json.loads((run_dir / PROGRESS_FILE).read_text()).get("phase")
+        phase = json.loads((run_dir / PROGRESS_FILE).read_text(errors="replace")).get("phase")
     except (OSError, ValueError, AttributeError):
-        return None
-    return str(phase) if phase is not None else None
+        return None  # no progress file, or a damaged one: the phase is unknown
+    return str(phase) if isinstance(phase, str) else None
+
+
+def _error_payload(path: Path) -> dict[str, object]:
+    """``error.json`` as a mapping; a damaged one says so in its message (with the log's last
+    lines), so the failure keeps a reason."""
+    text = None
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        payload = json.loads(text)
+    except (OSError, ValueError) as exc:
+        problem = damage_of(exc, text)
+    else:
+        if isinstance(payload, dict):
+            return payload
+        problem = f"it holds a JSON {type(payload).__name__}, not an object"
+    message = f"the experiment failed; its {ERROR_FILE} is damaged ({problem})"
+    tail = tail_lines(path.parent / LOG_FILE)
+    return {"message": message + ("\nlast lines of run.log:\n" + tail if tail else "")}
 
 
 def outcome_from_dir(
@@ -77,17 +95,15 @@ def outcome_from_dir(
             extra=extra,
         )
     if not timed_out and error.exists():
-        try:
-            payload = json.loads(error.read_text())
-        except (OSError, ValueError):
-            payload = {}
+        payload = _error_payload(error)
+        recorded_phase, recorded_type = payload.get("phase"), payload.get("error_type")
         return RunOutcome(
             status="failed",
             run_dir=run_dir,
             error_path=error,
             message=str(payload.get("message") or "the experiment failed"),
-            phase=payload.get("phase"),
-            error_type=payload.get("error_type"),
+            phase=str(recorded_phase) if recorded_phase else progress_phase(run_dir),
+            error_type=str(recorded_type) if recorded_type is not None else None,
             exit_code=exit_code,
             extra=extra,
         )

@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from llenergymeasure._version import __version__
-from llenergymeasure.errors import RunnerError
-from llenergymeasure.results.io import atomic_write_text
-from llenergymeasure.results.layout import LOCK_FILE, MANIFEST_FILE
+from llenergymeasure.errors import RunnerError, filesystem_error
+from llenergymeasure.results.io import atomic_write_text, damage_of
+from llenergymeasure.results.layout import LOCK_FILE, MANIFEST_FILE, STUDY_FILE
+from llenergymeasure.results.loading import StudyDirError
 from llenergymeasure.results.models import SCHEMA_VERSION
 from llenergymeasure.timestamps import utc_now
 
@@ -107,8 +108,7 @@ class ManifestStore:
 
     @classmethod
     def load(cls, study_dir: Path) -> ManifestStore:
-        path = Path(study_dir) / MANIFEST_FILE
-        return cls(Path(study_dir), Manifest.model_validate_json(path.read_text()))
+        return cls(Path(study_dir), read_manifest(Path(study_dir)))
 
     def save(self) -> None:
         with self._lock:
@@ -182,6 +182,46 @@ class ManifestStore:
 
     def dump_json(self) -> str:
         return json.dumps(self.manifest.model_dump(mode="json"))
+
+
+class DamagedManifest(StudyDirError):
+    """``manifest.json`` is empty, cut short, not JSON or has a field of the wrong type (exit 2);
+    ``problem`` says which. ``llem run --resume`` rebuilds such a manifest from the run folders."""
+
+    def __init__(self, path: Path, problem: str):
+        self.path = path
+        self.problem = problem
+        super().__init__(
+            f"{path} is damaged: {problem}. Restore it from a backup, or resume with "
+            f"`llem run --resume {path.parent}`, which rebuilds it from {STUDY_FILE} and the run "
+            "folders (the damaged file is kept beside it)"
+        )
+
+
+def read_manifest(study_dir: Path) -> Manifest:
+    """The manifest of ``study_dir``. A file that cannot be read raises ``FileSystemError``
+    (exit 74), one of another schema major version ``StudyDirError``, a damaged one
+    ``DamagedManifest`` (both exit 2); each names the file, what is wrong and what to do."""
+    path = Path(study_dir) / MANIFEST_FILE
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise filesystem_error(exc, "read the study's manifest") from exc
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise DamagedManifest(path, damage_of(exc, text)) from None
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if isinstance(version, str) and version.split(".", 1)[0] != SCHEMA_VERSION.split(".", 1)[0]:
+        raise StudyDirError(
+            f"{path}: schema_version {version!r} is not this llenergymeasure's "
+            f"({SCHEMA_VERSION}, version {__version__}): resume the study with the llenergymeasure "
+            "version that wrote it, or start it again with `llem run STUDY.yaml`"
+        )
+    try:
+        return Manifest.model_validate(data)
+    except ValueError as exc:
+        raise DamagedManifest(path, damage_of(exc, text)) from None
 
 
 @contextlib.contextmanager

@@ -102,10 +102,12 @@ def cached_engine_ok(engine_dir: Path, key: str) -> bool:
     if not meta.is_file():
         return False
     try:
-        data = json.loads(meta.read_text())
-    except (OSError, json.JSONDecodeError):
+        data = json.loads(meta.read_text(errors="replace"))
+    except (OSError, ValueError):  # damaged (empty, cut short, not JSON): built again
         return False
-    return data.get("key") == key and (engine_dir / "config.json").is_file()
+    return (
+        isinstance(data, dict) and data.get("key") == key and (engine_dir / "config.json").is_file()
+    )
 
 
 def store_engine(

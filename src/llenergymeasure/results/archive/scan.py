@@ -23,7 +23,7 @@ from llenergymeasure.results.layout import (
     RESULTS_PARQUET,
     STUDY_RESULT_FILE,
 )
-from llenergymeasure.results.loading import load_study_dir, run_folders
+from llenergymeasure.results.loading import load_study_dir, manifest_problem, run_folders
 
 
 class ArchiveError(LLEMError):
@@ -167,8 +167,10 @@ def scan_study(path: Path, known_gpus: dict[str, list[Any]] | None = None) -> St
     parquet_mtime = _mtime_ns(os.path.join(base, RESULTS_PARQUET))
     manifest_mtime = _mtime_ns(os.path.join(base, MANIFEST_FILE))
     info.parquet = path / RESULTS_PARQUET if parquet_mtime is not None else None
+    # a damaged manifest is skipped: the study is read from its run folders (loading.py)
+    damaged = manifest_problem(manifest_path) if manifest_mtime is not None else None
     try:
-        if manifest_mtime is not None:
+        if manifest_mtime is not None and damaged is None:
             manifest = read_json(manifest_path)
             info.name = str(manifest.get("study_name") or path.name)
             info.design_hash = str(manifest.get("study_design_hash") or "")
@@ -189,7 +191,9 @@ def scan_study(path: Path, known_gpus: dict[str, list[Any]] | None = None) -> St
                     )
                 )
         else:
-            study = load_study_dir(path)
+            notes: list[str] = []
+            study = load_study_dir(path, notes)
+            info.note = "; ".join(notes)
             info.name, info.design_hash = study.name, study.study_design_hash
             info.started_at, info.updated_at = study.started_at, study.ended_at
             folders = run_folders(path)

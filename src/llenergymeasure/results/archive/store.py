@@ -77,11 +77,27 @@ class _SchemaCache:
         self.gpus: dict[str, list[Any]] = {}
         self.dirty = False
         if self.path is not None and self.path.exists():
+            # metadata only: a damaged file, or entries of the wrong shape, are ignored (read
+            # again from the Parquet files and manifests) and the cache is rewritten
             with contextlib.suppress(OSError, ValueError, AttributeError, TypeError, KeyError):
                 data = read_json(self.path)
-                self.files = dict(data["files"])
-                self.signatures = dict(data["signatures"])
-                self.gpus = dict(data.get("gpus", {}))
+                self.signatures = {
+                    str(k): v for k, v in dict(data["signatures"]).items() if _is_signature(v)
+                }
+                self.files = {
+                    str(k): v
+                    for k, v in dict(data["files"]).items()
+                    if isinstance(v, list)
+                    and len(v) == 3
+                    and all(isinstance(x, int) for x in v[:2])
+                    and v[2] in self.signatures
+                }
+                self.gpus = {
+                    str(k): v
+                    for k, v in dict(data.get("gpus", {})).items()
+                    if isinstance(v, list) and len(v) == 2 and isinstance(v[0], int)
+                }
+                self.dirty = len(self.files) != len(data["files"])
 
     @staticmethod
     def stamp(path: Path) -> list[int]:
@@ -113,6 +129,13 @@ class _SchemaCache:
             )
 
 
+def _is_signature(columns: Any) -> bool:
+    """A cached Parquet signature: a list of [name, type, logical type] strings."""
+    return isinstance(columns, list) and all(
+        isinstance(c, list) and len(c) == 3 and all(isinstance(x, str) for x in c) for c in columns
+    )
+
+
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "llenergymeasure"
@@ -136,6 +159,8 @@ class Archive:
             cached.save()
         self._con: Any = None
         self._runs_ready = False
+        #: results.parquet files DuckDB could not read -> why (their studies are read from JSON)
+        self.unreadable_parquet: dict[str, str] = {}
 
     @property
     def skipped(self) -> list[StudyInfo]:
@@ -194,15 +219,12 @@ class Archive:
             else:
                 groups.setdefault(sig, []).append(f)
         if missing:
-            rows = self._con.execute(
-                "SELECT file_name, name, type, logical_type FROM parquet_schema($files) "
-                "WHERE num_children IS NULL OR num_children = 0",
-                {"files": [str(f) for f in missing]},
-            ).fetchall()
             by_file: dict[str, list[list[str]]] = {}
-            for file_name, name, typ, logical in rows:
+            for file_name, name, typ, logical in self._schemas(missing):
                 by_file.setdefault(str(file_name), []).append([str(name), str(typ), str(logical)])
             for f in missing:
+                if str(f) in self.unreadable_parquet:
+                    continue
                 sig = cache.store(f, by_file.get(str(f), []))
                 groups.setdefault(sig, []).append(f)
         cache.save()
@@ -210,6 +232,27 @@ class Archive:
             ({c[0]: _parquet_sql_type(c[1], c[2]) for c in cache.signatures[sig]}, fs)
             for sig, fs in groups.items()
         ]
+
+    def _schemas(self, files: list[Path]) -> list[tuple[Any, ...]]:
+        """(file, column, type, logical type) of each file's leaf columns; a file that is not a
+        readable Parquet file (empty, cut short, not Parquet) goes to ``unreadable_parquet``
+        with DuckDB's words, and its study is read from its runs' result.json instead."""
+        duckdb = require_duckdb()
+        sql = (
+            "SELECT file_name, name, type, logical_type FROM parquet_schema($files) "
+            "WHERE num_children IS NULL OR num_children = 0"
+        )
+        try:  # all at once; one by one only when some file is damaged
+            return list(self._con.execute(sql, {"files": [str(f) for f in files]}).fetchall())
+        except duckdb.Error:
+            pass
+        rows: list[tuple[Any, ...]] = []
+        for f in files:
+            try:
+                rows.extend(self._con.execute(sql, {"files": [str(f)]}).fetchall())
+            except duckdb.Error as exc:
+                self.unreadable_parquet[str(f)] = (str(exc).splitlines() or ["unreadable"])[0]
+        return rows
 
     def _json_rows(self) -> list[dict[str, Any]]:
         from llenergymeasure.results.export_rows import run_records
@@ -229,9 +272,20 @@ class Archive:
 
     def _build_runs(self) -> None:
         parquet = [s for s in self.studies if s.source == "parquet" and s.parquet is not None]
+        groups = self._signatures([Path(str(s.parquet)) for s in parquet]) if parquet else []
+        for s in parquet:  # a damaged results.parquet: its runs' result.json say the same
+            problem = self.unreadable_parquet.get(str(s.parquet))
+            if problem is not None:
+                s.source = "json"
+                s.note = (
+                    f"{Path(str(s.parquet)).name} cannot be read ({problem}): read from the runs' "
+                    f"result.json (`llem report {s.path}` writes it again)"
+                )
+        if self.unreadable_parquet:
+            self._register("studies", STUDIES_COLUMNS, [s.row() for s in self.studies])
+        parquet = [s for s in parquet if s.source == "parquet"]
         file_to_study = {str(s.parquet): str(s.path) for s in parquet}
         parts: list[str] = []
-        groups = self._signatures([Path(str(s.parquet)) for s in parquet]) if parquet else []
         json_rows = self._json_rows()
         types_ = _column_types(groups, json_rows)
         for columns, files in groups:
