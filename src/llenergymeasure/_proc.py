@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import time
 
 
 def descendant_pids(root: int, include_zombies: bool = False) -> set[int]:
@@ -37,6 +40,36 @@ def descendant_pids(root: int, include_zombies: bool = False) -> set[int]:
                 found.add(child)
                 stack.append(child)
     return found
+
+
+def _running(pid: int) -> bool:
+    """``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def end_descendants(root: int, grace_s: float = 5.0, poll_s: float = 0.05) -> set[int]:
+    """End ``root``'s descendants (an engine's workers): SIGTERM each, SIGKILL those still running
+    after ``grace_s``; zombies among ``root``'s own children are reaped. Returns the pids found."""
+    pids = descendant_pids(root)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + (grace_s if sig == signal.SIGTERM else 1.0)
+        while True:
+            for pid in pids:
+                with contextlib.suppress(OSError):  # not our child, or already reaped
+                    os.waitpid(pid, os.WNOHANG)
+            if not any(_running(p) for p in pids) or time.monotonic() >= deadline:
+                break
+            time.sleep(poll_s)
+        if not any(_running(p) for p in pids):
+            break
+    return pids
 
 
 def _start_ticks(pid: int) -> int | None:

@@ -95,7 +95,7 @@ def test_a_failing_gpu_count_is_a_mapping_error_naming_the_call() -> None:
     msg = error_of([0], nvml, {})
     assert msg.startswith(
         "cannot count GPUs through NVML: NVML call nvmlDeviceGetCount failed: "
-        "NVML Error with code 15 (NVML code 15); the GPU fell off the bus"
+        "GPU is lost (NVML code 15); the GPU fell off the bus"  # pynvml's text for code 15
     )
 
 

@@ -8,12 +8,11 @@ real clock in test_energy_nvml_meter.py.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
 from llenergymeasure.energy import NvmlMeter, resolve_devices
+from llenergymeasure.energy.errors import DeviceLostError
 from llenergymeasure.energy.nvml import Nvml
 from llenergymeasure.energy.sampler import counter_energy
 from llenergymeasure.energy.zeus_meter import ZeusMeter
@@ -120,39 +119,43 @@ def test_short_window_is_under_ten_sensor_periods(seconds: float, short: bool) -
     meter.close()
 
 
-def test_reset_bridged_with_integrated_power_on_the_nvml_path() -> None:
-    """300 W for 1 s, counter reset at 0.45 s, counter read at every 0.1 s sample: the backward
-    step between 0.4 and 0.5 s is bridged by 300 W x 0.1 s = 30 J; the counter gives the other
-    270 J (0.0-0.4 s: 120 J, 0.5-1.0 s: 150 J). Total 300 J."""
+def test_counter_going_backwards_in_the_window_fails_it_naming_the_readings() -> None:
+    """300 W, counter read at every 0.1 s sample, counter reset at 0.45 s (a GPU reset or driver
+    reload under the engine): the window fails (issue 30 item 3; it used to be bridged with
+    integrated power) naming the GPU's UUID and the backward step, 0.4 s -> 0.5 s: from
+    offset + 120 J to 15 J (the energy since the reset)."""
     clock = ManualClock()
     gpu = FakeGpu(trace=ConstantPower(300.0))
     meter, fake = make([gpu], clock, counter_every=1)
     gpu.counter_resets_at_s = (fake.now() + 0.45,)
-    m = window(meter, clock, 1.0)
-    d = m.devices[0]
-    assert d.counter_resets == 1
-    assert d.energy_j == pytest.approx(300.0, abs=1e-3)
-    w = next(w for w in m.warnings if w.code == "counter_reset")
-    assert w.details["resets"] == 1
-    assert w.details["substituted_j"] == pytest.approx(30.0, abs=1e-6)
+    with pytest.raises(DeviceLostError) as info:
+        window(meter, clock, 1.0)
+    err = info.value
+    assert err.phase == "energy"
+    assert err.lost_gpus == [
+        {
+            "uuid": gpu.uuid,
+            "nvml_index": 0,
+            "reason": "its energy counter went backwards during the window, from "
+            f"{gpu.counter_offset_mj + 120_000} mJ to 15000 mJ: the GPU was reset or its driver "
+            "reloaded under the engine",
+        }
+    ]
+    assert meter.sampler is not None and not meter.sampler.running
     meter.close()
 
 
-def test_reset_without_power_samples_counts_from_zero_on_the_nvml_path() -> None:
-    """Counter only (no sampler): reset at 0.4 s in a 1 s window at 300 W. No power to bridge
-    with, so the span counts the energy since the reset, 300 W x 0.6 s = 180 J, a lower bound."""
+def test_counter_going_backwards_between_the_edges_fails_the_window() -> None:
+    """Counter only (no sampler): reset at 0.4 s in a 1 s window at 300 W. The end edge reads
+    180 J (since the reset), below the start edge's offset: the window fails."""
     clock = ManualClock()
     gpu = FakeGpu(trace=ConstantPower(300.0))
     meter, fake = make([gpu], clock, sample=False)
     gpu.counter_resets_at_s = (fake.now() + 0.4,)
     meter.start()
     clock.advance(1.0)
-    m = meter.stop()
-    d = m.devices[0]
-    assert d.counter_resets == 1
-    assert d.energy_j == pytest.approx(180.0)
-    w = next(w for w in m.warnings if w.code == "counter_reset")
-    assert w.details["substituted_j"] == pytest.approx(180.0)
+    with pytest.raises(DeviceLostError, match=r"from 5000000 mJ to 180000 mJ"):
+        meter.stop()
     meter.close()
 
 
@@ -170,9 +173,11 @@ def test_counter_energy_fallback_without_power_is_the_reading_after_the_reset() 
     assert (resets, energy, substituted) == (2, pytest.approx(2 + 1 + 3), pytest.approx(3.0))
 
 
-def test_reset_fallback_energy_on_the_zeus_path() -> None:
-    """Zeus reports the counter difference; across a reset it is negative. The meter then takes
-    the window's energy from Zeus's power timeline: 250 W held for the 1 s window = 250 J."""
+def test_a_reset_on_the_zeus_path_fails_the_window() -> None:
+    """Zeus reports the counter difference; across a reset it is negative: the counter read
+    5000 J (its offset) at the start and 125 J (250 W since the reset at 0.5 s) at the end, so
+    -4875 J. The window fails in phase energy naming the GPU (it used to be bridged with Zeus's
+    power timeline)."""
     clock = ManualClock()
     gpu = FakeGpu(trace=ConstantPower(250.0))
     fake = FakeNvml([gpu], clock=clock)
@@ -183,36 +188,9 @@ def test_reset_fallback_energy_on_the_zeus_path() -> None:
     meter = ZeusMeter(fake_zeus(fake, watts=250.0, clock=clock), mapping, nvml)
     meter.start()
     clock.advance(1.0)
-    m = meter.stop()
-    d = m.devices[0]
-    assert m.duration_s == pytest.approx(1.0)
-    assert d.method == "zeus" and d.energy_j == pytest.approx(250.0)
-    assert d.integrated_energy_j == pytest.approx(250.0)
-    w = next(w for w in m.warnings if w.code == "counter_reset")
-    assert w.details == {"resets": 1, "substituted_j": pytest.approx(250.0)}
-    assert m.total_energy_j == pytest.approx(250.0)
-    meter.close()
-
-
-def test_zeus_reset_without_a_power_timeline_leaves_energy_unknown() -> None:
-    clock = ManualClock()
-    gpu = FakeGpu(trace=ConstantPower(250.0))
-    fake = FakeNvml([gpu], clock=clock)
-    nvml = Nvml(fake)
-    nvml.init()
-    gpu.counter_resets_at_s = (fake.now() + 0.5,)
-    meter = ZeusMeter(  # Zeus alone: no power timeline and no sampler to bridge the reset
-        fake_zeus(fake, clock=clock),
-        resolve_devices([0], nvml, {}),
-        nvml,
-        timeseries=False,
-        sample=False,
-    )
-    meter.start()
-    clock.advance(1.0)
-    m = meter.stop()
-    assert math.isnan(m.devices[0].energy_j) and m.total_energy_j is None
-    assert "counter_reset" in codes(m)
+    with pytest.raises(DeviceLostError, match=r"Zeus measured -4875 J") as info:
+        meter.stop()
+    assert [g["uuid"] for g in info.value.lost_gpus] == [gpu.uuid]
     meter.close()
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from llenergymeasure.energy import EnergyMeterError, NvmlMeter, resolve_devices
+from llenergymeasure.energy.errors import DeviceLostError
 from llenergymeasure.energy.nvml import CLOCK_EVENT_SW_POWER_CAP, NVML_PERF_POLICY_THERMAL, Nvml
 from llenergymeasure.energy.sampler import SampleBuffer, counter_energy, integrate_power
 from tests.fakes.clock import ManualClock
@@ -111,25 +112,24 @@ def test_ramp_trace_energy_matches_the_analytic_integral() -> None:
     meter.close()
 
 
-def test_counter_reset_is_reported_and_bridged_with_integrated_power() -> None:
+def test_counter_reset_inside_the_window_fails_it() -> None:
+    """A counter that goes backwards (GPU reset, driver reload) fails the window (issue 30
+    item 3): it was bridged with integrated power and only warned about."""
     fake_gpu = FakeGpu(trace=ConstantPower(300.0))
     meter, fake = make_meter([fake_gpu], counter_every=1)
     fake_gpu.counter_resets_at_s = (fake.now() + 0.3,)
-    m = run_window(meter, 0.7)
-    d = m.devices[0]
-    assert "counter_reset" in codes(m) and d.counter_resets == 1
-    # the interval across the reset came from integrated power, so the total stays right
-    assert d.energy_j == pytest.approx(300.0 * m.duration_s, rel=0.05)
+    with pytest.raises(DeviceLostError, match="energy counter went backwards") as info:
+        run_window(meter, 0.7)
+    assert [g["uuid"] for g in info.value.lost_gpus] == [fake_gpu.uuid]
     meter.close()
 
 
-def test_counter_reset_seen_only_at_the_window_edges() -> None:
+def test_counter_reset_seen_only_at_the_window_edges_fails_it() -> None:
     fake_gpu = FakeGpu(trace=ConstantPower(300.0))
     meter, fake = make_meter([fake_gpu], sample=False)
     fake_gpu.counter_resets_at_s = (fake.now() + 0.2,)
-    m = run_window(meter, 0.6)
-    assert "counter_reset" in codes(m)
-    assert m.devices[0].counter_resets == 1
+    with pytest.raises(DeviceLostError, match="energy counter went backwards"):
+        run_window(meter, 0.6)
     meter.close()
 
 

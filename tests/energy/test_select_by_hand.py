@@ -154,7 +154,7 @@ def test_a_failing_nvml_query_becomes_a_plain_meter_error() -> None:
     assert type(info.value) is EnergyMeterError
     assert str(info.value).startswith(
         "energy_backend 'nvml' cannot measure here: NVML call nvmlDeviceGetTotalEnergyConsumption "
-        "on GPU 0 (NVML index) failed: NVML Error with code 15 (NVML code 15); the GPU fell off "
+        "on GPU 0 (NVML index) failed: GPU is lost (NVML code 15); the GPU fell off "
         "the bus"
     )
     assert fake.init_depth == 0

@@ -25,6 +25,7 @@ import pytest
 
 from llenergymeasure.energy import EnergyMeterError, resolve_devices
 from llenergymeasure.energy.devices import DeviceMapping
+from llenergymeasure.energy.errors import DeviceLostError
 from llenergymeasure.energy.gpu_state import baseline_identity
 from llenergymeasure.energy.meters import TIMESERIES_HEADER
 from llenergymeasure.energy.nvml import Nvml
@@ -221,34 +222,27 @@ def test_zero_and_small_energies_are_not_counter_resets() -> None:
     assert m.warnings == [] and m.total_energy_j == 0.4
 
 
-def test_a_counter_reset_uses_the_integral_or_leaves_energy_unknown() -> None:
+def test_a_counter_going_backwards_fails_the_window_naming_the_gpu() -> None:
+    """Zeus's energy for GPU 1 is negative (its counter went backwards: a reset or driver reload):
+    the window fails in phase energy naming that GPU (issue 30 item 3; it was bridged with the
+    power integral and warned about)."""
     zeus = ScriptedZeus(
         n_gpus=2,
         energy_j={0: 300.0, 1: -5000.0},
         timeline=lambda end: {0: [(end - 10.0, 150.0)], 1: [(end - 10.0, 120.0)]},
     )
-    meter, _, clock = setup(zeus, [FakeGpu(), FakeGpu()])
-    m = window(meter, clock)
-    assert m.devices[1].energy_j == pytest.approx(240.0)  # 120 W x 2 s
-    reset = [w for w in m.warnings if w.code == "counter_reset"]
-    assert [(w.device, w.details) for w in reset] == [
-        (1, {"resets": 1, "substituted_j": pytest.approx(240.0)})
+    meter, fake, clock = setup(zeus, [FakeGpu(), FakeGpu()])
+    with pytest.raises(DeviceLostError) as info:
+        window(meter, clock)
+    assert info.value.phase == "energy"
+    assert info.value.lost_gpus == [
+        {
+            "uuid": fake.gpus[1].uuid,
+            "nvml_index": 1,
+            "reason": "Zeus measured -5000 J: its energy counter went backwards during the "
+            "window (the GPU was reset or its driver reloaded under the engine)",
+        }
     ]
-    # without a power timeline the energy is unknown, the window's total too
-    zeus = ScriptedZeus(energy_j={0: -5000.0})
-    meter, _, clock = setup(zeus, timeseries=False)
-    m = window(meter, clock)
-    d = m.devices[0]
-    assert math.isnan(d.energy_j) and d.mean_power_w is None and m.total_energy_j is None
-    assert [(w.code, w.device, w.details) for w in m.warnings] == [
-        ("counter_reset", 0, {"resets": 1, "substituted_j": 0.0})
-    ]
-    assert (d.power_source, d.integrated_energy_j, m.sample_period_s, m.timeseries_source) == (
-        None,
-        None,
-        None,
-        None,
-    )
 
 
 def test_a_gpu_zeus_did_not_report_has_unknown_energy() -> None:
@@ -329,9 +323,10 @@ def test_process_and_violation_checks_follow_check_processes_and_nvml() -> None:
     assert [w.code for w in m.warnings] == ["foreign_process", "thermal_slowdown"]
     # without NVML (Zeus alone) nothing is queried and there is no cache identity
     mapping = DeviceMapping(meter.targets)
-    alone = ZeusMeter(ScriptedZeus(), mapping, None)
+    alone = ZeusMeter(ScriptedZeus(), mapping, None, clock=clock, wall_clock=clock)
     assert alone.check_processes is False and alone.cache_identity() is None
     alone.start()
+    clock.advance(2.0)  # Zeus's scripted 2 s (a span far from it would be a wall-clock step)
     assert alone.stop().warnings == []
     alone.close()
 

@@ -3,7 +3,8 @@
 ``FakeNvml`` has the pynvml functions the energy layer calls, with the same arguments and
 return shapes, driven by a clock (real time by default) and per-GPU power traces: constant,
 ramp, counter resets, no counter, stalled reads (sampler gaps), throttling, other processes,
-MIG slices. Inject it (``select_meter(..., nvml_module=FakeNvml([...]))`` or ``Nvml(fake)``);
+MIG slices, and a GPU lost at a chosen time (every call, or chosen calls, raising an NVML code;
+off the device count). Inject it (``select_meter(..., nvml_module=FakeNvml([...]))`` or ``Nvml(fake)``);
 never patch the real pynvml. It counts every call so tests can assert who polled NVML.
 
 It lives under ``tests/``, not in the installed package: the product never imports a double, so a
@@ -15,6 +16,7 @@ fake power reading cannot reach a published result. The tests import it as ``tes
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from collections import Counter
@@ -87,24 +89,70 @@ class SteppedPower:
 
 
 class FakeNVMLError(Exception):
-    """Same shape as pynvml.NVMLError: ``value`` holds the NVML return code."""
+    """Same shape as pynvml.NVMLError: ``value`` holds the NVML return code, and
+    ``FakeNVMLError(code)`` is an instance of that code's subclass, named as pynvml names them
+    (``NVMLError_GpuIsLost`` for 15, ``NVMLError_Unknown`` for 999, ...), whose constructor takes
+    no code (``FakeNvml.NVMLError_GpuIsLost()``), as pynvml's do."""
 
     _text: ClassVar[dict[int, str]] = {
+        1: "Uninitialized",
         2: "Invalid Argument",
         3: "Not Supported",
         4: "Insufficient Permissions",
         6: "Not Found",
         9: "Driver Not Loaded",
+        10: "Timeout",
         12: "NVML Shared Library Not Found",
+        15: "GPU is lost",
+        16: "GPU requires restart",
+        28: "GPU not found",
         999: "Unknown Error",
     }
+    _classes: ClassVar[dict[int, type[FakeNVMLError]]] = {}
+    value: int
 
-    def __init__(self, value: int):
-        super().__init__(value)
-        self.value = value
+    def __new__(cls, value: int | None = None, *args: Any) -> FakeNVMLError:
+        if cls is FakeNVMLError and value is not None:
+            cls = FakeNVMLError._classes.get(value, cls)
+        obj = Exception.__new__(cls)
+        obj.value = getattr(cls, "code", value)
+        return obj
+
+    def __init__(self, value: int | None = None, *args: Any):
+        super().__init__(self.value)
 
     def __str__(self) -> str:
         return self._text.get(self.value, f"NVML Error with code {self.value}")
+
+
+#: pynvml's NVML_ERROR_* names and codes (nvml.h), as the fake module's constants and classes
+NVML_ERROR_CODES: dict[str, int] = {
+    "UNINITIALIZED": 1,
+    "INVALID_ARGUMENT": 2,
+    "NOT_SUPPORTED": 3,
+    "NO_PERMISSION": 4,
+    "NOT_FOUND": 6,
+    "DRIVER_NOT_LOADED": 9,
+    "TIMEOUT": 10,
+    "LIBRARY_NOT_FOUND": 12,
+    "GPU_IS_LOST": 15,
+    "RESET_REQUIRED": 16,
+    "GPU_NOT_FOUND": 28,
+    "UNKNOWN": 999,
+}
+
+
+def _error_class(name: str, code: int) -> type[FakeNVMLError]:
+    # pynvml: NVML_ERROR_GPU_IS_LOST -> NVMLError_GpuIsLost
+    class_name = "NVMLError_" + "".join(part.capitalize() for part in name.split("_"))
+    cls = type(class_name, (FakeNVMLError,), {"code": code})
+    FakeNVMLError._classes[code] = cls
+    return cls
+
+
+NVML_ERROR_CLASSES: dict[str, type[FakeNVMLError]] = {
+    cls.__name__: cls for cls in (_error_class(n, c) for n, c in NVML_ERROR_CODES.items())
+}
 
 
 @dataclass
@@ -131,6 +179,14 @@ class FakeGpu:
     pids: list[int] = field(default_factory=list)
     stalls: list[tuple[float, float]] = field(default_factory=list)  # (at_s, for_s) on power reads
     mig_uuids: list[str] = field(default_factory=list)
+    # A GPU lost mid-run: from ``fails_from_s`` on, its calls raise NVML code ``fails_with``
+    # (15 GPU is lost, 999 Unknown Error, ...): every device call, or only those named in
+    # ``fails_calls`` (e.g. the sampler's reads but not the counter). From ``gone_from_s`` on it
+    # is also off the device count and its UUID no longer resolves (Not Found).
+    fails_from_s: float | None = None
+    fails_with: int = 15
+    fails_calls: tuple[str, ...] = ()
+    gone_from_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +199,8 @@ class FakeNvml:
     """A pynvml stand-in. Pass ``init_error`` (an NVML code) to make nvmlInit fail."""
 
     NVMLError = FakeNVMLError
+    locals().update(NVML_ERROR_CLASSES)  # NVMLError_GpuIsLost, ... as pynvml's module has them
+    locals().update({f"NVML_ERROR_{n}": c for n, c in NVML_ERROR_CODES.items()})
     NVML_SUCCESS = 0
     NVML_ERROR_NOT_SUPPORTED = 3
     NVML_ERROR_LIBRARY_NOT_FOUND = 12
@@ -202,7 +260,16 @@ class FakeNvml:
             raise FakeNVMLError(1)
         if self.advance is not None and self.read_latency_s > 0:
             self.advance(self.read_latency_s)
-        return self.gpus[handle.index]
+        gpu = self.gpus[handle.index]
+        if gpu.fails_from_s is not None and self.now() >= gpu.fails_from_s:
+            # the pynvml function that asked (one frame up, or two through _power_mw)
+            calls = {sys._getframe(1).f_code.co_name, sys._getframe(2).f_code.co_name}
+            if not gpu.fails_calls or calls & set(gpu.fails_calls):
+                raise FakeNVMLError(gpu.fails_with)
+        return gpu
+
+    def _gone(self, gpu: FakeGpu) -> bool:
+        return gpu.gone_from_s is not None and self.now() >= gpu.gone_from_s
 
     def _maybe_stall(self, handle: _Handle) -> None:
         gpu = self.gpus[handle.index]
@@ -250,7 +317,7 @@ class FakeNvml:
         self._count("nvmlDeviceGetCount")
         if self.init_depth <= 0:
             raise FakeNVMLError(1)
-        return len(self.gpus)
+        return sum(not self._gone(g) for g in self.gpus)
 
     def nvmlDeviceGetHandleByIndex(self, index: int) -> _Handle:
         self._count("nvmlDeviceGetHandleByIndex")
@@ -261,6 +328,8 @@ class FakeNvml:
     def nvmlDeviceGetHandleByUUID(self, uuid: str) -> _Handle:
         self._count("nvmlDeviceGetHandleByUUID")
         for k, g in enumerate(self.gpus):
+            if self._gone(g):
+                continue
             if g.uuid == uuid:
                 return _Handle(k)
             if uuid in g.mig_uuids:

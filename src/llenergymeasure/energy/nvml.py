@@ -282,3 +282,25 @@ class Nvml:
             except NvmlNotSupportedError:
                 continue
         return pids
+
+
+def missing_uuids(uuids: list[str], module: Any | None = None) -> dict[str, str]:
+    """Which of ``uuids`` this machine's GPUs do not answer for now, each with why: NVML cannot
+    start here, it finds no GPU of that UUID, or the GPU is found but does not answer (lost).
+    ``module`` replaces pynvml (tests pass the fake NVML)."""
+    nvml = Nvml(module)
+    try:
+        nvml.init()
+    except NvmlUnavailableError as exc:
+        return {u: f"NVML cannot start on this machine ({exc})" for u in uuids}
+    missing: dict[str, str] = {}
+    try:
+        for uuid in uuids:
+            try:
+                handle = nvml.handle_by_uuid(uuid)
+                nvml.call("nvmlDeviceGetName", handle)
+            except NvmlError as exc:
+                missing[uuid] = f"NVML does not find a GPU that answers to it ({exc})"
+    finally:
+        nvml.shutdown()
+    return missing

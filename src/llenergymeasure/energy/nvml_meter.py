@@ -7,6 +7,7 @@ identity) are in ``energy/meters.py``.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -23,7 +24,12 @@ from llenergymeasure.energy.edges import (
     edge_correction_j,
     quantisation_bound_j,
 )
-from llenergymeasure.energy.errors import EnergyMeterError
+from llenergymeasure.energy.errors import (
+    DeviceLostError,
+    EnergyMeterError,
+    NvmlDeviceLostError,
+    NvmlError,
+)
 from llenergymeasure.energy.meters import (
     DEFAULT_SENSOR_PERIOD_S,
     MeterBase,
@@ -59,6 +65,12 @@ class NvmlMeter(MeterBase):
     GPUs that have the counter (no time series, fewer checks); it exists to measure the
     sampler's own cost. ``clock`` and ``background_sampling`` are test seams (see ``Sampler``):
     a fake clock, with samples taken by the test, checks the arithmetic without sleeping.
+
+    A GPU lost during a window (an NVML error of ``DEVICE_LOST_CODES`` in a counter read or in
+    the sampler, a measured GPU gone from the device count, or its energy counter going
+    backwards: a reset or driver reload under the engine) makes ``start()``/``stop()`` raise
+    ``DeviceLostError`` (phase ``energy``, the GPUs' UUIDs in ``lost_gpus``) with the sampler's
+    threads already stopped: that window has no number.
     """
 
     name = "nvml"
@@ -118,6 +130,7 @@ class NvmlMeter(MeterBase):
         self._sleep = sleep
         self._edges0: list[CounterEdge | None] = []
         self._edges1: list[CounterEdge | None] = []
+        self._count0: int | None = None
 
     def _read_counters(self) -> list[int | None]:
         out: list[int | None] = []
@@ -154,11 +167,15 @@ class NvmlMeter(MeterBase):
         if self._open:
             raise EnergyMeterError("a window is already open on this meter; call stop() first")
         self._started_at = utc_now("milliseconds")
-        self._t0, self._edges0 = self._counter_edges()
+        try:
+            self._t0, self._edges0 = self._counter_edges()
+        except NvmlDeviceLostError as exc:
+            raise self._lost_error([(exc.device, str(exc))]) from exc
         self._c0 = [e.counter_mj if e is not None else None for e in self._edges0]
         if self.sampler is not None:
             self.sampler.begin(self._t0)
         self._open = True
+        self._count0 = self._device_count()
         # one-off queries after the counters, so the window starts when start() is called
         if self.check_processes:
             self._pids_start = gpu_pids(self.nvml, self.nvml_indices)
@@ -168,15 +185,8 @@ class NvmlMeter(MeterBase):
     def stop(self) -> EnergyMeasurement:
         if not self._open:
             raise EnergyMeterError("stop() called without start()")
-        try:
-            t1, self._edges1 = self._counter_edges()
-            c1 = [e.counter_mj if e is not None else None for e in self._edges1]
-        finally:
-            if self.sampler is not None:
-                self.sampler.end()
-            self._open = False
-        self._t1 = t1
-        t0 = self._t0
+        c1 = self._end_window()
+        t0, t1 = self._t0, self._t1
         duration = t1 - t0
         sensor_period = float(self.sensor_period_s or DEFAULT_SENSOR_PERIOD_S)
         warnings: list[ValidityWarning] = list(self.mapping_warnings)
@@ -284,6 +294,92 @@ class NvmlMeter(MeterBase):
             timeseries_source="nvml_sampler" if self.sampler is not None else None,
         )
         return self.last
+
+    def _end_window(self) -> list[int | None]:
+        """Read the end edge (``_t1``, each GPU's counter there), stop the sampler whatever
+        happens, and raise ``DeviceLostError`` if a measured GPU was lost meanwhile."""
+        try:
+            self._t1, self._edges1 = self._counter_edges()
+            c1 = [e.counter_mj if e is not None else None for e in self._edges1]
+        except NvmlDeviceLostError as exc:
+            seen = self.sampler.lost if self.sampler is not None else None
+            first = [(seen.device, str(seen))] if seen is not None else []  # met before the edge
+            raise self._lost_error([*first, (exc.device, str(exc))]) from exc
+        finally:
+            if self.sampler is not None:
+                self.sampler.end()
+            self._open = False
+        self._raise_if_lost(c1)
+        return c1
+
+    def _device_count(self) -> int | None:
+        """NVML's device count now (None where it cannot be read: not a loss by itself)."""
+        try:
+            return self.nvml.device_count()
+        except NvmlError:
+            return None
+
+    def _raise_if_lost(self, c1: list[int | None]) -> None:
+        """After a window: raise ``DeviceLostError`` if the sampler met a lost GPU, a measured
+        GPU left the device count, or an energy counter went backwards."""
+        lost: list[tuple[int | None, str]] = []
+        if self.sampler is not None and self.sampler.lost is not None:
+            lost.append((self.sampler.lost.device, str(self.sampler.lost)))
+        count1 = self._device_count()
+        if self._count0 is not None and count1 is not None and count1 < self._count0:
+            counts = f"{self._count0} GPUs at the window's start, {count1} at its end"
+            for t in self.targets:
+                if t.uuid is None:  # no UUID to tell which GPU left: count it as this one
+                    lost.append((t.nvml_index, f"NVML's device count fell ({counts})"))
+                    continue
+                try:
+                    self.nvml.handle_by_uuid(t.uuid)
+                except NvmlError as exc:
+                    lost.append(
+                        (
+                            t.nvml_index,
+                            f"it left NVML's device count ({counts}) and its UUID no longer "
+                            f"resolves ({exc})",
+                        )
+                    )
+        for d, i in enumerate(self.nvml_indices):
+            back = self._backward_step(d, c1[d])
+            if back is not None:
+                lost.append(
+                    (
+                        i,
+                        f"its energy counter went backwards during the window, from {back[0]} mJ "
+                        f"to {back[1]} mJ: the GPU was reset or its driver reloaded under the "
+                        "engine",
+                    )
+                )
+        if lost:
+            raise self._lost_error(lost)
+
+    def _backward_step(self, d: int, c1: int | None) -> tuple[int, int] | None:
+        """The first (before, after) readings where device ``d``'s counter went backwards between
+        the window's edges and the sampler's readings inside it, or None."""
+        c0 = self._c0[d] if d < len(self._c0) else None
+        if c0 is None or c1 is None:
+            return None
+        seq = [float(c0)]
+        if self.sampler is not None and self.sampler.buffer.n:
+            times, values = self.sampler.buffer.view()
+            inside = (times > self._t0) & (times < self._t1)
+            col = values[inside, d, COUNTER]
+            seq += [float(v) for v in col[~np.isnan(col)]]
+        seq.append(float(c1))
+        for a, b in itertools.pairwise(seq):
+            if b < a:
+                return int(a), int(b)
+        return None
+
+    def _lost_error(self, lost: list[tuple[int | None, str]]) -> DeviceLostError:
+        """The run's error for GPUs lost in a window: each GPU's UUID and what was seen."""
+        uuids = {t.nvml_index: t.uuid for t in self.targets}
+        return DeviceLostError.of(
+            [(i, uuids.get(i) if i is not None else None, r) for i, r in lost]
+        )
 
     def _aligned(self, d: int) -> bool | None:
         e0, e1 = self._edges0[d], self._edges1[d]

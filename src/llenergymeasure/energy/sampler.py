@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from llenergymeasure.energy.errors import DEVICE_LOST_CODES, NvmlDeviceLostError
 from llenergymeasure.energy.nvml import (
     NVML_CLOCK_SM,
     NVML_FI_DEV_POWER_INSTANT,
@@ -37,6 +38,16 @@ COLUMNS: tuple[str, ...] = (
 POWER, TEMPERATURE, SM_CLOCK, UTIL, REASONS, COUNTER, MEMORY = range(len(COLUMNS))
 
 Reader = Callable[[], float]
+
+#: the NVML function behind each column's reader, to name it when a read fails
+READ_CALLS: dict[int, str] = {
+    TEMPERATURE: "nvmlDeviceGetTemperature",
+    SM_CLOCK: "nvmlDeviceGetClockInfo",
+    UTIL: "nvmlDeviceGetUtilizationRates",
+    REASONS: "nvmlDeviceGetCurrentClocksEventReasons",
+    COUNTER: "nvmlDeviceGetTotalEnergyConsumption",
+    MEMORY: "nvmlDeviceGetMemoryInfo",
+}
 
 
 class SampleBuffer:
@@ -98,9 +109,12 @@ def bind_readers(
                 getattr(m, "NVML_POWER_SCOPE_GPU", NVML_POWER_SCOPE_GPU),
             )
         ]
+        lost_error = nvml.error_type
 
         def power() -> float:
             v = get_fields(h, fields)[0]
+            if v.nvmlReturn in DEVICE_LOST_CODES:  # the field's own status: the GPU is gone
+                raise lost_error(v.nvmlReturn)
             return v.value.uiVal / 1000.0 if v.nvmlReturn == 0 else math.nan
 
     else:
@@ -154,6 +168,12 @@ class Sampler:
     waits per sample; threads of their own overlap them (``benchmarks/sampler_many_gpus.py``,
     ``docs/performance.md``). Each device's read time is kept (``SampleBuffer.device_times``).
 
+    A read that fails with a code of ``DEVICE_LOST_CODES`` (GPU is lost, reset required, GPU not
+    found, unknown error) is not a gap: the first one is kept as ``lost`` (an
+    ``NvmlDeviceLostError`` naming the call and the GPU) and every reader thread stops, so the
+    meter's ``stop()`` fails the window instead of computing energy over a dead device. Other
+    failed reads are counted (``read_errors``) and leave a gap.
+
     Test seams: ``clock`` stamps the rows (``time.perf_counter`` by default); with
     ``background=False`` no thread runs and rows are taken only by ``begin``, ``end`` and explicit
     ``sample()`` calls, so a test can drive a fake clock without sleeping.
@@ -188,6 +208,8 @@ class Sampler:
         self._readers = [[(c, r) for c, r in rs if c != COUNTER] for rs in bound]
         self._counter_readers = [[(c, r) for c, r in rs if c == COUNTER] for rs in bound]
         self._ticks = 0
+        self._nvml = nvml
+        self.lost: NvmlDeviceLostError | None = None
         self._error_type: type[BaseException] = nvml.error_type
         self.buffer = SampleBuffer(len(self.nvml_indices))
         self.read_errors = 0
@@ -227,11 +249,28 @@ class Sampler:
         for col, read in readers:
             try:
                 out.append((col, read()))
-            except err:
+            except err as exc:
+                code = getattr(exc, "value", None)
+                if code in DEVICE_LOST_CODES:
+                    self._device_lost(d, col, code, exc)
+                    break
                 self._device_errors[d] += 1
             if at is None:
                 at = self.clock()
         return out, at if at is not None else self.clock()
+
+    def _device_lost(self, d: int, col: int, code: int, exc: BaseException) -> None:
+        """Keep the first lost-device error (naming the NVML call and the GPU) and stop every
+        reader thread: nothing read after it belongs to a measurement."""
+        index = self.nvml_indices[d]
+        call = READ_CALLS.get(col)
+        if call is None:  # POWER: which call depends on the GPU's power source
+            instant = self._nvml.power_source(index) == "instant"
+            call = "nvmlDeviceGetFieldValues" if instant else "nvmlDeviceGetPowerUsage"
+        with self._lock:
+            if self.lost is None:
+                self.lost = NvmlDeviceLostError(call, code, str(exc) or type(exc).__name__, index)
+        self._stop.set()
 
     def _write(self, row: int, d: int, got: list[tuple[int, float]], at: float) -> None:
         """Store device ``d``'s readings in ``row`` (creating the rows up to it, each at its slot's
@@ -265,13 +304,14 @@ class Sampler:
         if self._threads:
             raise RuntimeError("sampler already running; call end() first")
         self.buffer.reset()
+        self.lost = None
         self.read_errors = 0
         self._device_errors = [0] * len(self.nvml_indices)
         self._ticks = 0
         self.t0 = t0
-        self.sample()
         self._stop.clear()
-        if not self.background:
+        self.sample()
+        if not self.background or self.lost is not None:
             return
         self._threads = [
             threading.Thread(
@@ -283,12 +323,13 @@ class Sampler:
             thread.start()
 
     def end(self) -> None:
-        """Stop the threads, wait for them, take the last row."""
+        """Stop the threads, wait for them, take the last row (none after a lost device)."""
         threads, self._threads = self._threads, []
         self._stop.set()
         for thread in threads:
             thread.join()
-        self.sample()
+        if self.lost is None:
+            self.sample()
 
     @property
     def running(self) -> bool:

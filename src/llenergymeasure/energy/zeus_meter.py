@@ -34,7 +34,7 @@ import numpy as np
 
 from llenergymeasure.energy import checks
 from llenergymeasure.energy.devices import DeviceMapping, DeviceTarget, parse_cuda_visible_devices
-from llenergymeasure.energy.errors import EnergyMeterError
+from llenergymeasure.energy.errors import DeviceLostError, EnergyMeterError
 from llenergymeasure.energy.meters import (
     DEFAULT_SENSOR_PERIOD_S,
     MeterBase,
@@ -233,7 +233,10 @@ class ZeusMeter(MeterBase):
         self._started_at = utc_now("milliseconds")
         self._wall0 = self._wall()
         self._t0 = self._clock()
-        self.monitor.begin_window(key, sync_execution=False)
+        try:
+            self.monitor.begin_window(key, sync_execution=False)
+        except Exception as exc:  # Zeus's own GPU errors, or NVML's through it
+            raise self._failed("begin_window", exc) from exc
         self._key = key
         if self.sampler is not None:
             self.sampler.begin(self._t0)
@@ -249,9 +252,12 @@ class ZeusMeter(MeterBase):
         key, self._key = self._key, None
         try:
             m = self.monitor.end_window(key, sync_execution=False)
+        except Exception as exc:  # Zeus's own GPU errors, or NVML's through it
+            raise self._failed("end_window", exc) from exc
         finally:
             if self.sampler is not None:
                 self.sampler.end()
+        self._raise_if_lost(m.gpu_energy)
         t1, wall1 = self._clock(), self._wall()
         duration = float(m.time)
         warnings: list[ValidityWarning] = list(self.mapping_warnings)
@@ -329,6 +335,35 @@ class ZeusMeter(MeterBase):
         )
         return self.last
 
+    def _failed(self, call: str, exc: BaseException) -> DeviceLostError:
+        """Zeus failed inside a window: it does not say which GPU, so every GPU of the window is
+        named (``--resume`` checks that each is still there)."""
+        what = f"Zeus's ZeusMonitor.{call} failed: {type(exc).__name__}: {exc}"
+        return DeviceLostError.of([(t.nvml_index, t.uuid, what) for t in self.targets])
+
+    def _raise_if_lost(self, gpu_energy: Mapping[int, float]) -> None:
+        """After a window: the sampler beside Zeus met a lost GPU, or Zeus's energy for a GPU is
+        negative (its counter went backwards: a GPU reset or driver reload)."""
+        lost: list[tuple[int | None, str | None, str]] = []
+        seen = self.sampler.lost if self.sampler is not None else None
+        by_index = {t.nvml_index: t for t in self.targets}
+        if seen is not None:
+            target = by_index.get(seen.device) if seen.device is not None else None
+            lost.append((seen.device, target.uuid if target else None, str(seen)))
+        for t in self.targets:
+            energy = gpu_energy.get(t.cuda_index)
+            if energy is not None and energy < 0:
+                lost.append(
+                    (
+                        t.nvml_index,
+                        t.uuid,
+                        f"Zeus measured {energy:g} J: its energy counter went backwards during "
+                        "the window (the GPU was reset or its driver reloaded under the engine)",
+                    )
+                )
+        if lost:
+            raise DeviceLostError.of(lost)
+
     def _power(
         self, d: int, line: list[tuple[float, float]], win: _Window
     ) -> tuple[float | None, int, float | None, str | None]:
@@ -368,11 +403,7 @@ class ZeusMeter(MeterBase):
         warnings: list[ValidityWarning] = []
         energy = float(gpu_energy.get(target.cuda_index, math.nan))
         integrated, n, peak, power_source = self._power(d, line, win)
-        if energy < 0:
-            w = checks.counter_reset(i, 1, integrated or 0.0)
-            energy = integrated if integrated is not None else math.nan
-        else:
-            w = checks.counter_power_mismatch(i, energy, integrated)
+        w = checks.counter_power_mismatch(i, energy, integrated)  # energy >= 0: _raise_if_lost
         if w is not None:
             warnings.append(w)
         util = memory = None

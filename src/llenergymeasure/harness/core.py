@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llenergymeasure._proc import end_descendants
 from llenergymeasure._version import __version__
 from llenergymeasure.backends.base import Backend
 from llenergymeasure.config.experiment import ExperimentConfig
@@ -246,6 +247,11 @@ def run_harness(
         return result
     except BaseException as exc:
         phase = exc.phase if isinstance(exc, ExperimentError) and exc.phase else phases.current
+        if own_process and getattr(exc, "lost_gpus", None):
+            # a GPU was lost under the engine: its workers may never answer a shutdown, so end
+            # them before the backend is closed (this process exists for this run alone)
+            ended = end_descendants(os.getpid())
+            print(f"[llem] GPU lost: ended the engine's processes {sorted(ended)}", flush=True)
         write_error(output_dir, phase, exc)
         if isinstance(exc, ExperimentError):
             raise
@@ -375,4 +381,7 @@ def write_error(output_dir: Path, phase: str, exc: BaseException) -> Path:
         "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
         "time": utc_now(),
     }
+    lost = getattr(exc, "lost_gpus", None)  # energy.errors.DeviceLostError: --resume checks them
+    if lost:
+        payload["lost_gpus"] = lost
     return atomic_write_json(Path(output_dir) / ERROR_FILE, payload)

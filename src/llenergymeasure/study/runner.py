@@ -42,6 +42,7 @@ from llenergymeasure.runners.resolution import ResolvedRunner, resolve_runners
 from llenergymeasure.study.aggregate import collect_study_result
 from llenergymeasure.study.concurrent import concurrency_pool, run_concurrently
 from llenergymeasure.study.execution import executor_for, run_attempt
+from llenergymeasure.study.lost_gpus import refuse_if_gpus_still_missing
 from llenergymeasure.study.manifest import Manifest, ManifestRun, ManifestStore, study_lock
 from llenergymeasure.study.observer import NullObserver, StudyObserver
 from llenergymeasure.study.placement import GpuPool
@@ -270,6 +271,7 @@ class StudyRunner:
         with study_lock(study_dir):
             if self.resume_dir is not None:
                 refuse_if_still_running(store)
+                refuse_if_gpus_still_missing(store)
                 adopt_finished_results(store)
             store.claim_controller()
             to_run = [r for r in plan if not self._already_done(store, r)]
