@@ -246,13 +246,16 @@ def _marker_ok(path: Path) -> bool:
 
 
 def verdict(cache: CompileCache, counters: dict[str, int] | None) -> str:
-    """hit | miss | off for the result: the engine's own cache counters when it reports them
-    (any miss is a miss), else whether a completed entry was there before this run."""
+    """hit | partial | miss | off for the result: the engine's own cache counters when it reports
+    them (only hits: hit; hits and misses: partial, some graphs still compiled; only misses:
+    miss), else whether a completed entry was there before this run."""
     if cache.mode == "off":
         return "off"
     if counters:
         misses = sum(v for k, v in counters.items() if k.endswith("_miss"))
         hits = sum(v for k, v in counters.items() if k.endswith("_hit"))
+        if misses and hits:
+            return "partial"
         if misses:
             return "miss"
         if hits:

@@ -148,12 +148,14 @@ class RewarmRecord(_Record):
 class CompileRecord(_Record):
     """The engine's compile, apart from the warmup that follows it (``harness/compile_cache.py``).
 
-    ``cache``: ``hit`` when the compiled artefacts came from the persistent cache, ``miss`` when
-    they were compiled (and stored) now, ``off`` when no persistent cache was used
+    ``cache``: ``hit`` when the compiled artefacts came from the persistent cache, ``partial``
+    when the engine's counters show hits and misses (some graphs still compiled; seen on an H100
+    for the compiled decode loop: 4 hits, one AOTAutograd miss), ``miss`` when they were compiled
+    (and stored) now, ``off`` when no persistent cache was used
     (``measurement.compile_cache: off``) or nothing was compiled (``reason`` says which).
     """
 
-    cache: Literal["hit", "miss", "off"]
+    cache: Literal["hit", "partial", "miss", "off"]
     duration_s: float | None = Field(
         None,
         description="the compile phase: the first batches of the measured shapes, which "
