@@ -45,13 +45,8 @@ CASES = [
     (
         "_already_done true for any completed entry",
         "src/llenergymeasure/study/runner.py",
-        """        try:
-            ExperimentResult.model_validate_json(
-                (store.study_dir / entry.run_dir / RESULT_FILE).read_text()
-            )
-        except (OSError, ValueError):
-            return False
-        return True""",
+        """        path = store.study_dir / entry.run_dir / RESULT_FILE
+        return path.is_file() and result_problem(entry, path) is None""",
         "        return True",
         ["tests/core/test_core_resume.py"],
     ),

@@ -99,6 +99,8 @@ def run_command(
         source_path=file,
         observer=progress,
     )
+    for line in sr.recovery_notes:  # resume: a damaged manifest rebuilt, damaged results
+        console.print(f"[yellow]recovered:[/] {escape(line)}", soft_wrap=True)
     runners = sr.resolve()
     energy_backend = sr.user_config.measurement.energy_backend
     for line in plan_notes(sr.study.expand(), runners, runner, host_gpus(), energy_backend):

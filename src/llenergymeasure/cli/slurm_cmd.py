@@ -166,6 +166,11 @@ def status_command(study_dir: Path, console: Console, as_json: bool = False) -> 
             )
             driver._reattach(live)
     runs = store.manifest.runs
+    notes = list(sr.recovery_notes)  # damaged files: what resume will do about them
+    if sr.manifest_rebuilt:
+        notes.append(f"shown as rebuilt; `llem run --resume {study_dir}` writes it")
+    for line in notes:
+        Console(stderr=True).print("[yellow]note:[/] " + escape(line), soft_wrap=True)
     if as_json:
         print_status_json(store.manifest, study_dir, attached)
         return 0

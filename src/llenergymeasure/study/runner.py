@@ -34,7 +34,7 @@ from llenergymeasure.errors import (
 )
 from llenergymeasure.results.io import atomic_write_text
 from llenergymeasure.results.layout import MANIFEST_FILE, RESULT_FILE, STUDY_FILE
-from llenergymeasure.results.models import ExperimentResult, RunnerRecord
+from llenergymeasure.results.models import RunnerRecord
 from llenergymeasure.results.study_result import StudyResult
 from llenergymeasure.runners.base import RunOutcome
 from llenergymeasure.runners.device_lock import DeviceLocker
@@ -52,7 +52,15 @@ from llenergymeasure.study.planning import (
     plan_study,
     resolve_gaps,
 )
-from llenergymeasure.study.recovery import adopt_finished_results, refuse_if_still_running
+from llenergymeasure.study.recovery import (
+    adopt_finished_results,
+    damaged_result_lines,
+    keep_damaged_manifest,
+    manifest_for_resume,
+    refuse_if_still_running,
+    result_problem,
+    set_aside_completed,
+)
 from llenergymeasure.study.requests import RequestBuilder, runner_record
 from llenergymeasure.study.slo_search import is_probe_id, is_search, refuse_unsupported, run_search
 from llenergymeasure.timestamps import utc_now
@@ -94,6 +102,10 @@ class StudyRunner:
         self.source_path = Path(source_path) if source_path else None
         #: the manifest of the study resumed (``resume_dir``), else None
         self.resume_manifest: Manifest | None = None
+        #: resume: lines saying what was recovered (a damaged manifest rebuilt, results set aside)
+        self.recovery_notes: list[str] = []
+        #: resume: manifest.json was damaged and rebuilt (the damaged file is kept when it is saved)
+        self.manifest_rebuilt = False
         if self.resume_dir is not None:
             study = self._study_for_resume(study)
         if study is None:
@@ -125,9 +137,14 @@ class StudyRunner:
                 f"--resume {self.resume_dir}: no {MANIFEST_FILE} there; give the directory of a study "
                 "that llem started (it holds manifest.json and study.yaml)"
             )
-        manifest = Manifest.model_validate_json(manifest_path.read_text())
-        if study is None:
-            study = StudyConfig.from_yaml(self.resume_dir / STUDY_FILE)
+        manifest, study, rebuilt = manifest_for_resume(
+            self.resume_dir,
+            study,
+            lambda s, n: plan_study(s, resolve_gaps(s, self.user_config, self.no_gaps), n),
+        )
+        if rebuilt is not None:  # manifest.json was damaged: rebuilt, saved once locked
+            self.recovery_notes.append(rebuilt)
+            self.manifest_rebuilt = True
         if study.study_design_hash != manifest.study_design_hash:
             raise ConfigError(
                 f"--resume {self.resume_dir}: the study file no longer matches this study (design hash "
@@ -135,6 +152,7 @@ class StudyRunner:
                 "its experiments changed. Resume with the original study file, or start a new study"
             )
         self.resume_manifest = manifest
+        self.recovery_notes.extend(damaged_result_lines(manifest, self.resume_dir))
         return study
 
     def resolve(self) -> dict[str, ResolvedRunner]:
@@ -270,9 +288,15 @@ class StudyRunner:
 
         with study_lock(study_dir):
             if self.resume_dir is not None:
+                if self.manifest_rebuilt:
+                    kept = keep_damaged_manifest(study_dir)
+                    if kept is not None:
+                        self.recovery_notes.append(f"the damaged manifest is kept as {kept.name}")
+                    store.save()
                 refuse_if_still_running(store)
                 refuse_if_gpus_still_missing(store)
                 adopt_finished_results(store)
+                set_aside_completed(store)
             store.claim_controller()
             to_run = [r for r in plan if not self._already_done(store, r)]
             self.observer.on_start(study_dir, plan, to_run)
@@ -380,13 +404,8 @@ class StudyRunner:
         entry = store.get(run.run_id)
         if entry.status != "completed" or not entry.run_dir:
             return False
-        try:
-            ExperimentResult.model_validate_json(
-                (store.study_dir / entry.run_dir / RESULT_FILE).read_text()
-            )
-        except (OSError, ValueError):
-            return False
-        return True
+        path = store.study_dir / entry.run_dir / RESULT_FILE
+        return path.is_file() and result_problem(entry, path) is None
 
     def _run_one(
         self,
