@@ -17,3 +17,19 @@ class ManualClock:
             raise ValueError(f"a clock does not go back: advance({seconds})")
         self.t += seconds
         return self.t
+
+
+class SteppedWallClock:
+    """Wall time (``time.time``'s stand-in) over a ``ManualClock``: it moves with it, and
+    ``step`` jumps it forward or back as an NTP correction does, while the monotonic clock
+    underneath does not move."""
+
+    def __init__(self, monotonic: ManualClock, start: float = 1_800_000_000.0) -> None:
+        self.monotonic = monotonic
+        self.offset = start - monotonic()
+
+    def __call__(self) -> float:
+        return self.monotonic() + self.offset
+
+    def step(self, seconds: float) -> None:
+        self.offset += seconds

@@ -146,6 +146,24 @@ class _Window:
         return (self.times > 0.0) & (self.times < self.window_s)
 
 
+def window_duration(zeus_s: float, span_s: float) -> tuple[float, ValidityWarning | None]:
+    """The window's length: Zeus's own figure, unless a wall-clock step moved it. Zeus times a
+    window with ``time.time()``, which NTP may step; the meter's span on its monotonic clock
+    brackets Zeus's calls, so a Zeus time more than max(0.5 s, 5 %) away from it is a step: the
+    span is the duration then, with a ``wall_clock_step`` (info) warning."""
+    if abs(zeus_s - span_s) <= max(0.5, 0.05 * span_s):
+        return zeus_s, None
+    return span_s, ValidityWarning(
+        code="wall_clock_step",
+        severity="info",
+        message=(
+            f"Zeus timed the window at {zeus_s:.3f} s on the wall clock, which was stepped "
+            f"(NTP) during it; the duration is the monotonic clock's {span_s:.3f} s"
+        ),
+        details={"zeus_time_s": zeus_s, "monotonic_s": span_s},
+    )
+
+
 class ZeusMeter(MeterBase):
     """Energy from ``ZeusMonitor.begin_window``/``end_window`` (Zeus reads the NVML counter on
     Volta and newer, integrates power on older GPUs), checked like the NVML meter's.
@@ -259,8 +277,10 @@ class ZeusMeter(MeterBase):
                 self.sampler.end()
         self._raise_if_lost(m.gpu_energy)
         t1, wall1 = self._clock(), self._wall()
-        duration = float(m.time)
+        duration, stepped = window_duration(float(m.time), t1 - self._t0)
         warnings: list[ValidityWarning] = list(self.mapping_warnings)
+        if stepped is not None:
+            warnings.append(stepped)
         w = checks.short_window(duration, self.sensor_period_s)
         if w is not None:
             warnings.append(w)
