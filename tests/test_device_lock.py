@@ -187,7 +187,7 @@ def test_side_by_side_runs_lock_their_pool_gpus(
     from llenergymeasure.config.user import UserConfig
     from llenergymeasure.runners.device_lock import DeviceLocker
     from llenergymeasure.study.runner import StudyOptions, StudyRunner
-    from tests.concurrent_doubles import Log
+    from tests.fakes.concurrent_doubles import Log
 
     log = Log()
     seen: dict[tuple[int, ...], DeviceLockRecord | None] = {}

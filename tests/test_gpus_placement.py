@@ -15,7 +15,7 @@ from llenergymeasure.runners.local import LocalRunner
 from llenergymeasure.runners.placement import device_entries
 from llenergymeasure.runners.resolution import ResolvedRunner
 from llenergymeasure.study.execution import executor_for
-from tests import child_targets
+from tests.fakes import child_targets
 from tests.helpers import tiny_experiment
 
 UUID_A = "GPU-aaaaaaaa-1111-2222-3333-444444444444"

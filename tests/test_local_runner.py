@@ -12,7 +12,7 @@ from pathlib import Path
 from llenergymeasure import ExperimentConfig
 from llenergymeasure.harness.request import HarnessRequest, HarnessSettings
 from llenergymeasure.runners.local import LocalRunner
-from tests import child_targets
+from tests.fakes import child_targets
 from tests.helpers import tiny_experiment, within
 
 

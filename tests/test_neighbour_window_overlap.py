@@ -28,7 +28,7 @@ from llenergymeasure.study.placement import (
     placement_for,
     pool_from,
 )
-from tests.concurrent_doubles import result_for
+from tests.fakes.concurrent_doubles import result_for
 
 W = 1_800_000_000.0
 

@@ -1,5 +1,5 @@
 """Runs side by side on disjoint GPUs (execution.concurrent_runs, study/concurrent.py): the
-scheduler with a test-double executor (tests/concurrent_doubles.py) and fake GPU pools.
+scheduler with a test-double executor (tests/fakes/concurrent_doubles.py) and fake GPU pools.
 
 Every check is read from what the executors recorded (their intervals and GPUs) and from the
 files the study wrote (manifest, result.json), never from the scheduler's own bookkeeping.
@@ -29,7 +29,7 @@ from llenergymeasure.runners.resolution import ResolvedRunner
 from llenergymeasure.study import concurrent as concurrent_mod
 from llenergymeasure.study.placement import discover_pool, gpus_needed
 from llenergymeasure.study.runner import StudyOptions, StudyRunner
-from tests.concurrent_doubles import STARTED_FILE, Log, max_at_once, overlapping_pairs
+from tests.fakes.concurrent_doubles import STARTED_FILE, Log, max_at_once, overlapping_pairs
 from tests.helpers import within
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -252,7 +252,7 @@ def test_sequential_results_have_no_placement(tmp_path: Path) -> None:
     """concurrent_runs 1 (the default) takes the one-at-a-time path; schema 1.2 results load."""
     from llenergymeasure.harness.request import HarnessRequest, HarnessSettings
     from llenergymeasure.results.models import SCHEMA_VERSION, ExperimentResult
-    from tests.concurrent_doubles import result_for
+    from tests.fakes.concurrent_doubles import result_for
 
     study = _study(1)
     assert study.execution.concurrent_runs == 1
@@ -331,7 +331,7 @@ _CONTROLLER = textwrap.dedent(
     from llenergymeasure.errors import StudyInterrupted
     from llenergymeasure.study import concurrent as c
     from llenergymeasure.study.runner import StudyOptions, StudyRunner
-    from tests.concurrent_doubles import Log
+    from tests.fakes.concurrent_doubles import Log
 
     install_stop_handlers()
     log = Log()

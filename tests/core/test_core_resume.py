@@ -10,13 +10,11 @@ import pytest
 
 from llenergymeasure import StudyConfig
 from llenergymeasure.config.user import UserConfig
-from llenergymeasure.energy.types import EnergyMeasurement
-from llenergymeasure.environment.snapshot import EnvironmentSnapshot
 from llenergymeasure.errors import ConfigError
-from llenergymeasure.results.models import ExperimentResult, LoadRecord, ModelRecord, WarmupRecord
 from llenergymeasure.study.manifest import Manifest, ManifestRun, ManifestStore
 from llenergymeasure.study.planning import PlannedRun
 from llenergymeasure.study.runner import StudyOptions, StudyRunner
+from tests.builders import make_unmetered_result
 
 
 def _study() -> StudyConfig:
@@ -29,25 +27,7 @@ def _study() -> StudyConfig:
 
 
 def result_json(run: PlannedRun) -> str:
-    return ExperimentResult(
-        llenergymeasure_version="0",
-        experiment_id=run.run_id,
-        config=run.config,
-        config_hash=run.config.config_hash,
-        environment=EnvironmentSnapshot(),
-        started_at="s",
-        ended_at="e",
-        model=ModelRecord(id=run.config.model),
-        load=LoadRecord(duration_s=1.0),
-        warmup=WarmupRecord(mode="fixed", runs=1),
-        energy=EnergyMeasurement(meter="null", available=False),
-        n_requests=1,
-        input_tokens=1,
-        output_tokens=1,
-        duration_s=1.0,
-        output_tokens_per_s=1.0,
-        requests_per_s=1.0,
-    ).model_dump_json()
+    return make_unmetered_result(run.config, experiment_id=run.run_id).model_dump_json()
 
 
 @pytest.fixture

@@ -8,17 +8,13 @@ import math
 import pytest
 
 from llenergymeasure.config.experiment import ExperimentConfig
-from llenergymeasure.energy.types import EnergyMeasurement
-from llenergymeasure.environment.snapshot import EnvironmentSnapshot
 from llenergymeasure.results.models import (
     ExperimentResult,
     LatencyStats,
-    LoadRecord,
-    ModelRecord,
     RunFailure,
-    WarmupRecord,
 )
 from llenergymeasure.results.stats import METRICS, describe, summarise, t_quantile_975
+from tests.builders import make_result
 
 
 def test_describe_drops_missing_values_and_keeps_the_rest() -> None:
@@ -64,24 +60,9 @@ def test_t_quantiles_at_the_table_edge_and_beyond() -> None:
 
 
 def _result(config: ExperimentConfig, run_id: str, j_per_token: float | None) -> ExperimentResult:
-    return ExperimentResult(
-        llenergymeasure_version="0",
+    return make_result(
+        config,
         experiment_id=run_id,
-        config=config,
-        config_hash=config.config_hash,
-        environment=EnvironmentSnapshot(),
-        started_at="s",
-        ended_at="e",
-        model=ModelRecord(id=config.model),
-        load=LoadRecord(duration_s=1.0),
-        warmup=WarmupRecord(mode="fixed", runs=1),
-        energy=EnergyMeasurement(meter="nvml"),
-        n_requests=2,
-        input_tokens=8,
-        output_tokens=10,
-        duration_s=2.0,
-        output_tokens_per_s=5.0,
-        requests_per_s=1.0,
         energy_per_output_token_j=j_per_token,
         ttft_ms=LatencyStats(
             n=1, mean_ms=7.0, p50_ms=7.0, p90_ms=7.0, p99_ms=8.0, min_ms=7.0, max_ms=8.0

@@ -8,19 +8,15 @@ import math
 import pytest
 
 from llenergymeasure.config.experiment import ExperimentConfig
-from llenergymeasure.energy.types import EnergyMeasurement
-from llenergymeasure.environment.snapshot import EnvironmentSnapshot
 from llenergymeasure.results.export_columns import run_columns
 from llenergymeasure.results.export_rows import run_record
 from llenergymeasure.results.models import (
     ExperimentResult,
-    LoadRecord,
-    ModelRecord,
-    WarmupRecord,
 )
 from llenergymeasure.results.quality_models import MetricValue, QualityRecord, TaskQuality
 from llenergymeasure.results.quality_stats import quality_metric_values
 from llenergymeasure.results.stats import summarise
+from tests.builders import make_result
 from tests.quality.conftest import GEN_TASK, MC_TASK
 
 CONFIG = ExperimentConfig(model="m", quality={"tasks": [str(MC_TASK), str(GEN_TASK)]})
@@ -45,24 +41,9 @@ def _task(
 
 
 def _result(run_id: str, mc_acc: float, gen_em: float, mc_energy: float = 40.0) -> ExperimentResult:
-    return ExperimentResult(
-        llenergymeasure_version="0",
+    return make_result(
+        CONFIG,
         experiment_id=run_id,
-        config=CONFIG,
-        config_hash=CONFIG.config_hash,
-        environment=EnvironmentSnapshot(),
-        started_at="s",
-        ended_at="e",
-        model=ModelRecord(id="m"),
-        load=LoadRecord(duration_s=1.0),
-        warmup=WarmupRecord(mode="fixed", runs=1),
-        energy=EnergyMeasurement(meter="nvml"),
-        n_requests=2,
-        input_tokens=8,
-        output_tokens=10,
-        duration_s=2.0,
-        output_tokens_per_s=5.0,
-        requests_per_s=1.0,
         quality=QualityRecord(
             weights="pretrained",
             tasks=[

@@ -32,6 +32,7 @@ from llenergymeasure.results.models import (
 )
 from llenergymeasure.results.stats import summarise
 from llenergymeasure.results.study_result import StudyResult  # what the study runner builds
+from tests.builders import make_result
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -135,11 +136,10 @@ def synthetic_result(
         min_ms=30.0,
         max_ms=80.0,
     )
-    return ExperimentResult(
+    return make_result(
+        cfg,
         llenergymeasure_version="0.1.0",
         experiment_id=run_id,
-        config=cfg,
-        config_hash=cfg.config_hash,
         environment=environment(driver),
         started_at=f"2026-11-28T10:{cycle:02d}:00+00:00",
         ended_at=f"2026-11-28T10:{cycle:02d}:30+00:00",

@@ -25,15 +25,12 @@ from llenergymeasure.backends.openai.section import LaunchConfig
 from llenergymeasure.backends.serving_base import RequestTimeline
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.energy.types import EnergyMeasurement
-from llenergymeasure.environment.snapshot import EnvironmentSnapshot
 from llenergymeasure.errors import ConfigError, ExperimentError
 from llenergymeasure.results.models import (
     ExperimentResult,
     GateResult,
-    LoadRecord,
-    ModelRecord,
-    WarmupRecord,
 )
+from tests.builders import make_result
 from tests.fakes.clock import ManualClock
 from tests.fakes.openai_server import FakeOpenAIServer, Script
 
@@ -120,24 +117,9 @@ def test_offline_generate_fails_when_every_request_failed() -> None:
 
 
 def _result(config: ExperimentConfig, energy: bool) -> ExperimentResult:
-    return ExperimentResult(
-        llenergymeasure_version="0",
-        experiment_id="r1",
-        config=config,
-        config_hash=config.config_hash,
-        environment=EnvironmentSnapshot(),
-        started_at="s",
-        ended_at="e",
-        model=ModelRecord(id=config.model),
-        load=LoadRecord(duration_s=1.0),
-        warmup=WarmupRecord(mode="fixed", runs=1),
+    return make_result(
+        config,
         energy=EnergyMeasurement(meter="nvml", available=energy),
-        n_requests=2,
-        input_tokens=8,
-        output_tokens=10,
-        duration_s=2.0,
-        output_tokens_per_s=5.0,
-        requests_per_s=1.0,
         gates=[GateResult(name="short_window", passed=True)],
         extra={"endpoint": {"mode": "attach"}},
     )

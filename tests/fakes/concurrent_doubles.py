@@ -15,37 +15,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from llenergymeasure.energy.types import BaselineRecord, EnergyMeasurement
-from llenergymeasure.environment.snapshot import EnvironmentSnapshot
+from llenergymeasure.energy.types import BaselineRecord
 from llenergymeasure.harness.request import HarnessRequest
 from llenergymeasure.results.layout import RESULT_FILE
-from llenergymeasure.results.models import ExperimentResult, LoadRecord, ModelRecord, WarmupRecord
+from llenergymeasure.results.models import ExperimentResult
 from llenergymeasure.runners.base import RunOutcome
+from tests.builders import make_unmetered_result
 
 STARTED_FILE = "double.started"
 
 
 def result_for(request: HarnessRequest, baseline: BaselineRecord | None = None) -> ExperimentResult:
     config = request.config
-    return ExperimentResult(
-        llenergymeasure_version="0",
-        experiment_id=request.settings.run_id or "?",
-        config=config,
-        config_hash=config.config_hash,
-        environment=EnvironmentSnapshot(),
-        started_at="s",
-        ended_at="e",
-        model=ModelRecord(id=config.model),
-        load=LoadRecord(duration_s=1.0),
-        warmup=WarmupRecord(mode="fixed", runs=1),
-        baseline=baseline,
-        energy=EnergyMeasurement(meter="null", available=False),
-        n_requests=1,
-        input_tokens=1,
-        output_tokens=1,
-        duration_s=1.0,
-        output_tokens_per_s=1.0,
-        requests_per_s=1.0,
+    return make_unmetered_result(
+        config, experiment_id=request.settings.run_id or "?", baseline=baseline
     )
 
 
