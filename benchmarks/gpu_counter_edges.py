@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -58,11 +59,18 @@ def edges(nvml: Nvml, n_windows: int, ref_s: float, seed: int) -> dict[str, Any]
         "free": NvmlMeter(nvml, mapping, check_processes=False),
         "aligned": NvmlMeter(nvml, mapping, check_processes=False, align_edges=True),
     }
-    ref = meters["aligned"]
-    ref.start()
-    time.sleep(ref_s)
-    m = ref.stop()
-    ref_w = m.devices[0].energy_j / m.duration_s
+
+    def reference_w() -> tuple[float, float]:
+        ref = meters["aligned"]
+        ref.start()
+        time.sleep(ref_s)
+        m = ref.stop()
+        return m.devices[0].energy_j / m.duration_s, m.duration_s
+
+    # Seen on an H100 right after a 700 W stage: a single reference taken first read 75.2 W while
+    # every later idle window read 72.0-72.5 W (the GPU was still cooling). The reference is now
+    # the mean of one long window before the short ones and one after them.
+    ref_before_w, ref_seconds = reference_w()
     rng = random.Random(seed)
     rows: dict[str, list[dict[str, float]]] = {"free": [], "aligned": []}
     for k in range(n_windows):
@@ -72,18 +80,26 @@ def edges(nvml: Nvml, n_windows: int, ref_s: float, seed: int) -> dict[str, Any]
         time.sleep(rng.uniform(1.0, 1.3))
         w = meter.stop()
         d = w.devices[0]
-        err = d.energy_j - ref_w * w.duration_s
         rows[arm].append(
             {
                 "duration_s": w.duration_s,
                 "energy_j": d.energy_j,
-                "error_j": err,
                 "bound_j": d.quantisation_bound_j or math.nan,
                 "aligned": bool(d.edges_aligned),
             }
         )
-    out: dict[str, Any] = {"reference_w": ref_w, "reference_s": m.duration_s}
+    ref_after_w, _ = reference_w()
+    ref_w = (ref_before_w + ref_after_w) / 2
+    out: dict[str, Any] = {
+        "reference_w": ref_w,
+        "reference_before_w": ref_before_w,
+        "reference_after_w": ref_after_w,
+        "reference_s": ref_seconds,
+    }
     for arm, rs in rows.items():
+        for r in rs:
+            r["error_j"] = r["energy_j"] - ref_w * r["duration_s"]
+        power = [r["energy_j"] / r["duration_s"] for r in rs]
         rel = [r["error_j"] / r["energy_j"] for r in rs]
         out[arm] = {
             "windows": len(rs),
@@ -92,6 +108,8 @@ def edges(nvml: Nvml, n_windows: int, ref_s: float, seed: int) -> dict[str, Any]
             "bound_held": sum(abs(r["error_j"]) <= r["bound_j"] for r in rs),
             "mean_bound_rel": sum(r["bound_j"] / r["energy_j"] for r in rs) / len(rs),
             "edges_aligned": sum(r["aligned"] for r in rs),
+            "mean_w": sum(power) / len(power),
+            "sd_w": statistics.stdev(power) if len(power) > 1 else 0.0,
             "rows": rs,
         }
     for meter in meters.values():
@@ -136,13 +154,18 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "counter_edges.json").write_text(json.dumps(report, indent=2))
     e, dr = report["edges"], report["drift"]
-    print(report["label"], "reference", round(e["reference_w"], 2), "W")
+    print(
+        report["label"],
+        f"reference {e['reference_w']:.2f} W (before {e['reference_before_w']:.2f}, after "
+        f"{e['reference_after_w']:.2f})",
+    )
     for arm in ("free", "aligned"):
         a = e[arm]
         print(
             f"{arm:8s} windows {a['windows']:3d}  RMS error {a['rms_rel_error'] * 100:6.3f} %  "
             f"max {a['max_abs_rel_error'] * 100:6.3f} %  mean bound "
-            f"{a['mean_bound_rel'] * 100:6.3f} %  bound held {a['bound_held']}/{a['windows']}"
+            f"{a['mean_bound_rel'] * 100:6.3f} %  bound held {a['bound_held']}/{a['windows']}  "
+            f"mean {a['mean_w']:.2f} W sd {a['sd_w']:.3f} W"
         )
     print(f"drift gate: {dr['accepted']}/{dr['baselines']} accepted; drift {dr['drift']}")
     nvml.shutdown()
