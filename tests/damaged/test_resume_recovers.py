@@ -11,9 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from llenergymeasure.results.layout import ERROR_FILE, MANIFEST_FILE, RESULT_FILE, STUDY_FILE
+from llenergymeasure.results.layout import (
+    ERROR_FILE,
+    MANIFEST_FILE,
+    PROCESS_FILE,
+    RESULT_FILE,
+    STUDY_FILE,
+)
 from llenergymeasure.study.manifest import read_manifest
-from tests.damaged.study_builder import damage, invoke, path_of, results_of
+from tests.damaged.study_builder import damage, invoke, make_study, path_of, results_of
 
 REBUILDABLE = ("empty", "truncated", "not_json", "wrong_type")
 
@@ -120,3 +126,16 @@ def test_an_unreadable_manifest_is_an_io_error(study, monkeypatch: pytest.Monkey
     res = invoke("status", study_dir, user)
     assert res.exit_code == 74, res.output
     assert "cannot read the study's manifest" in res.output and MANIFEST_FILE in res.output
+
+
+@pytest.mark.parametrize("how", ("empty", "truncated", "not_json"))
+def test_resume_names_a_damaged_process_record_and_reruns_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    study_dir, plan, user, executor = make_study(tmp_path, monkeypatch, ended=False)
+    damage(path_of(study_dir, plan, f"LEFT/{PROCESS_FILE}"), how)
+    res = invoke("resume", study_dir, user)
+    assert res.exit_code == 0, res.output
+    assert f"{plan[2].run_id}/{PROCESS_FILE} skipped (" in res.output
+    assert "whether its experiment still runs is unknown" in res.output
+    assert study_dir / f"{plan[2].run_id}_a2" in executor.ran

@@ -60,6 +60,32 @@ def _unfinished(store: ManifestStore) -> list[tuple[ManifestRun, Path]]:
     ]
 
 
+def unreadable_process_lines(manifest: Manifest, study_dir: Path) -> list[str]:
+    """One line per unfinished run whose ``process.json`` is damaged: whether its experiment
+    still runs cannot be told, so resume cannot refuse for it."""
+    lines = []
+    for entry in manifest.runs:
+        if entry.status not in UNFINISHED or not entry.run_dir:
+            continue
+        path = study_dir / entry.run_dir / PROCESS_FILE
+        text = None
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+            record = json.loads(text)
+            problem = None if isinstance(record, dict) else "it holds no JSON object"
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as exc:
+            problem = damage_of(exc, text)
+        if problem is not None:
+            lines.append(
+                f"{entry.run_id}: {entry.run_dir}/{PROCESS_FILE} skipped ({problem}): whether "
+                "its experiment still runs is unknown; if it does, stop it before this resume "
+                "measures beside it"
+            )
+    return lines
+
+
 def refuse_if_still_running(store: ManifestStore) -> None:
     """Raise ``RunnerError`` naming every unfinished run whose experiment process is alive."""
     alive: list[str] = []

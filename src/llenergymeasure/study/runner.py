@@ -60,6 +60,7 @@ from llenergymeasure.study.recovery import (
     refuse_if_still_running,
     result_problem,
     set_aside_completed,
+    unreadable_process_lines,
 )
 from llenergymeasure.study.requests import RequestBuilder, runner_record
 from llenergymeasure.study.slo_search import is_probe_id, is_search, refuse_unsupported, run_search
@@ -153,6 +154,7 @@ class StudyRunner:
             )
         self.resume_manifest = manifest
         self.recovery_notes.extend(damaged_result_lines(manifest, self.resume_dir))
+        self.recovery_notes.extend(unreadable_process_lines(manifest, self.resume_dir))
         return study
 
     def resolve(self) -> dict[str, ResolvedRunner]:
