@@ -23,8 +23,8 @@ from llenergymeasure.backends.vllm import backend as vllm_backend
 from llenergymeasure.backends.vllm.args import engine_cuda_devices, engine_kwargs, sampling_kwargs
 from llenergymeasure.backends.vllm.backend import VLLMBackend
 from llenergymeasure.backends.vllm.platform import cpu_head_size_problem
-from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.backends.vllm.section import VLLMConfig
+from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.errors import BackendUnavailableError, ExperimentError
 from tests.helpers import within
 
