@@ -7,7 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from llenergymeasure.cli import app
-from llenergymeasure.cli.run_fields import _distinguish, _varying_fields
+from llenergymeasure.config.labels import distinguish, varying_fields
 from llenergymeasure.config.study import StudyConfig
 from tests.helpers import write
 
@@ -23,10 +23,10 @@ experiments:
 def test_mixed_backends_show_only_differing_fields(tmp_path: Path) -> None:
     study = StudyConfig.from_yaml(write(tmp_path / "s.yaml", MIXED))
     configs = study.expand()
-    fields = _varying_fields(configs)
+    fields = varying_fields(configs)
     # the PyTorch experiment lacks vllm.*, the vLLM ones lack pytorch.*: neither is a difference
     assert fields == ["backend", "vllm.max_num_seqs"]
-    labels = [_distinguish(c, fields) for c in configs]
+    labels = [distinguish(c, fields) for c in configs]
     assert labels == [
         "backend=pytorch",
         "backend=vllm, vllm.max_num_seqs=4",

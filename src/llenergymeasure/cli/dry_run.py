@@ -13,7 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from llenergymeasure.cli.plan_notes import host_gpus, plan_notes
-from llenergymeasure.cli.run_fields import _distinguish, _hms, _varying_fields
+from llenergymeasure.cli.run_fields import hms
+from llenergymeasure.config.labels import distinguish, varying_fields
 from llenergymeasure.config.study import StudyConfig
 from llenergymeasure.errors import LLEMError
 
@@ -45,7 +46,7 @@ def dry_run_data(sr: Any, runners: dict[str, Any], notes: list[str]) -> dict[str
 
     study = sr.study
     configs = study.expand()
-    fields = _varying_fields(configs)
+    fields = varying_fields(configs)
     plan = sr.plan()
     gaps_total, _ = estimate_duration_s(plan)
     return {
@@ -57,7 +58,7 @@ def dry_run_data(sr: Any, runners: dict[str, Any], notes: list[str]) -> dict[str
                 "config_hash": c.config_hash,
                 "model": c.model,
                 "backend": c.backend,
-                "label": _distinguish(c, fields),
+                "label": distinguish(c, fields),
                 "runner": runners[c.backend].describe(),
                 "runner_source": runners[c.backend].source,
             }
@@ -119,7 +120,7 @@ def print_dry_run(
         data["would_be_refused"] = [{"message": str(p), "exit_code": p.exit_code} for p in problems]
         emit(data)
         return code
-    fields = _varying_fields(configs)
+    fields = varying_fields(configs)
     table = Table(title=escape(f"study {study.name!r}: {len(configs)} experiment(s)"))
     table.add_column("#", justify="right")
     table.add_column("config hash")
@@ -135,7 +136,7 @@ def print_dry_run(
             escape(cfg.model),
             cfg.backend,
             escape(f"{r.describe()} ({r.source})"),
-            escape(_distinguish(cfg, fields)),
+            escape(distinguish(cfg, fields)),
         )
     console.print(table)
     expansion = study.expand_report()
@@ -161,7 +162,7 @@ def print_dry_run(
         f"({sr.gaps.config_gap_source}), cycle {sr.gaps.cycle_gap_s:g} s ({sr.gaps.cycle_gap_source})"
     )
     console.print(
-        f"estimated duration: {_hms(gaps_total + baseline_s)} of thermal gaps and idle baselines "
+        f"estimated duration: {hms(gaps_total + baseline_s)} of thermal gaps and idle baselines "
         f"plus {len(plan)} x the experiment's own "
         "time (engine start, load, warmup, window), which depends on the model and hardware"
     )
@@ -186,7 +187,7 @@ def print_dry_run(
                 planned.run_id,
                 str(planned.cycle),
                 f"{planned.gap_before_s:g} s {planned.gap_kind}" if planned.gap_before_s else "—",
-                escape(_distinguish(planned.config, fields)),
+                escape(distinguish(planned.config, fields)),
             )
         console.print(order)
     console.print(f"study design hash: {study.study_design_hash}")

@@ -15,7 +15,7 @@ from rich.markup import escape
 
 from llenergymeasure.cli.dry_run import print_dry_run
 from llenergymeasure.cli.plan_notes import host_gpus, plan_notes
-from llenergymeasure.cli.run_fields import _hms, _varying_fields
+from llenergymeasure.cli.run_fields import hms
 from llenergymeasure.cli.run_progress import LiveProgress
 from llenergymeasure.cli.run_summary import (
     invalid_runs_line,
@@ -23,6 +23,7 @@ from llenergymeasure.cli.run_summary import (
     print_study_summary,
 )
 from llenergymeasure.config.experiment import ExperimentConfig
+from llenergymeasure.config.labels import varying_fields
 from llenergymeasure.config.study import StudyConfig
 from llenergymeasure.config.validate import load_config_file
 from llenergymeasure.errors import ConfigError, StudyInterrupted
@@ -39,7 +40,7 @@ def _confirmed(console: Console, sr: Any, assume_yes: bool) -> bool:
         return True
     gaps = sum(r.gap_before_s for r in plan)
     answer = console.input(
-        f"run {len(plan)} experiments ({_hms(gaps)} of thermal gaps, plus the experiments)? [Y/n] "
+        f"run {len(plan)} experiments ({hms(gaps)} of thermal gaps, plus the experiments)? [Y/n] "
     )
     return answer.strip().lower() in ("", "y", "yes")
 
@@ -83,7 +84,7 @@ def run_command(
         return print_dry_run(
             console, study, runner, cycles, no_gaps, results_dir, as_json=as_json, resume_dir=resume
         )
-    fields = _varying_fields(study.expand()) if study is not None else []
+    fields = varying_fields(study.expand()) if study is not None else []
     progress = LiveProgress(console, fields)
     sr = StudyRunner(
         study,
@@ -114,7 +115,7 @@ def run_command(
             "--detach needs the slurm runner (--runner slurm); runs here cannot detach"
         )
     if not fields and isinstance(progress, LiveProgress):
-        progress.fields = _varying_fields(sr.study.expand())
+        progress.fields = varying_fields(sr.study.expand())
     progress.verbosity = verbosity or sr.user_config.ui.verbosity  # -q/-v override ui.verbosity
     if not _confirmed(console, sr, assume_yes):
         console.print("nothing run")

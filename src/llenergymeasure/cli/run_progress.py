@@ -17,7 +17,8 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from llenergymeasure.cli.run_fields import _distinguish, _fmt
+from llenergymeasure.cli.run_fields import fmt
+from llenergymeasure.config.labels import distinguish
 from llenergymeasure.results.layout import PROGRESS_FILE
 from llenergymeasure.results.models import ExperimentResult
 from llenergymeasure.runners.base import RunOutcome
@@ -80,7 +81,7 @@ class LiveProgress:
         if self.verbosity == "verbose" or self._logging:
             self.console.print(
                 f"→ run {position}/{total} cycle {run.cycle}: "
-                + escape(f"{_distinguish(run.config, self.fields)}  [{run_dir}]"),
+                + escape(f"{distinguish(run.config, self.fields)}  [{run_dir}]"),
                 highlight=False,
                 soft_wrap=self._logging,  # a log line stays one line, whatever the width
             )
@@ -95,9 +96,9 @@ class LiveProgress:
             if self.verbosity == "quiet":
                 return
             self.console.print(
-                f"[green]✓[/] {run.run_id}  {escape(_distinguish(run.config, self.fields))}  "
-                f"{_fmt(result.energy_per_output_token_j, unit=' J/tok')}  "
-                f"{_fmt(result.output_tokens_per_s, unit=' tok/s')}"
+                f"[green]✓[/] {run.run_id}  {escape(distinguish(run.config, self.fields))}  "
+                f"{fmt(result.energy_per_output_token_j, unit=' J/tok')}  "
+                f"{fmt(result.output_tokens_per_s, unit=' tok/s')}"
             )
         else:
             first = (outcome.message or "").splitlines()[0] if outcome.message else ""
@@ -145,7 +146,7 @@ class LiveProgress:
             t.add_row(
                 f"run {position}/{self.total}",
                 f"cycle {run.cycle}",
-                escape(_distinguish(run.config, self.fields)),
+                escape(distinguish(run.config, self.fields)),
                 f"[cyan]{escape(self._phase(run_dir))}[/]",
                 f"{now - started:.0f} s{eta}",
             )

@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from llenergymeasure.cli.run_fields import _distinguish, _fmt, _varying_fields
+from llenergymeasure.cli.run_fields import fmt
+from llenergymeasure.config.labels import distinguish, varying_fields
 from llenergymeasure.results.layout import REPORT_FILE
 from llenergymeasure.results.models import ExperimentResult, StudyResult
 from llenergymeasure.results.serving_models import ServingRecord
@@ -27,38 +28,38 @@ def print_experiment_summary(
     e = result.energy
     t.add_row(
         "energy (raw)",
-        _fmt(result.total_energy_j, unit=" J")
+        fmt(result.total_energy_j, unit=" J")
         if e.available
         else escape(f"— ({e.unavailable_reason})"),
     )
-    above = _fmt(result.total_energy_above_idle_j, unit=" J")
+    above = fmt(result.total_energy_above_idle_j, unit=" J")
     if result.total_energy_above_idle_se_j is not None:
-        above += f" ± {_fmt(result.total_energy_above_idle_se_j, unit=' J')} (SE)"
+        above += f" ± {fmt(result.total_energy_above_idle_se_j, unit=' J')} (SE)"
     t.add_row("energy above resident idle", above)
-    t.add_row("energy per output token", _fmt(result.energy_per_output_token_j, unit=" J"))
-    t.add_row("energy per token (in + out)", _fmt(result.energy_per_total_token_j, unit=" J"))
+    t.add_row("energy per output token", fmt(result.energy_per_output_token_j, unit=" J"))
+    t.add_row("energy per token (in + out)", fmt(result.energy_per_total_token_j, unit=" J"))
     if result.energy_quantisation_bound_rel is not None:
         t.add_row("quantisation bound", f"± {result.energy_quantisation_bound_rel * 100:.2f} %")
     t.add_row(
         "valid",
         "yes" if result.valid else escape(f"no: {', '.join(result.failed_gates)}"),
     )
-    t.add_row("energy per request", _fmt(result.energy_per_request_j, unit=" J"))
+    t.add_row("energy per request", fmt(result.energy_per_request_j, unit=" J"))
     t.add_row(
         "output tokens/s" + (" (whole measured window)" if result.serving is not None else ""),
-        _fmt(result.output_tokens_per_s),
+        fmt(result.output_tokens_per_s),
     )
     t.add_row("tokens in / out", f"{result.input_tokens:,} / {result.output_tokens:,}")
     t.add_row(
         "TTFT mean / p99",
-        f"{_fmt(result.ttft_ms.mean_ms if result.ttft_ms else None, unit=' ms')} / {_fmt(result.ttft_ms.p99_ms if result.ttft_ms else None, unit=' ms')}",
+        f"{fmt(result.ttft_ms.mean_ms if result.ttft_ms else None, unit=' ms')} / {fmt(result.ttft_ms.p99_ms if result.ttft_ms else None, unit=' ms')}",
     )
     t.add_row(
         "ITL mean / p99",
-        f"{_fmt(result.itl_ms.mean_ms if result.itl_ms else None, unit=' ms')} / {_fmt(result.itl_ms.p99_ms if result.itl_ms else None, unit=' ms')}",
+        f"{fmt(result.itl_ms.mean_ms if result.itl_ms else None, unit=' ms')} / {fmt(result.itl_ms.p99_ms if result.itl_ms else None, unit=' ms')}",
     )
-    t.add_row("measured window", _fmt(result.duration_s, unit=" s"))
-    t.add_row("model load", _fmt(result.load.duration_s, unit=" s"))
+    t.add_row("measured window", fmt(result.duration_s, unit=" s"))
+    t.add_row("model load", fmt(result.load.duration_s, unit=" s"))
     t.add_row(
         "meter",
         escape(
@@ -98,14 +99,14 @@ def serving_run_table(record: ServingRecord) -> Table:
     t = Table(show_header=False)
     t.add_column("metric", overflow="fold")
     t.add_column("value", justify="right", overflow="fold")
-    t.add_row("requests/s", _fmt(w.requests_per_s))
-    t.add_row("output tokens/s", _fmt(w.output_tokens_per_s))
-    t.add_row("goodput req/s", _fmt(w.goodput_rps))
+    t.add_row("requests/s", fmt(w.requests_per_s))
+    t.add_row("output tokens/s", fmt(w.output_tokens_per_s))
+    t.add_row("goodput req/s", fmt(w.goodput_rps))
     t.add_row("SLO met", "—" if w.slo_attainment is None else f"{w.slo_attainment:.0%}")
-    t.add_row("TTFT p90", _fmt(w.ttft_ms.p90_ms if w.ttft_ms else None, unit=" ms"))
-    t.add_row("ITL p90", _fmt(w.itl_ms.p90_ms if w.itl_ms else None, unit=" ms"))
-    t.add_row("J / output token", _fmt(w.energy_per_output_token_j, unit=" J"))
-    t.add_row("J / good request", _fmt(w.energy_per_good_request_j, unit=" J"))
+    t.add_row("TTFT p90", fmt(w.ttft_ms.p90_ms if w.ttft_ms else None, unit=" ms"))
+    t.add_row("ITL p90", fmt(w.itl_ms.p90_ms if w.itl_ms else None, unit=" ms"))
+    t.add_row("J / output token", fmt(w.energy_per_output_token_j, unit=" J"))
+    t.add_row("J / good request", fmt(w.energy_per_good_request_j, unit=" J"))
     if name == "full" and record.steady_unavailable_reason:
         t.caption = escape(f"no steady window: {record.steady_unavailable_reason}")
     return t
@@ -126,12 +127,12 @@ def serving_study_table(study_result: StudyResult) -> Table | None:
             escape(p.label),
             escape(p.load),
             f"{p.window} ({p.n_runs})",
-            _fmt(p.requests_per_s),
-            _fmt(p.tokens_per_s),
-            _fmt(p.goodput_rps),
+            fmt(p.requests_per_s),
+            fmt(p.tokens_per_s),
+            fmt(p.goodput_rps),
             "—" if p.attainment is None else f"{p.attainment:.0%}",
-            _fmt(p.latency_p90_ms),
-            _fmt(p.j_per_token),
+            fmt(p.latency_p90_ms),
+            fmt(p.j_per_token),
         )
     return t
 
@@ -153,16 +154,16 @@ def print_study_summary(console: Console, study_result: StudyResult) -> None:
     def ci(s: Any) -> str:
         if s is None or s.mean is None:
             return "—"
-        return _fmt(s.mean) + (
-            f" ± {_fmt(s.ci95_half_width)}" if s.ci95_half_width is not None else ""
+        return fmt(s.mean) + (
+            f" ± {fmt(s.ci95_half_width)}" if s.ci95_half_width is not None else ""
         )
 
     configs = [s.config for s in study_result.summaries]
-    fields = _varying_fields(configs)
+    fields = varying_fields(configs)
     for s in study_result.summaries:
         m = s.metrics
         t.add_row(
-            escape(_distinguish(s.config, fields)),
+            escape(distinguish(s.config, fields)),
             s.backend,
             f"{s.n_completed - s.n_invalid}"
             + (f" (+{s.n_invalid} invalid)" if s.n_invalid else "")

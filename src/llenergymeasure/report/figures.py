@@ -42,7 +42,7 @@ def _figure(width_in: float, height_in: float) -> Any:
     return fig
 
 
-def _png(fig: Any) -> bytes:
+def png(fig: Any) -> bytes:
     buf = io.BytesIO()
     # No Software/creation metadata: the same study gives byte-identical figures.
     fig.savefig(buf, format="png", dpi=_DPI, metadata={"Software": None})
@@ -255,7 +255,7 @@ def axis_figure(
             fontsize=8,
             frameon=False,
         )
-    return _png(fig)
+    return png(fig)
 
 
 # -- Pareto fronts --------------------------------------------------------------------------------
@@ -345,7 +345,7 @@ def pareto_figure(
     ax = fig.subplots()
     keys = _pareto_panel(ax, points, x_metric, maximise_x)
     ax.set_title(f"energy per token vs {METRIC_LABELS.get(x_metric, x_metric)}", fontsize=10)
-    return _png(fig), keys
+    return png(fig), keys
 
 
 # -- power time series ----------------------------------------------------------------------------
@@ -411,4 +411,4 @@ def power_figure(
     ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3)
     fig.legend(fontsize=7, frameon=False, loc="outside right upper")
-    return _png(fig)
+    return png(fig)

@@ -30,7 +30,7 @@ def serving_figure(
 ) -> bytes:
     from matplotlib.figure import Figure
 
-    from llenergymeasure.report.figures import _png, backend_colour
+    from llenergymeasure.report.figures import backend_colour, png
 
     fig = Figure(figsize=(10, 4), dpi=110, layout="constrained")
     left, right = fig.subplots(1, 2)
@@ -76,7 +76,7 @@ def serving_figure(
             ax.axvline(bound, color="#d62728", linestyle="--", label=f"SLO {bound:g} ms")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    return bytes(_png(fig))
+    return bytes(png(fig))
 
 
 def _fmt(value: float | None, spec: str = ".3g") -> str:

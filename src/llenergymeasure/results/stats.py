@@ -23,7 +23,7 @@ TARGET_CI_HALF_WIDTH = 0.02
 MAX_CYCLES_ADVISED = 1000
 
 # Two-sided 95 % quantiles of Student's t (t_{0.975, df}) for df = 1..30.
-_T975 = [
+T975 = [
     12.706204736, 4.302652730, 3.182446305, 2.776445105, 2.570581836, 2.446911851, 2.364624252,
     2.306004135, 2.262157163, 2.228138852, 2.200985160, 2.178812830, 2.160368656, 2.144786688,
     2.131449546, 2.119905299, 2.109815578, 2.100922040, 2.093024054, 2.085963447, 2.079613845,
@@ -36,8 +36,8 @@ def t_quantile_975(df: int) -> float:
     """t_{0.975} for ``df`` degrees of freedom (exact table to 30, Cornish-Fisher beyond)."""
     if df < 1:
         raise ValueError("degrees of freedom must be at least 1")
-    if df <= len(_T975):
-        return _T975[df - 1]
+    if df <= len(T975):
+        return T975[df - 1]
     z = 1.959963984540054
     return (
         z

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.results.export_columns import RUN_COLUMNS, run_columns
 from llenergymeasure.results.quality_stats import ACCURACY, ENERGY_PER_CORRECT
-from llenergymeasure.results.stats import _T975, METRICS
+from llenergymeasure.results.stats import METRICS, T975
 
 #: columns the archive adds in front of each run's ``results.parquet`` columns.
 STUDY_COLUMNS: dict[str, tuple[str, str]] = {
@@ -206,12 +206,12 @@ def cast_select(available: set[str], types_: dict[str, str]) -> str:
 
 def t975_macro() -> str:
     """``t975(df)``: Student's t two-sided 95 % quantile, the same numbers as results.stats."""
-    table = ", ".join(repr(v) for v in _T975)
+    table = ", ".join(repr(v) for v in T975)
     z = 1.959963984540054
     return (
         "CREATE OR REPLACE TEMP MACRO t975(df) AS CASE "
         "WHEN df IS NULL OR df < 1 THEN NULL "
-        f"WHEN df <= {len(_T975)} THEN ([{table}])[df] "
+        f"WHEN df <= {len(T975)} THEN ([{table}])[df] "
         f"ELSE {z} + ({z}^3 + {z}) / (4 * df) + (5 * {z}^5 + 16 * {z}^3 + 3 * {z}) / (96 * df^2) "
         f"+ (3 * {z}^7 + 19 * {z}^5 + 17 * {z}^3 - 15 * {z}) / (384 * df^3) END"
     )
