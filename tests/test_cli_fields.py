@@ -39,6 +39,11 @@ def test_dry_run_table_of_a_mixed_study(tmp_path: Path) -> None:
     res = CliRunner().invoke(
         app, ["run", str(f), "--dry-run", "--runner", "docker"], env={"COLUMNS": "300"}
     )
-    assert res.exit_code == 0, res.output
+    # The table is the subject here. The dry run also checks the docker images the plan names and
+    # exits 1 when one is not built on this machine (tested in tests/test_first_hour.py), so
+    # either outcome is right, depending on what this machine has built.
+    assert res.exit_code in (0, 1), res.output
+    if res.exit_code == 1:
+        assert "would be refused" in res.output, res.output
     assert "pytorch." not in res.output and "=None" not in res.output, res.output
     assert "backend=vllm, vllm.max_num_seqs=8" in res.output
