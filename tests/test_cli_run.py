@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from tests.builders import llem_env
 from tests.helpers import tiny_experiment, user_config_file, write
 
 
@@ -24,16 +25,12 @@ def _study(tmp_path: Path) -> Path:
     return write(tmp_path / "s.yaml", yaml.safe_dump(data))
 
 
-def _env(uc: Path) -> dict[str, str]:
-    return {**os.environ, "LLEM_CONFIG": str(uc), "COLUMNS": "200"}
-
-
 def test_quiet_and_verbose(tmp_path: Path, shared_model_cache: Path) -> None:
     study = _study(tmp_path)
     quiet = user_config_file(tmp_path / "q", shared_model_cache, extra="ui: {verbosity: quiet}\n")
     out = subprocess.run(
         [sys.executable, "-m", "llenergymeasure", "run", str(study)],
-        env=_env(quiet),
+        env=llem_env(quiet),
         capture_output=True,
         text=True,
         timeout=300,
@@ -45,7 +42,7 @@ def test_quiet_and_verbose(tmp_path: Path, shared_model_cache: Path) -> None:
     )
     out = subprocess.run(
         [sys.executable, "-m", "llenergymeasure", "run", str(study)],
-        env=_env(verbose),
+        env=llem_env(verbose),
         capture_output=True,
         text=True,
         timeout=300,
@@ -62,7 +59,7 @@ def test_prompt_asks_at_a_terminal_and_no_means_nothing_runs(
     master, slave = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "llenergymeasure", "run", str(study)],
-        env=_env(uc),
+        env=llem_env(uc),
         stdin=slave,
         stdout=slave,
         stderr=slave,

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from llenergymeasure.results.io import atomic_write_text
-from tests.helpers import tiny_experiment, user_config_file, write
+from tests.builders import llem_env, study_file
+from tests.helpers import user_config_file
 
 LLEM = [sys.executable, "-m", "llenergymeasure"]
 FS_EXIT = 74
@@ -79,36 +79,13 @@ def _fill(fs: Path) -> Path:
     return filler
 
 
-def _study_file(tmp_path: Path, sweep: dict, **base: object) -> Path:
-    data = {
-        "name": "t",
-        "base": tiny_experiment(**base),
-        "sweep": sweep,
-        "execution": {
-            "n_cycles": 1,
-            "cycle_order": "sequential",
-            "config_gap_seconds": 0,
-            "cycle_gap_seconds": 0,
-        },
-    }
-    return write(tmp_path / "study.yaml", yaml.safe_dump(data))
-
-
-def _env(tmp_path: Path, cache: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "LLEM_CONFIG": str(user_config_file(tmp_path, cache)),
-        "COLUMNS": "300",
-    }
-
-
 def test_read_only_results_dir_is_a_clear_error(
     tmp_path: Path, shared_model_cache: Path, read_only_dir: Path
 ) -> None:
-    f = _study_file(tmp_path, {"batch_size": [1]})
+    f = study_file(tmp_path, {"batch_size": [1]})
     res = subprocess.run(
         [*LLEM, "run", str(f), "--results-dir", str(read_only_dir), "--yes"],
-        env=_env(tmp_path, shared_model_cache),
+        env=llem_env(user_config_file(tmp_path, shared_model_cache), 300),
         capture_output=True,
         text=True,
         timeout=300,
@@ -125,11 +102,11 @@ def test_resume_in_a_read_only_study_dir_is_a_clear_error(
     tmp_path: Path, shared_model_cache: Path
 ) -> None:
     """A study directory that became read-only (a mount remounted ro after an I/O error)."""
-    env = _env(tmp_path, shared_model_cache)
+    env = llem_env(user_config_file(tmp_path, shared_model_cache), 300)
     where = tmp_path / "ro"
     _mount_tmpfs(where, "size=4m")
     try:
-        f = _study_file(tmp_path, {"batch_size": [1]})
+        f = study_file(tmp_path, {"batch_size": [1]})
         res = subprocess.run(
             [*LLEM, "run", str(f), "--results-dir", str(where), "--dry-run"],
             env=env,
@@ -168,10 +145,10 @@ def test_full_disk_before_the_study_leaves_no_directory_without_a_manifest(
     results = tiny_fs / "results"
     results.mkdir()
     _fill(tiny_fs)
-    f = _study_file(tmp_path, {"batch_size": [1]})
+    f = study_file(tmp_path, {"batch_size": [1]})
     res = subprocess.run(
         [*LLEM, "run", str(f), "--results-dir", str(results), "--yes"],
-        env=_env(tmp_path, shared_model_cache),
+        env=llem_env(user_config_file(tmp_path, shared_model_cache), 300),
         capture_output=True,
         text=True,
         timeout=300,
@@ -187,9 +164,9 @@ def test_full_disk_before_the_study_leaves_no_directory_without_a_manifest(
 def test_disk_full_mid_study_stops_clearly_and_resumes_after_space_is_freed(
     tmp_path: Path, shared_model_cache: Path, tiny_fs: Path
 ) -> None:
-    env = _env(tmp_path, shared_model_cache)
+    env = llem_env(user_config_file(tmp_path, shared_model_cache), 300)
     results = tiny_fs / "results"
-    f = _study_file(tmp_path, {"batch_size": [1, 2]})
+    f = study_file(tmp_path, {"batch_size": [1, 2]})
     proc = subprocess.Popen(
         [*LLEM, "run", str(f), "--results-dir", str(results), "--yes"],
         env=env,

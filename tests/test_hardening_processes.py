@@ -17,35 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from llenergymeasure.study.runner import StudyRunner
-from tests.helpers import tiny_experiment, user_config_file, wait_for_manifest, write
+from tests.builders import llem_env, study_file
+from tests.helpers import user_config_file, wait_for_manifest
 
 LLEM = [sys.executable, "-m", "llenergymeasure"]
-
-
-def _study_file(tmp_path: Path, sweep: dict, n_cycles: int = 1, **base: object) -> Path:
-    data = {
-        "name": "t",
-        "base": tiny_experiment(**base),
-        "sweep": sweep,
-        "execution": {
-            "n_cycles": n_cycles,
-            "cycle_order": "sequential",
-            "config_gap_seconds": 0,
-            "cycle_gap_seconds": 0,
-        },
-    }
-    return write(tmp_path / "study.yaml", yaml.safe_dump(data))
-
-
-def _env(tmp_path: Path, cache: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "LLEM_CONFIG": str(user_config_file(tmp_path, cache)),
-        "COLUMNS": "200",
-    }
 
 
 def _children(pid: int) -> list[int]:
@@ -84,8 +61,8 @@ def _digest(path: Path) -> str:
 def test_controller_killed_in_the_spawn_gap_leaves_no_orphan(
     tmp_path: Path, shared_model_cache: Path
 ) -> None:
-    env = _env(tmp_path, shared_model_cache)
-    f = _study_file(tmp_path, {"batch_size": [1]})
+    env = llem_env(user_config_file(tmp_path, shared_model_cache), 200)
+    f = study_file(tmp_path, {"batch_size": [1]})
     controller = subprocess.Popen(
         [*LLEM, "run", str(f)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
@@ -152,7 +129,7 @@ def test_resume_refuses_while_the_recorded_experiment_process_is_alive(
         record = {**recorded, "pid": alive.pid, "start_ticks": _start_ticks(alive.pid)}
         record["boot_id"] = _boot_id()
         (run_dir / "process.json").write_text(json.dumps(record))
-        env = _env(tmp_path, shared_model_cache)
+        env = llem_env(user_config_file(tmp_path, shared_model_cache), 200)
         res = subprocess.run(
             [*LLEM, "run", "--resume", str(d)], env=env, capture_output=True, text=True, timeout=120
         )
@@ -181,7 +158,7 @@ def test_resume_refuses_while_the_recorded_experiment_process_is_alive(
 
 def _completed_study(tmp_path: Path, cache: Path) -> tuple[Path, dict]:
     uc = user_config_file(tmp_path, cache)
-    f = _study_file(tmp_path, {"batch_size": [1, 2]})
+    f = study_file(tmp_path, {"batch_size": [1, 2]})
     from llenergymeasure.config.study import StudyConfig
 
     sr = StudyRunner(StudyConfig.from_yaml(f), user_config_path=uc, source_path=f)
@@ -210,7 +187,7 @@ def test_resume_adopts_a_complete_result_instead_of_measuring_again(
     result = d / entry["run_dir"] / "result.json"
     before = (_digest(result), result.stat().st_mtime_ns)
 
-    env = _env(tmp_path, shared_model_cache)
+    env = llem_env(user_config_file(tmp_path, shared_model_cache), 200)
     res = subprocess.run(
         [*LLEM, "run", "--resume", str(d)], env=env, capture_output=True, text=True, timeout=600
     )
@@ -236,7 +213,7 @@ def test_resume_sets_aside_an_invalid_result_and_names_it(
     result.write_text(text[: len(text) // 2])  # a partial file (e.g. written by hand, or torn)
     partial = _digest(result)
 
-    env = _env(tmp_path, shared_model_cache)
+    env = llem_env(user_config_file(tmp_path, shared_model_cache), 200)
     res = subprocess.run(
         [*LLEM, "run", "--resume", str(d)], env=env, capture_output=True, text=True, timeout=600
     )
@@ -251,8 +228,8 @@ def test_resume_sets_aside_an_invalid_result_and_names_it(
 def test_resume_after_a_kill_as_the_first_result_appears_keeps_one_result_per_run(
     tmp_path: Path, shared_model_cache: Path
 ) -> None:
-    env = _env(tmp_path, shared_model_cache)
-    f = _study_file(tmp_path, {"batch_size": [1, 2]})
+    env = llem_env(user_config_file(tmp_path, shared_model_cache), 200)
+    f = study_file(tmp_path, {"batch_size": [1, 2]})
     controller = subprocess.Popen(
         [*LLEM, "run", str(f)],
         env=env,
@@ -294,8 +271,8 @@ def _ignore_sigint() -> None:
 def test_stop_signal_stops_cleanly_even_when_started_with_sigint_ignored(
     tmp_path: Path, shared_model_cache: Path, sig: signal.Signals, code: int, why: str
 ) -> None:
-    env = _env(tmp_path, shared_model_cache)
-    f = _study_file(tmp_path, {"batch_size": [1, 2]}, n=32, max_output_tokens=32)
+    env = llem_env(user_config_file(tmp_path, shared_model_cache), 200)
+    f = study_file(tmp_path, {"batch_size": [1, 2]}, n=32, max_output_tokens=32)
     # A background job of a non-interactive shell (`llem run ... &`, CI wrappers) starts with
     # SIGINT ignored.
     proc = subprocess.Popen(

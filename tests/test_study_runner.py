@@ -14,34 +14,17 @@ import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 
 from llenergymeasure import StudyConfig, run_study
 from llenergymeasure._proc import descendant_pids
 from llenergymeasure.results.stats import describe
-from tests.helpers import tiny_experiment, user_config_file, wait_for_manifest, write
-
-
-def _study_file(
-    tmp_path: Path, sweep: dict, n_cycles: int = 2, order: str = "interleaved", **base: object
-) -> Path:
-    data = {
-        "name": "t",
-        "base": tiny_experiment(**base),
-        "sweep": sweep,
-        "execution": {
-            "n_cycles": n_cycles,
-            "cycle_order": order,
-            "config_gap_seconds": 0,
-            "cycle_gap_seconds": 0,
-        },
-    }
-    return write(tmp_path / "study.yaml", yaml.safe_dump(data))
+from tests.builders import study_file
+from tests.helpers import user_config_file, wait_for_manifest, write
 
 
 def test_study_layout_manifest_and_statistics(tmp_path: Path, shared_model_cache: Path) -> None:
     uc = user_config_file(tmp_path, shared_model_cache)
-    f = _study_file(tmp_path, {"batch_size": [1, 2]})
+    f = study_file(tmp_path, {"batch_size": [1, 2]}, n_cycles=2, order="interleaved")
     res = run_study(f, user_config_path=uc)
     d = Path(res.study_dir or "")
     assert d.parent == tmp_path / "results" and d.name.startswith("t_")
@@ -77,14 +60,14 @@ def test_failures_are_isolated_and_listed(tmp_path: Path, shared_model_cache: Pa
     # a file llem cannot check before running (a missing one is refused up front): its lines
     # lack the prompt key, found only when the experiment reads its prompts
     bad = write(tmp_path / "bad.jsonl", '{"text": "no prompt key"}\n')
-    f = _study_file(tmp_path, {"dataset.source": [str(good), str(bad)]}, n_cycles=1)
+    f = study_file(tmp_path, {"dataset.source": [str(good), str(bad)]}, n_cycles=1)
     res = run_study(f, user_config_path=uc)
     assert len(res.runs) == 1 and len(res.failures) == 1
     fail = res.failures[0]
     assert fail.phase == "prompts" and fail.error_file and Path(fail.error_file).exists()
     assert "bad.jsonl" in fail.message
     res2 = run_study(
-        _study_file(tmp_path, {"dataset.source": [str(bad), str(good)]}, n_cycles=1),
+        study_file(tmp_path, {"dataset.source": [str(bad), str(good)]}, n_cycles=1),
         user_config_path=uc,
         fail_fast=True,
     )
@@ -109,7 +92,7 @@ def test_controller_killed_then_resume_keeps_completed_results(
     tmp_path: Path, shared_model_cache: Path
 ) -> None:
     uc = user_config_file(tmp_path, shared_model_cache)
-    f = _study_file(tmp_path, {"batch_size": [1, 2]}, n_cycles=2, order="sequential")
+    f = study_file(tmp_path, {"batch_size": [1, 2]}, n_cycles=2, order="sequential")
     env = {**os.environ, "LLEM_CONFIG": str(uc), "COLUMNS": "200"}
     proc = _llem("run", str(f), env=env)
     d, _ = wait_for_manifest(
@@ -159,7 +142,7 @@ def test_ctrl_c_marks_interrupted_prints_resume_and_exits_130(
     tmp_path: Path, shared_model_cache: Path, delay_s: float
 ) -> None:
     uc = user_config_file(tmp_path, shared_model_cache)
-    f = _study_file(tmp_path, {"batch_size": [1, 2]}, n_cycles=1, n=32, max_output_tokens=32)
+    f = study_file(tmp_path, {"batch_size": [1, 2]}, n_cycles=1, n=32, max_output_tokens=32)
     tag = f"LLEM_TEST_TAG={uuid.uuid4().hex}"  # inherited by every process the controller starts
     env = {**os.environ, "LLEM_CONFIG": str(uc), "COLUMNS": "200", **dict([tag.split("=")])}
     proc = _llem("run", str(f), env=env)
@@ -255,9 +238,9 @@ def _describe(pids: set[int]) -> str:
 
 def test_resume_refuses_a_changed_study(tmp_path: Path, shared_model_cache: Path) -> None:
     uc = user_config_file(tmp_path, shared_model_cache)
-    f = _study_file(tmp_path, {"batch_size": [1]}, n_cycles=1)
+    f = study_file(tmp_path, {"batch_size": [1]}, n_cycles=1)
     res = run_study(f, user_config_path=uc)
-    changed = _study_file(tmp_path / "other", {"batch_size": [1, 2]}, n_cycles=1)
+    changed = study_file(tmp_path / "other", {"batch_size": [1, 2]}, n_cycles=1)
     env = {**os.environ, "LLEM_CONFIG": str(uc), "COLUMNS": "200"}
     out = subprocess.run(
         [
