@@ -8,6 +8,13 @@
 ARG BASE_IMAGE=vllm/vllm-openai:v0.33.0
 FROM ${BASE_IMAGE}
 
+# What the engines compile at run time (Inductor's C++ kernels, Triton's launcher stubs): gcc, g++
+# and the Python headers, installed where the base lacks them and checked by compiling against
+# them, so a missing compiler fails this build instead of a run (docker/runtime-toolchain.sh).
+# First, before any build argument, so Docker's cache keeps it across every other change.
+COPY docker/runtime-toolchain.sh /opt/llenergymeasure/docker/
+RUN sh /opt/llenergymeasure/docker/runtime-toolchain.sh
+
 # CI only: requirements installed before the package (declared here, used by the first RUN).
 ARG LLEM_PRE_INSTALL=""
 
