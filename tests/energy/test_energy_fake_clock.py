@@ -199,8 +199,13 @@ def test_zeus_energy_without_reset_is_the_counter_difference() -> None:
     fake = FakeNvml([FakeGpu(trace=ConstantPower(250.0), counter_scale=1.02)], clock=clock)
     nvml = Nvml(fake)
     nvml.init()
+    # the meter's own span is on the clock the test drives (it checks Zeus's wall-clock time)
     meter = ZeusMeter(
-        fake_zeus(fake, watts=250.0, clock=clock), resolve_devices([0], nvml, {}), nvml
+        fake_zeus(fake, watts=250.0, clock=clock),
+        resolve_devices([0], nvml, {}),
+        nvml,
+        clock=clock,
+        wall_clock=clock,
     )
     meter.start()
     clock.advance(2.0)
