@@ -47,7 +47,8 @@ def _is_spawned_child(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"spawn_main" in cmdline
+    # the local runner's child interpreter (python -m llenergymeasure.runners.local_child ...)
+    return b"llenergymeasure.runners.local_child" in cmdline
 
 
 def _digest(path: Path) -> str:
@@ -71,13 +72,13 @@ def test_controller_killed_in_the_spawn_gap_leaves_no_orphan(
     child = None
     deadline = time.monotonic() + 240
     while child is None and time.monotonic() < deadline:
-        # the experiment, not multiprocessing's resource tracker (also a child of the controller)
+        # the experiment, not another child of the controller
         child = next((k for k in _children(controller.pid) if _is_spawned_child(k)), None)
         if child is None:
             time.sleep(0.002)
     assert child is not None, "the controller never spawned an experiment"
-    # Let the controller hand the child its work (a pipe write right after the fork), while the
-    # child is still starting its interpreter and importing the harness: the spawn gap.
+    # The child is still starting its interpreter and importing the harness (its request is on
+    # disk already): the spawn gap.
     time.sleep(0.05)
     os.kill(controller.pid, signal.SIGKILL)
     controller.wait(30)
