@@ -72,6 +72,9 @@ def test_a_damaged_compile_marker_counts_as_no_entry(tmp_path: Path, how: str) -
     cache = compile_cache.prepare("on", tmp_path, fields, environ={})
     try:
         assert cache.existed is False and compile_cache.verdict(cache, None) == "miss"
+        # the result says so (CompileRecord.reason carries this note)
+        assert cache.damaged_note is not None and "could not be read" in cache.damaged_note
+        assert str(directory / compile_cache.MARKER_FILE) in cache.damaged_note
         cache.mark_complete({"duration_s": 1.5})  # rewritten by this run's compile
         assert json.loads((directory / compile_cache.MARKER_FILE).read_text()) == {
             "duration_s": 1.5
@@ -80,7 +83,7 @@ def test_a_damaged_compile_marker_counts_as_no_entry(tmp_path: Path, how: str) -
         cache.release()
     again = compile_cache.prepare("on", tmp_path, fields, environ={})
     again.release()
-    assert again.existed is True
+    assert again.existed is True and again.damaged_note is None
 
 
 @pytest.mark.parametrize("how", ["empty", "truncated", "not_json", "not_an_object", "wrong_key"])

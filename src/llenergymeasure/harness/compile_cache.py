@@ -118,6 +118,8 @@ class CompileCache:
     key: str | None = None
     directory: Path | None = None
     existed: bool = False  # a completed entry was there before this run
+    #: set when the key's marker was there but could not be read: the entry is compiled again
+    damaged_note: str | None = None
     lock_wait_s: float = 0.0
     env: dict[str, str] = field(default_factory=dict)
     _lock_fd: int | None = None
@@ -218,6 +220,12 @@ def prepare(
     if mode == "refresh":
         _empty(directory)
     existed = _marker_ok(directory / MARKER_FILE)
+    damaged_note = None
+    if not existed and (directory / MARKER_FILE).exists():
+        damaged_note = (
+            f"the compile cache's marker {directory / MARKER_FILE} could not be read (damaged); "
+            "the entry was compiled again and the marker rewritten"
+        )
     if not (directory / "key.json").is_file():
         from llenergymeasure.results.io import atomic_write_json
 
@@ -230,6 +238,7 @@ def prepare(
         key=key,
         directory=directory,
         existed=existed,
+        damaged_note=damaged_note,
         lock_wait_s=waited,
         env=values,
         _lock_fd=fd,

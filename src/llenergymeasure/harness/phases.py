@@ -158,7 +158,9 @@ def compile_engine(
             lock_wait_s=cache.lock_wait_s,
             batches=batches,
             counters=counters,
-            reason=None if state != "off" else "measurement.compile_cache: off (compiled cold)",
+            reason=cache.damaged_note
+            if state != "off"
+            else "measurement.compile_cache: off (compiled cold)",
         )
         cache.mark_complete({"key": cache.key, "compile_s": duration, "batches": batches})
         return record
