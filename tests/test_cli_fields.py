@@ -47,3 +47,19 @@ def test_dry_run_table_of_a_mixed_study(tmp_path: Path) -> None:
         assert "would be refused" in res.output, res.output
     assert "pytorch." not in res.output and "=None" not in res.output, res.output
     assert "backend=vllm, vllm.max_num_seqs=8" in res.output
+
+
+def test_dry_run_tables_wrap_on_a_narrow_terminal(tmp_path: Path) -> None:
+    """Issue 29 item 9: on an 80-column terminal no cell is cut with an ellipsis."""
+    study = """\
+base: {model: synthetic/tiny-llama, pytorch: {attn_implementation: sdpa}}
+experiments:
+  - {precision: fp32, pytorch: {static_cache: false, attn_implementation: eager}}
+  - {precision: bf16, pytorch: {static_cache: true, attn_implementation: sdpa}}
+"""
+    f = write(tmp_path / "s.yaml", study)
+    res = CliRunner().invoke(app, ["run", str(f), "--dry-run"], env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    assert "…" not in res.output, res.output
+    flat = res.output.replace("\n", "").replace("│", "").replace(" ", "")
+    assert "pytorch.attn_implementation=eager" in flat, res.output

@@ -46,6 +46,19 @@ def test_a_single_run_records_no_gap_without_claiming_no_gaps_was_passed() -> No
     assert resolve_gaps(one, None, no_gaps=True, n_cycles=3).config_gap_source == "--no-gaps"
 
 
+def test_an_experiment_file_over_several_cycles_names_why_it_has_no_gaps(tmp_path: Path) -> None:
+    """`llem run experiment.yaml --cycles 2` zeroes the gaps (one config); the record says the
+    experiment file did, not `--no-gaps`, which nobody passed."""
+    f = write(tmp_path / "e.yaml", "model: synthetic/tiny-llama\n")
+    uc = write(tmp_path / "uc.yaml", f"output:\n  results_dir: {tmp_path / 'r'}\n")
+    res = CliRunner().invoke(
+        app, ["run", str(f), "--cycles", "2", "--dry-run", "--json"], env={"LLEM_CONFIG": str(uc)}
+    )
+    assert res.exit_code == 0, res.output
+    assert "experiment file (one config: no gaps between its cycles)" in res.output, res.output
+    assert "--no-gaps" not in res.output
+
+
 def test_a_misspelled_sweep_axis_is_one_error_with_a_line(tmp_path: Path) -> None:
     f = write(
         tmp_path / "s.yaml",

@@ -95,6 +95,7 @@ def print_dry_run(
     results_dir: Path | None,
     as_json: bool = False,
     resume_dir: Path | None = None,
+    no_gaps_reason: str | None = None,
 ) -> int:
     """Print the plan (or, ``as_json``, emit it on stdout); the exit status the run would have
     on what can be checked now: 0, or the first refusal's (1 a missing image, 74 a folder)."""
@@ -103,7 +104,13 @@ def print_dry_run(
 
     sr = StudyRunner(
         study,
-        StudyOptions(runner=runner_opt, n_cycles=cycles, no_gaps=no_gaps, results_dir=results_dir),
+        StudyOptions(
+            runner=runner_opt,
+            n_cycles=cycles,
+            no_gaps=no_gaps,
+            no_gaps_reason=no_gaps_reason,
+            results_dir=results_dir,
+        ),
         resume_dir=resume_dir,
     )
     runners = sr.resolve()
@@ -122,12 +129,13 @@ def print_dry_run(
         return code
     fields = varying_fields(configs)
     table = Table(title=escape(f"study {study.name!r}: {len(configs)} experiment(s)"))
-    table.add_column("#", justify="right")
-    table.add_column("config hash")
-    table.add_column("model")
-    table.add_column("backend")
-    table.add_column("runner (source)")
-    table.add_column("distinguishing fields" if fields else "label")
+    # cells wrap on a narrow terminal instead of being cut with "…" (issue 29 item 9)
+    table.add_column("#", justify="right", overflow="fold")
+    table.add_column("config hash", overflow="fold")
+    table.add_column("model", overflow="fold")
+    table.add_column("backend", overflow="fold")
+    table.add_column("runner (source)", overflow="fold")
+    table.add_column("distinguishing fields" if fields else "label", overflow="fold")
     for i, cfg in enumerate(configs, start=1):
         r = runners[cfg.backend]
         table.add_row(
@@ -181,7 +189,7 @@ def print_dry_run(
     if len(plan) <= 200:
         order = Table(title="run order")
         for col in ("run", "cycle", "gap before", "experiment"):
-            order.add_column(col)
+            order.add_column(col, overflow="fold")
         for planned in plan:
             order.add_row(
                 planned.run_id,

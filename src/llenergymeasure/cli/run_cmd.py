@@ -78,11 +78,26 @@ def run_command(
             study = StudyConfig.from_experiment(loaded, n_cycles=cycles or 1)
         else:
             study = loaded
+    # An experiment file is one config: its cycles run back to back, and the record says why.
+    zero_gaps = no_gaps or is_experiment
+    no_gaps_reason = (
+        None
+        if no_gaps or not is_experiment
+        else "experiment file (one config: no gaps between its cycles)"
+    )
     if dry_run:
         if study is None:
             study = StudyConfig.from_yaml(resume / STUDY_FILE)  # type: ignore[operator]
         return print_dry_run(
-            console, study, runner, cycles, no_gaps, results_dir, as_json=as_json, resume_dir=resume
+            console,
+            study,
+            runner,
+            cycles,
+            zero_gaps,
+            results_dir,
+            as_json=as_json,
+            resume_dir=resume,
+            no_gaps_reason=no_gaps_reason,
         )
     fields = varying_fields(study.expand()) if study is not None else []
     progress = LiveProgress(console, fields)
@@ -92,7 +107,8 @@ def run_command(
             runner=runner,
             results_dir=results_dir,
             n_cycles=cycles,
-            no_gaps=no_gaps or is_experiment,
+            no_gaps=zero_gaps,
+            no_gaps_reason=no_gaps_reason,
             fail_fast=fail_fast,
             detach=detach,
         ),

@@ -128,6 +128,8 @@ class LiveProgress:
 
     def _render(self) -> Table:
         t = Table.grid(padding=(0, 2))
+        for _ in range(5):  # run, cycle, config, phase, time: wrapped, never cut with "…"
+            t.add_column(overflow="fold")
         now = time.monotonic()
         active = list(self.active.values())  # one copy: the hooks change it from another thread
         gap_left = self.gap_until - now if self.gap_until is not None else 0.0

@@ -37,15 +37,17 @@ def resolve_gaps(
     user_config: UserConfig | None,
     no_gaps: bool = False,
     n_cycles: int | None = None,
+    no_gaps_reason: str | None = None,
 ) -> Gaps:
     """Study execution block > user config > defaults; ``no_gaps`` (development) zeroes both.
 
     A single run (one config, one cycle: an experiment file, ``run_experiment``) has no gap to
-    leave; its source says so, not ``--no-gaps``, which nobody passed.
+    leave; its source says so, not ``--no-gaps``, which nobody passed. ``no_gaps_reason`` names
+    who else zeroed them (an experiment file run over several cycles), ``--no-gaps`` otherwise.
     """
     if no_gaps:
         single = len(study.expand()) == 1 and (n_cycles or study.execution.n_cycles) == 1
-        why = "single run (no gap to leave)" if single else "--no-gaps"
+        why = "single run (no gap to leave)" if single else (no_gaps_reason or "--no-gaps")
         return Gaps(0.0, why, 0.0, why)
 
     def pick(

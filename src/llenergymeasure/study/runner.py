@@ -84,6 +84,7 @@ class StudyRunner:
     ) -> None:
         options = options or StudyOptions()
         n_cycles, no_gaps = options.n_cycles, options.no_gaps
+        self.no_gaps_reason = options.no_gaps_reason
         #: execution.concurrent_runs > 1: the GPUs to place runs on (None: the visible ones)
         self.gpu_pool = options.gpu_pool
         #: slurm runner: return once the runs are submitted (StudyDetached says how to follow)
@@ -125,7 +126,9 @@ class StudyRunner:
                 f"{study.execution.max_runs:,}; use fewer cycles, or raise execution.max_runs"
             )
         self.n_cycles = n_cycles
-        self.gaps: Gaps = resolve_gaps(study, self.user_config, no_gaps, n_cycles)
+        self.gaps: Gaps = resolve_gaps(
+            study, self.user_config, no_gaps, n_cycles, options.no_gaps_reason
+        )
         self.study_dir: Path | None = None
 
     # -- preparation ---------------------------------------------------------------------------
@@ -141,7 +144,9 @@ class StudyRunner:
         manifest, study, rebuilt = manifest_for_resume(
             self.resume_dir,
             study,
-            lambda s, n: plan_study(s, resolve_gaps(s, self.user_config, self.no_gaps), n),
+            lambda s, n: plan_study(
+                s, resolve_gaps(s, self.user_config, self.no_gaps, None, self.no_gaps_reason), n
+            ),
         )
         if rebuilt is not None:  # manifest.json was damaged: rebuilt, saved once locked
             self.recovery_notes.append(rebuilt)
@@ -476,6 +481,8 @@ class StudyOptions:
     #: cycles, overriding the study's ``execution.n_cycles``
     n_cycles: int | None = None
     no_gaps: bool = False
+    #: who zeroed the gaps when it was not ``--no-gaps`` (recorded as the gaps' source)
+    no_gaps_reason: str | None = None
     fail_fast: bool = False
     #: slurm runner: return once the runs are submitted
     detach: bool = False
