@@ -49,9 +49,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     "key format, not the backend",
     ("results/engine_telemetry.py", "vllm"): "a field description: whose metric names (vLLM's or "
     "SGLang's) an endpoint's /metrics page used, a server kind of the openai backend's telemetry",
-    ("harness/core.py", "pytorch"): "the pytorch-only import warming (torch._dynamo, the "
-    "architecture's transformers module) and load-time device plan; to move into the backend's "
-    "registry entry and section once the run_harness refactor (issue 24 item 5) lands",
 }
 
 

@@ -223,3 +223,22 @@ def test_a_backend_added_through_the_registry_alone_runs_end_to_end(tmp_path: Pa
     assert result["timing_source"] == "echo-fixed"
     (run_dir,) = [p for p in (tmp_path / "results").glob("*/*_echo_*") if p.is_dir()]
     assert (run_dir / "result.json").is_file()
+
+
+def test_warm_imports_come_from_the_registry_entry(tmp_path: Path) -> None:
+    """The harness imports what the engine would import lazily during the load (the PyTorch
+    entry's hook: the architecture's transformers module, torch's compiler) before the load
+    timer; a backend without the hook warms nothing beyond its engine modules."""
+    from llenergymeasure.backends import registry
+
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    hook = registry.load_warm_imports(registry.get("pytorch"))
+    assert hook is not None
+    assert hook(str(tmp_path), True) == [
+        "torch._dynamo",
+        "transformers.models.llama.modeling_llama",
+    ]
+    assert hook(str(tmp_path / "missing"), False) == []
+    (tmp_path / "config.json").write_text("not json")
+    assert hook(str(tmp_path), False) == []
+    assert registry.load_warm_imports(registry.get("vllm")) is None

@@ -97,6 +97,10 @@ class BackendSpec:
     env_prefixes: tuple[str, ...] = ()
     #: the backend's colour in the report's figures; None: one picked from its name
     colour: str | None = None
+    #: ``"module:attribute"`` of ``f(model_path, compiles) -> list[str]``: modules besides
+    #: ``engine_modules`` that the engine would import lazily during the load (a model
+    #: architecture's module, a compiler), imported before the load timer; None: none
+    warm_imports: str | None = None
     #: True for the backends whose absent section has always been hashed as ``<name>: null``
     #: (the first three); False keeps every other config's hash unchanged when a backend is added
     section_in_every_hash: bool = False
@@ -107,7 +111,7 @@ class BackendSpec:
                 f"backend name {self.name!r} is not a lower-case identifier (letters, digits, "
                 "underscores, starting with a letter), e.g. 'sglang'"
             )
-        for field_name in ("factory", "serving_factory"):
+        for field_name in ("factory", "serving_factory", "warm_imports"):
             value = getattr(self, field_name)
             if value is not None and value.count(":") != 1:
                 raise ValueError(
@@ -142,6 +146,7 @@ BUILTIN_BACKENDS: tuple[BackendSpec, ...] = (
         section=PyTorchConfig,
         factory="llenergymeasure.backends.pytorch.backend:create",
         serving_factory="llenergymeasure.backends.pytorch.serving:PyTorchServingBackend",
+        warm_imports="llenergymeasure.backends.pytorch.warm:warm_imports",
         aliases=("torch", "transformers"),
         engine_modules=("torch", "transformers"),
         packages=("torch", "transformers", "accelerate"),
@@ -318,6 +323,17 @@ def build_commands() -> dict[str, str]:
         if s.ci_image is not None:
             out[s.ci_image] = f"make images-ci  (or: docker/ci/build-ci-images.sh {s.target})"
     return out
+
+
+def load_warm_imports(spec: BackendSpec) -> Callable[[str | None, bool], list[str]] | None:
+    """Import the backend's ``warm_imports`` function now (None when it has none)."""
+    if spec.warm_imports is None:
+        return None
+    module_name, _, attribute = spec.warm_imports.partition(":")
+    hook: Callable[[str | None, bool], list[str]] = getattr(
+        importlib.import_module(module_name), attribute
+    )
+    return hook
 
 
 def load_factory(spec: BackendSpec, serving: bool = False) -> Callable[..., Any]:

@@ -36,6 +36,12 @@ class BackendSection(BaseModel):
         """How many GPUs one run holds when the experiment lists none (the scheduler's count)."""
         return 1
 
+    def planned_devices(self, visible: int) -> list[int]:
+        """The CUDA devices (of the ``visible`` ones) the engine will use when the experiment
+        lists no ``gpus``, known before the load (the load window's meter): the first
+        ``gpus_needed()``."""
+        return list(range(min(visible, self.gpus_needed())))
+
     def spread_setting(self, backend: str) -> str | None:
         """The setting that spreads the model over however many GPUs it is given, as
         ``section.field = value``, when set: such a run must list its ``gpus`` when runs share a

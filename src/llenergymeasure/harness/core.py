@@ -88,42 +88,28 @@ class _Phases:
 def _import_engine(backend: str, model_path: str | None = None, compiles: bool = False) -> float:
     """Import the backend's engine; a failure is left for ``backend.load`` to report clearly.
 
-    For the pytorch backend this includes transformers' module of the model's architecture
-    (read from a local ``config.json``): transformers imports it lazily on first use, which on an
-    H200 machine took 10 s, and that is engine code, not the model's load.
+    Besides the registry's ``engine_modules``, the modules its ``warm_imports`` hook names (for
+    PyTorch: transformers' module of the model's architecture, torch's compiler), which the
+    engine would otherwise import lazily inside the load: on an H200 machine that took 10 s,
+    engine code and not the model's load.
     """
     import importlib
 
-    from llenergymeasure.backends.registry import engine_modules
+    from llenergymeasure.backends import registry
 
     # the engine libraries the backend imports (its registry entry), loaded before the load timer
     # starts so that ``load.duration_s`` is the model's load and not the import of its engine
     t0 = time.perf_counter()
-    for name in engine_modules(backend):
+    for name in registry.engine_modules(backend):
         try:
             importlib.import_module(name)
         except Exception:  # the backend's load() raises BackendUnavailableError with guidance
             return time.perf_counter() - t0
-    if backend == "pytorch" and compiles:
-        with contextlib.suppress(Exception):  # torch.compile imports its compiler on first use
-            importlib.import_module("torch._dynamo")
-    if backend == "pytorch" and model_path:
-        model_type = _local_model_type(model_path)
-        if model_type:
-            with contextlib.suppress(Exception):  # unknown or remote-code types load later
-                importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
+    hook = registry.load_warm_imports(registry.get(backend))
+    for name in hook(model_path, compiles) if hook is not None else []:
+        with contextlib.suppress(Exception):  # unknown or remote-code types load later
+            importlib.import_module(name)
     return time.perf_counter() - t0
-
-
-def _local_model_type(model_path: str) -> str | None:
-    import json
-
-    try:
-        data = json.loads((Path(model_path) / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    value = data.get("model_type") if isinstance(data, dict) else None
-    return value.replace("-", "_") if isinstance(value, str) and value.isidentifier() else None
 
 
 def planned_cuda_devices(config: ExperimentConfig, visible: int) -> list[int]:
@@ -145,15 +131,7 @@ def planned_cuda_devices(config: ExperimentConfig, visible: int) -> list[int]:
                 phase="load",
             )
         return list(range(visible))
-    if config.backend == "pytorch":
-        section = config.backend_section()
-        if getattr(section, "device_map", None):
-            return list(range(visible))
-        return [0]
-    section = config.backend_section()
-    tp = int(getattr(section, "tensor_parallel_size", 0) or getattr(section, "tp_size", 1))
-    pp = int(getattr(section, "pipeline_parallel_size", 0) or getattr(section, "pp_size", 1))
-    return list(range(min(visible, tp * pp)))
+    return config.backend_section().planned_devices(visible)
 
 
 def _visible_gpu_count(snapshot_gpu_count: int | None) -> int:

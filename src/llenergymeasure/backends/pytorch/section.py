@@ -49,5 +49,9 @@ class PyTorchConfig(BackendSection):
             )
         return None
 
+    def planned_devices(self, visible: int) -> list[int]:
+        """``device_map`` spreads the model over every visible GPU; otherwise the first."""
+        return list(range(visible)) if self.device_map else list(range(min(visible, 1)))
+
     def spread_setting(self, backend: str) -> str | None:
         return f"{backend}.device_map = {self.device_map!r}" if self.device_map else None
