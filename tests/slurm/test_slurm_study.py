@@ -286,6 +286,12 @@ def test_container_mode_runs_the_backend_image_on_the_node(
     snapshot = result["environment"]
     assert snapshot["in_container"] and snapshot["container_image"] == image
     assert snapshot["slurm"]["partition"] == slurm_cluster
-    assert result["runner"] == {"kind": "slurm", "image": image, "source": "cli:--runner"}
+    # a SLURM job takes no machine-wide device lock: the node's scheduler owns its GPUs
+    assert result["runner"] == {
+        "kind": "slurm",
+        "image": image,
+        "source": "cli:--runner",
+        "device_lock": None,
+    }
     node = json.loads((study_dir / run["run_dir"] / "node.json").read_text())
     assert node["argv"][:2] == ["docker", "run"] and image in node["argv"]
