@@ -122,7 +122,10 @@ def test_attach_to_a_running_vllm_server(running_server: tuple[str, Path], tmp_p
 
 
 def test_launch_a_vllm_server_measure_and_stop_it(
-    vllm_python: Path, tmp_path: Path, no_engine_left_behind: None
+    vllm_python: Path,
+    tmp_path: Path,
+    no_engine_left_behind: None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     port = _free_port()
     launch = {
@@ -132,7 +135,10 @@ def test_launch_a_vllm_server_measure_and_stop_it(
         "ready_timeout_s": READY_TIMEOUT_S,
         "command": [str(vllm_python), "-m", "vllm.entrypoints.openai.api_server"],
     }
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    # for this test only: a variable left in os.environ reaches every later test's engine (it
+    # once made the memory-refusal test of test_vllm_integration.py start its engine)
+    if "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+        monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
     old = os.getcwd()
     os.chdir(tmp_path)  # the server's processes work here: no_engine_left_behind finds them
     try:

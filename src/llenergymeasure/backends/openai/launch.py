@@ -126,21 +126,50 @@ class LaunchedServer:
         except OSError as exc:
             return f"(log unreadable: {exc})"
 
-    def stop(self, grace_s: float = 30.0) -> None:
+    def stop(self, grace_s: float = 30.0, workers_grace_s: float = 5.0) -> None:
+        """SIGTERM the server's process group, SIGKILL it after ``grace_s``; then wait until no
+        process of the group is left (an engine worker still shutting down after its leader
+        exited gets ``workers_grace_s``, then SIGKILL): nothing of the server outlives the run."""
+        pgid = self.process.pid
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
+                os.killpg(pgid, signal.SIGTERM)
             try:
                 self.process.wait(grace_s)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
+                    os.killpg(pgid, signal.SIGKILL)
                 self.process.wait()
-        else:
-            # the leader is gone; its group may still hold workers
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+        for sig in (None, signal.SIGKILL):
+            if sig is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, sig)
+            deadline = time.monotonic() + workers_grace_s
+            while _group_alive(pgid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not _group_alive(pgid):
+                break
         self.returncode = self.process.returncode
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs (zombies awaiting their reaper count as gone:
+    /proc shows them with state Z)."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
 
 
 def start_server(command: list[str], base_url: BaseURL, log_path: Path) -> LaunchedServer:
