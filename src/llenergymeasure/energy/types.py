@@ -112,6 +112,17 @@ class DeviceEnergy(_Record):
         return self.energy_above_idle_j
 
 
+class MonotonicWindow(_Record):
+    """A window on CLOCK_MONOTONIC (``time.monotonic()``: seconds since boot, never stepped by
+    NTP), comparable between processes of the same boot only: ``boot_id`` says which."""
+
+    start_s: float
+    end_s: float
+    boot_id: str | None = Field(
+        None, description="/proc/sys/kernel/random/boot_id of the process (None: unknown)"
+    )
+
+
 class EnergyMeasurement(_Record):
     """The result of one meter window over a set of GPUs."""
 
@@ -131,6 +142,9 @@ class EnergyMeasurement(_Record):
     devices: list[DeviceEnergy] = Field(default_factory=list)
     warnings: list[ValidityWarning] = Field(default_factory=list)
     started_at: str | None = Field(None, description="UTC ISO time the window opened")
+    window_monotonic: MonotonicWindow | None = Field(
+        None, description="the window on CLOCK_MONOTONIC, for overlaps between processes"
+    )
     timeseries_source: str | None = Field(
         None,
         description="where the time series came from: nvml_sampler, zeus_power_monitor, or "

@@ -18,8 +18,14 @@ from typing import Any, Protocol
 
 from llenergymeasure._proc import descendant_pids
 from llenergymeasure.backends.base import Backend, GenerationOutput, Prompt
+from llenergymeasure.clocks import boot_id
 from llenergymeasure.config.experiment import ExperimentConfig
-from llenergymeasure.energy.types import BaselineRecord, EnergyMeasurement, ValidityWarning
+from llenergymeasure.energy.types import (
+    BaselineRecord,
+    EnergyMeasurement,
+    MonotonicWindow,
+    ValidityWarning,
+)
 from llenergymeasure.errors import ExperimentError
 from llenergymeasure.harness.records import MeasuredWindow
 from llenergymeasure.harness.request import HarnessSettings
@@ -303,6 +309,7 @@ def measure_window(
     backend.synchronize()
     rapl.start()
     t_meter = time.perf_counter()
+    mono_start = time.monotonic()  # the controller compares it with its neighbours' spans
     meter.start()
     t_start = time.perf_counter()
     window_started = getattr(backend, "window_started", None)  # backends/openai: telemetry
@@ -326,6 +333,10 @@ def measure_window(
     backend.synchronize()
     duration_s = time.perf_counter() - t_start
     energy = meter.stop()
+    window_monotonic = MonotonicWindow(
+        start_s=mono_start, end_s=time.monotonic(), boot_id=boot_id()
+    )
+    energy = energy.model_copy(update={"window_monotonic": window_monotonic})
     cpu_energy = rapl.stop()
     return WindowRun(
         energy=energy,

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llenergymeasure.clocks import boot_id
 from llenergymeasure.errors import RunnerError
 from llenergymeasure.harness.request import HarnessRequest
 from llenergymeasure.runners.base import RunOutcome
@@ -95,6 +96,7 @@ class ConcurrentScheduler:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         locker: DeviceLocker | None = None,
+        clock_boot_id: str | None = None,
     ) -> None:
         #: machine-wide locks of each run's GPUs while it runs (runners/device_lock.py)
         self.locker = locker
@@ -108,6 +110,9 @@ class ConcurrentScheduler:
         self.fail_fast = fail_fast
         self.clock = clock
         self.wall = wall
+        #: the boot ``clock`` counts from: spans on CLOCK_MONOTONIC are compared with the window
+        #: the run's harness read on it (placement.window_of); None for another clock
+        self.clock_boot_id = clock_boot_id or (boot_id() if clock is time.monotonic else None)
         self.slots: list[_Slot] = []
         self.busy: dict[int, str] = {}  # GPU -> run id holding it
         self.released: dict[int, float] = {}  # GPU -> clock() when last released
@@ -183,7 +188,7 @@ class ConcurrentScheduler:
     def _launch(self, run: PlannedRun, gpus: list[int], position: int) -> None:
         folder, run_dir = new_attempt_dir(self.store, run.run_id)
         self.store.transition(run.run_id, "running", run_dir=folder, gpus=gpus)
-        span = Span(run.run_id, gpus, self.clock(), self.wall())
+        span = Span(run.run_id, gpus, self.clock(), self.wall(), boot_id=self.clock_boot_id)
         slot = _Slot(run, position, run_dir, span)
         for g in gpus:
             self.busy[g] = run.run_id

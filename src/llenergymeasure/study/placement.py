@@ -10,6 +10,11 @@
   time (and for how long it overlapped the measured window), written into its ``result.json``
   with a ``neighbour_load`` warning when one ran during that window (an atomic rewrite by the
   controller, the only writer once the run's process has exited).
+
+The overlap with the measured window compares times of two processes (the controller's spans and
+the harness's window). Both are read on CLOCK_MONOTONIC, which NTP never steps, when the result
+records its window there and both processes counted from the same boot; otherwise (older results,
+another boot) on the wall clock, with a note saying so (``clocks.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import datetime as _dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.energy.devices import parse_cuda_visible_devices
@@ -119,7 +124,8 @@ def check_plan_fits(runs: Sequence[PlannedRun], pool: GpuPool, limit: int) -> No
 
 @dataclass
 class Span:
-    """One run's process as the controller saw it (monotonic seconds and wall time)."""
+    """One run's process as the controller saw it: ``start``/``end`` on the controller's
+    monotonic clock (durations, overlaps), ``start_wall``/``end_wall`` wall time (timestamps)."""
 
     run_id: str
     gpus: list[int]
@@ -128,6 +134,24 @@ class Span:
     end: float | None = None
     end_wall: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the boot ``start``/``end`` count from when they are CLOCK_MONOTONIC readings
+    #: (``time.monotonic``); None when the controller's clock is another (an injected one)
+    boot_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Window:
+    """A run's measured window on the clock both sides of an overlap share, and, when that is
+    the wall clock, why (a step of the wall clock between the two readings would shift it)."""
+
+    start: float
+    end: float
+    clock: Literal["monotonic", "wall"]
+    note: str | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return self.end - self.start
 
 
 def overlap_s(a: Span, b: Span, now: float) -> float:
@@ -149,12 +173,47 @@ def measured_window(result: ExperimentResult) -> tuple[float, float] | None:
     return start, start + energy.duration_s
 
 
-def window_overlap_s(other: Span, window: tuple[float, float], now_wall: float | None) -> float:
-    """Seconds ``other``'s process ran inside ``window`` (wall clock); a span still running runs
-    until ``now_wall`` (the window's end when not given)."""
-    end = other.end_wall if other.end_wall is not None else now_wall
-    end = window[1] if end is None else end
-    return max(0.0, min(end, window[1]) - max(other.start_wall, window[0]))
+def window_of(result: ExperimentResult, span: Span) -> Window | None:
+    """The run's measured window on CLOCK_MONOTONIC when its result recorded it there and the
+    controller's ``span`` counts from the same boot, else on the wall clock with the reason."""
+    mono = result.energy.window_monotonic
+    if (
+        mono is not None
+        and span.boot_id is not None
+        and mono.boot_id == span.boot_id
+        and mono.end_s > mono.start_s
+    ):
+        return Window(mono.start_s, mono.end_s, "monotonic")
+    wall = measured_window(result)
+    if wall is None:
+        return None
+    if mono is None:
+        why = "the result records its window on the wall clock only (a result from an older llenergymeasure)"
+    elif span.boot_id is None:
+        why = "the controller's clock is not CLOCK_MONOTONIC"
+    elif mono.boot_id != span.boot_id:
+        why = (
+            f"the run's process counted CLOCK_MONOTONIC from boot {mono.boot_id}, the "
+            f"controller from boot {span.boot_id}"
+        )
+    else:
+        why = f"the result's monotonic window is empty ({mono.start_s} .. {mono.end_s})"
+    note = f"overlaps with the window on the wall clock, which a clock step would shift: {why}"
+    return Window(wall[0], wall[1], "wall", note)
+
+
+def window_overlap_s(
+    other: Span, window: Window, now: float | None, now_wall: float | None
+) -> float:
+    """Seconds ``other``'s process ran inside ``window``, on the window's clock; a span still
+    running runs until now (``now`` monotonic, ``now_wall`` wall; the window's end if not
+    given)."""
+    if window.clock == "monotonic":
+        start, end = other.start, other.end if other.end is not None else now
+    else:
+        start, end = other.start_wall, other.end_wall if other.end_wall is not None else now_wall
+    end = window.end if end is None else end
+    return max(0.0, min(end, window.end) - max(start, window.start))
 
 
 def _iso(t: float | None) -> str | None:
@@ -169,11 +228,11 @@ def placement_for(
     pool: GpuPool,
     limit: int,
     now: float,
-    window: tuple[float, float] | None = None,
+    window: Window | None = None,
     now_wall: float | None = None,
 ) -> PlacementRecord:
-    """This run's placement: its GPUs and every other span that overlapped its process in time,
-    each with the seconds it overlapped the measured ``window`` (wall clock) when that is known."""
+    """This run's placement: its GPUs and every other span that overlapped its process in time
+    (monotonic), each with the seconds it overlapped the measured ``window`` when known."""
     neighbours = []
     for other in spans:
         if other is span or other.run_id == span.run_id:
@@ -186,7 +245,9 @@ def placement_for(
                     gpus=list(other.gpus),
                     overlap_s=seconds,
                     window_overlap_s=(
-                        window_overlap_s(other, window, now_wall) if window is not None else None
+                        window_overlap_s(other, window, now, now_wall)
+                        if window is not None
+                        else None
                     ),
                 )
             )
@@ -202,13 +263,17 @@ def placement_for(
 
 
 def neighbour_warning(
-    placement: PlacementRecord, run_s: float | None, window_s: float | None = None
+    placement: PlacementRecord,
+    run_s: float | None,
+    window_s: float | None = None,
+    window_clock: str | None = None,
 ) -> ValidityWarning | None:
     """``neighbour_load`` when another run ran during this run's measured window (not a gate:
     information). A neighbour counts only for the seconds it overlapped the window: one that ran
     only during this run's load or warmup did not share the host with what was measured (a
     baseline it overlapped is marked apart). Without a known window (``window_overlap_s`` None)
-    the overlap of the two processes counts, as before issue 25."""
+    the overlap of the two processes counts, as before issue 25. ``window_clock`` says which
+    clock the window overlaps were read on ("monotonic", or the wall clock's note)."""
     counted = [
         n for n in placement.neighbours if n.window_overlap_s is None or n.window_overlap_s > 0
     ]
@@ -242,6 +307,7 @@ def neighbour_warning(
             "counted_over": "window" if by_window else "process",
             "run_s": run_s,
             "window_s": window_s,
+            "window_clock": window_clock if by_window else None,
         },
     )
 
@@ -299,12 +365,13 @@ def amend_result(
 ) -> ExperimentResult:
     """Write ``placement`` (and ``neighbour_load`` where a neighbour overlapped) into the run's
     ``result.json``, atomically; returns the amended result."""
-    window = measured_window(result)
+    window = window_of(result, span)
     placement = placement_for(span, spans, pool, limit, now, window, now_wall)
     update: dict[str, Any] = {"placement": placement}
     run_s = (span.end - span.start) if span.end is not None else None
-    window_s = window[1] - window[0] if window is not None else None
-    warning = neighbour_warning(placement, run_s, window_s)
+    window_s = window.duration_s if window is not None else None
+    clock = None if window is None else (window.note or window.clock)
+    warning = neighbour_warning(placement, run_s, window_s, clock)
     if warning is not None:
         update["warnings"] = [
             *[w for w in result.warnings if w.code != "neighbour_load"],
