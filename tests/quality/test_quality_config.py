@@ -69,7 +69,7 @@ def test_generation_only_backend_refuses_loglikelihood_tasks_naming_them() -> No
         if "loglikelihood"
         not in ExperimentConfig(model="synthetic/tiny-llama", backend=n)
         .backend_section()
-        .QUALITY_REQUESTS
+        .quality_requests()
     ]
     assert generation_only, "some registered backend scores generation tasks only"
     backend = generation_only[0]

@@ -24,6 +24,10 @@ class BackendSection(BaseModel):
     #: backend generates; a backend whose package has a log-likelihood adapter adds those
     QUALITY_REQUESTS: ClassVar[frozenset[str]] = frozenset({"generate_until"})
 
+    def quality_requests(self) -> frozenset[str]:
+        """``QUALITY_REQUESTS``, or fewer where a setting limits them (openai ``api: chat``)."""
+        return self.QUALITY_REQUESTS
+
     def gpus_problem(self, gpus: list[int], backend: str) -> str | None:
         """Why an experiment's ``gpus`` list does not fit these settings, or None when it does.
 

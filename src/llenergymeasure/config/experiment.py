@@ -339,10 +339,10 @@ class ExperimentConfig(_ExperimentSections):
                 "`workload: serving` experiment (measure quality in an offline experiment of the "
                 "same engine settings)"
             )
-        if self.quality is not None:  # local task YAMLs a backend cannot score (docs/quality.md)
+        if self.quality is not None:  # tasks a backend cannot score (docs/quality.md)
             problem = requests_problem(
-                self.quality.local_output_types(),
-                self.backend_section().QUALITY_REQUESTS,
+                self.quality.output_types(),
+                self.backend_section().quality_requests(),
                 registry.get(self.backend).title,
             )
             if problem:

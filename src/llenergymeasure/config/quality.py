@@ -4,7 +4,10 @@ Pure data and its checks (no lm-eval import). After the measured window the harn
 tasks on the same engine instance, each in its own energy window (``quality/``,
 docs/quality.md). A task is an lm-eval task name (resolved from lm-eval's registry when the
 evaluation starts) or a local task YAML file (``*.yaml``/``*.yml``), whose ``output_type`` is
-read here so that a backend that cannot score log-likelihoods refuses it at validation.
+read here so that a backend that cannot score log-likelihoods refuses it at validation. A named
+task's output type is read from lm-eval's own task YAMLs when lm-eval is installed
+(``lm_eval_index.py``, no lm-eval import): an unknown name, a group or a tag is refused at
+validation too.
 """
 
 from __future__ import annotations
@@ -163,5 +166,17 @@ class QualityConfig(BaseModel):
         return [t for t in self.tasks if is_local_task(t)]
 
     def local_output_types(self) -> dict[str, str]:
-        """``output_type`` of every local task YAML (named tasks are known only to lm-eval)."""
+        """``output_type`` of every local task YAML."""
         return {task: local_task_output_type(task) for task in self.local_tasks()}
+
+    def output_types(self) -> dict[str, str]:
+        """``output_type`` of every task whose type can be known before the evaluation: local
+        YAMLs, and named tasks from lm-eval's own YAMLs when lm-eval is installed here (a
+        Python-class task is left to the evaluation). Raises ``ValueError`` for an unknown
+        name (with close matches), a group or a tag."""
+        from llenergymeasure.config.lm_eval_index import named_task_output_types
+
+        named = named_task_output_types([t for t in self.tasks if not is_local_task(t)])
+        out = self.local_output_types()
+        out.update(named)
+        return {task: out[task] for task in self.tasks if task in out}

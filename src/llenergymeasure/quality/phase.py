@@ -45,7 +45,7 @@ def run_quality_phase(
         from llenergymeasure.quality.tasks import hub_unreachable, resolve_tasks
 
         record.lm_eval_version = str(getattr(lm_eval, "__version__", None))
-        supported = config.backend_section().QUALITY_REQUESTS
+        supported = config.backend_section().quality_requests()
         from llenergymeasure.backends.registry import get as backend_spec
 
         manager, tasks = resolve_tasks(
