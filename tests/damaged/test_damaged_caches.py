@@ -91,6 +91,7 @@ def test_a_damaged_engine_cache_entry_is_built_again(tmp_path: Path, how: str) -
     engine = tmp_path / "abc"
     engine.mkdir()
     (engine / "config.json").write_text("{}")
+    (engine / "rank0.engine").write_bytes(b"engine")  # more damages: test_damaged_engine_cache
     text = json.dumps({"key": 5}) if how == "wrong_key" else JSON_DAMAGES[how]
     (engine / ENGINE_META_FILE).write_text(text)
     assert cached_engine_ok(engine, "abc") is False

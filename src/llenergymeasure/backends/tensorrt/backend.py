@@ -20,6 +20,7 @@ timing (``request_timing.span_timings``).
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -39,8 +40,9 @@ from llenergymeasure.backends.tensorrt.args import (
 )
 from llenergymeasure.backends.tensorrt.engine_cache import (
     EngineBuildSpec,
-    cached_engine_ok,
     default_engine_cache_dir,
+    inspect_engine,
+    set_aside,
     store_engine,
 )
 from llenergymeasure.backends.tensorrt.section import TensorRTConfig
@@ -133,7 +135,9 @@ class TensorRTBackend:
         self._tokenizer = self._load_tokenizer()
         key = spec.key()
         engine_dir = self.engine_cache_dir / key
-        hit = cached_engine_ok(engine_dir, key)
+        cached = inspect_engine(engine_dir, key)
+        hit = cached.state == "hit"
+        cache_note = self._set_damaged_aside(engine_dir, cached.problem)
         build_time_s: float | None = None
         t0 = time.perf_counter()
         try:
@@ -176,6 +180,7 @@ class TensorRTBackend:
             device="cuda",
             extra={
                 "engine_cache_hit": hit,
+                "engine_cache_note": cache_note,
                 "build_time_s": build_time_s,
                 "engine_dir": str(engine_dir),
                 "engine_cache_key": key,
@@ -186,6 +191,19 @@ class TensorRTBackend:
                 "kv_cache_config": self._kv_cache_config_record(),
             },
         )
+
+    @staticmethod
+    def _set_damaged_aside(engine_dir: Path, problem: str | None) -> str | None:
+        """A damaged cache entry moved out of the way for a new build, and the result's note
+        saying what was wrong (None: the entry was usable or absent)."""
+        if problem is None:
+            return None
+        try:
+            where = f"moved to {set_aside(engine_dir)}"
+        except OSError as exc:
+            shutil.rmtree(engine_dir, ignore_errors=True)
+            where = f"could not be moved aside ({exc}), so it was deleted"
+        return f"the cached engine {engine_dir} was damaged ({problem}): {where}; built again"
 
     def tokenizer(self) -> Any:
         """The Hugging Face tokenizer handed to the engine (one object for engine and prompts)."""

@@ -7,6 +7,11 @@ quantization, KV-cache quantization and whether the weights are dummy. Runtime-o
 (KV-cache memory fraction, block reuse, decoding) are not in the key: one engine serves all of
 them. Entries are written to a temporary directory and renamed into place, so a crashed build
 never leaves a half engine that looks complete.
+
+An entry that is there but damaged (metadata missing, empty, cut short, not JSON, of another key
+or format; the engine's ``config.json`` missing or unreadable; an engine file missing or of
+another size than the build wrote) is moved aside to ``<key>.damaged`` and the engine built
+again; the backend says so in the result (``load.extra.engine_cache_note``).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 #: Marker of a synthetic (random-weight, weightless) model directory (see models/synthetic.py).
 SYNTHETIC_MARKER = "llem_synthetic.json"
@@ -96,18 +101,100 @@ def default_engine_cache_dir() -> Path:
     return Path(base) / "llenergymeasure" / "trtllm-engines"
 
 
+@dataclass(frozen=True)
+class CachedEngine:
+    """What the cache holds under a key: a usable engine, nothing, or a damaged entry."""
+
+    state: Literal["hit", "absent", "damaged"]
+    problem: str | None = None  # what is wrong with a damaged entry
+
+
+def _read_json(path: Path) -> tuple[Any, str | None]:
+    """The file's JSON, or None and what is wrong with it."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return None, f"{path.name} could not be read ({exc.strerror or exc})"
+    if not text.strip():
+        return None, f"{path.name} is empty"
+    try:
+        return json.loads(text), None
+    except ValueError as exc:
+        return None, f"{path.name} is not JSON, or cut short ({exc})"
+
+
+def _engine_files_problem(engine_dir: Path, meta: dict[str, Any]) -> str | None:
+    """An engine file missing or of another size than the build wrote (``files`` of the
+    metadata; an entry from before it was recorded: each ``rank<N>.engine`` present, not empty)."""
+    files = meta.get("files")
+    if files is None:
+        spec = meta.get("spec")
+        spec = spec if isinstance(spec, dict) else {}
+        tp, pp = spec.get("tp_size") or 1, spec.get("pp_size") or 1
+        if not (isinstance(tp, int) and isinstance(pp, int) and tp > 0 and pp > 0):
+            return f"{ENGINE_META_FILE} has tp_size {tp!r} and pp_size {pp!r}, not whole numbers"
+        files = {f"rank{r}.engine": None for r in range(tp * pp)}
+    if not isinstance(files, dict):
+        return f"{ENGINE_META_FILE} has 'files' of type {type(files).__name__}, not an object"
+    for name, size in sorted(files.items()):
+        path = engine_dir / name
+        if not path.is_file():
+            return f"the engine file {name} is missing"
+        actual = path.stat().st_size
+        if size is None and actual == 0:
+            return f"the engine file {name} is empty"
+        if size is not None and actual != size:
+            return f"the engine file {name} has {actual} bytes, the build wrote {size} (cut short)"
+    return None
+
+
+def inspect_engine(engine_dir: Path, key: str) -> CachedEngine:
+    """Whether ``engine_dir`` holds a complete cached engine of ``key``, and if it is there but
+    unusable, what is wrong with it. Reads files only (no TensorRT-LLM)."""
+    if not engine_dir.exists():
+        return CachedEngine("absent")
+    if not engine_dir.is_dir():
+        return CachedEngine("damaged", "it is a file, not a directory")
+    if not (engine_dir / ENGINE_META_FILE).is_file():
+        return CachedEngine("damaged", f"{ENGINE_META_FILE} is missing (a build or copy cut short)")
+    meta, problem = _read_json(engine_dir / ENGINE_META_FILE)
+    if problem is None and not isinstance(meta, dict):
+        problem = f"{ENGINE_META_FILE} holds a JSON {type(meta).__name__}, not an object"
+    if problem is None and meta.get("key") != key:
+        problem = f"{ENGINE_META_FILE} names key {meta.get('key')!r}, not {key!r}"
+    if problem is None and meta.get("format", ENGINE_CACHE_FORMAT) != ENGINE_CACHE_FORMAT:
+        problem = (
+            f"{ENGINE_META_FILE} is of cache format {meta.get('format')!r}, this llenergymeasure "
+            f"reads format {ENGINE_CACHE_FORMAT}"
+        )
+    if problem is None and not (engine_dir / "config.json").is_file():
+        problem = "the engine's config.json is missing"
+    if problem is None:
+        config, problem = _read_json(engine_dir / "config.json")
+        if problem is None and not isinstance(config, dict):
+            problem = (
+                f"the engine's config.json holds a JSON {type(config).__name__}, not an object"
+            )
+    if problem is None:
+        problem = _engine_files_problem(engine_dir, meta)
+    return CachedEngine("damaged", problem) if problem else CachedEngine("hit")
+
+
 def cached_engine_ok(engine_dir: Path, key: str) -> bool:
     """Whether ``engine_dir`` holds a complete cached engine of ``key``."""
-    meta = engine_dir / ENGINE_META_FILE
-    if not meta.is_file():
-        return False
-    try:
-        data = json.loads(meta.read_text(errors="replace"))
-    except (OSError, ValueError):  # damaged (empty, cut short, not JSON): built again
-        return False
-    return (
-        isinstance(data, dict) and data.get("key") == key and (engine_dir / "config.json").is_file()
-    )
+    return inspect_engine(engine_dir, key).state == "hit"
+
+
+def set_aside(engine_dir: Path) -> Path:
+    """Move a damaged entry out of the way (to ``<key>.damaged``, replacing an older one there)
+    so the engine can be built again under its key; the damaged files stay for a look."""
+    aside = engine_dir.with_name(engine_dir.name + ".damaged")
+    if aside.is_dir():
+        shutil.rmtree(aside, ignore_errors=True)
+    elif aside.exists():
+        aside.unlink()
+    os.rename(engine_dir, aside)
+    return aside
 
 
 def store_engine(
@@ -119,12 +206,18 @@ def store_engine(
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=parent))
     try:
         llm.save(str(tmp))
+        files = {
+            str(f.relative_to(tmp)): f.stat().st_size
+            for f in sorted(tmp.rglob("*.engine"))
+            if f.is_file()
+        }
         meta = {
             "key": key,
             "format": ENGINE_CACHE_FORMAT,
             "spec": asdict(spec),
             "build_time_s": build_time_s,
-            "created_unix_s": time.time(),
+            "created_unix_s": time.time(),  # a timestamp, never a duration
+            "files": files,  # each engine file's size: a file cut short is seen on reading
         }
         (tmp / ENGINE_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
         try:
