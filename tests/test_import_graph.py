@@ -32,6 +32,8 @@ DATA_MODULES = [
     "llenergymeasure.config.study",
     "llenergymeasure.results.models",
     "llenergymeasure.results.serving_models",
+    "llenergymeasure.results.phase_records",
+    "llenergymeasure.results.engine_telemetry",
     "llenergymeasure.results.distributions",
     "llenergymeasure.energy.types",
     "llenergymeasure.environment.snapshot",
@@ -61,6 +63,8 @@ DATA_EXCEPTIONS = {
     "llenergymeasure.results.models",
     "llenergymeasure.results.serving_models",
     "llenergymeasure.results.quality_models",
+    "llenergymeasure.results.phase_records",
+    "llenergymeasure.results.engine_telemetry",
     "llenergymeasure.results.distributions",
     "llenergymeasure.results.io",
 }

@@ -92,6 +92,6 @@ def test_launch_a_vllm_server_in_the_engine_image(
     assert endpoint["version"]  # the server answered /version
     assert run.serving is not None and run.serving.full.n_requests == 12
     assert run.output_tokens == 12 * 16
-    assert run.extra["engine_telemetry"]["dialect"] == "vllm"
+    assert run.engine_telemetry.model_dump()["dialect"] == "vllm"
     # the server was stopped with the run: nothing listens on its port any more
     assert not _listening(port)

@@ -315,3 +315,61 @@ def copy_fixture_study(dest_root: Path) -> Path:
     target = dest_root / "report-fixture_20261128-134930"
     shutil.copytree(FIXTURES / "study", target)
     return target
+
+
+ENGINE_TELEMETRY_CSV = "engine_telemetry.csv"
+
+
+def synthetic_engine_series(duration_s: float) -> str:
+    """A served engine's scrapes once a second over the window (SYNTHETIC): the batch fills to 8,
+    requests queue while it is full, the KV cache fills to 60 % and empties at the end."""
+    lines = ["time_s,running,waiting,kv_cache_usage,preemptions,prompt_tokens,generation_tokens"]
+    n = max(3, int(duration_s) + 1)
+    for k in range(n + 1):
+        t = duration_s * k / n
+        running = 0.0 if k in (0, n) else 8.0
+        waiting = 3.0 if 0 < k < n - 1 else 0.0
+        kv = 0.0 if k in (0, n) else 0.6 * min(1.0, k / 2)
+        lines.append(f"{t:.4f},{running},{waiting},{kv},0.0,{64.0 * k},{32.0 * k}")
+    return "\n".join(lines) + "\n"
+
+
+def add_engine_telemetry(
+    study_dir: Path, study: StudyResult, legacy: bool = False
+) -> tuple[StudyResult, str]:
+    """Give the first completed run a served engine's telemetry (SYNTHETIC numbers): the summary
+    and ``engine_telemetry.csv`` beside its result.json. ``legacy``: the summary in
+    ``extra.engine_telemetry``, where results written before it was a field of its own kept it.
+    Rewrites result.json (and study_result.json when the study has one); returns the study as
+    loaded from those files, and the run's id."""
+    from llenergymeasure.results.engine_telemetry import EngineTelemetry
+
+    run = study.runs[0]
+    folder = study_dir / run.experiment_id
+    (folder / ENGINE_TELEMETRY_CSV).write_text(synthetic_engine_series(run.duration_s))
+    tel = EngineTelemetry(
+        dialect="vllm",
+        period_s=1.0,
+        n_scrapes=5,
+        running_requests_mean=6.4,
+        running_requests_max=8.0,
+        waiting_requests_mean=1.8,
+        waiting_requests_max=3.0,
+        kv_cache_usage_mean=0.42,
+        kv_cache_usage_max=0.6,
+        preemptions=0.0,
+        saturation_target=8.0,
+        saturation_ratio=0.8,
+        timeseries_file=ENGINE_TELEMETRY_CSV,
+    )
+    data = json.loads(run.model_dump_json())
+    if legacy:
+        data["extra"] = {**data["extra"], "engine_telemetry": tel.model_dump(mode="json")}
+    else:
+        data["engine_telemetry"] = tel.model_dump(mode="json")
+    (folder / "result.json").write_text(json.dumps(data, indent=2))
+    aggregate = json.loads(study.model_dump_json())
+    aggregate["runs"][0] = data
+    if (study_dir / "study_result.json").exists():
+        (study_dir / "study_result.json").write_text(json.dumps(aggregate, indent=2))
+    return StudyResult.model_validate(aggregate), run.experiment_id

@@ -10,7 +10,8 @@ import pytest
 
 from llenergymeasure.report import generate_report
 from llenergymeasure.results.campaign_time import campaign_time, describe
-from llenergymeasure.results.models import StudyResult, TimingsRecord
+from llenergymeasure.results.models import StudyResult
+from llenergymeasure.results.phase_records import TimingsRecord
 
 
 def _timed(study: StudyResult, phases: list[dict[str, float]]) -> StudyResult:

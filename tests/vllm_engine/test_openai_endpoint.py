@@ -103,7 +103,7 @@ def _check(result: Any, n: int) -> None:
     assert result.n_requests == n and result.output_tokens == 16 * n
     assert result.ttft_ms is not None and result.ttft_ms.n == n
     assert result.itl_ms is not None and result.itl_ms.n == 15 * n
-    tel = result.extra["engine_telemetry"]
+    tel = result.engine_telemetry.model_dump()
     assert tel["dialect"] == "vllm" and tel["n_scrapes"] >= 1
     assert tel["generation_tokens"] is not None and tel["generation_tokens"] >= 0
     assert result.extra["endpoint"]["version"] == "0.32.0"
@@ -151,7 +151,7 @@ def test_launch_a_vllm_server_measure_and_stop_it(
     assert endpoint["command"][:3] == launch["command"] and "--load-format" in endpoint["command"]
     assert "/v1/completions" in endpoint["log_tail"]  # the server's access log
     assert "/v1/completions" in (tmp_path / "run" / "server.log").read_text()
-    assert result.extra["engine_telemetry"]["saturation_target"] == 4.0
+    assert result.engine_telemetry.model_dump()["saturation_target"] == 4.0
     with socket.socket() as s:  # the server was stopped: nothing listens on its port
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT connections
         s.bind(("127.0.0.1", port))

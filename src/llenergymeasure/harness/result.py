@@ -24,9 +24,9 @@ from llenergymeasure.results.models import (
     ExperimentResult,
     FlopsEstimate,
     ModelRecord,
-    RewarmRecord,
     WarmupRecord,
 )
+from llenergymeasure.results.phase_records import RewarmRecord
 from llenergymeasure.timestamps import utc_now
 
 

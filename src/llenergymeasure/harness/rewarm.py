@@ -31,7 +31,8 @@ from llenergymeasure.backends.base import Backend, Prompt
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.energy.types import BaselineRecord, ValidityWarning
 from llenergymeasure.harness.window import Clock, read_timeseries, rotated
-from llenergymeasure.results.models import RewarmRecord, WarmupRecord
+from llenergymeasure.results.models import WarmupRecord
+from llenergymeasure.results.phase_records import RewarmRecord
 
 TOLERANCE = 0.05  # relative, on latency and power: batch-to-batch scatter of a warm GPU is smaller
 TEMPERATURE_TOLERANCE_C = 1.0  # NVML reports whole degrees

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from llenergymeasure.results.models import TimingsRecord
+from llenergymeasure.results.phase_records import TimingsRecord
 
 #: phase names (``Phases.enter``) whose time has a field of its own (``<name>_s``)
 _FIELDS = {

@@ -1,4 +1,5 @@
-"""The report's figure sections: energy against each swept axis, Pareto fronts, power time series.
+"""The report's figure sections: energy against each swept axis, Pareto fronts, power time series
+(with a served run's engine state beneath its power).
 
 matplotlib is imported (through ``report.figures``) only when a section is drawn.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from llenergymeasure.report.data import (
     ENERGY_METRIC,
@@ -18,7 +20,7 @@ from llenergymeasure.report.data import (
 from llenergymeasure.report.embedded_figures import EmbeddedFigures
 from llenergymeasure.report.html_cells import esc, table
 from llenergymeasure.results.export_rows import run_identity
-from llenergymeasure.results.models import StudyResult
+from llenergymeasure.results.models import ExperimentResult, StudyResult
 
 
 def axes_section(
@@ -120,10 +122,47 @@ def pareto_section(
     return "\n".join(parts)
 
 
+def _power_series(r: ExperimentResult, folder: Path) -> tuple[Any, str | None]:
+    """The run's power series, or None and why there is none."""
+    from llenergymeasure.report.figures import read_power_series
+
+    name = r.timeseries_file
+    if name is None:
+        return None, f"meter {r.energy.meter} wrote no time series"
+    path = folder / name
+    if not path.exists():
+        return None, f"{name} not found in {folder.name}/"
+    try:
+        series = read_power_series(path)
+    except (OSError, ValueError) as exc:
+        return None, str(exc)
+    return (series, None) if series else (None, f"{name} holds no power samples")
+
+
+def _engine_series(r: ExperimentResult, folder: Path) -> tuple[Any, str | None]:
+    """A served run's engine series (``engine_telemetry.csv``), or None and why there is none."""
+    from llenergymeasure.report.engine_panel import read_engine_series
+
+    tel = r.engine_telemetry
+    if tel is None:
+        return None, None
+    if tel.timeseries_file is None:
+        return None, f"the server's /metrics gave no readable scrape ({tel.last_scrape_error})"
+    path = folder / tel.timeseries_file
+    try:
+        series = read_engine_series(path)
+    except FileNotFoundError:
+        return None, f"{tel.timeseries_file} not found in {folder.name}/"
+    except (OSError, ValueError) as exc:
+        return None, str(exc)
+    return (series, None) if series.t_s else (None, f"{tel.timeseries_file} holds no scrapes")
+
+
 def power_section(
     study: StudyResult, study_dir: Path, points: Sequence[ConfigPoint], figs: EmbeddedFigures
 ) -> str:
-    from llenergymeasure.report.figures import power_figure, read_power_series
+    from llenergymeasure.report.engine_panel import telemetry_caption
+    from llenergymeasure.report.figures import power_figure
     from llenergymeasure.results.loading import manifest_run_dirs
 
     parts = [
@@ -131,6 +170,13 @@ def power_section(
         "<p>Sampled power of each measured GPU; the shaded band is the measured window "
         "(t = 0 to its duration), dashed lines the idle baseline.</p>",
     ]
+    if any(r.engine_telemetry is not None for r in study.runs):
+        parts.append(
+            "<p>Runs that measured an inference server over HTTP whose "
+            "<code>/metrics</code> page was read have the engine's own state beneath their "
+            "power, on the same time axis: running and waiting requests, and the share of the "
+            "KV cache in use (right axis), scraped once a second.</p>"
+        )
     folders = manifest_run_dirs(study_dir)
     key_of = {p.config_hash: p for p in points}
     missing: list[tuple[str, str]] = []
@@ -138,40 +184,36 @@ def power_section(
     for r in sorted(study.runs, key=lambda r: run_identity(r)[0]):
         run_id = run_identity(r)[0]
         folder = folders.get(run_id, study_dir / run_id)
-        name = r.timeseries_file
-        if name is None:
-            missing.append((run_id, f"meter {r.energy.meter} wrote no time series"))
-            continue
-        path = folder / name
-        if not path.exists():
-            missing.append((run_id, f"{name} not found in {folder.name}/"))
-            continue
-        try:
-            series = read_power_series(path)
-        except (OSError, ValueError) as exc:
-            missing.append((run_id, str(exc)))
-            continue
-        if not series:
-            missing.append((run_id, f"{name} holds no power samples"))
+        series, no_power = _power_series(r, folder)
+        engine, no_engine = _engine_series(r, folder)
+        if no_power is not None:
+            missing.append((run_id, no_power))
+        if no_engine is not None:
+            missing.append((run_id, f"engine telemetry: {no_engine}"))
+        if series is None and engine is None:
             continue
         idle = r.baseline.idle_power_w if r.baseline is not None and r.baseline.available else {}
         point = key_of.get(r.config_hash)
         name = f"{point.key} {point.label}" if point else r.config.label()
         title = f"{run_id} · {name}"
-        png = power_figure(series, r.duration_s, dict(idle), title)
+        png = power_figure(series or {}, r.duration_s, dict(idle), title, engine, no_power)
+        caption = f"Run <code>{esc(run_id)}</code>: measured window {r.duration_s:.3g} s."
+        if r.engine_telemetry is not None:
+            caption += " " + telemetry_caption(r.engine_telemetry)
         blocks.append(
             figs.add(
                 f"power_{run_id}",
                 png,
-                alt=f"power over time of run {run_id}",
-                caption=f"Run <code>{esc(run_id)}</code>: measured window {r.duration_s:.3g} s.",
+                alt=f"power {'and engine state ' if engine is not None else ''}over time of run "
+                f"{run_id}",
+                caption=caption,
             )
         )
     if blocks:
         parts.append('<div class="grid">' + "".join(blocks) + "</div>")
     if missing:
         parts.append(
-            f"<p>{len(missing)} run(s) without a power time series:</p>"
+            f"<p>{len(missing)} time series missing:</p>"
             + table(["run", "why"], [(f"<code>{esc(a)}</code>", esc(b)) for a, b in missing])
         )
     return "\n".join(parts)

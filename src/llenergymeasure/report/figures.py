@@ -13,7 +13,7 @@ import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llenergymeasure.backends import registry
 from llenergymeasure.report.data import (
@@ -28,6 +28,9 @@ from llenergymeasure.report.data import (
     short_value,
 )
 from llenergymeasure.results.pareto import pareto_front
+
+if TYPE_CHECKING:
+    from llenergymeasure.report.engine_panel import EngineSeries
 
 _FALLBACK_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
@@ -389,11 +392,36 @@ def power_figure(
     duration_s: float,
     idle_power_w: dict[int, float],
     title: str,
+    engine: EngineSeries | None = None,
+    no_power_reason: str | None = None,
 ) -> bytes:
-    """Power of each GPU over time, the measured window [0, duration_s] shaded, idle power dashed."""
-    fig = _figure(6.4, 2.5)
-    ax = fig.subplots()
+    """Power of each GPU over time, the measured window [0, duration_s] shaded, idle power dashed;
+    with ``engine`` (a served run's ``/metrics``), the engine's state in a panel beneath, on the
+    same time axis (``report/engine_panel.py``)."""
+    if engine is None:
+        fig = _figure(6.4, 2.5)
+        ax = fig.subplots()
+    else:
+        from llenergymeasure.report.engine_panel import draw_engine_panel
+
+        fig = _figure(6.4, 4.4)
+        ax, ax_engine = fig.subplots(2, 1, sharex=True, height_ratios=[1.2, 1.0])
+        draw_engine_panel(ax_engine, engine, duration_s)
+        ax_engine.set_xlabel("time from the start of the measured window (s)")
     ax.axvspan(0.0, duration_s, color="#ffcc66", alpha=0.3, lw=0, label="measured window")
+    if not series:  # the engine panel shares the time axis: keep its ticks, say why it is empty
+        ax.text(
+            0.5,
+            0.5,
+            no_power_reason or "no power samples",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="#555",
+            transform=ax.transAxes,
+            wrap=True,
+        )
+        ax.set_xlim(0.0, max(duration_s, 1e-9))
     for k, (idx, (ts, ps)) in enumerate(sorted(series.items())):
         colour = _FALLBACK_COLOURS[k % len(_FALLBACK_COLOURS)] if len(series) > 1 else "#1f77b4"
         ax.plot(ts, ps, linewidth=1.0, color=colour, label=f"GPU {idx}")
@@ -405,7 +433,8 @@ def power_figure(
                 linewidth=0.8,
                 label=f"GPU {idx} idle",
             )
-    ax.set_xlabel("time from the start of the measured window (s)")
+    if engine is None:
+        ax.set_xlabel("time from the start of the measured window (s)")
     ax.set_ylabel("power (W)")
     ax.set_ylim(bottom=0)
     ax.set_title(title, fontsize=9)

@@ -5,6 +5,7 @@ The model is a synthetic preset, so prompts and the optional token count use its
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,20 @@ def _result(config: ExperimentConfig, energy: bool) -> ExperimentResult:
     )
 
 
+def test_a_result_written_with_telemetry_in_extra_still_loads_it_as_the_field() -> None:
+    # results written before engine_telemetry was a field of the result kept it in extra
+    tel = {"dialect": "sglang", "period_s": 1.0, "n_scrapes": 4, "running_requests_mean": 2.5}
+    data = _result(_config({"base_url": "http://127.0.0.1:9"}), True).model_dump(mode="json")
+    data["extra"]["engine_telemetry"] = tel
+    old = ExperimentResult.model_validate_json(json.dumps(data))
+    assert old.engine_telemetry is not None and old.engine_telemetry.dialect == "sglang"
+    assert old.engine_telemetry.running_requests_mean == 2.5
+    assert old.extra == {"endpoint": {"mode": "attach"}}
+    # a result with the field keeps it and round-trips through JSON
+    again = ExperimentResult.model_validate_json(old.model_dump_json())
+    assert again.engine_telemetry == old.engine_telemetry and "engine_telemetry" not in again.extra
+
+
 def _page(running: int) -> str:
     return f"vllm:num_requests_running {running}\nvllm:generation_tokens_total {running * 10}\n"
 
@@ -147,7 +162,8 @@ def test_finish_result_adds_telemetry_series_and_the_saturation_gate(
         backend.scraper.clock = ManualClock(start=10.0)
         result = backend.finish_result(_result(config, energy), tmp_path, 10.0, 0.8)
         backend.close()
-    tel = result.extra["engine_telemetry"]
+    assert "engine_telemetry" not in result.extra  # a field of the result (issue 27 item 4)
+    tel = result.engine_telemetry.model_dump()
     assert tel["running_requests_mean"] == 3.0 and tel["saturation_target"] == 5.0
     assert tel["saturation_ratio"] == pytest.approx(0.6)
     assert (tmp_path / "engine_telemetry.csv").read_text().splitlines()[0].startswith("time_s,")
@@ -171,7 +187,7 @@ def test_open_loop_has_no_saturation_target(tmp_path: Path) -> None:
         backend.window_started(0.0)
         result = backend.finish_result(_result(config, True), tmp_path, 0.0, 0.8)
         backend.close()
-    assert result.extra["engine_telemetry"]["saturation_ratio"] is None
+    assert result.engine_telemetry.model_dump()["saturation_ratio"] is None
     assert result.valid
 
 
@@ -295,6 +311,6 @@ def test_launch_mode_starts_measures_and_stops_the_server(tmp_path: Path) -> Non
     assert "fake OpenAI server on port" in result.extra["endpoint"]["log_tail"]
     assert "fake OpenAI server on port" in (tmp_path / "server.log").read_text()
     assert not backend.server.log_path.exists()  # the temporary log was moved beside the result
-    tel = result.extra["engine_telemetry"]
+    tel = result.engine_telemetry.model_dump()
     assert tel["saturation_target"] == 2.0  # offline n=100 capped by --max-num-seqs 2
     assert tel["saturation_ratio"] == 0.5 and not result.valid

@@ -57,7 +57,7 @@ def test_harness_runs_the_endpoint_and_records_telemetry(
     endpoint = result.extra["endpoint"]
     assert endpoint["mode"] == "attach" and endpoint["requests_failed"] == 0
     assert endpoint["requests_sent"] == n  # counted from the window's start
-    tel = result.extra["engine_telemetry"]
+    tel = result.engine_telemetry.model_dump()
     assert tel["dialect"] == "vllm" and tel["n_scrapes"] >= 1 and tel["running_requests_mean"] == 2
     assert tel["saturation_target"] == (2.0 if top else 4.0)
     rows = list(csv.DictReader((out / "engine_telemetry.csv").open()))

@@ -12,8 +12,8 @@ of a call failed. A server that dies during the window fails its requests, and t
 
 The harness asks two optional things of this backend besides the ``Backend`` protocol:
 ``window_started(t0)`` when the measured window starts (the ``/metrics`` scraper starts) and
-``finish_result(result, output_dir, t0)`` after the result is built (engine telemetry, the
-saturation gate, the server's facts).
+``finish_result(result, output_dir, t0)`` after the result is built (the result's
+``engine_telemetry`` field, the saturation gate, the server's facts).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from llenergymeasure.backends.openai.http import (
     BaseURL,
     EndpointError,
     HTTPStatusError,
+    connection_refused,
     error_message,
     get,
 )
@@ -45,14 +46,13 @@ from llenergymeasure.backends.openai.launch import (
     start_server,
     wait_ready,
 )
-from llenergymeasure.backends.openai.local_server import listening_pids
+from llenergymeasure.backends.openai.local_server import is_local_host, listening_pids
 from llenergymeasure.backends.openai.section import OpenAIConfig
 from llenergymeasure.backends.openai.telemetry import (
     TelemetryScraper,
+    finish_series,
     saturation_gate,
     saturation_target,
-    summarise,
-    write_series,
 )
 from llenergymeasure.backends.serving_base import RequestTimeline
 from llenergymeasure.errors import ConfigError, ExperimentError
@@ -64,39 +64,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-TELEMETRY_FILE = "engine_telemetry.csv"
 SERVER_LOG_FILE = "server.log"
 ATTACH_NOTE = (
     "attach mode: llem did not start this server; its load, its configuration and any other "
     "client's requests are outside llem's control"
 )
 MAX_ERRORS_KEPT = 20
-
-
-def _refused(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what caused it) is a refused connection: nothing listens any more."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ConnectionRefusedError) or isinstance(
-            getattr(seen, "reason", None), ConnectionRefusedError
-        ):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _is_local(host: str) -> bool:
-    """Whether ``host`` names this machine (loopback, or one of its own addresses)."""
-    import socket
-
-    if host in ("localhost", "0.0.0.0", "::", "::1") or host.startswith("127."):
-        return True
-    try:
-        return host in {socket.gethostname(), socket.getfqdn()} or host in {
-            info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)
-        }
-    except OSError:
-        return False
 
 
 def _gpu_count() -> int:
@@ -240,7 +213,7 @@ class OpenAIBackend:
     def _find_server_pids(self) -> set[int]:
         if self.server is not None:
             return {self.server.process.pid}
-        return listening_pids(self.base_url.port) if _is_local(self.base_url.host) else set()
+        return listening_pids(self.base_url.port) if is_local_host(self.base_url.host) else set()
 
     def server_pids(self) -> set[int]:
         """The server's processes (their descendants too count as the experiment's own on the
@@ -355,12 +328,12 @@ class OpenAIBackend:
                 f"the launched server exited (code {self.server.process.returncode}) during the "
                 f"run; its log ends with:\n{self.server.log_tail(1500)}"
             )
-        if isinstance(exc, HTTPStatusError) or not _refused(exc):
+        if isinstance(exc, HTTPStatusError) or not connection_refused(exc):
             return None
         try:
             get(self.base_url, "/v1/models", timeout_s=5.0)
         except EndpointError as probe:
-            if _refused(probe):
+            if connection_refused(probe):
                 return (
                     f"the server at openai.base_url={self.base_url.url('')} stopped accepting "
                     f"connections during the run ({exc}); restart it and run the experiment again"
@@ -459,17 +432,13 @@ class OpenAIBackend:
         if self.scraper is not None:
             series = self.scraper.stop()
             self.scraper = None
-            name = None
-            if series.points:
-                write_series(series, output_dir / TELEMETRY_FILE, origin_s=t0)
-                name = TELEMETRY_FILE
             load = self.config.load
             if self.config.workload == "serving" and load is not None:
                 mode, want = ("closed" if load.closed_loop else "open"), load.concurrency
             else:
                 mode, want = "offline", self.config.n
             target = saturation_target(mode, want, self.max_num_seqs)
-            telemetry = summarise(series, target, name)
+            telemetry = finish_series(series, output_dir, t0, target)
         gate = saturation_gate(telemetry, min_share)
         if gate is not None and result.energy.available:
             gates = [*result.gates, gate]
@@ -486,10 +455,8 @@ class OpenAIBackend:
             self._output_dir = output_dir
             endpoint["log_tail"] = self.server.log_tail()
             endpoint["log_file"] = SERVER_LOG_FILE  # beside result.json once the server stopped
-        extra = {**result.extra, "endpoint": endpoint}
-        if telemetry is not None:
-            extra["engine_telemetry"] = telemetry.model_dump(mode="json")
-        update["extra"] = extra
+        update["extra"] = {**result.extra, "endpoint": endpoint}
+        update["engine_telemetry"] = telemetry
         return result.model_copy(update=update)
 
 

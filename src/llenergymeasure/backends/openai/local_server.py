@@ -59,3 +59,17 @@ def listening_pids(port: int, proc: str = "/proc") -> set[int]:
                 except OSError:
                     continue
     return found
+
+
+def is_local_host(host: str) -> bool:
+    """Whether ``host`` names this machine (loopback, or one of its own addresses)."""
+    import socket
+
+    if host in ("localhost", "0.0.0.0", "::", "::1") or host.startswith("127."):
+        return True
+    try:
+        return host in {socket.gethostname(), socket.getfqdn()} or host in {
+            info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)
+        }
+    except OSError:
+        return False

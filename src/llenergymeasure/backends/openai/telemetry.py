@@ -28,6 +28,8 @@ from llenergymeasure.backends.openai.prometheus import EngineSample, engine_samp
 from llenergymeasure.results.engine_telemetry import EngineTelemetry
 from llenergymeasure.results.models import GateResult
 
+#: the series' file, beside result.json (``EngineTelemetry.timeseries_file`` names it)
+TELEMETRY_FILE = "engine_telemetry.csv"
 FIELDS = (
     "running",
     "waiting",
@@ -139,6 +141,17 @@ def summarise(
         timeseries_file=timeseries_file,
         **stats,
     )
+
+
+def finish_series(
+    series: TelemetrySeries, output_dir: Path, origin_s: float, target: float | None
+) -> EngineTelemetry | None:
+    """The window's summary, its series written to ``output_dir/TELEMETRY_FILE`` when non-empty."""
+    name = None
+    if series.points:
+        write_series(series, output_dir / TELEMETRY_FILE, origin_s=origin_s)
+        name = TELEMETRY_FILE
+    return summarise(series, target, name)
 
 
 def saturation_target(mode: str, concurrency: int | None, max_num_seqs: int | None) -> float | None:
