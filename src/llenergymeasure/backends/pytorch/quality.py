@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from lm_eval.models.utils import resolve_max_length
 from lm_eval.models.utils_hf import stop_sequences_criteria
-from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from llenergymeasure.quality.common import cut_at_stop, stop_sequences
+from llenergymeasure.quality.rolling import rolling_loglikelihoods
 from llenergymeasure.quality.template import LlemTemplateLM
 
 if TYPE_CHECKING:
@@ -82,20 +82,13 @@ class PyTorchLM(LlemTemplateLM):
         return out
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
-        out = []
-        for request in requests:
-            (text,) = request.args
-            windows = [
-                (None, *make_disjoint_window(w))
-                for w in get_rolling_token_windows(
-                    token_list=self.tok_encode(text),
-                    prefix_token=self.prefix_token_id,
-                    max_seq_len=self.max_length,
-                    context_len=1,
-                )
-            ]
-            out.append(sum(value for value, _ in self._loglikelihood_tokens(windows)))
-        return out
+        return rolling_loglikelihoods(
+            requests,
+            self.tok_encode,
+            self.prefix_token_id,
+            self.max_length,
+            self._loglikelihood_tokens,
+        )
 
     # -- generation -----------------------------------------------------------------------------
 

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
-
 from llenergymeasure.quality.common import cut_at_stop, stop_sequences
+from llenergymeasure.quality.rolling import rolling_loglikelihoods
 from llenergymeasure.quality.template import LlemTemplateLM
 
 if TYPE_CHECKING:
@@ -78,20 +77,13 @@ class VLLMLM(LlemTemplateLM):
         return out
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
-        out = []
-        for request in requests:
-            (text,) = request.args
-            windows = [
-                (None, *make_disjoint_window(w))
-                for w in get_rolling_token_windows(
-                    token_list=self.tok_encode(text),
-                    prefix_token=self.prefix_token_id,
-                    max_seq_len=self.max_length - 2,  # one token of context, one generated
-                    context_len=1,
-                )
-            ]
-            out.append(sum(value for value, _ in self._loglikelihood_tokens(windows)))
-        return out
+        return rolling_loglikelihoods(
+            requests,
+            self.tok_encode,
+            self.prefix_token_id,
+            self.max_length - 2,  # one token of context, one generated
+            self._loglikelihood_tokens,
+        )
 
     # -- generation -----------------------------------------------------------------------------
 
