@@ -278,8 +278,13 @@ def test_a_launched_fake_server_is_ready_then_stopped(tmp_path: Path) -> None:
     assert not server.alive() and server.returncode is not None
 
 
-def test_launch_mode_starts_measures_and_stops_the_server(tmp_path: Path) -> None:
+def test_launch_mode_starts_measures_and_stops_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import socket
+
+    # as the docker runner sets it in the container the harness (and so the server) runs in
+    monkeypatch.setenv("LLEM_CONTAINER_IMAGE", "llenergymeasure:vllm-ci")
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -298,6 +303,12 @@ def test_launch_mode_starts_measures_and_stops_the_server(tmp_path: Path) -> Non
     info = backend.load()
     assert backend.server is not None and backend.server.alive()
     assert info.extra["endpoint"]["mode"] == "launch"
+    assert info.extra["endpoint"]["image"] == "llenergymeasure:vllm-ci"
+    assert info.extra["endpoint"]["engine_image"] == {
+        "image": "llenergymeasure:vllm",
+        "source": "default for engine vllm: llem's vLLM image",
+        "has_llem": True,
+    }
     assert info.extra["endpoint"]["version"] == "fake-1.0"
     assert info.extra["endpoint"]["max_num_seqs"] == 2
     assert backend.server_pids() == {backend.server.process.pid}

@@ -234,9 +234,15 @@ class OpenAIBackend:
                 "the server's processes are not visible from here (another host or PID "
                 "namespace): any process on the measured GPUs counts as foreign"
             )
-        if self.server is not None:
+        if self.server is not None and self.section.launch is not None:
+            from llenergymeasure.backends.openai.images import engine_image
+
             facts.update(
-                engine=self.section.launch.engine if self.section.launch else None,
+                engine=self.section.launch.engine,
+                # the image the server ran in (the docker runner's container; None: a local
+                # process), and the one llem names for this engine under the docker runner
+                image=os.environ.get("LLEM_CONTAINER_IMAGE") or None,
+                engine_image=engine_image(self.section.launch).as_record(),
                 command=self.server.command,
                 version=self.server.version,
                 ready_after_s=(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llenergymeasure.backends.section import BackendSection
 
@@ -36,6 +36,21 @@ class LaunchConfig(BaseModel):
         description="the program to start instead of the engine's usual one (its model, host "
         "and port arguments are still added), e.g. another environment's python -m ...",
     )
+    image: str | None = Field(
+        None,
+        description="under the docker runner, the image the server runs in; default: the "
+        "engine's own (backends/openai/images.py, docs/backends/openai.md)",
+    )
+
+    @field_validator("image")
+    @classmethod
+    def _image_named(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError(
+                "openai.launch.image is empty; name an image (e.g. lmsysorg/sglang:v0.5.20-cu130) "
+                "or leave it out for the engine's default"
+            )
+        return value.strip() if value is not None else None
 
 
 class OpenAIConfig(BackendSection):
