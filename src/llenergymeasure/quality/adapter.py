@@ -8,8 +8,8 @@ and ``generate_until`` (context, generation kwargs) -> text cut at the first sto
 ``adapter_for`` finds a backend's own adapter (``backends/<package>/quality.py``, next to the
 backend's factory, exporting ``make_lm(backend, quality) -> LM``); a backend without one gets
 ``GenerateLM``, which serves ``generate_until`` through ``Backend.generate`` (so every engine,
-TensorRT-LLM and remote endpoints included, can run generation tasks), and refuses
-log-likelihood requests.
+TensorRT-LLM included, can run generation tasks), and refuses log-likelihood requests. The
+PyTorch, vLLM and openai endpoint backends have their own.
 
 Every adapter counts the tokens it sends to the engine and the tokens the engine generates
 (``common.TokenCounts``), so a task's energy can be put beside its tokens.

@@ -84,6 +84,13 @@ class OpenAIConfig(BackendSection):
     )
     metrics: bool = Field(True, description="scrape the server's /metrics every second")
 
+    def quality_requests(self) -> frozenset[str]:
+        """lm-eval requests its quality adapter (quality.py) computes: the completions API scores
+        log-likelihoods too (echoed prompt logprobs); the chat API only generates."""
+        if self.api == "completions":
+            return frozenset({"loglikelihood", "loglikelihood_rolling", "generate_until"})
+        return self.QUALITY_REQUESTS
+
     @model_validator(mode="after")
     def _one_way_in(self) -> OpenAIConfig:
         if self.base_url is not None and self.launch is not None:
