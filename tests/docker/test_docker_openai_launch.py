@@ -90,6 +90,8 @@ def test_launch_a_vllm_server_in_the_engine_image(
     endpoint = run.extra["endpoint"]
     assert endpoint["mode"] == "launch" and endpoint["requests_failed"] == 0
     assert endpoint["version"]  # the server answered /version
+    assert endpoint["image"] == vllm_image  # the launch record names the image it ran in
+    assert endpoint["engine_image"]["source"] == "default for engine vllm: llem's vLLM image"
     assert run.serving is not None and run.serving.full.n_requests == 12
     assert run.output_tokens == 12 * 16
     assert run.engine_telemetry.model_dump()["dialect"] == "vllm"
