@@ -379,6 +379,7 @@ class PyTorchBackend:
             records.append(record_from_step_offsets(len(prompt.token_ids), count, times))
         if self.load_info is not None:
             self.load_info.extra["prefill"] = self._decoder.prefill_mode
+            self.load_info.extra["decode"] = self._decoder.decode_mode
         return records, generated, None
 
     def compile(self, batch: list[Prompt]) -> dict[str, Any] | None:

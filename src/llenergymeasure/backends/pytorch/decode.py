@@ -12,8 +12,15 @@ own time for a 1 B-parameter model. This loop does per step only what decoding n
   22-layer model on an H200 host) is gone. If that compile fails, prefill stays eager and
   ``prefill_mode`` says why (on the CPU it is always eager);
 - **decode** is one compiled function per batch shape (``torch.compile``, ``fullgraph``,
-  ``dynamic=False``; with ``mode="reduce-overhead"`` it replays a CUDA graph) that takes the
-  previous token, runs the model one step on the static cache and returns the next token;
+  ``dynamic=False``) that takes the previous token, runs the model one step on the static cache
+  and returns the next token. With ``compile_mode: reduce-overhead`` on CUDA the compiled step is
+  captured as a CUDA graph once per batch size (``CudaGraphStep``: the token, position and cache
+  position live in fixed buffers that the graph itself advances) and each step is one replay,
+  so the host launches one graph instead of a few hundred kernels. The capture is done by this
+  loop rather than by Inductor's own CUDA-graph trees, which skip graphs whose inputs (the cache)
+  are mutated in place unless every cache tensor carries a static address — on the H100 that
+  left the step launch-bound (1.98 ms either way). If the capture fails, the step stays a
+  compiled function and ``decode_mode`` says why;
 - nothing synchronises with the GPU inside the loop (no ``.item()``, no stopping check), except
   an all-finished check every ``EOS_CHECK_EVERY`` steps when EOS may end a request early;
 - the step clock is a CUDA event recorded after each step, read once the batch is done.
@@ -80,11 +87,25 @@ class StaticDecoder:
             if settings.eos_ids
             else None
         )
+        self._cuda = self.device.type == "cuda"
+        #: llem captures the step as a CUDA graph itself (see the module docstring)
+        self._graphed = (
+            settings.compile and self._cuda and settings.compile_mode == "reduce-overhead"
+        )
         step = self._step
         if settings.compile:
-            step = torch.compile(step, mode=settings.compile_mode, fullgraph=True, dynamic=False)
+            mode = "default" if self._graphed else settings.compile_mode
+            step = torch.compile(step, mode=mode, fullgraph=True, dynamic=False)
         self._compiled_step = step
-        self._cuda = self.device.type == "cuda"
+        self._graphs: dict[tuple[int, bool], CudaGraphStep] = {}
+        self._masks: dict[int, Any] = {}
+        self.decode_mode = (
+            "cuda graph (captured per batch size)"
+            if self._graphed
+            else f"compiled ({settings.compile_mode})"
+            if settings.compile
+            else "eager"
+        )
         # On the CPU the eager prefill's Python is small next to its arithmetic: not compiled.
         compile_prefill = settings.compile and self._cuda
         self._prefill = (
@@ -162,6 +183,60 @@ class StaticDecoder:
         )
         return self._select(out.logits[:, -1, :], allow_eos)
 
+    def _full_mask(self, batch: int, mask: Any) -> Any:
+        """The attention mask over the whole cache: the prompt's, then ones. On the CUDA-graph
+        path one buffer per batch size (a captured graph reads it at a fixed address)."""
+        torch = self.torch
+        width = mask.shape[1]
+        if not self._graphed:
+            full = torch.ones((batch, self.max_cache_len), dtype=mask.dtype, device=self.device)
+            full[:, :width] = mask
+            return full
+        full = self._masks.get(batch)
+        if full is None or full.dtype != mask.dtype:
+            full = torch.ones((batch, self.max_cache_len), dtype=mask.dtype, device=self.device)
+            self._masks[batch] = full
+            self._graphs = {k: g for k, g in self._graphs.items() if k[0] != batch}
+        full.fill_(1)
+        full[:, :width] = mask
+        return full
+
+    def _graph_for(
+        self,
+        batch: int,
+        allow: bool,
+        token: Any,
+        next_pos: Any,
+        cache_pos0: Any,
+        full_mask: Any,
+        cache: Any,
+    ) -> CudaGraphStep | None:
+        """The batch size's captured step, its buffers loaded with this batch's first decode
+        inputs; captured on first use (after the prefill has allocated the cache). None, with
+        ``decode_mode`` saying why, when the capture fails: the loop then calls the compiled step."""
+        key = (batch, allow)
+        graph = self._graphs.get(key)
+        if graph is None:
+            try:
+                graph = CudaGraphStep.capture(
+                    self.torch,
+                    lambda t, p, c: self._compiled_step(t, p, c, full_mask, cache, allow),
+                    token,
+                    next_pos,
+                    cache_pos0,
+                    cache,
+                )
+            except Exception as exc:  # an op that cannot be captured: stay a compiled function
+                self._graphed = False
+                self._graphs.clear()
+                self.decode_mode = (
+                    f"compiled, no CUDA graph (capturing it failed: {type(exc).__name__}: {exc})"
+                )[:300]
+                return None
+            self._graphs[key] = graph
+        graph.load(token, next_pos, cache_pos0)
+        return graph
+
     # -- one batch -----------------------------------------------------------------------------
 
     def generate(self, ids: Any, mask: Any, max_new_tokens: int) -> tuple[Any, BatchTiming]:
@@ -185,8 +260,7 @@ class StaticDecoder:
                 f"({self.max_cache_len} positions)"
             )
         cache, fresh = self._cache(batch)
-        full_mask = torch.ones((batch, self.max_cache_len), dtype=mask.dtype, device=self.device)
-        full_mask[:, :width] = mask
+        full_mask = self._full_mask(batch, mask)
         # positions count real tokens only, as generate's do for left-padded rows
         prompt_pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
         next_pos = mask.long().sum(-1)  # (batch,) position of the first new token
@@ -223,7 +297,20 @@ class StaticDecoder:
             if may_stop:
                 finished |= torch.isin(token, self._eos)
             mark()
+            graph = None
+            if self._graphed and max_new_tokens > 1:
+                graph = self._graph_for(batch, allow, token, next_pos, cache_pos0, full_mask, cache)
             for i in range(1, max_new_tokens):
+                if graph is not None:
+                    graph.step()  # the new token is in graph.token until the next replay
+                    if may_stop:
+                        graph.token.copy_(torch.where(finished, pad, graph.token))
+                        finished |= torch.isin(graph.token, self._eos)
+                    tokens[:, i] = graph.token
+                    mark()
+                    if may_stop and i % EOS_CHECK_EVERY == 0 and bool(finished.all()):
+                        break
+                    continue
                 if self._cuda and s.compile:
                     torch.compiler.cudagraph_mark_step_begin()
                 # fresh small tensors (not views): a compiled graph guards on its inputs' layout
@@ -250,6 +337,79 @@ class StaticDecoder:
         else:
             offsets = [t - t0 for t in host_times]
         return tokens, BatchTiming(step_offsets_s=offsets, wall_s=time.perf_counter() - t0)
+
+
+class CudaGraphStep:
+    """One decode step captured as a CUDA graph over fixed input buffers.
+
+    The graph runs the compiled step on ``token``/``position``/``cache_position``, writes the
+    next token back into ``token`` and advances both positions by one, so consecutive replays
+    decode consecutive tokens with no host work but the replay itself. The static cache's
+    tensors keep their addresses for the backend's life (``reset`` zeroes them in place), so
+    one capture per batch size serves every later batch of that size.
+    """
+
+    def __init__(self, graph: Any, token: Any, position: Any, cache_position: Any) -> None:
+        self.graph = graph
+        self.token = token
+        self.position = position
+        self.cache_position = cache_position
+
+    @classmethod
+    def capture(
+        cls, torch: Any, step: Any, token: Any, position: Any, cache_position: Any, cache: Any
+    ) -> CudaGraphStep:
+        """Warm the step on a side stream (as CUDA-graph capture requires), then capture it.
+
+        The warm-up steps run for real: they write the first decode position's keys and values
+        (which the first replay writes again, identically) and may advance the cache's own
+        length counters (transformers 5.x ``cumulative_length``), which are put back."""
+        buffers = cls(None, token.clone(), position.clone(), cache_position.clone())
+        counters = _cache_length_counters(cache)
+        saved = [c.clone() for c in counters]
+
+        def body() -> None:
+            nxt = step(buffers.token, buffers.position, buffers.cache_position)
+            buffers.token.copy_(nxt)
+            buffers.position.add_(1)
+            buffers.cache_position.add_(1)
+
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                body()
+                buffers.load(token, position, cache_position)
+                for c, v in zip(counters, saved, strict=True):
+                    c.copy_(v)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            body()
+        buffers.graph = graph
+        return buffers
+
+    def load(self, token: Any, position: Any, cache_position: Any) -> None:
+        """Put a batch's first decode inputs into the graph's buffers."""
+        self.token.copy_(token)
+        self.position.copy_(position)
+        self.cache_position.copy_(cache_position)
+
+    def step(self) -> Any:
+        """One decode step; returns the buffer holding the new token."""
+        self.graph.replay()
+        return self.token
+
+
+def _cache_length_counters(cache: Any) -> list[Any]:
+    """The cache layers' in-place length counters (tensors), if this transformers has them."""
+    layers = getattr(cache, "layers", None) or []
+    found = []
+    for layer in layers:
+        counter = getattr(layer, "cumulative_length", None)
+        if counter is not None and hasattr(counter, "copy_"):
+            found.append(counter)
+    return found
 
 
 #: torch's compile-cache counters (``torch._dynamo.utils.counters``): group, then names
