@@ -39,10 +39,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from llenergymeasure.clocks import boot_id
 from llenergymeasure.config.validity import ValiditySettings
 from llenergymeasure.energy import checks
 from llenergymeasure.energy.meters import EnergyMeter
-from llenergymeasure.energy.types import BaselineRecord, EnergyMeasurement, ValidityWarning
+from llenergymeasure.energy.types import (
+    BaselineRecord,
+    EnergyMeasurement,
+    MonotonicWindow,
+    ValidityWarning,
+)
 from llenergymeasure.results.stats import t_quantile_975
 from llenergymeasure.timestamps import utc_now
 
@@ -287,6 +293,8 @@ def measure_idle_baseline(
     cache_write: bool = True,
     clock: Any = time.time,
     sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+    monotonic_boot_id: str | None = None,
 ) -> BaselineRecord:
     """Mean idle power per GPU over ``duration_s`` seconds (in ~1 s sub-windows), or from the
     cache when every measured GPU has an entry of this ``kind`` (and ``key_extra``, e.g. the
@@ -295,6 +303,11 @@ def measure_idle_baseline(
     ``kind="resident"`` waits for the power to settle first. The caller makes sure the GPUs are
     idle (no work queued) before calling. ``cache_write=False`` (runs side by side, when another
     run may load the node) reads the cache but never writes a window measured now to it.
+
+    ``clock`` (wall time) stamps cache entries and judges their age, across processes and boots;
+    the window itself is recorded on ``monotonic`` (``window_monotonic``, with the boot it counts
+    from: ``monotonic_boot_id``, else this boot's for ``time.monotonic``), which a wall-clock step
+    does not move: the controller compares it with the runs beside it (study/placement.py).
     """
     th = thresholds or ValiditySettings()
     if not meter.available:
@@ -325,6 +338,7 @@ def measure_idle_baseline(
         if cached is not None:
             return cached
 
+    mono_start = monotonic()
     settle_s = (
         settle(meter, th.baseline_settle_tolerance, th.baseline_settle_max_s, sleep=sleep)
         if kind == "resident"
@@ -332,6 +346,8 @@ def measure_idle_baseline(
     )
     n = max(2, round(duration_s / SUB_WINDOW_S))
     seen, end_state = _measure_windows(meter, n, duration_s / n, sleep)
+    boot = monotonic_boot_id or (boot_id() if monotonic is time.monotonic else None)
+    window = MonotonicWindow(start_s=mono_start, end_s=monotonic(), boot_id=boot)
     if seen is None:
         return BaselineRecord(
             available=False, kind=kind, unavailable_reason="the idle window measured nothing"
@@ -361,6 +377,7 @@ def measure_idle_baseline(
         cache_key=cache_key,
         n_samples=sum(seen.n_samples.values()),
         warnings=list(seen.warnings.values()),
+        window_monotonic=window,
     )
     # A window that saw other processes, throttling, load or drift is not cached: it is not idle.
     # Nor is one that has no mean for some GPU (a device missing from a sub-window).
@@ -402,6 +419,9 @@ def _store(
             "duration_s": record.duration_s,
             "n_windows": record.n_windows,
             "n_samples": n_samples.get(i, 0),
+            "window_monotonic": (
+                record.window_monotonic.model_dump() if record.window_monotonic else None
+            ),
         }
     # a read-only cache directory costs the next run a re-measure, nothing more
     with contextlib.suppress(OSError):
@@ -457,6 +477,7 @@ def _from_cache(
     if len(hits) != len(keys):
         return None
     oldest = min(hits.values(), key=lambda e: float(e["measured_at_epoch"]))
+    mono = oldest.get("window_monotonic")  # absent from entries written before issue 30
     return BaselineRecord(
         kind=kind,
         idle_power_w={i: float(e["idle_power_w"]) for i, e in hits.items()},
@@ -472,6 +493,7 @@ def _from_cache(
         from_cache=True,
         cache_key=cache_key,
         n_samples=sum(int(e.get("n_samples", 0)) for e in hits.values()),
+        window_monotonic=MonotonicWindow.model_validate(mono) if mono is not None else None,
     )
 
 

@@ -208,6 +208,11 @@ class BaselineRecord(_Record):
         True, description="false: utilisation above the limit or drifting power; not applied"
     )
     rejected_reason: str | None = None
+    window_monotonic: MonotonicWindow | None = Field(
+        None,
+        description="the idle window (settle time included) on CLOCK_MONOTONIC, for overlaps "
+        "with runs beside it; from the cache: the window that measured it (None: not recorded)",
+    )
 
 
 class CpuEnergy(_Record):

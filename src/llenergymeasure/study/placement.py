@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.energy.devices import parse_cuda_visible_devices
-from llenergymeasure.energy.types import BaselineRecord, ValidityWarning
+from llenergymeasure.energy.types import BaselineRecord, MonotonicWindow, ValidityWarning
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.results.io import atomic_write_text
 from llenergymeasure.results.models import ExperimentResult, NeighbourRecord, PlacementRecord
@@ -176,7 +176,16 @@ def measured_window(result: ExperimentResult) -> tuple[float, float] | None:
 def window_of(result: ExperimentResult, span: Span) -> Window | None:
     """The run's measured window on CLOCK_MONOTONIC when its result recorded it there and the
     controller's ``span`` counts from the same boot, else on the wall clock with the reason."""
-    mono = result.energy.window_monotonic
+    return _shared_clock_window(
+        result.energy.window_monotonic, span, measured_window(result), "the result"
+    )
+
+
+def _shared_clock_window(
+    mono: MonotonicWindow | None, span: Span, wall: tuple[float, float] | None, subject: str
+) -> Window | None:
+    """``mono`` when the controller's ``span`` counts CLOCK_MONOTONIC from the same boot, else
+    ``wall`` (None: not known) with the reason; ``subject`` names whose window it is."""
     if (
         mono is not None
         and span.boot_id is not None
@@ -184,11 +193,10 @@ def window_of(result: ExperimentResult, span: Span) -> Window | None:
         and mono.end_s > mono.start_s
     ):
         return Window(mono.start_s, mono.end_s, "monotonic")
-    wall = measured_window(result)
     if wall is None:
         return None
     if mono is None:
-        why = "the result records its window on the wall clock only (a result from an older llenergymeasure)"
+        why = f"{subject} records its window on the wall clock only (a result from an older llenergymeasure)"
     elif span.boot_id is None:
         why = "the controller's clock is not CLOCK_MONOTONIC"
     elif mono.boot_id != span.boot_id:
@@ -197,7 +205,7 @@ def window_of(result: ExperimentResult, span: Span) -> Window | None:
             f"controller from boot {span.boot_id}"
         )
     else:
-        why = f"the result's monotonic window is empty ({mono.start_s} .. {mono.end_s})"
+        why = f"{subject}'s monotonic window is empty ({mono.start_s} .. {mono.end_s})"
     note = f"overlaps with the window on the wall clock, which a clock step would shift: {why}"
     return Window(wall[0], wall[1], "wall", note)
 
@@ -324,19 +332,25 @@ def _baseline_window(record: BaselineRecord) -> tuple[float, float] | None:
 
 
 def _mark_baseline(
-    record: BaselineRecord | None, span: Span, spans: Sequence[Span], now_wall: float
+    record: BaselineRecord | None, span: Span, spans: Sequence[Span], now: float, now_wall: float
 ) -> BaselineRecord | None:
-    """The baseline with a ``neighbour_load`` warning when a neighbour ran during its window."""
-    window = _baseline_window(record) if record is not None else None
-    if record is None or window is None:
+    """The baseline with a ``neighbour_load`` warning when a neighbour ran during its window: on
+    CLOCK_MONOTONIC when the baseline recorded its window there and the controller counts from
+    the same boot, else on the wall clock (``measured_at`` in whole seconds, so with a second's
+    slack each side), the reason in the warning's ``details.window_clock``."""
+    if record is None or record.from_cache:  # a cached baseline was measured before this run
         return record
-    start, end = window[0] - _BASELINE_SLACK_S, window[1] + _BASELINE_SLACK_S
+    window = _shared_clock_window(
+        record.window_monotonic, span, _baseline_window(record), "the idle baseline"
+    )
+    if window is None:
+        return record
+    slack = 0.0 if window.clock == "monotonic" else _BASELINE_SLACK_S
+    widened = Window(window.start - slack, window.end + slack, window.clock)
     beside = [
         o
         for o in spans
-        if o.run_id != span.run_id
-        and o.start_wall < end
-        and (o.end_wall if o.end_wall is not None else now_wall) > start
+        if o.run_id != span.run_id and window_overlap_s(o, widened, now, now_wall) > 0
     ]
     if not beside:
         return record
@@ -348,7 +362,10 @@ def _mark_baseline(
             + ", ".join(f"{o.run_id} (GPU(s) {o.gpus})" for o in beside)
             + " ran on other GPUs of this node; it was not cached"
         ),
-        details={"neighbours": [o.run_id for o in beside]},
+        details={
+            "neighbours": [o.run_id for o in beside],
+            "window_clock": window.note or window.clock,
+        },
     )
     return record.model_copy(update={"warnings": [*record.warnings, warning]})
 
@@ -378,8 +395,8 @@ def amend_result(
             warning,
         ]
     if placement.neighbours:  # a baseline has its own window: judged apart from the run's
-        update["baseline"] = _mark_baseline(result.baseline, span, spans, now_wall)
-        update["cold_baseline"] = _mark_baseline(result.cold_baseline, span, spans, now_wall)
+        update["baseline"] = _mark_baseline(result.baseline, span, spans, now, now_wall)
+        update["cold_baseline"] = _mark_baseline(result.cold_baseline, span, spans, now, now_wall)
     amended = result.model_copy(update=update)
     # validate before writing: the file must stay a valid result whatever happens here
     amended = ExperimentResult.model_validate(amended.model_dump())
