@@ -10,6 +10,7 @@ this module never looks anything up on the network.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 from typing import Any
@@ -95,6 +96,25 @@ def codecarbon_intensity(
     return float(kg) * 1000.0, f"codecarbon:{where} (bundled {label} data, offline)"
 
 
+@functools.cache
+def offline_intensity(
+    country_iso_code: str | None = None, region: str | None = None
+) -> tuple[float, str] | None:
+    """``codecarbon_intensity`` read once per process; None when CodeCarbon is not installed or
+    has no figure for the location (the harness then looks it up itself and records why).
+
+    The study's controller reads it before it builds its runs' requests (``study/requests.py``),
+    so the experiment processes get the figure in their settings and never import CodeCarbon,
+    which loads pandas and pyarrow at import (about 0.8 s of every experiment process on a
+    loaded 2-core VM, docs/performance.md)."""
+    if importlib.util.find_spec("codecarbon") is None:
+        return None
+    try:
+        return codecarbon_intensity(country_iso_code, region)
+    except Exception:  # CodeCarbon's internals change between releases; the harness says why
+        return None
+
+
 def estimate_co2(
     energy_j: float | None,
     carbon_intensity_gco2_kwh: float | None,
@@ -127,7 +147,8 @@ def estimate_co2(
     intensity = carbon_intensity_gco2_kwh
     source = intensity_source
     reason: str | None = None
-    looked_up = False
+    # CodeCarbon's figure for the location, looked up here or by the study's controller
+    looked_up = intensity is not None and (source or "").startswith("codecarbon:")
     if intensity is None:
         if use_codecarbon and importlib.util.find_spec("codecarbon") is not None:
             looked_up = True

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from llenergymeasure.config.user import UserConfig
+from llenergymeasure.energy.carbon import offline_intensity
 from llenergymeasure.environment.snapshot import context_from_user_config
 from llenergymeasure.harness.request import HarnessRequest, HarnessSettings
 from llenergymeasure.results.models import RunnerRecord
@@ -35,6 +36,14 @@ class RequestBuilder:
         ctx = context_from_user_config(self.user_config, self.environ)
         cache = self.user_config.output.resolved_model_cache_dir()
         measurement = self.user_config.measurement
+        if "carbon_intensity_gco2_kwh" not in ctx:
+            # CodeCarbon's offline figure, read once in this process: the experiment processes
+            # then never import CodeCarbon (and its pandas and pyarrow) to read it again
+            found = offline_intensity(
+                measurement.carbon_country_iso_code, measurement.carbon_region
+            )
+            if found is not None:
+                ctx["carbon_intensity_gco2_kwh"], ctx["carbon_intensity_source"] = found
         return HarnessSettings(
             energy_backend=measurement.energy_backend,
             carbon_country_iso_code=measurement.carbon_country_iso_code,
