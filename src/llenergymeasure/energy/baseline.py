@@ -21,6 +21,8 @@ whose GPU utilisation exceeds ``baseline_max_util_pct``, or whose drift exceeds
 ``baseline_max_drift`` and is significant against its SE, is rejected (recorded, not applied, not
 cached).
 
+The cache file is read and written by ``energy/baseline_cache.py``.
+
 Energy above resident idle = raw - idle_power_w * duration_s, **not clamped**: a negative value
 says the baseline was higher than the window's own draw, which is information. Its standard error
 is duration_s * SE(idle W) per GPU, root-sum-square over GPUs. Raw energy stays the headline.
@@ -28,10 +30,7 @@ is duration_s * SE(idle W) per GPU, root-sum-square over GPUs. Raw energy stays 
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -42,6 +41,7 @@ from typing import Any, Literal
 from llenergymeasure.clocks import boot_id
 from llenergymeasure.config.validity import ValiditySettings
 from llenergymeasure.energy import checks
+from llenergymeasure.energy.baseline_cache import CACHE_FILE, from_cache, load_cache, store_entries
 from llenergymeasure.energy.meters import EnergyMeter
 from llenergymeasure.energy.types import (
     BaselineRecord,
@@ -52,8 +52,6 @@ from llenergymeasure.energy.types import (
 from llenergymeasure.results.stats import t_quantile_975
 from llenergymeasure.timestamps import utc_now
 
-CACHE_FILE = "idle_baseline.json"
-CACHE_VERSION = 2  # 2: cold/resident kinds, SE, state (issue 19); version-1 entries are ignored
 SUB_WINDOW_S = 1.0  # length of the idle sub-windows (10 sensor periods on an H200)
 # Warnings of a ~1 s sub-window that do not make it less valid as an idle reading. A 1 s window
 # is short by design (the statistics come from many of them), and its counter / integrated-power
@@ -61,38 +59,6 @@ SUB_WINDOW_S = 1.0  # length of the idle sub-windows (10 sensor periods on an H2
 # quantisation of each sub-window's ends averages out: on the H200 single 1 s idle windows
 # disagreed by more than 5 % while the whole window agreed.
 _IGNORED_IN_BASELINE = {"short_window", "power_capped", "counter_power_mismatch"}
-
-
-def _load_cache(path: Path, problems: list[str] | None = None) -> dict[str, Any]:
-    """The cache's entries; a file that cannot be used is ignored (and rebuilt when a window is
-    stored), with why in ``problems`` when given."""
-    problem = None
-    try:
-        data = json.loads(path.read_text(errors="replace"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        data, problem = None, f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
-    if problem is None and not isinstance(data, dict):
-        problem = "not a JSON object"
-    elif problem is None and data.get("version") != CACHE_VERSION:
-        problem = f"cache version {data.get('version')!r}, not {CACHE_VERSION}"
-    elif problem is None and not isinstance(data.get("entries"), dict):
-        problem = "its entries are not a mapping"
-    if problem is not None:
-        if problems is not None:
-            problems.append(problem)
-        return {}
-    return dict(data["entries"])
-
-
-def _save_cache(path: Path, entries: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(
-        json.dumps({"version": CACHE_VERSION, "entries": entries}, indent=2, sort_keys=True)
-    )
-    tmp.replace(path)
 
 
 def drift_fit(points: list[tuple[float, float]]) -> tuple[float, float | None]:
@@ -329,9 +295,9 @@ def measure_idle_baseline(
 
     cache_problems: list[str] = []
     if cache_path is not None:
-        entries = _load_cache(cache_path, cache_problems)
+        entries = load_cache(cache_path, cache_problems)
         try:
-            cached = _from_cache(entries, keys, clock(), ttl_s, kind, cache_key)
+            cached = from_cache(entries, keys, clock(), ttl_s, kind, cache_key)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:  # an entry of wrong type
             cached = None
             cache_problems.append(f"an entry has a field of the wrong type ({exc})")
@@ -389,7 +355,7 @@ def measure_idle_baseline(
         and all(i in means for i in keys)
     )
     if stored and cache_path is not None:
-        _store(cache_path, keys, record, clock(), seen.n_samples)
+        store_entries(cache_path, keys, record, clock(), seen.n_samples)
     if cache_problems:  # after the store decision: this note is no reason not to cache
         record.warnings.append(
             ValidityWarning(
@@ -401,31 +367,6 @@ def measure_idle_baseline(
             )
         )
     return record
-
-
-def _store(
-    cache_path: Path, keys: dict[int, str], record: BaselineRecord, now: float, n_samples: dict
-) -> None:
-    entries = _load_cache(cache_path)
-    for i, key in keys.items():
-        entries[key] = {
-            "idle_power_w": record.idle_power_w[i],
-            "idle_power_se_w": record.idle_power_se_w.get(i, 0.0),
-            "drift": record.drift.get(i, 0.0),
-            "drift_se": record.drift_se.get(i),
-            "state": record.state.get(i, {}),
-            "measured_at_epoch": now,
-            "measured_at": record.measured_at,
-            "duration_s": record.duration_s,
-            "n_windows": record.n_windows,
-            "n_samples": n_samples.get(i, 0),
-            "window_monotonic": (
-                record.window_monotonic.model_dump() if record.window_monotonic else None
-            ),
-        }
-    # a read-only cache directory costs the next run a re-measure, nothing more
-    with contextlib.suppress(OSError):
-        _save_cache(cache_path, entries)
 
 
 def rejection_reason(
@@ -455,46 +396,6 @@ def rejection_reason(
             f"{se_text}; limit {th.baseline_max_drift * 100:g} %)"
         )
     return "; ".join(reasons) or None
-
-
-def _from_cache(
-    entries: dict[str, Any],
-    keys: dict[int, str],
-    now: float,
-    ttl_s: float,
-    kind: Literal["cold", "resident"],
-    cache_key: str | None,
-) -> BaselineRecord | None:
-    hits: dict[int, dict[str, Any]] = {}
-    for i, key in keys.items():
-        e = entries.get(key)
-        try:
-            fresh = isinstance(e, dict) and 0 <= now - float(e["measured_at_epoch"]) <= ttl_s
-        except (KeyError, TypeError, ValueError):
-            fresh = False
-        if fresh:
-            hits[i] = e  # type: ignore[assignment]
-    if len(hits) != len(keys):
-        return None
-    oldest = min(hits.values(), key=lambda e: float(e["measured_at_epoch"]))
-    mono = oldest.get("window_monotonic")  # absent from entries written before issue 30
-    return BaselineRecord(
-        kind=kind,
-        idle_power_w={i: float(e["idle_power_w"]) for i, e in hits.items()},
-        idle_power_se_w={i: float(e.get("idle_power_se_w", 0.0)) for i, e in hits.items()},
-        drift={i: float(e.get("drift", 0.0)) for i, e in hits.items()},
-        drift_se={
-            i: float(e["drift_se"]) for i, e in hits.items() if e.get("drift_se") is not None
-        },
-        state={i: dict(e.get("state") or {}) for i, e in hits.items()},
-        n_windows=int(oldest.get("n_windows", 0)),
-        duration_s=float(oldest.get("duration_s", 0.0)),
-        measured_at=str(oldest.get("measured_at")),
-        from_cache=True,
-        cache_key=cache_key,
-        n_samples=sum(int(e.get("n_samples", 0)) for e in hits.values()),
-        window_monotonic=MonotonicWindow.model_validate(mono) if mono is not None else None,
-    )
 
 
 def apply_baseline(
