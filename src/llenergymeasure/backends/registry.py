@@ -86,6 +86,11 @@ class BackendSpec:
     packages: tuple[str, ...] = ()
     #: the ``docker`` runner's default image
     image: str | None = None
+    #: ``"module:attribute"`` of ``f(section, backend_image) -> image`` (``.image``, ``.source``,
+    #: ``.has_llem``): for a backend without an ``image`` of its own, the docker runner's image of
+    #: each experiment, from its section (openai: the launched engine's); ``backend_image(name)``
+    #: gives another backend's docker image as resolved here, ``(image, why)`` or None
+    experiment_image: str | None = None
     #: the CPU image the CI builds (``docker/ci/build-ci-images.sh``), None where there is none
     ci_image: str | None = None
     #: the image's name in ``make images BACKENDS=...``, ``docker/<target>.Dockerfile`` and
@@ -111,7 +116,7 @@ class BackendSpec:
                 f"backend name {self.name!r} is not a lower-case identifier (letters, digits, "
                 "underscores, starting with a letter), e.g. 'sglang'"
             )
-        for field_name in ("factory", "serving_factory", "warm_imports"):
+        for field_name in ("factory", "serving_factory", "warm_imports", "experiment_image"):
             value = getattr(self, field_name)
             if value is not None and value.count(":") != 1:
                 raise ValueError(
@@ -192,6 +197,7 @@ BUILTIN_BACKENDS: tuple[BackendSpec, ...] = (
         factory="llenergymeasure.backends.openai.backend:create",
         serving_factory="llenergymeasure.backends.openai.backend:create_serving",
         aliases=("endpoint",),
+        experiment_image="llenergymeasure.backends.openai.images:experiment_image",
         colour="#9467bd",
     ),
 )

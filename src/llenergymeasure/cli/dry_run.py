@@ -25,11 +25,11 @@ def refusals(sr: Any, runners: dict[str, Any]) -> list[LLEMError]:
         check_docker_images_present,
         check_results_dir_writable,
     )
+    from llenergymeasure.runners.resolution import study_docker_images
 
     found: list[LLEMError] = []
-    images = [r.image for r in runners.values() if r.kind == "docker" and r.image]
-    try:
-        check_docker_images_present(images)
+    try:  # each experiment's image (an image without llem is refused as the run would)
+        check_docker_images_present(study_docker_images(runners, sr.study.expand()))
     except LLEMError as exc:
         found.append(exc)
     if not any(r.kind == "slurm" for r in runners.values()):
@@ -59,7 +59,7 @@ def dry_run_data(sr: Any, runners: dict[str, Any], notes: list[str]) -> dict[str
                 "model": c.model,
                 "backend": c.backend,
                 "label": distinguish(c, fields),
-                "runner": runners[c.backend].describe(),
+                "runner": runners[c.backend].for_experiment(c).describe(),
                 "runner_source": runners[c.backend].source,
             }
             for c in configs
@@ -137,7 +137,7 @@ def print_dry_run(
     table.add_column("runner (source)", overflow="fold")
     table.add_column("distinguishing fields" if fields else "label", overflow="fold")
     for i, cfg in enumerate(configs, start=1):
-        r = runners[cfg.backend]
+        r = runners[cfg.backend].for_experiment(cfg)
         table.add_row(
             str(i),
             cfg.short_hash,

@@ -9,19 +9,33 @@ Precedence, highest first (decision E of the architecture decisions):
 4. ``local``
 
 Experiment and study files never choose a runner.
+
+A docker runner's image is the backend's (the runner value's ``docker:<image>``, else the
+registry's default image). A backend without an image of its own (openai: the server it launches
+is another engine's) gets one image per experiment from its registry ``experiment_image`` hook,
+through ``ResolvedRunner.for_experiment``; a runner value that names an image still wins.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from llenergymeasure.backends import registry
 from llenergymeasure.config.runner_spec import RunnerSpec, parse_runner_spec
 from llenergymeasure.config.user import UserConfig
 from llenergymeasure.errors import RunnerError
+
+if TYPE_CHECKING:
+    from llenergymeasure.config.experiment import ExperimentConfig
+
+#: the container's variable saying why its image was chosen, where it was chosen per experiment
+#: (the harness records it: the openai backend's launch record)
+IMAGE_SOURCE_ENV = "LLEM_CONTAINER_IMAGE_SOURCE"
 
 
 class ResolvedRunner(BaseModel):
@@ -33,15 +47,47 @@ class ResolvedRunner(BaseModel):
     kind: str
     image: str | None = None
     source: str
+    #: one experiment's image (``for_experiment``): why it was chosen, and whether llem is in it
+    #: (False: an engine's release image, refused before a study; None: not known)
+    image_source: str | None = Field(None, exclude=True)
+    has_llem: bool | None = Field(None, exclude=True)
+    #: what to do when the image has no llem (an image to build, the setting that names it)
+    image_remedy: str | None = Field(None, exclude=True)
+    #: docker, image per experiment: every backend's docker image as resolved here (backend ->
+    #: (image, why)), for the ``experiment_image`` hook (a launched vLLM server runs in the
+    #: vLLM backend's image)
+    backend_images: dict[str, tuple[str, str]] = Field(default_factory=dict, exclude=True)
 
     @property
     def spec(self) -> RunnerSpec:
         return RunnerSpec(kind=self.kind, image=self.image)
 
+    @property
+    def image_per_experiment(self) -> bool:
+        """Docker with no image for the whole backend: each experiment's config names it."""
+        return self.kind == "docker" and self.image is None
+
     def describe(self) -> str:
         if self.kind == "slurm":
             return f"slurm (docker:{self.image})" if self.image else "slurm"
+        if self.image_per_experiment:
+            return "docker (image per experiment)"
         return f"docker:{self.image}" if self.kind == "docker" else self.kind
+
+    def for_experiment(self, config: ExperimentConfig) -> ResolvedRunner:
+        """This runner for one experiment: its image, where the backend has none of its own."""
+        if not self.image_per_experiment:
+            return self
+        hook = _experiment_image_hook(self.backend)
+        chosen = hook(config.backend_section(), self.backend_images.get)
+        return self.model_copy(
+            update={
+                "image": chosen.image,
+                "image_source": chosen.source,
+                "has_llem": chosen.has_llem,
+                "image_remedy": getattr(chosen, "remedy", None),
+            }
+        )
 
     @property
     def containerised(self) -> bool:
@@ -78,7 +124,8 @@ def resolve_runner(
             f"{where}: singularity runners ({value!r}) are not supported yet; use local or docker"
         )
     image = spec.image or (spec_of_backend.image if spec.kind == "docker" else None)
-    if spec.kind == "docker" and image is None:
+    per_experiment = spec.kind == "docker" and image is None
+    if per_experiment and spec_of_backend.experiment_image is None:
         raise RunnerError(
             f"{where}: backend {backend!r} has no default image; name one, e.g. "
             f"docker:llenergymeasure:{backend}"
@@ -86,7 +133,13 @@ def resolve_runner(
     if spec.kind == "slurm":
         # SLURM jobs run the harness on the node, or in the user config's slurm.container image
         image = user_config.slurm.container_image if user_config is not None else None
-    return ResolvedRunner(backend=backend, kind=spec.kind, image=image, source=source)
+    return ResolvedRunner(
+        backend=backend,
+        kind=spec.kind,
+        image=image,
+        source=source,
+        backend_images=_backend_images(user_config, cli_runner, env) if per_experiment else {},
+    )
 
 
 def resolve_runners(
@@ -161,3 +214,93 @@ def cli_runner_overrides(
             f"{r.describe()}; {how}"
         )
     return lines
+
+
+def _backend_images(
+    user_config: UserConfig | None, cli_runner: str | None, env: Mapping[str, str]
+) -> dict[str, tuple[str, str]]:
+    """Each backend with an image: the image its docker runner resolves to here, and why (the
+    runner value that names it, else llem's default image)."""
+    out: dict[str, tuple[str, str]] = {}
+    for spec in registry.specs():
+        if spec.image is None:
+            continue
+        resolved = resolve_runner(spec.name, user_config, cli_runner, env)
+        if resolved.kind == "docker" and resolved.image and resolved.image != spec.image:
+            where = _setting(resolved.source, spec.name)
+            out[spec.name] = (resolved.image, f"the {spec.title} backend's image ({where})")
+        else:
+            out[spec.name] = (spec.image, f"llem's {spec.title} image")
+    return out
+
+
+def _setting(source: str, backend: str) -> str:
+    """A runner source as the setting a user would change: ``runners.vllm in <path>``."""
+    if source.startswith("env:"):
+        return source.removeprefix("env:")
+    if source.startswith("user_config:"):
+        return f"runners.{backend} in {source.removeprefix('user_config:')}"
+    return "--runner" if source == "cli:--runner" else source
+
+
+def _experiment_image_hook(backend: str) -> Any:
+    target = registry.get(backend).experiment_image
+    if target is None:
+        raise RunnerError(f"backend {backend!r} has no per-experiment image")
+    module_name, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def experiment_runners(
+    runners: Mapping[str, ResolvedRunner], configs: Sequence[ExperimentConfig]
+) -> list[ResolvedRunner]:
+    """Each experiment's runner, its image resolved (``ResolvedRunner.for_experiment``)."""
+    return [runners[c.backend].for_experiment(c) for c in configs]
+
+
+def docker_images(
+    runners: Mapping[str, ResolvedRunner], configs: Sequence[ExperimentConfig]
+) -> list[str]:
+    """The distinct images the docker runs of ``configs`` use, in first-use order."""
+    images = [r.image for r in experiment_runners(runners, configs) if r.kind == "docker"]
+    return list(dict.fromkeys(i for i in images if i))
+
+
+def study_docker_images(
+    runners: Mapping[str, ResolvedRunner], configs: Sequence[ExperimentConfig]
+) -> list[str]:
+    """Before a study: the distinct Docker images it runs, sorted, to check once each; a
+    ``RunnerError`` first when one has no llem in it (``refuse_images_without_llem``)."""
+    refuse_images_without_llem(runners, configs)
+    return sorted(docker_images(runners, configs))
+
+
+def refuse_images_without_llem(
+    runners: Mapping[str, ResolvedRunner], configs: Sequence[ExperimentConfig]
+) -> None:
+    """``RunnerError`` before a study when an experiment's default image carries no llem (an
+    engine's release image): its container could not run the harness. Names each image, the
+    experiments that chose it and how to build one with llem."""
+    lacking: dict[str, tuple[ResolvedRunner, list[str]]] = {}
+    for config, r in zip(configs, experiment_runners(runners, configs), strict=True):
+        if r.kind == "docker" and r.image and r.has_llem is False:
+            lacking.setdefault(r.image, (r, []))[1].append(
+                f"{config.label()} ({config.short_hash})"
+            )
+    if not lacking:
+        return
+    lines = []
+    for image, (r, labels) in lacking.items():
+        more = f" and {len(labels) - 3} more" if len(labels) > 3 else ""
+        why = r.image_source or "default"
+        hint = r.image_remedy or (
+            f"Build an image with llem on top of it (docker/build-image.sh with --base {image}) "
+            "and name that image"
+        )
+        lines.append(
+            f"  - {image} ({why}), for {', '.join(labels[:3])}{more}: llenergymeasure is not in "
+            f"it, so its container cannot run the harness. {hint}"
+        )
+    raise RunnerError(
+        "these Docker images have no llenergymeasure in them; nothing was run:\n" + "\n".join(lines)
+    )

@@ -378,10 +378,12 @@ def run_concurrently(
     ``KeyboardInterrupt`` once every run still going is stopped and recorded."""
 
     def make_request(run: PlannedRun, gpus: list[int]) -> HarnessRequest:
-        return requests.request(run, runner_record(runners[run.config.backend]), concurrent=True)
+        resolved = runners[run.config.backend].for_experiment(run.config)
+        return requests.request(run, runner_record(resolved), concurrent=True)
 
     def make_executor(run: PlannedRun, gpus: list[int]) -> Any:
-        return executor_for(runners[run.config.backend], model_cache_dir, gpus=gpus)
+        resolved = runners[run.config.backend].for_experiment(run.config)
+        return executor_for(resolved, model_cache_dir, gpus=gpus)
 
     ConcurrentScheduler(
         store,

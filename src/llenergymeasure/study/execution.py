@@ -17,7 +17,7 @@ from llenergymeasure.harness.request import HarnessRequest
 from llenergymeasure.runners.base import RunOutcome
 from llenergymeasure.runners.device_lock import DeviceLocker
 from llenergymeasure.runners.outcome import read_back
-from llenergymeasure.runners.resolution import ResolvedRunner
+from llenergymeasure.runners.resolution import IMAGE_SOURCE_ENV, ResolvedRunner
 from llenergymeasure.study.manifest import ManifestStore
 from llenergymeasure.study.observer import StudyObserver
 from llenergymeasure.study.planning import PlannedRun
@@ -30,14 +30,18 @@ def executor_for(
 
     ``gpus``: the CUDA indices (as this process sees them) the experiment gets; None: the
     experiment's own ``gpus`` field, else the runner's default (``runners/placement.py``).
+    ``resolved``: the experiment's runner (``ResolvedRunner.for_experiment``); where its image was
+    chosen per experiment, why is passed into the container (``IMAGE_SOURCE_ENV``), for the result.
     """
     if resolved.kind == "docker":
         from llenergymeasure.runners.docker.runner import DockerRunner
 
+        extra_env = {IMAGE_SOURCE_ENV: resolved.image_source} if resolved.image_source else {}
         return DockerRunner(
             resolved.image or "",
             model_cache_dir=model_cache_dir,
             gpus="auto" if gpus is None else list(gpus),
+            extra_env=extra_env,
         )
     from llenergymeasure.runners.local import LocalRunner
 

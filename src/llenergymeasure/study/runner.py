@@ -38,7 +38,7 @@ from llenergymeasure.results.models import RunnerRecord
 from llenergymeasure.results.study_result import StudyResult
 from llenergymeasure.runners.base import RunOutcome
 from llenergymeasure.runners.device_lock import DeviceLocker
-from llenergymeasure.runners.resolution import ResolvedRunner, resolve_runners
+from llenergymeasure.runners.resolution import ResolvedRunner, resolve_runners, study_docker_images
 from llenergymeasure.study.aggregate import collect_study_result
 from llenergymeasure.study.concurrent import concurrency_pool, run_concurrently
 from llenergymeasure.study.execution import executor_for, run_attempt
@@ -188,16 +188,16 @@ class StudyRunner:
             cycles = self.resume_manifest.n_cycles
         return plan_study(self.study, self.gaps, cycles)
 
-    def _preflight(self, runners: dict[str, ResolvedRunner]) -> None:
-        docker_images = sorted(
-            {r.image for r in runners.values() if r.kind == "docker" and r.image}
-        )
-        if docker_images:
+    def _preflight(self, runners: dict[str, ResolvedRunner], plan: list[PlannedRun]) -> None:
+        """Each distinct Docker image of the plan: llem in it, and of this llem's version."""
+        configs = list({r.config.config_hash: r.config for r in plan}.values())
+        images = study_docker_images(runners, configs)  # refuses an image without llem
+        if images:
             from llenergymeasure.runners.docker.daemon import check_docker_available
             from llenergymeasure.runners.docker.images import check_image_versions
 
             check_docker_available()
-            check_image_versions(docker_images)
+            check_image_versions(images)
 
     def _new_study_dir(self) -> Path:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -264,7 +264,7 @@ class StudyRunner:
     def _run(self) -> StudyResult:
         runners = self.resolve()
         plan = self.plan()
-        self._preflight(runners)
+        self._preflight(runners, plan)
         # execution.concurrent_runs > 1: the GPU pool, checked against the plan before anything
         # is written (None: one run at a time)
         pool = self.concurrency_pool(plan, runners)
@@ -424,6 +424,7 @@ class StudyRunner:
         locker: DeviceLocker | None = None,
     ) -> RunOutcome:
         cache = self.user_config.output.resolved_model_cache_dir()
+        resolved = resolved.for_experiment(run.config)  # its image, where chosen per experiment
         return run_attempt(
             store,
             run,

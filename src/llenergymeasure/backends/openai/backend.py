@@ -235,14 +235,14 @@ class OpenAIBackend:
                 "namespace): any process on the measured GPUs counts as foreign"
             )
         if self.server is not None and self.section.launch is not None:
-            from llenergymeasure.backends.openai.images import engine_image
+            from llenergymeasure.backends.openai.images import launch_image_record
 
             facts.update(
                 engine=self.section.launch.engine,
                 # the image the server ran in (the docker runner's container; None: a local
-                # process), and the one llem names for this engine under the docker runner
+                # process), and why the docker runner chose it (elsewhere: llem's default for it)
                 image=os.environ.get("LLEM_CONTAINER_IMAGE") or None,
-                engine_image=engine_image(self.section.launch).as_record(),
+                engine_image=launch_image_record(self.section.launch),
                 command=self.server.command,
                 version=self.server.version,
                 ready_after_s=(
