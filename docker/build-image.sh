@@ -3,7 +3,8 @@
 # image needs (pyproject.toml, README.md, src/, docker/*.Dockerfile, docker/*.sh) so a large .venv or results/ directory in
 # the checkout never travels to the daemon.
 #
-# Usage: docker/build-image.sh BACKEND [options]      BACKEND: pytorch | vllm | trtllm
+# Usage: docker/build-image.sh BACKEND [options]      BACKEND: pytorch | vllm | trtllm | sglang | tgi
+#   (sglang, tgi: llem on that engine's release image, for backend openai's launch; not in `make images`)
 #   --tag TAG            image tag (default llenergymeasure:BACKEND)
 #   --base IMAGE         BASE_IMAGE build arg (default: the Dockerfile's pinned production image)
 #   --engine-version V   another engine release, side by side with the default image: vllm builds
@@ -19,13 +20,13 @@
 #   Anything after `--` goes to `docker build` unchanged.
 set -euo pipefail
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 [[ $# -ge 1 ]] || usage
 BACKEND="$1"; shift
 case "$BACKEND" in
-    pytorch|vllm|trtllm) ;;
+    pytorch|vllm|trtllm|sglang|tgi) ;;
     -h|--help) usage 0 ;;
-    *) echo "unknown backend '$BACKEND'; expected pytorch, vllm or trtllm" >&2; exit 2 ;;
+    *) echo "unknown backend '$BACKEND'; expected pytorch, vllm, trtllm, sglang or tgi" >&2; exit 2 ;;
 esac
 
 TAG=""
@@ -63,8 +64,8 @@ if [[ -n "$ENGINE_VERSION" ]]; then
         *) default_base="" ;;
     esac
     if [[ -z "$default_base" && -z "$BASE" ]]; then
-        echo "--engine-version: the pytorch base image's tag also names CUDA; give --base IMAGE" \
-            "(e.g. pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime) with --tag" >&2
+        echo "--engine-version: the $BACKEND base image's tag also names CUDA (or is not only a" \
+            "release number); give --base IMAGE (e.g. the Dockerfile's ARG BASE_IMAGE) with --tag" >&2
         exit 2
     fi
     BASE="${BASE:-$default_base}"

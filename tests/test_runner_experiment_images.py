@@ -231,3 +231,29 @@ def test_other_backends_keep_one_image_and_no_hook() -> None:
             runner.for_experiment(ExperimentConfig.from_dict({"model": "m", "backend": name}))
             is runner
         )
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("engine", sorted(openai_images.ENGINE_RELEASE_IMAGES))
+def test_the_release_images_hint_builds_llem_on_exactly_that_image(engine: str) -> None:
+    import re
+    import subprocess
+
+    text = (ROOT / "docker" / f"{engine}.Dockerfile").read_text()
+    pinned = re.search(r"^ARG BASE_IMAGE=(\S+)$", text, re.MULTILINE)
+    assert pinned and pinned.group(1) == openai_images.ENGINE_RELEASE_IMAGES[engine]
+    done = subprocess.run(
+        ["bash", str(ROOT / "docker" / "build-image.sh"), engine, "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"tag: llenergymeasure:{engine}\n" in done.stdout
+    assert f"base: {openai_images.ENGINE_RELEASE_IMAGES[engine]}\n" in done.stdout
+    # `make images` leaves them out (CI time): its default BACKENDS list
+    make = (ROOT / "Makefile").read_text()
+    default = re.search(r"^BACKENDS \?= (.+)$", make, re.MULTILINE)
+    assert default and engine not in default.group(1).split()
