@@ -155,18 +155,23 @@ def compile_engine(
         batches = int(info.get("batches", 0))
         counters = {k: int(v) for k, v in dict(info.get("counters") or {}).items()}
         state = verdict(cache, counters)
+        if not batches:  # compiled inside ``load`` (vLLM): the backend reports the time, or why not
+            inside = info.get("duration_s")
+            duration = float(inside) if inside is not None else None
+        off = "measurement.compile_cache: off (compiled cold)"
+        reasons = [
+            r for r in (cache.damaged_note if state != "off" else off, info.get("reason")) if r
+        ]
         record = CompileRecord(
             cache=state,
-            duration_s=duration if batches else None,
+            duration_s=duration,
             key=cache.key,
             mode=cache.mode,
             directory=str(cache.directory) if cache.directory else None,
             lock_wait_s=cache.lock_wait_s,
             batches=batches,
             counters=counters,
-            reason=cache.damaged_note
-            if state != "off"
-            else "measurement.compile_cache: off (compiled cold)",
+            reason="; ".join(reasons) or None,
         )
         cache.mark_complete({"key": cache.key, "compile_s": duration, "batches": batches})
         return record

@@ -54,12 +54,14 @@ from llenergymeasure.backends.vllm.args import (
     engine_kwargs,
     sampling_kwargs,
 )
+from llenergymeasure.backends.vllm.compile_time import dynamo_compile_s, engine_compile_time
 from llenergymeasure.backends.vllm.cpu_memory import choose_cpu_kv_cache, cpu_memory
 from llenergymeasure.backends.vllm.platform import (
     cpu_head_size_problem_of,
     platform_device_type,
     platform_is_cuda,
 )
+from llenergymeasure.backends.vllm.workers import ask_workers
 from llenergymeasure.errors import BackendUnavailableError, ExperimentError
 from llenergymeasure.models.synthetic import read_marker
 
@@ -124,16 +126,27 @@ class VLLMBackend:
         self._children_before: set[int] = set()
         self._engine_pids: set[int] = set()
         self._closed = False
+        self._dynamo_before_s = 0.0
         self.load_info: LoadInfo | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def compile(self, batch: list[Prompt]) -> dict[str, Any] | None:
-        """vLLM compiles (and captures CUDA graphs) inside ``load``: nothing to run here; the
-        harness records the cache state, with no compile time apart from the load."""
+        """vLLM compiles (and captures CUDA graphs) inside ``load``: nothing to run here. The
+        compile time inside the load is read from the engine's timers (``compile_time.py``);
+        None with the reason where vLLM did not compile or its timers cannot be read. vLLM
+        0.32 logs its CUDA-graph capture time ("Graph capturing finished in X secs") but keeps
+        no record of it, so it is not separated here."""
         if self._llm is None or self.section.enforce_eager:
             return None
-        return {"batches": 0}
+        duration, source = engine_compile_time(self._llm, self._dynamo_before_s)
+        return {
+            "batches": 0,
+            "duration_s": duration,
+            "reason": f"compiled inside the engine's load (vLLM); compile time: {source}"
+            if duration is not None
+            else source,
+        }
 
     def load(self) -> LoadInfo:
         """Start the engine (model load, KV-cache allocation, vLLM's own warmup/graph capture)."""
@@ -169,6 +182,7 @@ class VLLMBackend:
             if cpu_kv.kv_cache_memory_bytes is not None:
                 kwargs["kv_cache_memory_bytes"] = cpu_kv.kv_cache_memory_bytes
         self._children_before = descendant_pids(os.getpid())
+        self._dynamo_before_s = dynamo_compile_s()  # the engine's compile is what comes after
         self._closed = False
         # The engine's own processes print the root cause of a failed start: keep their output.
         output = OutputTail()
@@ -411,10 +425,9 @@ class VLLMBackend:
         """
         if self._llm is None or not self._cuda:
             return None
-        try:
-            values = self._llm.collective_rpc(_worker_peak_memory_bytes)
-        except Exception as exc:
-            logger.warning("could not read the vLLM workers' peak memory: %s", exc)
+        values, problem = ask_workers(self._llm, _worker_peak_memory_bytes)
+        if values is None:
+            logger.warning("could not read the vLLM workers' peak memory: %s", problem)
             return None
         known = [int(v) for v in values if v is not None]
         return sum(known) if known else None
