@@ -257,3 +257,27 @@ def test_the_release_images_hint_builds_llem_on_exactly_that_image(engine: str) 
     make = (ROOT / "Makefile").read_text()
     default = re.search(r"^BACKENDS \?= (.+)$", make, re.MULTILINE)
     assert default and engine not in default.group(1).split()
+
+
+def test_the_dry_run_shows_each_experiments_image_and_the_refusal(tmp_path: Path) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from llenergymeasure.cli import app
+
+    study = {
+        "name": "engines",
+        "experiments": [_launch("vllm").model_dump(exclude_defaults=True, mode="json")],
+        "sweep": {"openai.launch.engine": ["vllm", "sglang"]},
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    user = tmp_path / "user.yaml"
+    user.write_text(f"output:\n  results_dir: {tmp_path / 'results'}\n")
+    env = {"LLEM_RUNNER_OPENAI": "docker", "LLEM_CONFIG": str(user), "COLUMNS": "250"}
+    res = CliRunner().invoke(app, ["run", str(path), "--dry-run"], env=env)
+    assert "docker:llenergymeasure:vllm (env:LLEM_RUNNER_OPENAI)" in res.output
+    assert f"docker:{SGLANG} (env:LLEM_RUNNER_OPENAI)" in res.output
+    assert res.exit_code != 0 and "the run would be refused" in res.output
+    assert f"{SGLANG} (default for engine sglang: its own release image)" in res.output
+    assert not (tmp_path / "results").exists()
