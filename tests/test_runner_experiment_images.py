@@ -70,6 +70,7 @@ def _docker(environ: dict[str, str] | None = None, **kw: Any) -> resolution.Reso
 def test_each_engine_runs_in_its_own_image(engine: str, image: str, has_llem: bool) -> None:
     runner = _docker()
     assert runner.image is None and runner.describe() == "docker (image per experiment)"
+    assert hash(runner) == hash(_docker())  # still a frozen, hashable record
     chosen = runner.for_experiment(_launch(engine))
     assert (chosen.kind, chosen.image, chosen.has_llem) == ("docker", image, has_llem)
     assert chosen.image_source is not None

@@ -56,7 +56,7 @@ class ResolvedRunner(BaseModel):
     #: docker, image per experiment: every backend's docker image as resolved here (backend ->
     #: (image, why)), for the ``experiment_image`` hook (a launched vLLM server runs in the
     #: vLLM backend's image)
-    backend_images: dict[str, tuple[str, str]] = Field(default_factory=dict, exclude=True)
+    backend_images: tuple[tuple[str, tuple[str, str]], ...] = Field((), exclude=True)
 
     @property
     def spec(self) -> RunnerSpec:
@@ -79,7 +79,7 @@ class ResolvedRunner(BaseModel):
         if not self.image_per_experiment:
             return self
         hook = _experiment_image_hook(self.backend)
-        chosen = hook(config.backend_section(), self.backend_images.get)
+        chosen = hook(config.backend_section(), dict(self.backend_images).get)
         return self.model_copy(
             update={
                 "image": chosen.image,
@@ -138,7 +138,7 @@ def resolve_runner(
         kind=spec.kind,
         image=image,
         source=source,
-        backend_images=_backend_images(user_config, cli_runner, env) if per_experiment else {},
+        backend_images=_backend_images(user_config, cli_runner, env) if per_experiment else (),
     )
 
 
@@ -218,7 +218,7 @@ def cli_runner_overrides(
 
 def _backend_images(
     user_config: UserConfig | None, cli_runner: str | None, env: Mapping[str, str]
-) -> dict[str, tuple[str, str]]:
+) -> tuple[tuple[str, tuple[str, str]], ...]:
     """Each backend with an image: the image its docker runner resolves to here, and why (the
     runner value that names it, else llem's default image)."""
     out: dict[str, tuple[str, str]] = {}
@@ -231,7 +231,7 @@ def _backend_images(
             out[spec.name] = (resolved.image, f"the {spec.title} backend's image ({where})")
         else:
             out[spec.name] = (spec.image, f"llem's {spec.title} image")
-    return out
+    return tuple(out.items())  # hashable, as the frozen model is
 
 
 def _setting(source: str, backend: str) -> str:
