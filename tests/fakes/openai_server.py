@@ -6,25 +6,22 @@ transfer encoding (as vLLM's uvicorn does), plus ``/health``, ``/v1/models``, ``
 ``/metrics``. ``python -m tests.fakes.openai_server --served-model-name M --port P`` runs it as a
 server process (launch-mode tests: it takes vLLM's arguments and ignores the others).
 
-Timings are exact in two ways:
-
-- **lock-step clock** (``LockStepClock``): the client is given the clock; before writing each event
-  the server sets the clock to that event's scripted time, and waits until the client has read
-  the clock once (the client reads it once per event it receives). The client's stamps are then
-  exactly the scripted times, however loaded the machine: TTFT and ITL can be asserted with ``==``.
-  One request at a time.
-- **real sleeps** (``Script.sleep_s``): the server sleeps between events and records the
-  ``perf_counter`` time it wrote each one (``sent_times``), for tests of concurrency.
+Timings are exact: with the **lock-step clock** (``LockStepClock``) the client is given the clock;
+before writing each event the server sets the clock to that event's scripted time, and waits until
+the client has read the clock once (the client reads it once per event it receives). The client's
+stamps are then exactly the scripted times, however loaded the machine: TTFT and ITL can be
+asserted with ``==``. One request at a time. Nothing here sleeps on the real clock: a test never
+depends on how loaded or how quiet the machine is.
 
 A ``Script`` also says how a request fails: an HTTP status with an OpenAI-style error body, an
-``error`` event mid-stream, or a connection closed after k events without ``[DONE]``.
+``error`` event mid-stream, a connection closed after k events without ``[DONE]``, or a request
+held open after k events until the server stops (``hold_after``: one that never finishes).
 """
 
 from __future__ import annotations
 
 import json
 import threading
-import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -64,8 +61,9 @@ class Script:
     #: lock-step mode: the clock time of each text event (same length as tokens); the usage and
     #: [DONE] events come at the last time
     times: list[float] | None = None
-    #: real-sleep mode: seconds slept before each text event
-    sleep_s: list[float] | None = None
+    #: after this many text events, send nothing more until the server stops (a request that
+    #: never finishes: for timeouts, which the test fires on a clock of its own)
+    hold_after: int | None = None
     #: usage.completion_tokens reported (default: len(tokens)); None: no usage event
     completion_tokens: int | str | None = "len"
     prompt_tokens: int = 7
@@ -94,9 +92,9 @@ class FakeOpenAIServer:
         self.clock = clock
         self.metrics_pages = metrics_pages or []
         self.bodies: list[dict[str, Any]] = []
-        self.sent_times: list[list[float]] = []
         self.metrics_hits = 0
         self._lock = threading.Lock()
+        self._stopping = threading.Event()  # releases the requests held by Script.hold_after
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -125,6 +123,7 @@ class FakeOpenAIServer:
         self.stop()
 
     def stop(self) -> None:
+        self._stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -162,8 +161,6 @@ class FakeOpenAIServer:
         with self._lock:
             self.bodies.append(body)
             script = self.scripts[min(len(self.bodies) - 1, len(self.scripts) - 1)]
-            sent: list[float] = []
-            self.sent_times.append(sent)
         api = {"/v1/completions": "completions", "/v1/chat/completions": "chat"}.get(h.path)
         if api is None:
             self._reply(h, 404, json.dumps({"detail": "Not Found"}), "application/json")
@@ -181,11 +178,9 @@ class FakeOpenAIServer:
         h.send_header("Content-Type", "text/event-stream")
         h.send_header("Transfer-Encoding", "chunked")
         h.end_headers()
-        self._stream(h, api, script, sent)
+        self._stream(h, api, script)
 
-    def _stream(
-        self, h: BaseHTTPRequestHandler, api: str, script: Script, sent: list[float]
-    ) -> None:
+    def _stream(self, h: BaseHTTPRequestHandler, api: str, script: Script) -> None:
         def chunk(payload: str) -> None:
             data = f"data: {payload}\n\n".encode()
             h.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
@@ -196,7 +191,6 @@ class FakeOpenAIServer:
                 self.clock.set_and_wait(t, lambda: chunk(payload))
             else:
                 chunk(payload)
-            sent.append(time.perf_counter())
 
         n = len(script.tokens)
         for i, token in enumerate(script.tokens):
@@ -205,8 +199,10 @@ class FakeOpenAIServer:
                     emit(json.dumps({"error": {"message": script.error_event}}), None)
                 h.close_connection = True
                 return  # no last chunk, no [DONE]: a truncated stream
-            if script.sleep_s is not None:
-                time.sleep(script.sleep_s[i])
+            if script.hold_after is not None and i == script.hold_after:
+                self._stopping.wait()
+                h.close_connection = True
+                return
             finish = script.finish_reason if i == n - 1 else None
             if api == "chat":
                 choice: dict[str, Any] = {"index": 0, "delta": {"content": token}}

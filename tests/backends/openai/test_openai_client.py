@@ -144,14 +144,40 @@ def test_unreachable_url_names_the_address() -> None:
         _submit(StreamingClient(base, "fake-model"))
 
 
+class _StillLoop(asyncio.SelectorEventLoop):
+    """An event loop whose time stands still (at 0) until a test moves it: a timeout on it fires
+    when the test says, never because the machine was slow."""
+
+    now = 0.0
+
+    def time(self) -> float:
+        return self.now
+
+
 def test_request_timeout_names_the_field() -> None:
-    clock = LockStepClock(start=0.0)
-    script = Script(tokens=["a", "b"], sleep_s=[0.0, 5.0])
-    with (
-        FakeOpenAIServer(scripts=[script]) as server,
-        pytest.raises(EndpointError, match=r"openai.request_timeout_s=0.3 s .1 text events"),
-    ):
-        _submit(_client(server, timeout_s=0.3, clock=clock))
+    # The server sends one text event and holds the request open. The loop's time stands still
+    # until the client has read that event (its clock's second read: the first is the send time),
+    # then moves past openai.request_timeout_s: the timeout fires after exactly one event however
+    # loaded the machine (a real 0.3 s timeout fired before the first event when it was slow).
+    loop = _StillLoop()
+    reads: list[float] = []
+
+    def clock() -> float:
+        reads.append(float(len(reads)))
+        if len(reads) == 2:
+            loop.now = 1000.0
+        return reads[-1]
+
+    script = Script(tokens=["a", "b"], hold_after=1)
+    timeline = RequestTimeline(index=0, input_tokens=3)
+    try:
+        with FakeOpenAIServer(scripts=[script]) as server:
+            client = _client(server, timeout_s=0.3, clock=clock)
+            with pytest.raises(EndpointError, match=r"request_timeout_s=0.3 s \(1 text events"):
+                loop.run_until_complete(client.submit(0, PROMPT, timeline))
+    finally:
+        loop.close()
+    assert len(reads) == 2  # the send and the one event: the request never finished
 
 
 def test_chat_without_text_or_tokenizer_is_a_clear_error() -> None:
