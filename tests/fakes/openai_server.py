@@ -21,10 +21,30 @@ held open after k events until the server stops (``hold_after``: one that never 
 from __future__ import annotations
 
 import json
+import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+
+@contextmanager
+def reserved_port() -> Iterator[int]:
+    """A port of 127.0.0.1 held bound, never listening, for the ``with`` block: connections to it
+    are refused; no other socket's ``bind(0)`` picks it (the kernel shares an address only with
+    an explicit bind); a server told to listen there (binding it with ``SO_REUSEADDR``, as this
+    fake and uvicorn do) can. A port found by binding 0 and closing is free again at once, and
+    another process on a busy machine may take it before the server, or the refused connection,
+    that the test wants."""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", 0))
+        yield int(holder.getsockname()[1])
+    finally:
+        holder.close()
 
 
 class LockStepClock:

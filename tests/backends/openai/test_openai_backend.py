@@ -33,7 +33,7 @@ from llenergymeasure.results.models import (
 )
 from tests.builders import make_result
 from tests.fakes.clock import ManualClock
-from tests.fakes.openai_server import FakeOpenAIServer, Script
+from tests.fakes.openai_server import FakeOpenAIServer, Script, reserved_port
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -87,11 +87,11 @@ def test_wrong_model_name_is_refused_at_load_naming_what_is_served() -> None:
 
 
 def test_unreachable_url_is_refused_at_load() -> None:
-    with FakeOpenAIServer() as server:
-        url = server.base_url
-    backend = OpenAIBackend(_config({"base_url": url}), "/m", gpu_count=lambda: 0)
-    with pytest.raises(ExperimentError, match=r"cannot|failed.*openai.base_url=.*running"):
-        backend.load()
+    with reserved_port() as port:  # nothing listens there, and no other process can
+        url = f"http://127.0.0.1:{port}"
+        backend = OpenAIBackend(_config({"base_url": url}), "/m", gpu_count=lambda: 0)
+        with pytest.raises(ExperimentError, match=r"cannot|failed.*openai.base_url=.*running"):
+            backend.load()
     backend.close()
 
 
@@ -281,26 +281,22 @@ def test_a_launched_fake_server_is_ready_then_stopped(tmp_path: Path) -> None:
 def test_launch_mode_starts_measures_and_stops_the_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import socket
-
     # as the docker runner sets it in the container the harness (and so the server) runs in
     monkeypatch.setenv("LLEM_CONTAINER_IMAGE", "llenergymeasure:vllm-ci")
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     root = str(Path(__file__).resolve().parents[3])
-    launch = {
-        "engine": "vllm",
-        "port": port,
-        "ready_timeout_s": 120,
-        "args": ["--max-num-seqs", "2"],
-        "command": [sys.executable, "-c", f"import sys; sys.path.insert(0, {root!r}); "
-                    "from tests.fakes.openai_server import main; main(sys.argv[1:])"],
-    }  # fmt: skip
-    config = _config({"launch": launch, "model": "served"})
-    backend = OpenAIBackend(config, str(tmp_path), gpu_count=lambda: 0)
-    info = backend.load()
+    with reserved_port() as port:  # held until the server listens there: no one else takes it
+        launch = {
+            "engine": "vllm",
+            "port": port,
+            "ready_timeout_s": 120,
+            "args": ["--max-num-seqs", "2"],
+            "command": [sys.executable, "-c", f"import sys; sys.path.insert(0, {root!r}); "
+                        "from tests.fakes.openai_server import main; main(sys.argv[1:])"],
+        }  # fmt: skip
+        config = _config({"launch": launch, "model": "served"})
+        backend = OpenAIBackend(config, str(tmp_path), gpu_count=lambda: 0)
+        info = backend.load()
     assert backend.server is not None and backend.server.alive()
     assert info.extra["endpoint"]["mode"] == "launch"
     assert info.extra["endpoint"]["image"] == "llenergymeasure:vllm-ci"

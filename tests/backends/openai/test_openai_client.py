@@ -21,7 +21,7 @@ from llenergymeasure.backends.openai.http import (
 )
 from llenergymeasure.backends.serving_base import RequestTimeline
 from llenergymeasure.harness.serving.metrics import ttft_s
-from tests.fakes.openai_server import FakeOpenAIServer, LockStepClock, Script
+from tests.fakes.openai_server import FakeOpenAIServer, LockStepClock, Script, reserved_port
 
 PROMPT = Prompt(token_ids=[5, 6, 7], max_new_tokens=4, text="hello there")
 
@@ -137,11 +137,11 @@ def test_a_stream_without_text_fails_the_request() -> None:
 
 
 def test_unreachable_url_names_the_address() -> None:
-    with FakeOpenAIServer() as server:
-        base = BaseURL.parse(server.base_url)
-    # the server is closed now: its port refuses connections
-    with pytest.raises(EndpointError, match=f"cannot connect to http://127.0.0.1:{base.port}"):
-        _submit(StreamingClient(base, "fake-model"))
+    with (
+        reserved_port() as port,  # nothing listens there, and no other process can
+        pytest.raises(EndpointError, match=f"cannot connect to http://127.0.0.1:{port}"),
+    ):
+        _submit(StreamingClient(BaseURL.parse(f"http://127.0.0.1:{port}"), "fake-model"))
 
 
 class _StillLoop(asyncio.SelectorEventLoop):

@@ -15,7 +15,7 @@ from llenergymeasure.backends.serving_base import RequestTimeline
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.errors import ExperimentError
 from llenergymeasure.harness.serving.driver import drive_closed_loop, drive_open_loop
-from tests.fakes.openai_server import FakeOpenAIServer, Script
+from tests.fakes.openai_server import FakeOpenAIServer, Script, reserved_port
 
 
 class Flaky:
@@ -119,25 +119,22 @@ def test_a_launched_server_that_dies_in_the_window_fails_the_run_with_its_log(
     tmp_path: Path,
 ) -> None:
     import signal
-    import socket
     import sys
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     root = str(Path(__file__).resolve().parents[3])
-    launch = {
-        "engine": "vllm",
-        "port": port,
-        "ready_timeout_s": 120,
-        "command": [sys.executable, "-c", f"import sys; sys.path.insert(0, {root!r}); "
-                    "from tests.fakes.openai_server import main; main(sys.argv[1:])"],
-    }  # fmt: skip
-    config = ExperimentConfig.from_dict(
-        {"model": "synthetic/tiny-llama", "backend": "openai", "openai": {"launch": launch}}
-    )
-    backend = OpenAIBackend(config, str(tmp_path), gpu_count=lambda: 0)
-    backend.load()
+    with reserved_port() as port:  # held until the server listens there: no one else takes it
+        launch = {
+            "engine": "vllm",
+            "port": port,
+            "ready_timeout_s": 120,
+            "command": [sys.executable, "-c", f"import sys; sys.path.insert(0, {root!r}); "
+                        "from tests.fakes.openai_server import main; main(sys.argv[1:])"],
+        }  # fmt: skip
+        config = ExperimentConfig.from_dict(
+            {"model": "synthetic/tiny-llama", "backend": "openai", "openai": {"launch": launch}}
+        )
+        backend = OpenAIBackend(config, str(tmp_path), gpu_count=lambda: 0)
+        backend.load()
     assert backend.server is not None
     backend.server.process.send_signal(signal.SIGKILL)
     backend.server.process.wait()

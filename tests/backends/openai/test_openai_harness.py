@@ -3,6 +3,7 @@ and the endpoint facts (the harness's window_started / finish_result hooks)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,8 @@ def test_harness_runs_the_endpoint_and_records_telemetry(
     tel = result.engine_telemetry.model_dump()
     assert tel["dialect"] == "vllm" and tel["n_scrapes"] >= 1 and tel["running_requests_mean"] == 2
     assert tel["saturation_target"] == (2.0 if top else 4.0)
-    rows = list(csv.DictReader((out / "engine_telemetry.csv").open()))
+    with (out / "engine_telemetry.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
     assert len(rows) == tel["n_scrapes"] and rows[0]["running"] == "2.0"
 
 
@@ -87,10 +89,11 @@ def test_the_attached_servers_processes_are_not_foreign_to_the_meter(
     root = Path(__file__).resolve().parents[3]
     port_file = tmp_path / "port"
     server = (
-        f"import sys, time; sys.path.insert(0, {str(root)!r})\n"
+        f"import os, pathlib, sys, time; sys.path.insert(0, {str(root)!r})\n"
         "from tests.fakes.openai_server import FakeOpenAIServer\n"
-        "s = FakeOpenAIServer(); s.__enter__()\n"
-        f"open({str(port_file)!r}, 'w').write(str(s.port)); time.sleep(600)\n"
+        "s = FakeOpenAIServer(); s.__enter__()\n"  # listening from here
+        f"pathlib.Path({str(port_file)!r} + '.tmp').write_text(str(s.port))\n"
+        f"os.replace({str(port_file)!r} + '.tmp', {str(port_file)!r}); time.sleep(600)\n"
     )
     # started by a process that exits at once: the server is no descendant of this test, as an
     # attached server is not of llem
@@ -111,7 +114,10 @@ def test_the_attached_servers_processes_are_not_foreign_to_the_meter(
         return meters[-1]
 
     try:
-        while not port_file.exists() or not port_file.read_text():
+        # the port file appears whole (renamed into place) once the server listens; no deadline
+        # on the clock: the wait ends when the file is there or when the server is gone
+        while not port_file.exists():
+            assert _alive(pid), "the fake server exited before it listened"
             time.sleep(0.05)
 
         class Remote:  # the server as the request sees it
@@ -120,5 +126,15 @@ def test_the_attached_servers_processes_are_not_foreign_to_the_meter(
 
         run_harness(_request(shared_model_cache, Remote), tmp_path / "run", meter_factory=factory)  # type: ignore[arg-type]
     finally:
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     assert pid in meters[-1].ignore_pids
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not: an orphan may wait long for its reaping)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
