@@ -72,6 +72,7 @@ def test_attach_load_records_the_server_and_the_note() -> None:
         info = backend.load()
         backend.close()
     facts = info.extra["endpoint"]
+    assert backend.loop.is_closed()  # no event loop left open (its fds) after an attach run
     assert facts["mode"] == "attach" and facts["note"] == ATTACH_NOTE
     assert facts["version"] == "fake-1.0" and facts["served_model"] == "fake-model"
     assert info.cuda_devices == []

@@ -300,6 +300,8 @@ class OpenAIBackend:
         if self.server is not None:
             self.server.stop()
             self._keep_log()
+        if not self.loop.is_closed():  # attach mode too: its selector and self-pipe are fds
+            self.loop.close()
 
     def _keep_log(self) -> None:
         """The launched server's whole log beside the result (it was written to a temporary
@@ -312,8 +314,6 @@ class OpenAIBackend:
             log.unlink(missing_ok=True)
         except OSError as exc:
             logger.warning("could not keep the server log %s: %s", log, exc)
-        if not self.loop.is_closed():
-            self.loop.close()
 
     # -- requests --------------------------------------------------------------------------------
 
