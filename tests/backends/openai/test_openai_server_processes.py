@@ -37,7 +37,8 @@ def test_a_child_listening_is_found_and_a_closed_port_is_not(tmp_path: Path) -> 
     finally:
         proc.kill()
         proc.wait()
-    assert listening_pids(port) == set()
+    # the port is free now, and on a shared machine another process may listen there next
+    assert proc.pid not in listening_pids(port)
 
 
 def test_a_connected_but_not_listening_socket_does_not_count() -> None:
