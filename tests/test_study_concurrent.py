@@ -428,6 +428,79 @@ def test_interrupt_in_process_records_every_running_run(tmp_path: Path, log: Log
     assert statuses[:2] == ["interrupted", "interrupted"] and "running" not in statuses
 
 
+def _resume_finishes(tmp_path: Path, d: Path, log: Log) -> None:
+    log.behaviour = {}
+    within(120, "the resumed study", _runner(tmp_path, None, [0, 1], resume_dir=d).run)  # type: ignore[arg-type]
+    assert [r["status"] for r in _manifest(d)["runs"]] == ["completed"] * 6
+
+
+def test_ctrl_c_right_after_a_run_is_marked_running_leaves_no_run_running(
+    tmp_path: Path, log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop lands in the scheduler between the manifest's "running" and the run's slot (a
+    Ctrl-C can land on any bytecode of the main thread): that run is recorded interrupted too."""
+    from llenergymeasure.study.manifest import ManifestStore
+
+    runner = _runner(tmp_path, _study(2), [0, 1])
+    plan = runner.plan()
+    log.behaviour = {r.run_id: "hang" for r in plan}
+    transition = ManifestStore.transition
+
+    def stop_after_marking_second(self: ManifestStore, run_id: str, status: str, *a, **kw):
+        out = transition(self, run_id, status, *a, **kw)  # type: ignore[arg-type]
+        if run_id == plan[1].run_id and status == "running":
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(ManifestStore, "transition", stop_after_marking_second)
+    with pytest.raises(StudyInterrupted) as err:
+        within(120, "the study", runner.run)
+    monkeypatch.setattr(ManifestStore, "transition", transition)
+    assert err.value.exit_code == 130
+    d = runner.study_dir or Path()
+    runs = _manifest(d)["runs"]
+    assert [r["status"] for r in runs] == ["interrupted"] * 2 + ["pending"] * 4
+    assert all("Ctrl-C" in r["message"] for r in runs[:2])
+    assert [(i.run_id, i.how) for i in log.intervals] == [(plan[0].run_id, "stopped")]
+    _resume_finishes(tmp_path, d, log)
+
+
+def test_ctrl_c_while_a_run_thread_starts_never_runs_its_executor(
+    tmp_path: Path, log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop lands inside ``Thread.start`` of the second run, before that thread begins (it
+    begins only after the study has stopped): the study still stops cleanly, that run is
+    recorded interrupted, and its executor never starts once its thread does begin."""
+    runner = _runner(tmp_path, _study(2), [0, 1])
+    plan = runner.plan()
+    log.behaviour = {plan[0].run_id: "hang"}  # the second run would complete if it ran
+    start = threading.Thread.start
+    late: list[threading.Thread] = []
+
+    def interrupted_start(self: threading.Thread) -> None:
+        if self.name == f"llem-run-{plan[1].run_id}":
+            late.append(self)
+            raise KeyboardInterrupt
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted_start)
+    with pytest.raises(StudyInterrupted) as err:
+        within(120, "the study", runner.run)
+    monkeypatch.setattr(threading.Thread, "start", start)
+    assert err.value.exit_code == 130
+    d = runner.study_dir or Path()
+    runs = _manifest(d)["runs"]
+    assert [r["status"] for r in runs] == ["interrupted"] * 2 + ["pending"] * 4
+    assert "had not returned" not in runs[1]["message"]
+    assert len(late) == 1
+    start(late[0])  # the thread begins only now, after the stop
+    late[0].join(60)
+    assert not late[0].is_alive()
+    assert [(i.run_id, i.how) for i in log.intervals] == [(plan[0].run_id, "stopped")]
+    assert _manifest(d)["runs"] == runs  # and it changed nothing
+    _resume_finishes(tmp_path, d, log)
+
+
 def test_manifest_transitions_from_several_threads_all_reach_the_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

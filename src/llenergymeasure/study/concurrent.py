@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,10 @@ class _Slot:
     thread: threading.Thread | None = None
     outcome: RunOutcome | None = None
     recorded: bool = False
+    #: set by the controller to stop the run; its worker checks it before the executor starts
+    stop: threading.Event = field(default_factory=threading.Event)
+    #: set by the worker as it begins; from then on only an exception raised in it stops it
+    began: threading.Event = field(default_factory=threading.Event)
 
 
 def _raise_in(thread: threading.Thread) -> None:
@@ -119,6 +123,8 @@ class ConcurrentScheduler:
         self.stopped_launching = False
         self._done: queue.Queue[_Slot] = queue.Queue()
         self._stop_how = "stopped by the user (Ctrl-C)"
+        #: the run being launched: a stop can land after it is marked running, before its slot
+        self._launching: str | None = None
 
     # -- placement -----------------------------------------------------------------------------
 
@@ -186,6 +192,7 @@ class ConcurrentScheduler:
         return [s for s in self.slots if not s.recorded]
 
     def _launch(self, run: PlannedRun, gpus: list[int], position: int) -> None:
+        self._launching = run.run_id
         folder, run_dir = new_attempt_dir(self.store, run.run_id)
         self.store.transition(run.run_id, "running", run_dir=folder, gpus=gpus)
         span = Span(run.run_id, gpus, self.clock(), self.wall(), boot_id=self.clock_boot_id)
@@ -193,6 +200,7 @@ class ConcurrentScheduler:
         for g in gpus:
             self.busy[g] = run.run_id
         self.slots.append(slot)
+        self._launching = None
         # built once the run is marked running: an error here leaves it running, rerun on resume
         request = self.make_request(run, gpus)
         self.observer.on_run_start(run, position, len(self.to_run), run_dir)
@@ -209,6 +217,9 @@ class ConcurrentScheduler:
         outcome: RunOutcome | None = None
         try:
             try:
+                slot.began.set()
+                if slot.stop.is_set():  # stopped before this thread began: never run the executor
+                    raise KeyboardInterrupt
                 labels = [self.pool.labels.get(g, f"gpu{g}") for g in slot.span.gpus]
                 with contextlib.ExitStack() as stack:
                     try:
@@ -305,13 +316,17 @@ class ConcurrentScheduler:
         else:
             self._stop_how = f"stopped: the study controller failed ({type(exc).__name__})"
         going = self._running()
+        # A worker that has not begun sees ``stop`` before its executor starts (its thread may
+        # still be starting: a stop can land inside ``Thread.start``); one that has begun gets a
+        # KeyboardInterrupt of its own and is waited for.
         for slot in going:
-            if slot.outcome is None and slot.thread is not None:
+            slot.stop.set()
+            if slot.outcome is None and slot.thread is not None and slot.began.is_set():
                 _raise_in(slot.thread)
         deadline = time.monotonic() + STOP_WAIT_S
         try:
             for slot in going:
-                if slot.thread is not None:
+                if slot.thread is not None and slot.began.is_set():
                     slot.thread.join(max(0.0, deadline - time.monotonic()))
         except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, still record every run
             pass
@@ -320,7 +335,7 @@ class ConcurrentScheduler:
                 self._record(slot)  # finished before the stop: keep it
                 continue
             if slot.outcome is None:  # never started, or its executor did not return in time
-                late = slot.thread is not None and slot.thread.is_alive()
+                late = slot.began.is_set() and slot.thread is not None and slot.thread.is_alive()
                 slot.outcome = RunOutcome(
                     status="interrupted",
                     run_dir=slot.run_dir,
@@ -328,6 +343,20 @@ class ConcurrentScheduler:
                     + (f"; its executor had not returned after {STOP_WAIT_S:g} s" if late else ""),
                 )
             self._record(slot)  # interrupted, or failed / timed out on its own as it ended
+        self._end_unslotted_launch()
+
+    def _end_unslotted_launch(self) -> None:
+        """A stop that landed in ``_launch`` after the run was marked running but before its slot
+        was kept: the run never started, and is recorded interrupted (never left running)."""
+        run_id, self._launching = self._launching, None
+        if run_id is None or any(s.run.run_id == run_id for s in self.slots):
+            return
+        entry = self.store.get(run_id)
+        if entry.status == "running":
+            run_dir = self.store.study_dir / (entry.run_dir or run_id)
+            self.store.end(
+                run_id, RunOutcome(status="interrupted", run_dir=run_dir, message=self._stop_how)
+            )
 
 
 def concurrency_pool(
