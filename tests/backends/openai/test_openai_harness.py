@@ -15,6 +15,7 @@ from llenergymeasure.errors import ExperimentError
 from llenergymeasure.harness.core import run_harness
 from llenergymeasure.harness.request import HarnessRequest, HarnessSettings
 from tests.fakes.openai_server import FakeOpenAIServer, Script
+from tests.helpers import within
 
 PAGE = "vllm:num_requests_running 2\nvllm:generation_tokens_total 40\n"
 
@@ -113,12 +114,14 @@ def test_the_attached_servers_processes_are_not_foreign_to_the_meter(
         meters.append(select_meter(backend, devices))
         return meters[-1]
 
-    try:
-        # the port file appears whole (renamed into place) once the server listens; no deadline
-        # on the clock: the wait ends when the file is there or when the server is gone
+    def port_written() -> None:
+        # the file appears whole (renamed into place) once the server listens
         while not port_file.exists():
             assert _alive(pid), "the fake server exited before it listened"
             time.sleep(0.05)
+
+    try:
+        within(120, "the fake server's start", port_written)  # a bound on a hang, not on speed
 
         class Remote:  # the server as the request sees it
             base_url = f"http://127.0.0.1:{port_file.read_text()}"
