@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -356,6 +357,32 @@ _CONTROLLER = textwrap.dedent(
 )
 
 
+def _await_both_started(proc: subprocess.Popen[str], results: Path, timeout: float = 120) -> Path:
+    """The study directory once both executors are running (not just marked running). The
+    controller is a fresh interpreter importing the source tree as it is now: if it exits first
+    (a crash, an import error), fail at once with its output instead of waiting out ``timeout``."""
+    from tests.helpers import wait_for_manifest
+
+    def both(m: dict) -> bool:
+        return (
+            sum(r["status"] == "running" for r in m["runs"]) == 2
+            and len(list(results.glob(f"*/*/{STARTED_FILE}"))) == 2
+        )
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(
+                f"the controller exited ({proc.returncode}) before both runs started:\n{out}"
+            )
+        try:
+            return wait_for_manifest(results, both, timeout=0.5)[0]
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+
+
 def test_ctrl_c_stops_every_run_in_flight_and_resume_finishes(tmp_path: Path, log: Log) -> None:
     study = _study(2)
     (tmp_path / "study.json").write_text(study.model_dump_json())
@@ -368,18 +395,14 @@ def test_ctrl_c_stops_every_run_in_flight_and_resume_finishes(tmp_path: Path, lo
         stderr=subprocess.STDOUT,
         text=True,
     )
-    from tests.helpers import wait_for_manifest
-
-    d, _ = wait_for_manifest(  # both executors are running (not just marked running)
-        results,
-        lambda m: (
-            sum(r["status"] == "running" for r in m["runs"]) == 2
-            and len(list(results.glob(f"*/*/{STARTED_FILE}"))) == 2
-        ),
-        timeout=120,
-    )
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
+    try:
+        d = _await_both_started(proc, results)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:  # its runs hang until stopped: never leave it behind a failed wait
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, out
     stopped = [line.split()[1:] for line in out.splitlines() if line.startswith("INTERVAL")]
     assert len(stopped) == 2 and all(how == "stopped" for _, how in stopped), out
@@ -507,8 +530,6 @@ def test_manifest_transitions_from_several_threads_all_reach_the_file(
     """The file is rewritten whole at each change: without the store's lock, a rewrite built
     before another thread's change can land after it and lose that change (a disk that is slow
     every other write makes that likely)."""
-    import time
-
     from llenergymeasure.study import manifest as manifest_mod
     from llenergymeasure.study.manifest import Manifest, ManifestRun, ManifestStore
 
