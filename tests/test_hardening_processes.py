@@ -284,10 +284,17 @@ def test_stop_signal_stops_cleanly_even_when_started_with_sigint_ignored(
         text=True,
         preexec_fn=_ignore_sigint,
     )
+    # mid-experiment: a running run's experiment process has started (it writes process.json
+    # before importing its engine; the stop comes long before the run could end), not "1 s after
+    # running", which may land between the two runs, where no run is interrupted
+    results = tmp_path / "results"
     d, _ = wait_for_manifest(
-        tmp_path / "results", lambda m: any(r["status"] == "running" for r in m["runs"])
+        results,
+        lambda m: any(
+            r["status"] == "running" and list(results.glob(f"*/{r['run_dir']}/process.json"))
+            for r in m["runs"]
+        ),
     )
-    time.sleep(1.0)
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=90)
     assert proc.returncode == code, out
