@@ -472,6 +472,7 @@ def test_ctrl_c_right_after_a_run_is_marked_running_leaves_no_run_running(
     def stop_after_marking_second(self: ManifestStore, run_id: str, status: str, *a, **kw):
         out = transition(self, run_id, status, *a, **kw)  # type: ignore[arg-type]
         if run_id == plan[1].run_id and status == "running":
+            assert log.running.acquire(timeout=60)  # the first run's executor is running
             raise KeyboardInterrupt
         return out
 
@@ -503,6 +504,7 @@ def test_ctrl_c_while_a_run_thread_starts_never_runs_its_executor(
     def interrupted_start(self: threading.Thread) -> None:
         if self.name == f"llem-run-{plan[1].run_id}":
             late.append(self)
+            assert log.running.acquire(timeout=60)  # the first run's executor is running
             raise KeyboardInterrupt
         start(self)
 
