@@ -338,6 +338,9 @@ def measure_window(
     backend.synchronize()
     duration_s = time.perf_counter() - t_start
     energy = meter.stop()
+    window_ended = getattr(backend, "window_ended", None)  # backends/openai: stop the scraper
+    if window_ended is not None:
+        window_ended()
     window_monotonic = MonotonicWindow(
         start_s=mono_start, end_s=time.monotonic(), boot_id=boot_id()
     )

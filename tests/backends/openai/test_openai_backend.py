@@ -322,3 +322,30 @@ def test_launch_mode_starts_measures_and_stops_the_server(
     tel = result.engine_telemetry.model_dump()
     assert tel["saturation_target"] == 2.0  # offline n=100 capped by --max-num-seqs 2
     assert tel["saturation_ratio"] == 0.5 and not result.valid
+
+
+def test_scraping_stops_when_the_window_ends_not_when_the_result_is_written(
+    tmp_path: Path,
+) -> None:
+    """The engine is idle once the window has ended: a scrape taken while the result is built
+    would pull the mean running batch down (and could fail the saturation gate)."""
+    with FakeOpenAIServer(metrics_pages=[_page(5)]) as server:
+        config = _config(
+            {"base_url": server.base_url, "model": server.model, "max_num_seqs": 5},
+            workload="serving",
+            load={"concurrency": 5, "n_requests": 10},
+        )
+        backend = OpenAIBackend(config, "/m", gpu_count=lambda: 0)
+        backend.load()
+        backend.window_started(0.0)
+        assert backend.scraper is not None
+        backend.window_ended()  # joins the thread after one last scrape
+        assert backend.scraper is None
+        server.metrics_pages = [_page(0)]  # the engine idles while the result is written
+        hits_at_the_end = server.metrics_hits
+        result = backend.finish_result(_result(config, True), tmp_path, 0.0, 0.8)
+        backend.close()
+    assert server.metrics_hits == hits_at_the_end  # nothing scraped after the window
+    tel = result.engine_telemetry.model_dump()
+    assert tel["running_requests_mean"] == 5.0 and tel["saturation_ratio"] == pytest.approx(1.0)
+    assert result.valid

@@ -10,9 +10,9 @@ Failed requests (an HTTP error, a broken or truncated stream, a timeout) fail th
 they are counted and their errors kept (``extra.endpoint``); the run fails when every request
 of a call failed. A server that dies during the window fails its requests, and the run with them.
 
-The harness asks two optional things of this backend besides the ``Backend`` protocol:
-``window_started(t0)`` when the measured window starts (the ``/metrics`` scraper starts) and
-``finish_result(result, output_dir, t0)`` after the result is built (the result's
+The harness asks three optional things of this backend besides the ``Backend`` protocol:
+``window_started(t0)`` when the measured window starts (the ``/metrics`` scraper starts),
+``window_ended()`` when it ends (the scraper stops) and ``finish_result(result, output_dir, t0)`` after the result is built (the result's
 ``engine_telemetry`` field, the saturation gate, the server's facts).
 """
 
@@ -50,6 +50,7 @@ from llenergymeasure.backends.openai.local_server import is_local_host, listenin
 from llenergymeasure.backends.openai.section import OpenAIConfig
 from llenergymeasure.backends.openai.telemetry import (
     TelemetryScraper,
+    TelemetrySeries,
     finish_series,
     saturation_gate,
     saturation_target,
@@ -116,6 +117,7 @@ class OpenAIBackend:
         self._tokenizer: Any = None
         self.client: StreamingClient | None = None
         self.scraper: TelemetryScraper | None = None
+        self._series: TelemetrySeries | None = None  # the window's scrapes, once it has ended
         self.failed: list[str] = []
         self.n_failed = 0
         self.n_sent = 0
@@ -426,8 +428,17 @@ class OpenAIBackend:
                 raise EndpointError(f"GET /metrics: HTTP {status}")
             return body
 
+        self._series = None
         self.scraper = TelemetryScraper(fetch, period_s=1.0)
         self.scraper.start()
+
+    def window_ended(self) -> None:
+        """Stop scraping as the measured window ends (after one last scrape): the engine is idle
+        from then on, and scrapes taken while the result is written would pull the mean running
+        batch down and could fail the saturation gate."""
+        if self.scraper is not None:
+            self._series = self.scraper.stop()
+            self.scraper = None
 
     def finish_result(
         self, result: ExperimentResult, output_dir: Path, t0: float, min_share: float
@@ -435,9 +446,11 @@ class OpenAIBackend:
         """The result with engine telemetry, the saturation gate and the server's facts."""
         update: dict[str, Any] = {}
         telemetry = None
-        if self.scraper is not None:
+        series, self._series = self._series, None
+        if self.scraper is not None:  # a harness that did not say when the window ended
             series = self.scraper.stop()
             self.scraper = None
+        if series is not None:
             load = self.config.load
             if self.config.workload == "serving" and load is not None:
                 mode, want = ("closed" if load.closed_loop else "open"), load.concurrency
