@@ -293,69 +293,76 @@ class StudyRunner:
                 raise
         self.study_dir = study_dir
 
-        with study_lock(study_dir):
-            if self.resume_dir is not None:
-                if self.manifest_rebuilt:
-                    kept = keep_damaged_manifest(study_dir)
-                    if kept is not None:
-                        self.recovery_notes.append(f"the damaged manifest is kept as {kept.name}")
-                    store.save()
-                refuse_if_still_running(store)
-                refuse_if_gpus_still_missing(store)
-                adopt_finished_results(store)
-                set_aside_completed(store)
-            store.claim_controller()
-            to_run = [r for r in plan if not self._already_done(store, r)]
-            self.observer.on_start(study_dir, plan, to_run)
-            env_snapshot = capture_environment(
-                **context_from_user_config(self.user_config, self.environ)
-            )
-            if any(r.kind == "slurm" for r in runners.values()):
-                self._run_on_slurm(store, to_run, runners)
-                return collect_study_result(
-                    store, self.study, self.gaps, started_at, runners, env_snapshot
+        try:
+            with study_lock(study_dir):
+                if self.resume_dir is not None:
+                    if self.manifest_rebuilt:
+                        kept = keep_damaged_manifest(study_dir)
+                        if kept is not None:
+                            self.recovery_notes.append(
+                                f"the damaged manifest is kept as {kept.name}"
+                            )
+                        store.save()
+                    refuse_if_still_running(store)
+                    refuse_if_gpus_still_missing(store)
+                    adopt_finished_results(store)
+                    set_aside_completed(store)
+                store.claim_controller()
+                to_run = [r for r in plan if not self._already_done(store, r)]
+                self.observer.on_start(study_dir, plan, to_run)
+                env_snapshot = capture_environment(
+                    **context_from_user_config(self.user_config, self.environ)
                 )
-            # one measurement per device on this machine: the runs of other studies wait
-            locker = DeviceLocker(study_dir, self.environ, env_snapshot)
-            if pool is not None:
+                if any(r.kind == "slurm" for r in runners.values()):
+                    self._run_on_slurm(store, to_run, runners)
+                    return collect_study_result(
+                        store, self.study, self.gaps, started_at, runners, env_snapshot
+                    )
+                # one measurement per device on this machine: the runs of other studies wait
+                locker = DeviceLocker(study_dir, self.environ, env_snapshot)
+                if pool is not None:
+                    try:
+                        run_concurrently(
+                            store,
+                            to_run,
+                            runners,
+                            pool,
+                            limit=self.study.execution.concurrent_runs,
+                            requests=self.requests,
+                            model_cache_dir=self.user_config.output.resolved_model_cache_dir(),
+                            observer=self.observer,
+                            fail_fast=self.fail_fast,
+                            locker=locker,
+                        )
+                    except KeyboardInterrupt as exc:
+                        self._interrupted(store, None, exc)  # every run is recorded
+                    return collect_study_result(
+                        store, self.study, self.gaps, started_at, runners, env_snapshot
+                    )
+                current: PlannedRun | None = None
                 try:
-                    run_concurrently(
-                        store,
-                        to_run,
-                        runners,
-                        pool,
-                        limit=self.study.execution.concurrent_runs,
-                        requests=self.requests,
-                        model_cache_dir=self.user_config.output.resolved_model_cache_dir(),
-                        observer=self.observer,
-                        fail_fast=self.fail_fast,
-                        locker=locker,
-                    )
+                    for position, run in enumerate(to_run, start=1):
+                        if position > 1 and run.gap_before_s > 0:
+                            self.observer.on_gap(run.gap_before_s, run.gap_kind)
+                            time.sleep(run.gap_before_s)
+                        current = run
+                        outcome = self._run_planned(
+                            store, run, runners[run.config.backend], position, len(to_run), locker
+                        )
+                        current = None
+                        if outcome.status != "completed" and self.fail_fast:
+                            break
                 except KeyboardInterrupt as exc:
-                    self._interrupted(store, None, exc)  # every run is recorded
-                return collect_study_result(
+                    # Wherever Ctrl-C or SIGTERM lands (a gap, a spawn, a run, reading a result), the
+                    # executor has already stopped its process; record the run and tell how to resume.
+                    self._interrupted(store, current, exc)
+                result = collect_study_result(
                     store, self.study, self.gaps, started_at, runners, env_snapshot
                 )
-            current: PlannedRun | None = None
-            try:
-                for position, run in enumerate(to_run, start=1):
-                    if position > 1 and run.gap_before_s > 0:
-                        self.observer.on_gap(run.gap_before_s, run.gap_kind)
-                        time.sleep(run.gap_before_s)
-                    current = run
-                    outcome = self._run_planned(
-                        store, run, runners[run.config.backend], position, len(to_run), locker
-                    )
-                    current = None
-                    if outcome.status != "completed" and self.fail_fast:
-                        break
-            except KeyboardInterrupt as exc:
-                # Wherever Ctrl-C or SIGTERM lands (a gap, a spawn, a run, reading a result), the
-                # executor has already stopped its process; record the run and tell how to resume.
-                self._interrupted(store, current, exc)
-            result = collect_study_result(
-                store, self.study, self.gaps, started_at, runners, env_snapshot
-            )
+        except KeyboardInterrupt as exc:
+            # Ctrl-C before a run started (the lock, the environment snapshot): the manifest
+            # is written and every run still pending, so say how to resume
+            self._interrupted(store, None, exc)
         return result
 
     def _start_manifest(self, study_dir: Path, plan: list[PlannedRun]) -> ManifestStore:
