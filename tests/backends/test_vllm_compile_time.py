@@ -1,5 +1,5 @@
 """Reading vLLM's compile time (backends/vllm/compile_time.py) by each route, with a stand-in for
-a started ``vllm.LLM`` (the real engine: tests/vllm_engine/test_vllm_compile_time.py), and the
+a started ``vllm.LLM`` (the real engine: tests/vllm_engine/test_vllm_engine_compile_time.py), and the
 harness's compile record of a backend that compiled inside its load."""
 
 from __future__ import annotations
