@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from llenergymeasure.errors import filesystem_error, is_filesystem_error
+from llenergymeasure.errors import DockerUnavailableError, filesystem_error, is_filesystem_error
 
 
 def check_results_dir_writable(results_dir: Path) -> None:
@@ -53,7 +53,12 @@ def check_docker_images_present(images: Iterable[str]) -> None:
     from llenergymeasure.runners.docker.daemon import docker_client
     from llenergymeasure.runners.docker.images import get_image
 
-    client = docker_client(timeout_s=20.0)
+    try:
+        client = docker_client(timeout_s=20.0)
+    except DockerUnavailableError as exc:  # name what the run would need from the daemon
+        raise DockerUnavailableError(
+            f"the docker runner would use {', '.join(wanted)}, which cannot be checked: {exc}"
+        ) from exc
     try:
         for image in wanted:
             get_image(client, image)
