@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -149,20 +150,37 @@ def test_a_study_waits_for_another_studys_run_and_records_it(
         )
         proc = subprocess.Popen(
             [sys.executable, "-c", code, str(study), str(uc)],
-            stdout=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
         )
+        # release the first study only once the second says it is waiting (its manifest says
+        # running before it asks for the lock: releasing then would let it through unwaited)
+        lines: list[str] = []
+        waiting = threading.Event()
+
+        def read() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                lines.append(line)
+                if "waiting: cpu is held by study" in line:
+                    waiting.set()
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
         try:
             wait_for_manifest(
                 tmp_path / "results",
                 lambda m: m["runs"][0]["status"] == "running",
                 timeout=120,
             )
+            assert waiting.wait(120) or proc.poll() is not None, "".join(lines)
             (tmp_path / "a" / "release").touch()
-            _, err = proc.communicate(timeout=300)
+            proc.wait(timeout=300)
+            reader.join(60)
         finally:
             proc.kill()
+        err = "".join(lines)
         assert proc.returncode == 0, err
         assert "waiting: cpu is held by study /studies/first_study" in err
         result = next((tmp_path / "results").glob("second_*/*/result.json"))
