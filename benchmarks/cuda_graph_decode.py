@@ -87,6 +87,7 @@ def main() -> int:
         "arms": {},
     }
     reference = None
+    compiled_tokens = None
     for arm, opts in ARMS.items():
         settings = DecodeSettings(eos_ids=[2], pad_id=0, **opts)  # type: ignore[arg-type]
         decoder = StaticDecoder(torch, model, settings, max_cache_len=width + new)
@@ -99,7 +100,7 @@ def main() -> int:
             print(arm, "FAILED", exc, flush=True)
             continue
         first_s = time.perf_counter() - t0
-        walls, itls, ttfts, equal = [], [], [], []
+        walls, itls, ttfts, equal, equal_c = [], [], [], [], []
         if reference is None:
             reference = tokens.cpu()
         for _ in range(args.reps):
@@ -109,6 +110,10 @@ def main() -> int:
             ttfts.append(offs[0] * 1e3)
             itls.append((offs[-1] - offs[0]) / max(len(offs) - 1, 1) * 1e3)
             equal.append(int((tokens.cpu() == reference).sum()))
+            if compiled_tokens is not None:
+                equal_c.append(int((tokens.cpu() == compiled_tokens).sum()))
+        if arm == "compiled":
+            compiled_tokens = tokens.cpu()
         one = {
             "decode_mode": decoder.decode_mode,
             "prefill_mode": decoder.prefill_mode,
@@ -118,6 +123,7 @@ def main() -> int:
             "ttft_ms": statistics.median(ttfts),
             "batch_wall_s": walls,
             "tokens_equal_to_eager": min(equal),
+            "tokens_equal_to_compiled": min(equal_c) if equal_c else None,
             "tokens": args.batch * new,
         }
         summary["arms"][arm] = one
