@@ -44,9 +44,16 @@ class _LLM:
         return [method(w) for w in self.workers]
 
 
-def test_the_uni_executor_is_asked_with_pickled_bytes() -> None:
+@pytest.fixture
+def nothing_compiled_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch._dynamo's compile time in this process is global: a test that compiled anything
+    earlier in the session would read as an engine that ran here. Pin it."""
+    monkeypatch.setattr(ct, "dynamo_compile_s", lambda: 5.0)
+
+
+def test_the_uni_executor_is_asked_with_pickled_bytes(nothing_compiled_here: None) -> None:
     llm = _LLM("uni", [_Worker(12.5, "VLLM_COMPILE")])
-    seconds, source = ct.engine_compile_time(llm, 0.0)
+    seconds, source = ct.engine_compile_time(llm, 5.0)
     assert seconds == 12.5 and "compilation_config.compilation_time" in source
     assert isinstance(llm.sent[0], bytes) and len(llm.sent) == 1
 
@@ -62,16 +69,18 @@ def test_the_slowest_worker_counts_and_torch_covers_what_vllm_does_not_time() ->
     )
 
 
-def test_the_mp_executor_without_insecure_serialization_gives_null_with_the_reason() -> None:
+def test_the_mp_executor_without_insecure_serialization_gives_null_with_the_reason(
+    nothing_compiled_here: None,
+) -> None:
     llm = _LLM("mp", [_Worker(4.0, "VLLM_COMPILE")])
-    seconds, reason = ct.engine_compile_time(llm, 0.0)
+    seconds, reason = ct.engine_compile_time(llm, 5.0)
     assert seconds is None
     assert "mp executor" in reason and "VLLM_ALLOW_INSECURE_SERIALIZATION=1" in reason
     assert "VLLM_ENABLE_V1_MULTIPROCESSING=0" in reason and "not serializable" in reason
     assert not any(isinstance(m, bytes) for m in llm.sent)  # no failing call in the workers
     # with the variable set, vLLM sends the function itself
     allowed = _LLM("mp", [_Worker(4.0, "VLLM_COMPILE"), _Worker(6.0, "VLLM_COMPILE")], True)
-    assert ct.engine_compile_time(allowed, 0.0)[0] == 6.0
+    assert ct.engine_compile_time(allowed, 5.0)[0] == 6.0
 
 
 def test_an_engine_in_this_process_is_read_directly(monkeypatch: pytest.MonkeyPatch) -> None:
