@@ -49,6 +49,29 @@ def test_a_damaged_cache_is_ignored_with_its_problem_named(
     assert load_cache(path) == {}  # no list given: ignored all the same
 
 
+@pytest.mark.parametrize(
+    ("error", "problem"),
+    [
+        (PermissionError(13, "Permission denied"), "PermissionError: [Errno 13] Permission denied"),
+        (OSError(), "OSError: "),  # an I/O error with no text: its type alone, nothing made up
+        (OSError("first line\nsecond line"), "OSError: first line"),  # the first line only
+    ],
+)
+def test_an_unreadable_cache_is_named_by_its_error_type_and_first_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: OSError, problem: str
+) -> None:
+    path = tmp_path / "idle_baseline.json"
+    path.write_text("{}")
+
+    def fail(self: Path, *args: object, **kwargs: object) -> str:
+        raise error
+
+    monkeypatch.setattr(Path, "read_text", fail)
+    problems: list[str] = []
+    assert load_cache(path, problems) == {}
+    assert problems == [problem]
+
+
 def test_a_missing_cache_is_empty_and_no_problem(tmp_path: Path) -> None:
     problems: list[str] = []
     assert load_cache(tmp_path / "none.json", problems) == {}

@@ -180,9 +180,6 @@ class ManifestStore:
         self.save()
         return run
 
-    def dump_json(self) -> str:
-        return json.dumps(self.manifest.model_dump(mode="json"))
-
 
 class DamagedManifest(StudyDirError):
     """``manifest.json`` is empty, cut short, not JSON or has a field of the wrong type (exit 2);
