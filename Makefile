@@ -33,10 +33,14 @@ test-fast: install
 # pyproject.toml; why mutmut, the score and the accepted survivors: docs/testing.md). Incremental:
 # mutants/ keeps every verdict and a rerun tests only mutants of functions that changed
 # (rm -rf mutants for a full run). MUTANTS narrows it, e.g. MUTANTS='llenergymeasure.harness.stats.*'.
+# mutmut forks each mutant's test run from a process that already ran torch's CPU kernels; a
+# forked child's OpenMP pool is dead and its first multi-threaded matmul waits forever (a false
+# "timeout" verdict, counted as caught). One OpenMP thread has no pool to inherit.
 MUTATION_JOBS ?= 2
 MUTANTS ?=
+MUTMUT := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(VENV)/bin/mutmut
 mutation: install
-	$(VENV)/bin/mutmut run --max-children $(MUTATION_JOBS) $(MUTANTS)
+	$(MUTMUT) run --max-children $(MUTATION_JOBS) $(MUTANTS)
 	$(PY) scripts/mutation_score.py --min 90 $(MUTANTS)
 
 # CI's fixed sample (a few minutes): every mutant of the functions behind the headline figures.
@@ -45,7 +49,7 @@ MUTATION_SAMPLE := 'llenergymeasure.harness.stats.*' 'llenergymeasure.results.st
 	'llenergymeasure.harness.result.x_build_result*' 'llenergymeasure.config.experiment.x_canonical*' \
 	'llenergymeasure.study.runner.xǁStudyRunnerǁ_already_done*'
 mutation-sample: install
-	$(VENV)/bin/mutmut run --max-children $(MUTATION_JOBS) $(MUTATION_SAMPLE)
+	$(MUTMUT) run --max-children $(MUTATION_JOBS) $(MUTATION_SAMPLE)
 	$(PY) scripts/mutation_score.py --min 90 $(MUTATION_SAMPLE)
 
 lint: install

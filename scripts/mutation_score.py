@@ -42,6 +42,10 @@ SCOPE = {
         "*ǁStudyRunnerǁplan__mutmut_*",
     ],
 }
+# Timeouts count as caught (a mutant that makes a test loop forever is caught), but a hang that
+# is not the mutant's doing (a deadlock in the forked test process) would count too: they are
+# listed by name so a reader can check them (`mutmut show NAME`, or run the tests by hand).
+TIMEOUT = {24, -24, 36, 152}
 SURVIVED = {0}
 NO_TESTS = {5, 33}
 
@@ -75,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     by_file = verdicts(args.root, args.patterns)
     totals = {"caught": 0, "survived": 0, "no_tests": 0, "unchecked": 0}
     survivors: list[str] = []
+    timeouts: list[str] = []
     print(f"{'file':58} {'caught':>7} {'survived':>8} {'no test':>7} {'score':>7}")
     for source, codes in by_file.items():
         caught = sum(1 for c in codes.values() if c in CAUGHT)
@@ -89,11 +94,18 @@ def main(argv: list[str] | None = None) -> int:
         totals["no_tests"] += len(no_tests)
         totals["unchecked"] += unchecked
         survivors += [f"{k}  (survived)" for k in survived] + [f"{k}  (no test)" for k in no_tests]
+        timeouts += [k for k, c in codes.items() if c in TIMEOUT]
     checked = totals["caught"] + totals["survived"] + totals["no_tests"]
     if survivors:
         print("\nnot caught (`mutmut show NAME` prints the change):")
         for line in sorted(survivors):
             print("   ", line)
+    if timeouts:
+        print(
+            f"\ncaught by a timeout ({len(timeouts)}; check that the mutant, not the machine, hung):"
+        )
+        for name in sorted(timeouts):
+            print("   ", name)
     if checked == 0:
         print("\nno mutant has a verdict: run `make mutation` (mutmut run) first")
         return 1
