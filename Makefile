@@ -45,7 +45,7 @@ mutation: install
 
 # CI's fixed sample (a few minutes): every mutant of the functions behind the headline figures.
 MUTATION_SAMPLE := 'llenergymeasure.harness.stats.*' 'llenergymeasure.results.stats.x_describe*' \
-	'llenergymeasure.energy.sampler.x_counter_energy*' 'llenergymeasure.energy.baseline.x_apply_baseline*' \
+	'llenergymeasure.energy.nvml_meter.xǁNvmlMeterǁ_backward_step*' 'llenergymeasure.energy.baseline.x_apply_baseline*' \
 	'llenergymeasure.harness.result.x_build_result*' 'llenergymeasure.config.experiment.x_canonical*' \
 	'llenergymeasure.study.runner.xǁStudyRunnerǁ_already_done*'
 mutation-sample: install

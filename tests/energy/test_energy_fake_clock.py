@@ -14,7 +14,6 @@ import pytest
 from llenergymeasure.energy import NvmlMeter, resolve_devices
 from llenergymeasure.energy.errors import DeviceLostError
 from llenergymeasure.energy.nvml import Nvml
-from llenergymeasure.energy.sampler import counter_energy
 from llenergymeasure.energy.zeus_meter import ZeusMeter
 from tests.fakes.clock import ManualClock
 from tests.fakes.nvml import ConstantPower, FakeGpu, FakeNvml, RampPower
@@ -159,20 +158,6 @@ def test_counter_going_backwards_between_the_edges_fails_the_window() -> None:
     meter.close()
 
 
-def test_counter_energy_fallback_without_power_is_the_reading_after_the_reset() -> None:
-    t = np.array([0.0, 1.0, 2.0, 3.0])
-    c = np.array([10_000.0, 110_000.0, 5_000.0, 105_000.0])  # mJ; reset between 1 s and 2 s
-    energy, resets, substituted = counter_energy(t, c, None)
-    # 100 J before, 5 J since the reset (the lower bound for 1-2 s), 100 J after
-    assert (resets, substituted) == (1, pytest.approx(5.0))
-    assert energy == pytest.approx(205.0)
-    nan_power = np.full(4, np.nan)  # power column with no valid sample: same fallback
-    assert counter_energy(t, c, nan_power) == (pytest.approx(205.0), 1, pytest.approx(5.0))
-    two = np.array([10_000.0, 2_000.0, 1_000.0, 4_000.0])  # two backward steps
-    energy, resets, substituted = counter_energy(t, two, None)
-    assert (resets, energy, substituted) == (2, pytest.approx(2 + 1 + 3), pytest.approx(3.0))
-
-
 def test_a_reset_on_the_zeus_path_fails_the_window() -> None:
     """Zeus reports the counter difference; across a reset it is negative: the counter read
     5000 J (its offset) at the start and 125 J (250 W since the reset at 0.5 s) at the end, so
@@ -221,9 +206,6 @@ def test_zeus_energy_without_reset_is_the_counter_difference() -> None:
 def test_a_counter_that_has_not_moved_yet_is_not_a_reset() -> None:
     """Sampling every 62.5 ms (exact in binary) a counter that updates every 100 ms reads the same
     value twice in a row now and then: a flat step is zero energy, not a reset."""
-    t = np.array([0.0, 1.0, 2.0, 3.0])
-    flat = np.array([5_000.0, 5_000.0, 6_000.0, 6_000.0])
-    assert counter_energy(t, flat, None) == (pytest.approx(1.0), 0, 0.0)
     clock = ManualClock()
     gpu = FakeGpu(trace=ConstantPower(300.0), update_period_s=0.1)
     meter, _ = make([gpu], clock, counter_every=1, sample_period_s=0.0625)

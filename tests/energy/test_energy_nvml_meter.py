@@ -17,7 +17,7 @@ import pytest
 from llenergymeasure.energy import EnergyMeterError, NvmlMeter, resolve_devices
 from llenergymeasure.energy.errors import DeviceLostError
 from llenergymeasure.energy.nvml import CLOCK_EVENT_SW_POWER_CAP, NVML_PERF_POLICY_THERMAL, Nvml
-from llenergymeasure.energy.sampler import SampleBuffer, counter_energy, integrate_power
+from llenergymeasure.energy.sampler import SampleBuffer, integrate_power
 from tests.fakes.clock import ManualClock
 from tests.fakes.nvml import ConstantPower, FakeGpu, FakeNvml, RampPower
 
@@ -292,12 +292,3 @@ def test_integrate_power_interpolates_window_edges() -> None:
     assert integrate_power(t, p, 0.0, 3.0) == pytest.approx(100 + 200 + 300)
     assert integrate_power(t, p, 0.5, 1.5) == pytest.approx(50 + 0.5 * (100 + 200) / 2)
     assert integrate_power(t, np.array([np.nan] * 4), 0.0, 1.0) is None
-
-
-def test_counter_energy_bridges_a_reset() -> None:
-    t = np.array([0.0, 1.0, 2.0, 3.0])
-    c = np.array([10_000.0, 110_000.0, 5_000.0, 105_000.0])  # mJ; reset between 1 s and 2 s
-    p = np.full(4, 100.0)
-    energy, resets, substituted = counter_energy(t, c, p)
-    assert resets == 1 and substituted == pytest.approx(100.0)
-    assert energy == pytest.approx(300.0)

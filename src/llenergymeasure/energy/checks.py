@@ -322,22 +322,6 @@ def sampler_gap(device: int, times: np.ndarray, period_s: float) -> ValidityWarn
     )
 
 
-def counter_reset(device: int, resets: int, substituted_j: float) -> ValidityWarning | None:
-    """The energy counter went backwards (driver reload, wrap)."""
-    if resets <= 0:
-        return None
-    return ValidityWarning(
-        code="counter_reset",
-        message=(
-            f"GPU {device}: the energy counter went backwards {resets} time(s) during the window "
-            f"(reset or wrap); {substituted_j:.1f} J of that span came from integrated power or "
-            "is a lower bound; repeat the measurement"
-        ),
-        device=device,
-        details={"resets": resets, "substituted_j": substituted_j},
-    )
-
-
 def counter_power_mismatch(
     device: int, counter_j: float, integrated_j: float | None
 ) -> ValidityWarning | None:

@@ -363,33 +363,3 @@ def integrate_power(t: np.ndarray, p: np.ndarray, t_start: float, t_end: float) 
     tt = np.concatenate(([t_start], t[inside], [t_end]))
     pp = np.concatenate(([np.interp(t_start, t, p)], p[inside], [np.interp(t_end, t, p)]))
     return float(np.sum((pp[1:] + pp[:-1]) * np.diff(tt)) / 2.0)
-
-
-def counter_energy(
-    times: np.ndarray, counter_mj: np.ndarray, power_w: np.ndarray | None
-) -> tuple[float, int, float]:
-    """Energy (J) from a sequence of counter readings, tolerating resets.
-
-    Returns (energy_j, number of backward steps, J substituted from integrated power). A backward
-    step means the counter was reset (driver reload) or wrapped; that interval's energy is taken
-    from the integrated power where samples exist, else counted from zero (a lower bound).
-    """
-    ok = ~np.isnan(counter_mj)
-    t, c = times[ok], counter_mj[ok]
-    energy = 0.0
-    resets = 0
-    substituted = 0.0
-    for k in range(1, c.size):
-        d = c[k] - c[k - 1]
-        if d >= 0:
-            energy += d / 1000.0
-            continue
-        resets += 1
-        part = None
-        if power_w is not None:
-            part = integrate_power(times, power_w, float(t[k - 1]), float(t[k]))
-        if part is None:
-            part = c[k] / 1000.0  # energy since the reset: a lower bound for the interval
-        energy += part
-        substituted += part
-    return energy, resets, substituted
