@@ -339,3 +339,30 @@ def test_without_a_sampler_there_is_no_time_series(tmp_path: Path) -> None:
     clock.advance(1.0)
     meter.stop()
     assert meter.write_timeseries(tmp_path / "ts.csv") is None
+
+
+# -- the sampler the meter sets up ------------------------------------------------------------------
+
+
+def test_the_sampler_reads_the_counter_every_tenth_row_of_gpus_that_have_one() -> None:
+    gpus = [FakeGpu(trace=ConstantPower(200.0)), FakeGpu(has_counter=False)]
+    meter, _, clock = make_meter(gpus=gpus)
+    meter.start()
+    assert meter.sampler is not None
+    for _ in range(20):
+        clock.advance(0.1)
+        meter.sampler.sample()
+    clock.advance(0.1)
+    meter.stop()
+    _, values = meter.sampler.buffer.view()
+    read = ~np.isnan(values[:, :, COUNTER])
+    assert np.flatnonzero(read[:, 0]).tolist() == [0, 10, 20]  # the start row, then every 10th
+    assert not read[:, 1].any()  # no counter on the second GPU: not asked for it
+    assert meter.sampler.read_errors == 0
+
+
+def test_a_gpu_without_a_counter_is_asked_for_it_once_only() -> None:
+    # the meter's probe finds it missing; the sampler is told, so it does not probe again
+    meter, fake, _ = make_meter(gpus=[FakeGpu(has_counter=False)])
+    assert meter.has_counter == [False] and meter.sampler is not None
+    assert fake.calls["nvmlDeviceGetTotalEnergyConsumption"] == 1
