@@ -139,3 +139,21 @@ def test_resume_names_a_damaged_process_record_and_reruns_the_run(
     assert f"{plan[2].run_id}/{PROCESS_FILE} skipped (" in res.output
     assert "whether its experiment still runs is unknown" in res.output
     assert study_dir / f"{plan[2].run_id}_a2" in executor.ran
+
+
+def test_a_manifest_is_rebuilt_with_the_cycles_its_run_folders_show(study) -> None:
+    """A study started with ``--cycles 2`` over a one-cycle file: study.yaml says 1, the run
+    folders show 2; the rebuilt plan has both cycles (the file's count alone would leave the
+    second cycle's folders belonging to no plan)."""
+    study_dir, plan, user, executor = study
+    text = (study_dir / STUDY_FILE).read_text()
+    assert "n_cycles: 2" in text
+    (study_dir / STUDY_FILE).write_text(text.replace("n_cycles: 2", "n_cycles: 1"))
+    damage(study_dir / MANIFEST_FILE, "empty")
+    res = invoke("resume", study_dir, user)
+    assert res.exit_code == 0, res.output
+    assert "4 runs, 2 cycle(s)" in res.output
+    manifest = read_manifest(study_dir)
+    assert manifest.n_cycles == 2
+    assert [r.run_id for r in manifest.runs] == [r.run_id for r in plan]
+    assert executor.ran == [study_dir / f"{plan[1].run_id}_a2"]  # only the failed run again

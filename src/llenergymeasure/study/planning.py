@@ -32,6 +32,11 @@ class Gaps:
     cycle_gap_source: str
 
 
+#: For a plan whose runs alone matter (ids, configs, cycles), not the waits between them: the
+#: manifest rebuilt from the run folders on ``--resume``.
+NO_GAPS = Gaps(0.0, "none", 0.0, "none")
+
+
 def resolve_gaps(
     study: StudyConfig,
     user_config: UserConfig | None,

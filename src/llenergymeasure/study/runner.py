@@ -47,6 +47,7 @@ from llenergymeasure.study.manifest import Manifest, ManifestRun, ManifestStore,
 from llenergymeasure.study.observer import NullObserver, StudyObserver
 from llenergymeasure.study.placement import GpuPool
 from llenergymeasure.study.planning import (
+    NO_GAPS,
     Gaps,
     PlannedRun,
     plan_study,
@@ -144,9 +145,7 @@ class StudyRunner:
         manifest, study, rebuilt = manifest_for_resume(
             self.resume_dir,
             study,
-            lambda s, n: plan_study(
-                s, resolve_gaps(s, self.user_config, self.no_gaps, None, self.no_gaps_reason), n
-            ),
+            lambda s, n: plan_study(s, NO_GAPS, n),  # the manifest keeps no gap
         )
         if rebuilt is not None:  # manifest.json was damaged: rebuilt, saved once locked
             self.recovery_notes.append(rebuilt)
