@@ -80,12 +80,13 @@ def test_another_schema_major_version_names_both_versions(tmp_path: Path, versio
     )
 
 
-def test_the_same_major_version_with_another_minor_is_read(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rest", ["99", "99.1"])  # only the part before the first dot counts
+def test_the_same_major_version_with_another_minor_is_read(tmp_path: Path, rest: str) -> None:
     major = SCHEMA_VERSION.split(".", 1)[0]
-    data = {**_good(), "schema_version": f"{major}.99"}
+    data = {**_good(), "schema_version": f"{major}.{rest}"}
     _write(tmp_path, json.dumps(data).encode())
     manifest = read_manifest(tmp_path)
-    assert manifest.study_name == "s" and manifest.schema_version == f"{major}.99"
+    assert manifest.study_name == "s" and manifest.schema_version == f"{major}.{rest}"
 
 
 def test_a_schema_version_that_is_not_text_is_a_damaged_field(tmp_path: Path) -> None:

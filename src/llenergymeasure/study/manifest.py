@@ -217,8 +217,8 @@ def read_manifest(study_dir: Path) -> Manifest:
         )
     try:
         return Manifest.model_validate(data)
-    except ValueError as exc:
-        raise DamagedManifest(path, damage_of(exc, text)) from None
+    except ValueError as exc:  # valid JSON by now: the text has nothing more to say
+        raise DamagedManifest(path, damage_of(exc)) from None
 
 
 @contextlib.contextmanager
