@@ -18,7 +18,7 @@ from llenergymeasure.energy.nvml import Nvml
 from llenergymeasure.energy.nvml_meter import NvmlMeter
 from llenergymeasure.energy.sampler import COUNTER
 from tests.fakes.clock import ManualClock
-from tests.fakes.nvml import ConstantPower, FakeGpu, FakeNvml
+from tests.fakes.nvml import ConstantPower, FakeGpu, FakeNvml, RampPower
 
 ALIGNED_START = CounterEdge(5_000_000, at_s=9.98, resolution_s=0.002)  # 20 ms before t0 = 10
 ALIGNED_END = CounterEdge(5_400_000, at_s=11.95, resolution_s=0.001)  # 50 ms before t1 = 12
@@ -366,3 +366,42 @@ def test_a_gpu_without_a_counter_is_asked_for_it_once_only() -> None:
     meter, fake, _ = make_meter(gpus=[FakeGpu(has_counter=False)])
     assert meter.has_counter == [False] and meter.sampler is not None
     assert fake.calls["nvmlDeviceGetTotalEnergyConsumption"] == 1
+
+
+# -- what stop() derives from the samples ------------------------------------------------------------
+
+
+def test_integrated_power_uses_each_gpu_s_own_read_times() -> None:
+    # every NVML call takes 10 ms, so a GPU's power is read well after its row's time; on a
+    # 1000 W/s ramp, dating the readings at the row's time would put the integral ~10 J high
+    clock = ManualClock()
+    trace = RampPower(100.0, 10_100.0, 10.0)
+    fake = FakeNvml([FakeGpu(trace=trace)], clock=clock, read_latency_s=0.01, advance=clock.advance)
+    nvml = Nvml(fake)
+    nvml.init()
+    mapping = resolve_devices([0], nvml, {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
+    meter = NvmlMeter(nvml, mapping, clock=clock, background_sampling=False, check_processes=False)
+    assert meter.sampler is not None
+    meter.start()
+    for _ in range(8):
+        clock.advance(0.1)
+        meter.sampler.sample()
+    m = meter.stop()
+    true_j = trace.energy_j(meter._t1 - fake.t_start) - trace.energy_j(meter._t0 - fake.t_start)
+    [d] = m.devices
+    assert d.integrated_energy_j is not None
+    assert abs(d.integrated_energy_j - true_j) < 0.5
+
+
+def test_the_power_cap_check_is_given_the_window_s_mean_power() -> None:
+    gpus = [FakeGpu(trace=ConstantPower(350.0), clock_event_reasons=0x4, power_limit_mw=700_000)]
+    meter, _, clock = make_meter(gpus=gpus)
+    meter.start()
+    clock.advance(0.25)
+    assert meter.sampler is not None
+    meter.sampler.sample()  # the reasons counted are those of the rows inside the window
+    clock.advance(0.25)
+    m = meter.stop()
+    [cap] = [w for w in m.warnings if w.code == "power_capped"]
+    assert cap.details["mean_power_w"] == pytest.approx(350.0)
+    assert cap.details["mean_power_share_of_limit"] == pytest.approx(0.5)
