@@ -32,6 +32,9 @@ from llenergymeasure.timestamps import utc_now
 if TYPE_CHECKING:
     from llenergymeasure.runners.base import RunOutcome
 
+#: A manifest of another major schema version is refused; minor versions are read.
+SCHEMA_MAJOR = SCHEMA_VERSION.partition(".")[0]
+
 RunState = Literal[
     "pending", "queued", "running", "completed", "failed", "interrupted", "timeout"
 ]  # queued: submitted to a scheduler (slurm runner), not started yet
@@ -209,7 +212,7 @@ def read_manifest(study_dir: Path) -> Manifest:
     except ValueError as exc:
         raise DamagedManifest(path, damage_of(exc, text)) from None
     version = data.get("schema_version") if isinstance(data, dict) else None
-    if isinstance(version, str) and version.split(".", 1)[0] != SCHEMA_VERSION.split(".", 1)[0]:
+    if isinstance(version, str) and version.partition(".")[0] != SCHEMA_MAJOR:
         raise StudyDirError(
             f"{path}: schema_version {version!r} is not this llenergymeasure's "
             f"({SCHEMA_VERSION}, version {__version__}): resume the study with the llenergymeasure "
