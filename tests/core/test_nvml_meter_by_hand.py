@@ -14,6 +14,7 @@ import pytest
 from llenergymeasure.energy.devices import DeviceMapping, DeviceTarget, resolve_devices
 from llenergymeasure.energy.edges import CounterEdge
 from llenergymeasure.energy.errors import DeviceLostError, NvmlError
+from llenergymeasure.energy.meters import power_limits_w
 from llenergymeasure.energy.nvml import Nvml
 from llenergymeasure.energy.nvml_meter import NvmlMeter
 from llenergymeasure.energy.sampler import COUNTER
@@ -405,3 +406,14 @@ def test_the_power_cap_check_is_given_the_window_s_mean_power() -> None:
     [cap] = [w for w in m.warnings if w.code == "power_capped"]
     assert cap.details["mean_power_w"] == pytest.approx(350.0)
     assert cap.details["mean_power_share_of_limit"] == pytest.approx(0.5)
+
+
+def test_a_gpu_without_a_readable_power_limit_leaves_the_others_limits() -> None:
+    first = FakeGpu(
+        fails_from_s=0.0, fails_with=3, fails_calls=("nvmlDeviceGetEnforcedPowerLimit",)
+    )
+    second = FakeGpu(power_limit_mw=450_000)
+    fake = FakeNvml([first, second])
+    nvml = Nvml(fake)
+    nvml.init()
+    assert power_limits_w(nvml, [0, 1]) == {1: 450.0}
