@@ -98,8 +98,8 @@ def test_quiet_and_verbose_after_the_subcommand(tmp_path: Path, monkeypatch) -> 
 
     seen: list[str | None] = []
 
-    def fake_run_command(**kwargs: object) -> int:
-        seen.append(kwargs["verbosity"])  # type: ignore[arg-type]
+    def fake_run_command(args: run_cmd.RunArgs, console: object) -> int:
+        seen.append(args.verbosity)
         return 0
 
     monkeypatch.setattr(run_cmd, "run_command", fake_run_command)

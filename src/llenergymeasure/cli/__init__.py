@@ -141,26 +141,26 @@ def run(
     verbose: VerboseOpt = False,
 ) -> None:
     """Run an experiment or a study (told apart by the YAML's content)."""
-    from llenergymeasure.cli.run_cmd import run_command
+    from llenergymeasure.cli.run_cmd import RunArgs, run_command
 
     verbosity = _verbosity(quiet, verbose, VERBOSITY)
+    args = RunArgs(
+        file=file,
+        dry_run=dry_run,
+        runner=runner,
+        cycles=cycles,
+        no_gaps=no_gaps,
+        resume=resume,
+        fail_fast=fail_fast,
+        results_dir=results_dir,
+        assume_yes=yes,
+        detach=detach,
+        verbosity=verbosity,
+        as_json=as_json,
+        strict=strict,
+    )
     try:
-        code = run_command(
-            file=file,
-            dry_run=dry_run,
-            runner=runner,
-            cycles=cycles,
-            no_gaps=no_gaps,
-            resume=resume,
-            fail_fast=fail_fast,
-            results_dir=results_dir,
-            console=console,
-            assume_yes=yes,
-            detach=detach,
-            verbosity=verbosity,
-            as_json=as_json,
-            strict=strict,
-        )
+        code = run_command(args, console)
     except LLEMError as exc:
         fail(exc)
         return
