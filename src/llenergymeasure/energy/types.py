@@ -76,7 +76,9 @@ class DeviceEnergy(_Record):
         description="power reading sampled: instant (NVML field) or power_usage (may be a 1 s average)",
     )
     counter_resets: int = Field(
-        0, description="backward steps of the energy counter inside the window"
+        0,
+        description="backward steps of the energy counter inside the window; in results "
+        "written before a counter stepping back failed the window (issue 30) only, 0 since",
     )
     mean_utilization_pct: float | None = Field(
         None,
