@@ -10,7 +10,9 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from llenergymeasure.cli import app
 from llenergymeasure.results.layout import (
     ERROR_FILE,
     MANIFEST_FILE,
@@ -157,3 +159,20 @@ def test_a_manifest_is_rebuilt_with_the_cycles_its_run_folders_show(study) -> No
     assert manifest.n_cycles == 2
     assert [r.run_id for r in manifest.runs] == [r.run_id for r in plan]
     assert executor.ran == [study_dir / f"{plan[1].run_id}_a2"]  # only the failed run again
+
+
+def test_resume_with_json_keeps_what_it_recovered_off_stdout(study) -> None:
+    """``--json``: stdout carries the study's JSON alone; the lines saying what was recovered
+    (and the progress) go to stderr."""
+    study_dir, plan, user, executor = study
+    damage(study_dir / MANIFEST_FILE, "empty")
+    res = CliRunner().invoke(
+        app,
+        ["run", "--resume", str(study_dir), "--yes", "--json"],
+        env={"LLEM_CONFIG": str(user), "COLUMNS": "200"},
+    )
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary and "manifest.json was damaged" not in res.stdout
+    assert "manifest.json was damaged" in res.stderr
+    assert executor.ran == [study_dir / f"{plan[1].run_id}_a2"]
